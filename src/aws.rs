@@ -1,0 +1,405 @@
+//! The AWS adapter: [`Cloud`] on the AWS SDKs. Credentials, region and endpoint come from the
+//! standard aws-config chain, so `AWS_ENDPOINT_URL` points the tool at an emulator with no code
+//! change. Every call has a timeout and bounded, adaptive retries; CloudTrail's LookupEvents is
+//! held to its 2 requests per second per region.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::arn::KeyArn;
+use crate::cloud::{CallError, Cloud, FailureKind, SimulationRequest, TrailEvent, TrailPage, TrailQuery, VolumeInfo};
+use crate::facts::{Attachment, Decision, EndState, Instance, KeyMetadata, KeyState, Simulation, StateReason};
+
+/// Loads the shared SDK configuration: one HTTPS client (rustls + ring), adaptive retries,
+/// and timeouts so that an unreachable endpoint fails in seconds, not minutes.
+pub async fn load_config(region: Option<&str>) -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(RetryConfig::adaptive().with_max_attempts(4))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(StdDuration::from_secs(3))
+                .operation_attempt_timeout(StdDuration::from_secs(10))
+                .operation_timeout(StdDuration::from_secs(30))
+                .build(),
+        );
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_owned()));
+    }
+    loader.load().await
+}
+
+#[derive(Clone)]
+struct Clients {
+    ec2: aws_sdk_ec2::Client,
+    kms: aws_sdk_kms::Client,
+    cloudtrail: aws_sdk_cloudtrail::Client,
+}
+
+/// Token bucket: CloudTrail allows 2 LookupEvents per second per account and region.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+const TRAIL_RATE: f64 = 2.0;
+
+/// [`Cloud`] backed by the AWS SDKs; clients are built once per region.
+#[derive(Clone)]
+pub struct AwsCloud {
+    config: SdkConfig,
+    iam: aws_sdk_iam::Client,
+    clients: Arc<Mutex<HashMap<String, Clients>>>,
+    buckets: Arc<tokio::sync::Mutex<HashMap<String, Bucket>>>,
+}
+
+impl AwsCloud {
+    pub fn new(config: SdkConfig) -> Self {
+        let iam = aws_sdk_iam::Client::new(&config);
+        Self { config, iam, clients: Arc::default(), buckets: Arc::default() }
+    }
+
+    pub fn default_region(&self) -> Option<String> {
+        self.config.region().map(|r| r.to_string())
+    }
+
+    fn clients(&self, region: &str) -> Clients {
+        let mut map = match self.clients.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(region.to_owned())
+            .or_insert_with(|| {
+                let r = Region::new(region.to_owned());
+                Clients {
+                    ec2: aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&self.config).region(r.clone()).build()),
+                    kms: aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(&self.config).region(r.clone()).build()),
+                    cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
+                        aws_sdk_cloudtrail::config::Builder::from(&self.config).region(r).build(),
+                    ),
+                }
+            })
+            .clone()
+    }
+
+    /// Waits for a LookupEvents slot in `region`.
+    async fn trail_slot(&self, region: &str) {
+        loop {
+            let wait = {
+                let mut buckets = self.buckets.lock().await;
+                let now = Instant::now();
+                let b = buckets.entry(region.to_owned()).or_insert(Bucket { tokens: TRAIL_RATE, last: now });
+                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * TRAIL_RATE).min(TRAIL_RATE);
+                b.last = now;
+                if b.tokens >= 1.0 {
+                    b.tokens -= 1.0;
+                    return;
+                }
+                StdDuration::from_secs_f64((1.0 - b.tokens) / TRAIL_RATE)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Turns an SDK error into a [`CallError`] that says, in one line, what went wrong.
+fn call_error<E>(call: &'static str, err: SdkError<E, HttpResponse>) -> CallError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let kind = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => FailureKind::Unreachable,
+        _ => match err.code() {
+            Some(c) if c.contains("AccessDenied") || c.contains("UnauthorizedOperation") || c == "AuthFailure" => FailureKind::Denied,
+            Some(c) if c.contains("NotFound") || c == "NoSuchEntity" => FailureKind::NotFound,
+            Some(c) if c.contains("Throttl") || c == "RequestLimitExceeded" || c == "TooManyRequestsException" => FailureKind::Throttled,
+            _ => FailureKind::Other,
+        },
+    };
+    let message = match (err.code(), err.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_owned(),
+        _ => match &err {
+            SdkError::TimeoutError(_) => "timed out".to_owned(),
+            SdkError::DispatchFailure(_) => format!("could not reach the endpoint: {}", error_chain(&err)),
+            SdkError::ResponseError(_) => format!("unreadable response: {}", DisplayErrorContext(&err)),
+            _ => DisplayErrorContext(&err).to_string(),
+        },
+    };
+    CallError { call, kind, message: one_line(&message) }
+}
+
+/// `outer: inner: root cause`, without the Debug dump `DisplayErrorContext` appends.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+fn one_line(s: &str) -> String {
+    const MAX: usize = 500;
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= MAX {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(MAX).collect::<String>())
+    }
+}
+
+fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn to_smithy(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
+    aws_smithy_types::DateTime::from_secs(t.timestamp())
+}
+
+fn partition_of_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+    let id = i.instance_id()?.to_owned();
+    let state_name = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_else(|| "unknown".to_owned());
+    let state_reason = i.state_reason().map(|r| StateReason {
+        code: r.code().unwrap_or_default().to_owned(),
+        message: r.message().unwrap_or_default().to_owned(),
+    });
+    let attachments = i
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| {
+            Some(Attachment {
+                volume_id: m.ebs()?.volume_id()?.to_owned(),
+                device: m.device_name().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect();
+    Some(Instance {
+        id,
+        account: owner.to_owned(),
+        partition: partition_of_region(region).to_owned(),
+        region: region.to_owned(),
+        state: EndState::parse(&state_name),
+        state_name,
+        state_reason,
+        attachments,
+    })
+}
+
+impl AwsCloud {
+    async fn describe_instances_page(&self, region: &str, ids: &[String]) -> Result<Vec<Instance>, CallError> {
+        let ec2 = self.clients(region).ec2;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("ec2:DescribeInstances", e))?;
+            for r in resp.reservations() {
+                let owner = r.owner_id().unwrap_or_default();
+                out.extend(r.instances().iter().filter_map(|i| instance_of(region, owner, i)));
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+impl Cloud for AwsCloud {
+    async fn describe_instances(&self, region: &str, ids: &[String]) -> Result<Vec<Instance>, CallError> {
+        match self.describe_instances_page(region, ids).await {
+            // One unknown id fails the whole call: ask for each id alone to keep the others.
+            Err(e) if e.kind == FailureKind::NotFound && ids.len() > 1 => {
+                let mut out = Vec::new();
+                for id in ids {
+                    match self.describe_instances_page(region, std::slice::from_ref(id)).await {
+                        Ok(mut found) => out.append(&mut found),
+                        Err(e) if e.kind == FailureKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) if e.kind == FailureKind::NotFound => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    async fn describe_volumes(&self, region: &str, ids: &[String]) -> Result<Vec<VolumeInfo>, CallError> {
+        let resp = self
+            .clients(region)
+            .ec2
+            .describe_volumes()
+            .set_volume_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| call_error("ec2:DescribeVolumes", e))?;
+        Ok(resp
+            .volumes()
+            .iter()
+            .filter_map(|v| {
+                Some(VolumeInfo {
+                    volume_id: v.volume_id()?.to_owned(),
+                    encrypted: v.encrypted().unwrap_or(false),
+                    kms_key_id: v.kms_key_id().map(str::to_owned),
+                })
+            })
+            .collect())
+    }
+
+    async fn describe_key(&self, key: &KeyArn) -> Result<KeyMetadata, CallError> {
+        let resp = self
+            .clients(key.region())
+            .kms
+            .describe_key()
+            .key_id(key.to_string())
+            .send()
+            .await
+            .map_err(|e| call_error("kms:DescribeKey", e))?;
+        let m = resp.key_metadata().ok_or(CallError {
+            call: "kms:DescribeKey",
+            kind: FailureKind::Other,
+            message: "response has no KeyMetadata".to_owned(),
+        })?;
+        Ok(KeyMetadata {
+            state: m.key_state().map(|s| KeyState::parse(s.as_str())).unwrap_or(KeyState::Other("unknown".to_owned())),
+            manager: m.key_manager().map(|k| k.as_str().to_owned()),
+            origin: m.origin().map(|o| o.as_str().to_owned()),
+            deletion_date: m.deletion_date().and_then(to_chrono),
+            valid_to: m.valid_to().and_then(to_chrono),
+            custom_key_store_id: m.custom_key_store_id().map(str::to_owned),
+        })
+    }
+
+    async fn get_key_policy(&self, key: &KeyArn) -> Result<String, CallError> {
+        let resp = self
+            .clients(key.region())
+            .kms
+            .get_key_policy()
+            .key_id(key.to_string())
+            .policy_name("default")
+            .send()
+            .await
+            .map_err(|e| call_error("kms:GetKeyPolicy", e))?;
+        resp.policy().map(str::to_owned).ok_or(CallError {
+            call: "kms:GetKeyPolicy",
+            kind: FailureKind::Other,
+            message: "response has no Policy".to_owned(),
+        })
+    }
+
+    async fn lookup_events(&self, region: &str, query: &TrailQuery, next_token: Option<&str>) -> Result<TrailPage, CallError> {
+        use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
+        let attribute = LookupAttribute::builder()
+            .attribute_key(LookupAttributeKey::ResourceName)
+            .attribute_value(&query.resource_name)
+            .build()
+            .map_err(|e| CallError { call: "cloudtrail:LookupEvents", kind: FailureKind::Other, message: e.to_string() })?;
+        self.trail_slot(region).await;
+        let resp = self
+            .clients(region)
+            .cloudtrail
+            .lookup_events()
+            .lookup_attributes(attribute)
+            .start_time(to_smithy(query.start))
+            .end_time(to_smithy(query.end))
+            .max_results(50)
+            .set_next_token(next_token.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| call_error("cloudtrail:LookupEvents", e))?;
+        Ok(TrailPage {
+            events: resp
+                .events()
+                .iter()
+                .map(|e| TrailEvent {
+                    event_id: e.event_id().map(str::to_owned),
+                    cloud_trail_event: e.cloud_trail_event().map(str::to_owned),
+                })
+                .collect(),
+            next_token: resp.next_token().map(str::to_owned),
+        })
+    }
+
+    async fn simulate(&self, request: &SimulationRequest) -> Result<Vec<Simulation>, CallError> {
+        use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
+        let context = vec![
+            ContextEntry::builder()
+                .context_key_name("kms:GrantIsForAWSResource")
+                .context_key_type(ContextKeyTypeEnum::Boolean)
+                .context_key_values("true")
+                .build(),
+            ContextEntry::builder()
+                .context_key_name("kms:ViaService")
+                .context_key_type(ContextKeyTypeEnum::String)
+                .context_key_values(format!("ec2.{}.amazonaws.com", request.region))
+                .build(),
+        ];
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let resp = self
+                .iam
+                .simulate_principal_policy()
+                .policy_source_arn(&request.principal_arn)
+                .set_action_names(Some(request.actions.clone()))
+                .set_resource_arns(Some(request.resources.clone()))
+                .set_context_entries(Some(context.clone()))
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| call_error("iam:SimulatePrincipalPolicy", e))?;
+            for r in resp.evaluation_results() {
+                let Some(decision) = Decision::parse(r.eval_decision().as_str()) else { continue };
+                out.push(Simulation {
+                    principal_arn: request.principal_arn.clone(),
+                    action: r.eval_action_name().to_owned(),
+                    resource: r.eval_resource_name().unwrap_or("*").to_owned(),
+                    decision,
+                    matched_statements: r.matched_statements().iter().filter_map(|s| s.source_policy_id().map(str::to_owned)).collect(),
+                });
+            }
+            match resp.marker() {
+                Some(m) if resp.is_truncated() && !m.is_empty() => marker = Some(m.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}

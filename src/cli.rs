@@ -1,0 +1,155 @@
+//! CLI mode: the same diagnosis for an operator at a terminal.
+//!
+//! Exit codes: 0 the diagnosis ran (with or without findings), 1 AWS could not be reached or
+//! would not describe the instances, 2 usage errors (including an unreadable event file).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::handle_event;
+use crate::aws::{load_config, AwsCloud};
+use crate::cloud::CallError;
+use crate::config::{parse_duration, Settings};
+use crate::gather::{self, Options, Target};
+use crate::render;
+use crate::report::Report;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kms-launch-doctor",
+    version,
+    about = "Finds out why an EC2 instance with KMS-encrypted volumes failed to start, and how to fix it.",
+    after_help = "Examples:\n  kms-launch-doctor diagnose --instance-id i-0abcd1234ef567890 --region eu-west-1 --format text\n  kms-launch-doctor replay events/stopped.json\n\nCredentials, region and endpoint come from the standard AWS configuration (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, …)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Diagnose stopped or terminated instances by id.
+    Diagnose {
+        /// The instance to diagnose (repeat for several).
+        #[arg(long = "instance-id", required = true, value_parser = instance_id)]
+        instance_ids: Vec<String>,
+        /// Region of the instances (default: from the AWS configuration).
+        #[arg(long, value_parser = region)]
+        region: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        /// How far back to search CloudTrail for the launch call (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        since: chrono::Duration,
+    },
+    /// Run the Lambda handler's code path on an EventBridge event file.
+    Replay {
+        /// An "EC2 Instance State-change Notification" event, as EventBridge delivers it.
+        event: PathBuf,
+        /// Region when the event names none (default: from the AWS configuration).
+        #[arg(long, value_parser = region)]
+        region: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+fn instance_id(s: &str) -> Result<String, String> {
+    if crate::event::is_instance_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{:?} is not an EC2 instance id (i-0123456789abcdef0)", crate::event::echo(s)))
+    }
+}
+
+fn region(s: &str) -> Result<String, String> {
+    if crate::event::is_region(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{:?} is not a region name like eu-west-1", crate::event::echo(s)))
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn aws_failure(e: &CallError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(1)
+}
+
+fn print(report: &Report, format: Format) {
+    match format {
+        Format::Json => match serde_json::to_string_pretty(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: could not render the report: {e}"),
+        },
+        Format::Text => print!("{}", render::text(report)),
+    }
+}
+
+pub async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Diagnose { instance_ids, region, format, since } => {
+            let cloud = AwsCloud::new(load_config(region.as_deref()).await);
+            let Some(region) = region.or_else(|| cloud.default_region()) else {
+                return usage("no region: pass --region or set AWS_REGION");
+            };
+            let now = Utc::now();
+            let targets: Vec<Target> = instance_ids.into_iter().map(|id| Target { instance_id: id, observed_at: now }).collect();
+            let opts = Options { lookback: since, slack: chrono::Duration::zero(), ..Options::default() };
+            match gather::diagnose(&cloud, &region, &targets, &opts).await {
+                Ok(report) => {
+                    print(&report, format);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => aws_failure(&e),
+            }
+        }
+        Command::Replay { event, region, format } => {
+            let bytes = match std::fs::read(&event) {
+                Ok(b) => b,
+                Err(e) => return usage(&format!("cannot read {}: {e}", event.display())),
+            };
+            let value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    // Malformed input is skipped, as the Lambda would, not a crash.
+                    let report = Report {
+                        skipped: vec![crate::report::Skipped { instance_id: None, reason: format!("malformed JSON: {e}") }],
+                        ..Report::default()
+                    };
+                    print(&report, format);
+                    return ExitCode::SUCCESS;
+                }
+            };
+            let cloud = AwsCloud::new(load_config(region.as_deref()).await);
+            let default_region = region.or_else(|| cloud.default_region());
+            match handle_event(&cloud, &value, default_region.as_deref(), &Settings::from_env().options()).await {
+                Ok(report) => {
+                    print(&report, format);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => aws_failure(&e),
+            }
+        }
+    }
+}

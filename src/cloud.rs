@@ -1,0 +1,87 @@
+//! The narrow view of AWS the diagnosis needs, as a trait: one implementation talks to the AWS
+//! SDKs ([`crate::aws::AwsCloud`]); tests can supply their own. Each method is one API call
+//! (one page, for LookupEvents) and returns domain types, never SDK types.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::arn::KeyArn;
+use crate::facts::{Instance, KeyMetadata, Simulation};
+
+/// How a call failed, in the terms that decide what we do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// AccessDenied, UnauthorizedOperation: our own role lacks a permission.
+    Denied,
+    /// The resource does not exist (InvalidInstanceID.NotFound, NotFoundException).
+    NotFound,
+    /// Still throttled after the SDK's retries.
+    Throttled,
+    /// No answer: connection refused, DNS, timeout. Nothing was learned about AWS.
+    Unreachable,
+    /// Anything else: a 500, a body we could not parse, a validation error.
+    Other,
+}
+
+/// A failed call: which one, and why, in a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{call} failed: {message}")]
+pub struct CallError {
+    /// `service:Action`, e.g. `kms:GetKeyPolicy`.
+    pub call: &'static str,
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// A volume as DescribeVolumes reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub volume_id: String,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+}
+
+/// One CloudTrail LookupEvents result, before its record is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrailEvent {
+    pub event_id: Option<String>,
+    pub cloud_trail_event: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrailPage {
+    pub events: Vec<TrailEvent>,
+    pub next_token: Option<String>,
+}
+
+/// A LookupEvents query: one ResourceName over a time window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrailQuery {
+    pub resource_name: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// A SimulatePrincipalPolicy request for the launch's KMS actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulationRequest {
+    pub principal_arn: String,
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+    /// For `kms:ViaService = ec2.<region>.amazonaws.com`.
+    pub region: String,
+}
+
+pub trait Cloud: Sync {
+    /// DescribeInstances for these ids. Instances that no longer exist are absent from the
+    /// result (not an error).
+    fn describe_instances(&self, region: &str, ids: &[String]) -> impl Future<Output = Result<Vec<Instance>, CallError>> + Send;
+    fn describe_volumes(&self, region: &str, ids: &[String]) -> impl Future<Output = Result<Vec<VolumeInfo>, CallError>> + Send;
+    fn describe_key(&self, key: &KeyArn) -> impl Future<Output = Result<KeyMetadata, CallError>> + Send;
+    fn get_key_policy(&self, key: &KeyArn) -> impl Future<Output = Result<String, CallError>> + Send;
+    /// One page of LookupEvents in `region`. Implementations keep to CloudTrail's 2 requests
+    /// per second per region.
+    fn lookup_events(&self, region: &str, query: &TrailQuery, next_token: Option<&str>) -> impl Future<Output = Result<TrailPage, CallError>> + Send;
+    fn simulate(&self, request: &SimulationRequest) -> impl Future<Output = Result<Vec<Simulation>, CallError>> + Send;
+}

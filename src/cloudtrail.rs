@@ -1,0 +1,346 @@
+//! CloudTrail records: who launched the instance, and which KMS calls were denied.
+//!
+//! A record's `userIdentity` says who *made* the call; a fix belongs on the IAM entity behind
+//! it. For an assumed role that is the role (the session issuer), not the session; for a
+//! federated user it is the federating IAM user. Records are read as loose JSON because their
+//! shape varies by identity type and event version: a field we cannot find is `None`, never a
+//! failure.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::arn::{Arn, IamEntity};
+
+/// The API that launched the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum LaunchApi {
+    StartInstances,
+    RunInstances,
+}
+
+impl LaunchApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StartInstances => "StartInstances",
+            Self::RunInstances => "RunInstances",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "StartInstances" => Some(Self::StartInstances),
+            "RunInstances" => Some(Self::RunInstances),
+            _ => None,
+        }
+    }
+}
+
+/// Where a fix for this caller belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrincipalKind {
+    User,
+    Role,
+    ServiceLinkedRole,
+    SsoRole,
+    Root,
+    Federated,
+    Service,
+    Unknown,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Role => "role",
+            Self::ServiceLinkedRole => "service-linked-role",
+            Self::SsoRole => "sso-role",
+            Self::Root => "root",
+            Self::Federated => "federated",
+            Self::Service => "service",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Caller {
+    /// `userIdentity.type` as CloudTrail wrote it (`IAMUser`, `AssumedRole`, …).
+    pub identity_type: String,
+    /// `userIdentity.arn`: the identity that made the call (a session, for roles).
+    pub arn: Option<String>,
+    /// The IAM entity a fix belongs on.
+    pub principal_arn: Option<String>,
+    pub principal_kind: PrincipalKind,
+    #[serde(skip)]
+    pub account: Option<String>,
+    /// For a service caller: the service that acted (`autoscaling.amazonaws.com`).
+    #[serde(skip)]
+    pub invoked_by: Option<String>,
+}
+
+impl Caller {
+    pub fn unknown() -> Self {
+        Self {
+            identity_type: "Unknown".to_owned(),
+            arn: None,
+            principal_arn: None,
+            principal_kind: PrincipalKind::Unknown,
+            account: None,
+            invoked_by: None,
+        }
+    }
+
+    /// A short human name: `user/test`, `role/Admin`, `root`.
+    pub fn short_name(&self) -> String {
+        let arn = self.principal_arn.as_deref().or(self.arn.as_deref());
+        match arn.and_then(|a| Arn::parse(a).ok()) {
+            Some(a) => a.resource().to_owned(),
+            None => self.invoked_by.clone().unwrap_or_else(|| "an unknown caller".to_owned()),
+        }
+    }
+}
+
+/// One CloudTrail record, reduced to what the diagnosis uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record {
+    pub event_id: String,
+    pub event_name: String,
+    pub event_time: DateTime<Utc>,
+    pub caller: Caller,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// Instance ids named in the request or response.
+    #[serde(skip)]
+    pub instance_ids: Vec<String>,
+    /// Key named in the request (`keyId`) or the record's resources.
+    #[serde(skip)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("CloudTrail record is not valid JSON: {0}")]
+    Json(String),
+    #[error("CloudTrail record lacks {0}")]
+    Missing(&'static str),
+}
+
+impl Record {
+    /// Parses the `CloudTrailEvent` JSON string of a LookupEvents result. The envelope's
+    /// event id, name and time are the fallback when the record lacks them.
+    pub fn parse(text: &str) -> Result<Self, RecordError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| RecordError::Json(e.to_string()))?;
+        if !v.is_object() {
+            return Err(RecordError::Json("not an object".to_owned()));
+        }
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let event_id = s("eventID").ok_or(RecordError::Missing("eventID"))?;
+        let event_name = s("eventName").ok_or(RecordError::Missing("eventName"))?;
+        let event_time = s("eventTime")
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or(RecordError::Missing("a valid eventTime"))?;
+        let caller = v.get("userIdentity").map(caller_of).unwrap_or_else(Caller::unknown);
+        let mut instance_ids = Vec::new();
+        for part in ["requestParameters", "responseElements"] {
+            if let Some(items) = v.pointer(&format!("/{part}/instancesSet/items")).and_then(Value::as_array) {
+                for item in items {
+                    if let Some(id) = item.get("instanceId").and_then(Value::as_str) {
+                        if !instance_ids.iter().any(|i| i == id) {
+                            instance_ids.push(id.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        let key = v
+            .pointer("/requestParameters/keyId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| {
+                v.get("resources")?.as_array()?.iter().find_map(|r| {
+                    let is_key = r.get("type").and_then(Value::as_str) == Some("AWS::KMS::Key");
+                    is_key.then(|| r.get("ARN").and_then(Value::as_str).map(str::to_owned)).flatten()
+                })
+            });
+        Ok(Self {
+            event_id,
+            event_name,
+            event_time,
+            caller,
+            error_code: s("errorCode"),
+            error_message: s("errorMessage"),
+            instance_ids,
+            key,
+        })
+    }
+
+    /// An AccessDenied error (`AccessDenied`, `AccessDeniedException`, `Client.UnauthorizedOperation`…).
+    pub fn is_access_denied(&self) -> bool {
+        self.error_code
+            .as_deref()
+            .is_some_and(|c| c.contains("AccessDenied") || c.contains("UnauthorizedOperation"))
+    }
+
+    /// Whether the denial message blames an explicit Deny.
+    pub fn mentions_explicit_deny(&self) -> bool {
+        self.error_message.as_deref().is_some_and(|m| m.contains("explicit deny"))
+    }
+}
+
+/// Maps `userIdentity` to the IAM entity a fix belongs on.
+pub fn caller_of(identity: &Value) -> Caller {
+    let s = |p: &str| identity.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    let identity_type = s("/type").unwrap_or_else(|| "Unknown".to_owned());
+    let arn = s("/arn");
+    let account = s("/accountId");
+    let invoked_by = s("/invokedBy");
+    let issuer = s("/sessionContext/sessionIssuer/arn");
+    let (principal_arn, principal_kind) = match identity_type.as_str() {
+        "IAMUser" => match arn.as_deref().and_then(|a| Arn::parse(a).ok()) {
+            Some(a) if matches!(IamEntity::of(&a), IamEntity::User { .. }) => (Some(a.to_string()), PrincipalKind::User),
+            _ => (None, PrincipalKind::Unknown),
+        },
+        "AssumedRole" => role_behind(issuer.as_deref(), arn.as_deref()),
+        "FederatedUser" => match issuer.as_deref().and_then(|a| Arn::parse(a).ok()) {
+            Some(a) if matches!(IamEntity::of(&a), IamEntity::User { .. }) => (Some(a.to_string()), PrincipalKind::Federated),
+            _ => (None, PrincipalKind::Federated),
+        },
+        "Root" => {
+            let root = arn
+                .as_deref()
+                .and_then(|a| Arn::parse(a).ok())
+                .filter(|a| IamEntity::of(a) == IamEntity::Root)
+                .map(|a| a.to_string())
+                .or_else(|| account.as_deref().filter(|a| crate::arn::is_account_id(a)).map(|a| format!("arn:aws:iam::{a}:root")));
+            (root, PrincipalKind::Root)
+        }
+        "AWSService" => (None, PrincipalKind::Service),
+        _ => (None, PrincipalKind::Unknown),
+    };
+    Caller { identity_type, arn, principal_arn, principal_kind, account, invoked_by }
+}
+
+/// The role behind an assumed-role session: the session issuer when CloudTrail recorded it,
+/// else the role named in the session ARN (whose path we then cannot know).
+fn role_behind(issuer: Option<&str>, session_arn: Option<&str>) -> (Option<String>, PrincipalKind) {
+    let from_issuer = issuer.and_then(|a| Arn::parse(a).ok()).and_then(|a| match IamEntity::of(&a) {
+        IamEntity::Role { path, name } => Some((a.to_string(), path, name)),
+        _ => None,
+    });
+    let from_session = || {
+        let a = Arn::parse(session_arn?).ok()?;
+        match IamEntity::of(&a) {
+            IamEntity::AssumedRole { role_name, .. } => Some((
+                format!("arn:{}:iam::{}:role/{}", a.partition(), a.account(), role_name),
+                "/".to_owned(),
+                role_name,
+            )),
+            _ => None,
+        }
+    };
+    match from_issuer.or_else(from_session) {
+        Some((arn, path, name)) => (Some(arn), role_kind(&path, &name)),
+        None => (None, PrincipalKind::Unknown),
+    }
+}
+
+/// Service-linked roles live under `/aws-service-role/`; IAM Identity Center creates roles
+/// named `AWSReservedSSO_<permission set>_<suffix>`.
+pub fn role_kind(path: &str, name: &str) -> PrincipalKind {
+    if path.starts_with("/aws-service-role/") {
+        PrincipalKind::ServiceLinkedRole
+    } else if name.starts_with("AWSReservedSSO_") {
+        PrincipalKind::SsoRole
+    } else {
+        PrincipalKind::Role
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(identity: Value) -> String {
+        json!({
+            "eventVersion": "1.08", "userIdentity": identity, "eventTime": "2026-11-28T10:00:00Z",
+            "eventSource": "ec2.amazonaws.com", "eventName": "StartInstances", "awsRegion": "eu-west-1",
+            "requestParameters": {"instancesSet": {"items": [{"instanceId": "i-0abc"}]}},
+            "responseElements": {"instancesSet": {"items": [{"instanceId": "i-0abc"}]}},
+            "eventID": "e-1"
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn iam_user_is_the_principal() {
+        let r = Record::parse(&record(json!({"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/test", "accountId": "123456789012", "userName": "test"}))).unwrap();
+        assert_eq!(r.caller.principal_kind, PrincipalKind::User);
+        assert_eq!(r.caller.principal_arn.as_deref(), Some("arn:aws:iam::123456789012:user/test"));
+        assert_eq!(r.instance_ids, vec!["i-0abc"]);
+        assert_eq!(r.event_name, "StartInstances");
+    }
+
+    #[test]
+    fn assumed_role_maps_to_the_issuing_role() {
+        let r = Record::parse(&record(json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/Ops/alice",
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/team/Ops"}}}))).unwrap();
+        assert_eq!(r.caller.principal_kind, PrincipalKind::Role);
+        assert_eq!(r.caller.principal_arn.as_deref(), Some("arn:aws:iam::123456789012:role/team/Ops"));
+        assert_eq!(r.caller.short_name(), "role/team/Ops");
+    }
+
+    #[test]
+    fn assumed_role_without_issuer_falls_back_to_session_arn() {
+        let c = caller_of(&json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/Ops/alice"}));
+        assert_eq!(c.principal_arn.as_deref(), Some("arn:aws:iam::123456789012:role/Ops"));
+    }
+
+    #[test]
+    fn service_linked_and_sso_roles_are_recognised() {
+        let c = caller_of(&json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/AWSServiceRoleForAutoScaling/AutoScaling",
+            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"}}}));
+        assert_eq!(c.principal_kind, PrincipalKind::ServiceLinkedRole);
+        let c = caller_of(&json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_0123456789abcdef/alice",
+            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef"}}}));
+        assert_eq!(c.principal_kind, PrincipalKind::SsoRole);
+    }
+
+    #[test]
+    fn federated_user_maps_to_the_federating_user_and_root_to_root() {
+        let c = caller_of(&json!({"type": "FederatedUser", "arn": "arn:aws:sts::123456789012:federated-user/bob",
+            "sessionContext": {"sessionIssuer": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/broker"}}}));
+        assert_eq!((c.principal_kind, c.principal_arn.as_deref()), (PrincipalKind::Federated, Some("arn:aws:iam::123456789012:user/broker")));
+        let c = caller_of(&json!({"type": "Root", "arn": "arn:aws:iam::123456789012:root", "accountId": "123456789012"}));
+        assert_eq!((c.principal_kind, c.principal_arn.as_deref()), (PrincipalKind::Root, Some("arn:aws:iam::123456789012:root")));
+    }
+
+    #[test]
+    fn odd_identities_are_unknown_not_errors() {
+        for id in [json!(null), json!("x"), json!({"type": 7}), json!({"type": "IAMUser", "arn": "not an arn"}), json!({"type": "SAMLUser"})] {
+            let c = caller_of(&id);
+            assert!(c.principal_arn.is_none(), "{id}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_incomplete_records_are_errors() {
+        assert!(matches!(Record::parse("{\"eventID\": \"x\""), Err(RecordError::Json(_))));
+        assert!(matches!(Record::parse("{}"), Err(RecordError::Missing("eventID"))));
+        assert!(matches!(Record::parse(r#"{"eventID":"a","eventName":"b","eventTime":"yesterday"}"#), Err(RecordError::Missing(_))));
+    }
+
+    #[test]
+    fn denied_kms_call_is_recognised() {
+        let r = Record::parse(&json!({"eventID": "d-1", "eventName": "CreateGrant", "eventTime": "2026-11-28T10:00:01Z",
+            "errorCode": "AccessDenied", "errorMessage": "User: arn:aws:iam::123456789012:user/test is not authorized to perform: kms:CreateGrant on resource: arn:aws:kms:eu-west-1:123456789012:key/k because no identity-based policy allows the kms:CreateGrant action",
+            "requestParameters": {"keyId": "arn:aws:kms:eu-west-1:123456789012:key/k"},
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/test"}}).to_string()).unwrap();
+        assert!(r.is_access_denied());
+        assert!(!r.mentions_explicit_deny());
+        assert_eq!(r.key.as_deref(), Some("arn:aws:kms:eu-west-1:123456789012:key/k"));
+    }
+}

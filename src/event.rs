@@ -1,0 +1,144 @@
+//! The trigger: EventBridge "EC2 Instance State-change Notification" events.
+//!
+//! Anything that is not such an event for a `stopped` or `terminated` instance is skipped with
+//! a reason a person can act on. The Lambda runtime hands us arbitrary JSON, so parsing starts
+//! from a `serde_json::Value` and never fails the invocation.
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::facts::EndState;
+use crate::report::Skipped;
+
+pub const SOURCE: &str = "aws.ec2";
+pub const DETAIL_TYPE: &str = "EC2 Instance State-change Notification";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+struct StateChange {
+    #[serde(rename = "instance-id")]
+    instance_id: String,
+    state: String,
+}
+
+/// A state change worth diagnosing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub instance_id: String,
+    pub state: EndState,
+    pub region: Option<String>,
+    pub account: Option<String>,
+    pub time: Option<DateTime<Utc>>,
+    pub event_id: Option<String>,
+}
+
+/// Longest string we echo back from an event into a skip reason.
+const ECHO: usize = 80;
+
+pub fn echo(s: &str) -> String {
+    if s.chars().count() <= ECHO {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(ECHO).collect::<String>())
+    }
+}
+
+/// EC2 instance ids: `i-` and 8 or 17 hex digits; we accept any short alphanumeric tail.
+pub fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-")
+        .is_some_and(|rest| (1..=32).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Parses one event; `Err` carries the skip entry.
+pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
+    let skip = |instance_id: Option<String>, reason: String| Skipped { instance_id, reason };
+    let source = event.get("source").and_then(Value::as_str);
+    let detail_type = event.get("detail-type").and_then(Value::as_str);
+    match (source, detail_type) {
+        (Some(SOURCE), Some(DETAIL_TYPE)) => {}
+        (Some(s), Some(d)) => {
+            return Err(skip(None, format!("not an EC2 instance state-change notification (source {:?}, detail-type {:?})", echo(s), echo(d))))
+        }
+        _ => return Err(skip(None, "not an EventBridge event (no source or detail-type)".to_owned())),
+    }
+    let parsed: EventBridgeEvent<StateChange> = serde_json::from_value(event.clone())
+        .map_err(|e| skip(None, format!("malformed state-change event: {}", echo(&e.to_string()))))?;
+    let detail = parsed.detail;
+    if !is_instance_id(&detail.instance_id) {
+        return Err(skip(None, format!("malformed state-change event: {:?} is not an instance id", echo(&detail.instance_id))));
+    }
+    let Some(state) = EndState::parse(&detail.state) else {
+        return Err(skip(
+            Some(detail.instance_id),
+            format!("state {:?} is not one a failed launch ends in (stopped, terminated)", echo(&detail.state)),
+        ));
+    };
+    Ok(Trigger {
+        instance_id: detail.instance_id,
+        state,
+        region: parsed.region.filter(|r| is_region(r)),
+        account: parsed.account.filter(|a| crate::arn::is_account_id(a)),
+        time: parsed.time,
+        event_id: parsed.id,
+    })
+}
+
+/// Parses the raw bytes of an event file or request.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Trigger, Skipped> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => parse(&v),
+        Err(e) => Err(Skipped { instance_id: None, reason: format!("malformed JSON: {}", echo(&e.to_string())) }),
+    }
+}
+
+/// `us-east-1`-shaped: lowercase letters, digits and dashes.
+pub fn is_region(s: &str) -> bool {
+    (4..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(detail: Value) -> Value {
+        json!({"version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": DETAIL_TYPE,
+               "source": "aws.ec2", "account": "123456789012", "time": "2026-11-28T10:01:00Z",
+               "region": "eu-west-1", "resources": ["arn:aws:ec2:eu-west-1:123456789012:instance/i-0abcd1234ef567890"],
+               "detail": detail})
+    }
+
+    #[test]
+    fn stopped_event_is_a_trigger() {
+        let t = parse(&event(json!({"instance-id": "i-0abcd1234ef567890", "state": "stopped"}))).unwrap();
+        assert_eq!(t.instance_id, "i-0abcd1234ef567890");
+        assert_eq!(t.state, EndState::Stopped);
+        assert_eq!(t.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(t.time.map(|t| t.to_rfc3339()), Some("2026-11-28T10:01:00+00:00".to_owned()));
+    }
+
+    #[test]
+    fn other_states_are_skipped_with_the_instance() {
+        let s = parse(&event(json!({"instance-id": "i-0abcd1234ef567890", "state": "running"}))).unwrap_err();
+        assert_eq!(s.instance_id.as_deref(), Some("i-0abcd1234ef567890"));
+        assert!(s.reason.contains("\"running\""));
+    }
+
+    #[test]
+    fn wrong_shapes_are_skipped_not_errors() {
+        for bad in [
+            json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {}}),
+            json!([]),
+            json!(null),
+            event(json!({"instance-id": 7, "state": "stopped"})),
+            event(json!({"state": "stopped"})),
+            event(json!({"instance-id": "i-0abc; rm -rf /", "state": "stopped"})),
+            event(json!("x".repeat(100_000))),
+        ] {
+            let s = parse(&bad).unwrap_err();
+            assert!(s.reason.len() < 400, "{}", s.reason);
+        }
+        assert!(parse_bytes(b"{not json").unwrap_err().reason.starts_with("malformed JSON"));
+    }
+}

@@ -1,0 +1,347 @@
+//! The fixes: IAM policy documents, key-policy statements, and the exact `aws` commands a
+//! person would run. Nothing here calls AWS.
+//!
+//! Every policy is scoped to one key ARN. `kms:CreateGrant` carries
+//! `kms:GrantIsForAWSResource = true`, so the caller can only create grants for an AWS service
+//! acting for it (EC2), never for an arbitrary grantee. That condition key exists only on grant
+//! operations, so other actions (the data-key calls a RunInstances needs) get their own
+//! statement, limited to use through EC2 with `kms:ViaService`; putting the grant condition on
+//! them would produce a policy that silently allows nothing.
+
+use serde_json::{json, Value};
+
+use crate::arn::{Arn, IamEntity, KeyArn};
+use crate::cloudtrail::PrincipalKind;
+use crate::report::{Remediation, RemediationAction, RemediationStatus};
+
+/// The inline policy name for a key: `kms-launch-doctor-<key id>`.
+pub fn policy_name(key: &KeyArn) -> String {
+    format!("kms-launch-doctor-{}", key.key_id())
+}
+
+fn grant_actions_first(actions: &[String]) -> (bool, Vec<String>) {
+    let create_grant = actions.iter().any(|a| a.eq_ignore_ascii_case("kms:CreateGrant"));
+    let others = actions.iter().filter(|a| !a.eq_ignore_ascii_case("kms:CreateGrant")).cloned().collect();
+    (create_grant, others)
+}
+
+fn via_ec2(key: &KeyArn) -> String {
+    format!("ec2.{}.amazonaws.com", key.region())
+}
+
+/// The identity policy that lets a caller have EC2 use `key` on its behalf.
+pub fn identity_policy(key: &KeyArn, actions: &[String]) -> Value {
+    let (create_grant, others) = grant_actions_first(actions);
+    let mut statements = Vec::new();
+    if create_grant {
+        statements.push(json!({
+            "Effect": "Allow",
+            "Action": ["kms:CreateGrant"],
+            "Resource": [key.to_string()],
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}
+        }));
+    }
+    if !others.is_empty() {
+        statements.push(json!({
+            "Effect": "Allow",
+            "Action": others,
+            "Resource": [key.to_string()],
+            "Condition": {"StringEquals": {"kms:ViaService": via_ec2(key)}}
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// Key-policy statements naming `principal`, for the key owner to add.
+pub fn key_policy_statements(key: &KeyArn, principal: &str, actions: &[String]) -> Vec<Value> {
+    let (create_grant, others) = grant_actions_first(actions);
+    let mut out = Vec::new();
+    if create_grant {
+        out.push(json!({
+            "Sid": "KmsLaunchDoctorAllowEc2Grants",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}
+        }));
+    }
+    if !others.is_empty() {
+        out.push(json!({
+            "Sid": "KmsLaunchDoctorAllowUseViaEc2",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": others,
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:ViaService": via_ec2(key)}}
+        }));
+    }
+    out
+}
+
+/// What AWS documents a service-linked role needs in a key policy to launch instances with
+/// encrypted volumes: use of the key, and grants for AWS resources.
+pub fn service_linked_role_statements(principal: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "Sid": "AllowServiceLinkedRoleUseOfTheKey",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+            "Resource": "*"
+        }),
+        json!({
+            "Sid": "AllowAttachmentOfPersistentResources",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}
+        }),
+    ]
+}
+
+/// Quotes a word for POSIX shells so that pasting it can never run anything else.
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn cmd(words: &[&str]) -> String {
+    words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+fn compact(v: &Value) -> String {
+    v.to_string()
+}
+
+/// Put an inline identity policy on the principal (user or role).
+pub fn put_identity_policy(principal_arn: &str, kind: PrincipalKind, key: &KeyArn, actions: &[String]) -> Option<Remediation> {
+    let arn = Arn::parse(principal_arn).ok()?;
+    let document = identity_policy(key, actions);
+    let name = policy_name(key);
+    let doc = compact(&document);
+    let (action, command) = match (IamEntity::of(&arn), kind) {
+        (IamEntity::User { name: user, .. }, _) => (
+            RemediationAction::PutUserPolicy,
+            cmd(&["aws", "iam", "put-user-policy", "--user-name", &user, "--policy-name", &name, "--policy-document", &doc]),
+        ),
+        (IamEntity::Role { name: role, .. }, PrincipalKind::Role) => (
+            RemediationAction::PutRolePolicy,
+            cmd(&["aws", "iam", "put-role-policy", "--role-name", &role, "--policy-name", &name, "--policy-document", &doc]),
+        ),
+        _ => return None,
+    };
+    Some(Remediation {
+        action,
+        target: principal_arn.to_owned(),
+        policy_name: Some(name),
+        policy_document: Some(document),
+        commands: vec![command],
+        status: RemediationStatus::Proposed,
+    })
+}
+
+/// IAM Identity Center roles are managed by their permission set: edits to the role are undone.
+pub fn update_permission_set(role_arn: &str, account: &str, key: &KeyArn, actions: &[String]) -> Option<Remediation> {
+    let arn = Arn::parse(role_arn).ok()?;
+    let IamEntity::Role { name, .. } = IamEntity::of(&arn) else { return None };
+    let set = permission_set_name(&name)?;
+    let document = identity_policy(key, actions);
+    let doc = compact(&document);
+    let commands = vec![
+        "INSTANCE_ARN=$(aws sso-admin list-instances --query 'Instances[0].InstanceArn' --output text)".to_owned(),
+        format!(
+            "PERMISSION_SET_ARN=$(for ps in $(aws sso-admin list-permission-sets --instance-arn \"$INSTANCE_ARN\" --query 'PermissionSets[]' --output text); do [ \"$(aws sso-admin describe-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$ps\" --query 'PermissionSet.Name' --output text)\" = {} ] && echo \"$ps\"; done)",
+            shell_quote(set)
+        ),
+        "# put-inline-policy replaces the permission set's inline policy: merge this statement into the current one (get-inline-policy-for-permission-set) if it has one".to_owned(),
+        format!(
+            "aws sso-admin put-inline-policy-to-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$PERMISSION_SET_ARN\" --inline-policy {}",
+            shell_quote(&doc)
+        ),
+        format!(
+            "aws sso-admin provision-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$PERMISSION_SET_ARN\" --target-type AWS_ACCOUNT --target-id {}",
+            shell_quote(account)
+        ),
+    ];
+    Some(Remediation {
+        action: RemediationAction::UpdatePermissionSet,
+        target: role_arn.to_owned(),
+        policy_name: Some(set.to_owned()),
+        policy_document: Some(document),
+        commands,
+        status: RemediationStatus::Proposed,
+    })
+}
+
+/// `AWSReservedSSO_<permission set name>_<16 hex>` → the permission set name.
+pub fn permission_set_name(role_name: &str) -> Option<&str> {
+    let rest = role_name.strip_prefix("AWSReservedSSO_")?;
+    let (name, suffix) = rest.rsplit_once('_')?;
+    (!name.is_empty() && !suffix.is_empty()).then_some(name)
+}
+
+/// Add one statement to the key policy (for whoever administers the key).
+pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
+    let k = key.to_string();
+    let stmt = compact(&statement);
+    let commands = vec![
+        format!(
+            "{} | jq --argjson s {} '.Statement += [$s]' > key-policy.json",
+            cmd(&["aws", "kms", "get-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--query", "Policy", "--output", "text"]),
+            shell_quote(&stmt)
+        ),
+        cmd(&["aws", "kms", "put-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--policy", "file://key-policy.json"]),
+    ];
+    Remediation {
+        action: RemediationAction::AddKeyPolicyStatement,
+        target: k,
+        policy_name: Some("default".to_owned()),
+        policy_document: Some(statement),
+        commands,
+        status: RemediationStatus::Proposed,
+    }
+}
+
+fn key_command(action: RemediationAction, key: &KeyArn, commands: Vec<String>) -> Remediation {
+    Remediation {
+        action,
+        target: key.to_string(),
+        policy_name: None,
+        policy_document: None,
+        commands,
+        status: RemediationStatus::Proposed,
+    }
+}
+
+pub fn enable_key(key: &KeyArn) -> Remediation {
+    let k = key.to_string();
+    key_command(RemediationAction::EnableKey, key, vec![cmd(&["aws", "kms", "enable-key", "--region", key.region(), "--key-id", &k])])
+}
+
+/// A cancelled deletion leaves the key Disabled, so enabling it is part of the fix.
+pub fn cancel_key_deletion(key: &KeyArn) -> Remediation {
+    let k = key.to_string();
+    key_command(
+        RemediationAction::CancelKeyDeletion,
+        key,
+        vec![
+            cmd(&["aws", "kms", "cancel-key-deletion", "--region", key.region(), "--key-id", &k]),
+            cmd(&["aws", "kms", "enable-key", "--region", key.region(), "--key-id", &k]),
+        ],
+    )
+}
+
+pub fn import_key_material(key: &KeyArn) -> Remediation {
+    let k = key.to_string();
+    key_command(
+        RemediationAction::ImportKeyMaterial,
+        key,
+        vec![
+            cmd(&["aws", "kms", "get-parameters-for-import", "--region", key.region(), "--key-id", &k, "--wrapping-algorithm", "RSAES_OAEP_SHA_256", "--wrapping-key-spec", "RSA_2048"]),
+            "# wrap the SAME key material that was imported before with the returned public key, then:".to_owned(),
+            cmd(&["aws", "kms", "import-key-material", "--region", key.region(), "--key-id", &k, "--encrypted-key-material", "fileb://EncryptedKeyMaterial.bin", "--import-token", "fileb://ImportToken.bin", "--expiration-model", "KEY_MATERIAL_DOES_NOT_EXPIRE"]),
+        ],
+    )
+}
+
+pub fn connect_custom_key_store(key: &KeyArn, store_id: Option<&str>) -> Remediation {
+    let k = key.to_string();
+    let mut commands = vec![cmd(&["aws", "kms", "describe-custom-key-stores", "--region", key.region()])];
+    match store_id {
+        Some(id) => commands.push(cmd(&["aws", "kms", "connect-custom-key-store", "--region", key.region(), "--custom-key-store-id", id])),
+        None => commands.push(cmd(&["aws", "kms", "describe-key", "--region", key.region(), "--key-id", &k, "--query", "KeyMetadata.[KeyState,CustomKeyStoreId]"])),
+    }
+    key_command(RemediationAction::ConnectCustomKeyStore, key, commands)
+}
+
+/// An explicit Deny cannot be outvoted by an Allow: show where to look for it.
+pub fn review_deny(principal_arn: Option<&str>, account: &str, key: &KeyArn, in_key_policy: bool) -> Remediation {
+    let mut commands = Vec::new();
+    if let Some(entity) = principal_arn.and_then(|a| Arn::parse(a).ok()).map(|a| IamEntity::of(&a)) {
+        match entity {
+            IamEntity::User { name, .. } => {
+                commands.push(cmd(&["aws", "iam", "list-user-policies", "--user-name", &name]));
+                commands.push(cmd(&["aws", "iam", "list-attached-user-policies", "--user-name", &name]));
+                commands.push(cmd(&["aws", "iam", "list-groups-for-user", "--user-name", &name]));
+                commands.push(cmd(&["aws", "iam", "get-user", "--user-name", &name, "--query", "User.PermissionsBoundary"]));
+            }
+            IamEntity::Role { name, .. } => {
+                commands.push(cmd(&["aws", "iam", "list-role-policies", "--role-name", &name]));
+                commands.push(cmd(&["aws", "iam", "list-attached-role-policies", "--role-name", &name]));
+                commands.push(cmd(&["aws", "iam", "get-role", "--role-name", &name, "--query", "Role.PermissionsBoundary"]));
+            }
+            _ => {}
+        }
+    }
+    if in_key_policy || commands.is_empty() {
+        let k = key.to_string();
+        commands.push(cmd(&["aws", "kms", "get-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--query", "Policy", "--output", "text"]));
+    }
+    commands.push(cmd(&["aws", "organizations", "list-policies-for-target", "--target-id", account, "--filter", "SERVICE_CONTROL_POLICY"]));
+    Remediation {
+        action: RemediationAction::ReviewDenyStatement,
+        target: principal_arn.map(str::to_owned).unwrap_or_else(|| key.to_string()),
+        policy_name: None,
+        policy_document: None,
+        commands,
+        status: RemediationStatus::Proposed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> KeyArn {
+        KeyArn::parse("arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a").unwrap()
+    }
+
+    #[test]
+    fn create_grant_policy_is_the_articles_policy() {
+        let expected: Value = serde_json::from_str(r#"{"Version": "2012-10-17",
+          "Statement": [{"Effect": "Allow", "Action": ["kms:CreateGrant"],
+            "Resource": ["arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a"],
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}]}"#).unwrap();
+        assert_eq!(identity_policy(&key(), &["kms:CreateGrant".into()]), expected);
+    }
+
+    #[test]
+    fn data_key_actions_get_a_via_service_statement() {
+        let p = identity_policy(&key(), &["kms:CreateGrant".into(), "kms:Decrypt".into()]);
+        let st = p["Statement"].as_array().unwrap();
+        assert_eq!(st.len(), 2);
+        assert_eq!(st[1]["Action"], json!(["kms:Decrypt"]));
+        assert_eq!(st[1]["Condition"]["StringEquals"]["kms:ViaService"], "ec2.eu-west-1.amazonaws.com");
+    }
+
+    #[test]
+    fn put_user_policy_command_is_exact() {
+        let r = put_identity_policy("arn:aws:iam::123456789012:user/test", PrincipalKind::User, &key(), &["kms:CreateGrant".into()]).unwrap();
+        assert_eq!(r.action, RemediationAction::PutUserPolicy);
+        assert_eq!(r.policy_name.as_deref(), Some("kms-launch-doctor-8e3426b8-87b4-434c-ae74-8e63dadf354a"));
+        assert!(r.commands[0].starts_with("aws iam put-user-policy --user-name test --policy-name kms-launch-doctor-8e3426b8-87b4-434c-ae74-8e63dadf354a --policy-document '{"));
+    }
+
+    #[test]
+    fn quoting_neutralises_shell_syntax() {
+        assert_eq!(shell_quote("plain-name_1"), "plain-name_1");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(shell_quote("a;b c"), "'a;b c'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn permission_set_name_comes_from_the_role_name() {
+        assert_eq!(permission_set_name("AWSReservedSSO_AdministratorAccess_0123456789abcdef"), Some("AdministratorAccess"));
+        assert_eq!(permission_set_name("AWSReservedSSO_Data_Eng_0123456789abcdef"), Some("Data_Eng"));
+        assert_eq!(permission_set_name("Admin"), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! The report contract (`kms-launch-doctor.report/1`): what the CLI prints, the Lambda returns
+//! and later sinks forward. Fields are only ever added; see README "Report contract".
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::arn::KeyArn;
+use crate::cloudtrail::{Caller, LaunchApi};
+use crate::facts::{EndState, Missing, StateReason, Volume};
+
+pub const REPORT_SCHEMA: &str = "kms-launch-doctor.report/1";
+pub const FINDING_SCHEMA: &str = "kms-launch-doctor.finding/1";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub findings: Vec<Finding>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self { schema: REPORT_SCHEMA, findings: Vec::new(), skipped: Vec::new() }
+    }
+}
+
+impl Report {
+    pub fn merge(&mut self, other: Report) {
+        self.findings.extend(other.findings);
+        self.skipped.extend(other.skipped);
+    }
+}
+
+/// An event or instance we looked at and chose not to diagnose, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub instance_id: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub schema: &'static str,
+    /// Stable for account + region + instance + principal, so a repeated failure updates the
+    /// same finding downstream instead of adding one.
+    pub id: String,
+    pub account: String,
+    pub region: String,
+    pub instance_id: String,
+    pub instance_state: EndState,
+    pub state_reason: StateReason,
+    /// RFC 3339.
+    pub observed_at: String,
+    pub launch: Option<Launch>,
+    pub volumes: Vec<Volume>,
+    pub keys: Vec<KeyReport>,
+    pub causes: Vec<Cause>,
+    pub remediations: Vec<Remediation>,
+    pub missing_evidence: Vec<Missing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Launch {
+    pub api: LaunchApi,
+    pub event_id: String,
+    /// RFC 3339.
+    pub event_time: String,
+    pub caller: Caller,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyReport {
+    pub arn: KeyArn,
+    pub account: String,
+    /// `AWS` or `CUSTOMER`; `null` when DescribeKey was not possible.
+    pub manager: Option<String>,
+    pub state: Option<String>,
+    /// Does the key policy let IAM policies of the caller's account grant kms:CreateGrant?
+    /// `null` when the policy could not be read or depends on conditions we cannot evaluate.
+    pub iam_delegation: Option<bool>,
+}
+
+/// The cause codes: a closed set, part of the public contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CauseCode {
+    CallerLacksCreateGrant,
+    KeyPolicyDeniesCaller,
+    ExplicitDeny,
+    KeyDisabled,
+    KeyPendingDeletion,
+    KeyPendingImport,
+    KeyUnavailable,
+    CrossAccountKey,
+    ServiceLinkedRoleNeedsKeyAccess,
+    CallerUnknown,
+    NoKmsCauseFound,
+}
+
+impl CauseCode {
+    pub const ALL: [CauseCode; 11] = [
+        Self::CallerLacksCreateGrant,
+        Self::KeyPolicyDeniesCaller,
+        Self::ExplicitDeny,
+        Self::KeyDisabled,
+        Self::KeyPendingDeletion,
+        Self::KeyPendingImport,
+        Self::KeyUnavailable,
+        Self::CrossAccountKey,
+        Self::ServiceLinkedRoleNeedsKeyAccess,
+        Self::CallerUnknown,
+        Self::NoKmsCauseFound,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CallerLacksCreateGrant => "caller-lacks-create-grant",
+            Self::KeyPolicyDeniesCaller => "key-policy-denies-caller",
+            Self::ExplicitDeny => "explicit-deny",
+            Self::KeyDisabled => "key-disabled",
+            Self::KeyPendingDeletion => "key-pending-deletion",
+            Self::KeyPendingImport => "key-pending-import",
+            Self::KeyUnavailable => "key-unavailable",
+            Self::CrossAccountKey => "cross-account-key",
+            Self::ServiceLinkedRoleNeedsKeyAccess => "service-linked-role-needs-key-access",
+            Self::CallerUnknown => "caller-unknown",
+            Self::NoKmsCauseFound => "no-kms-cause-found",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cause {
+    pub code: CauseCode,
+    pub key_arn: Option<KeyArn>,
+    pub summary: String,
+    pub evidence: Vec<Evidence>,
+}
+
+/// One fact behind a cause, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Evidence {
+    StateReason {
+        code: String,
+        message: String,
+    },
+    CloudtrailEvent {
+        event_id: String,
+        event_name: String,
+        event_time: String,
+        caller_arn: Option<String>,
+        error_code: Option<String>,
+        error_message: Option<String>,
+    },
+    Simulation {
+        principal_arn: String,
+        action: String,
+        resource: String,
+        decision: crate::facts::Decision,
+        matched_statements: Vec<String>,
+    },
+    KeyState {
+        key_arn: String,
+        state: String,
+        origin: Option<String>,
+        deletion_date: Option<String>,
+        valid_to: Option<String>,
+    },
+    KeyPolicy {
+        key_arn: String,
+        action: String,
+        delegates_to_iam: crate::policy::Tri,
+        allows_principal: crate::policy::Tri,
+        denies_principal: crate::policy::Tri,
+        statements: Vec<String>,
+    },
+    KeyAccount {
+        key_account: String,
+        instance_account: String,
+    },
+    Caller {
+        principal_arn: Option<String>,
+        principal_kind: crate::cloudtrail::PrincipalKind,
+    },
+    Note {
+        text: String,
+    },
+}
+
+/// The fixes a person (or, later, the opt-in remediation) can apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemediationAction {
+    PutUserPolicy,
+    PutRolePolicy,
+    AddKeyPolicyStatement,
+    EnableKey,
+    CancelKeyDeletion,
+    UpdatePermissionSet,
+    ImportKeyMaterial,
+    ConnectCustomKeyStore,
+    ReviewDenyStatement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemediationStatus {
+    Proposed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Remediation {
+    pub action: RemediationAction,
+    /// The ARN the change applies to: the principal for IAM changes, the key otherwise.
+    pub target: String,
+    pub policy_name: Option<String>,
+    pub policy_document: Option<Value>,
+    /// Shell commands, each safe to paste: every value taken from AWS is quoted.
+    pub commands: Vec<String>,
+    pub status: RemediationStatus,
+}
