@@ -387,14 +387,31 @@ impl Cloud for AwsCloud {
                 .await
                 .map_err(|e| call_error("iam:SimulatePrincipalPolicy", e))?;
             for r in resp.evaluation_results() {
-                let Some(decision) = Decision::parse(r.eval_decision().as_str()) else { continue };
-                out.push(Simulation {
-                    principal_arn: request.principal_arn.clone(),
-                    action: r.eval_action_name().to_owned(),
-                    resource: r.eval_resource_name().unwrap_or("*").to_owned(),
-                    decision,
-                    matched_statements: r.matched_statements().iter().filter_map(|s| s.source_policy_id().map(str::to_owned)).collect(),
-                });
+                let statement_ids = |st: &[aws_sdk_iam::types::Statement]| -> Vec<String> {
+                    st.iter().filter_map(|s| s.source_policy_id().map(str::to_owned)).collect()
+                };
+                // Per-resource decisions, when IAM gives them, are the precise ones.
+                let specific = r.resource_specific_results();
+                if specific.is_empty() {
+                    let Some(decision) = Decision::parse(r.eval_decision().as_str()) else { continue };
+                    out.push(Simulation {
+                        principal_arn: request.principal_arn.clone(),
+                        action: r.eval_action_name().to_owned(),
+                        resource: r.eval_resource_name().unwrap_or("*").to_owned(),
+                        decision,
+                        matched_statements: statement_ids(r.matched_statements()),
+                    });
+                }
+                for s in specific {
+                    let Some(decision) = Decision::parse(s.eval_resource_decision().as_str()) else { continue };
+                    out.push(Simulation {
+                        principal_arn: request.principal_arn.clone(),
+                        action: r.eval_action_name().to_owned(),
+                        resource: s.eval_resource_name().to_owned(),
+                        decision,
+                        matched_statements: statement_ids(s.matched_statements()),
+                    });
+                }
             }
             match resp.marker() {
                 Some(m) if resp.is_truncated() && !m.is_empty() => marker = Some(m.to_owned()),

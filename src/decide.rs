@@ -558,7 +558,7 @@ fn permission_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, denials:
     }
     let caveat = if view.policy.is_err() { " (the key policy could not be read, so this assumes it delegates to IAM)" } else { "" };
     let summary = format!(
-        "{who} is not allowed {} on KMS key {}: EC2 needs that grant to decrypt the volume's data key, so the {} failed{caveat}.",
+        "{who} is not allowed {} on KMS key {}: EC2 needs that to decrypt the volume's data key, so {} failed{caveat}.",
         missing_in_iam.join(", "),
         key_label(key),
         ctx.f.state.launch_api().as_str()

@@ -78,12 +78,6 @@ fn finding(out: &mut String, f: &Finding) {
         out.push_str("\n  Fix:\n");
         for r in &f.remediations {
             let _ = writeln!(out, "  - {} on {}", serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), r.target);
-            if let Some(doc) = &r.policy_document {
-                let pretty = serde_json::to_string_pretty(doc).unwrap_or_default();
-                for line in pretty.lines() {
-                    let _ = writeln!(out, "      {line}");
-                }
-            }
             for c in &r.commands {
                 let _ = writeln!(out, "    $ {c}");
             }

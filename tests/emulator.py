@@ -1,0 +1,1710 @@
+"""AWS emulator for kms-launch-doctor tests: moto in server mode plus the pieces moto lacks.
+
+The server is moto 5.2.5's own WSGI app (the one ``moto_server`` runs) wrapped in a small
+middleware, served by werkzeug on 127.0.0.1. Before the server starts, moto is patched
+in-process to fill three gaps (EC2 launch failures, CloudTrail LookupEvents, IAM
+SimulatePrincipalPolicy) and two KMS cross-account behaviours. The middleware records
+every AWS call, injects faults and answers the ``/_kld/`` control routes.
+
+Usage
+-----
+``python tests/emulator.py serve [--host 127.0.0.1] [--port 0] [--parent-pid PID]``
+    Start the server and print exactly one line, ``KLD_EMULATOR_URL=http://127.0.0.1:<port>``,
+    to stdout once it accepts connections. Runs until SIGTERM/SIGINT, or until the parent
+    process (``--parent-pid``) disappears (checked every second). Port 0 picks a free port.
+    Anything moto itself prints afterwards goes to stderr, never stdout.
+
+``python tests/emulator.py run [--host 127.0.0.1] [--port 0] -- CMD ARGS...``
+    Start the server in-process, run CMD with the environment below added, stop the server
+    whatever happens and exit with CMD's exit code (128+N if CMD died of signal N):
+    ``KLD_EMULATOR_URL`` and ``AWS_ENDPOINT_URL`` = the server URL,
+    ``AWS_ACCESS_KEY_ID`` = ``AWS_SECRET_ACCESS_KEY`` = ``kld-emulator``,
+    ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` = the one already set, else ``us-east-1``,
+    ``AWS_EC2_METADATA_DISABLED=true``; ``AWS_PROFILE`` and ``AWS_SESSION_TOKEN`` are removed.
+
+Which account a request acts in
+-------------------------------
+moto picks the caller's account per request (``BaseResponse.get_current_account``):
+the ``MOTO_ACCOUNT_ID`` environment variable of the *server* process, else an
+``x-moto-account-id`` request header, else the account owning the request's access key
+id if that key was minted by moto (IAM CreateAccessKey, or STS AssumeRole on a role ARN
+of another account), else ``123456789012``. So with ``AWS_ACCESS_KEY_ID=kld-emulator``
+every call acts in account 123456789012. Control routes take ``account_id`` (default
+123456789012) to prepare state in any account. The region is the one in the SigV4
+credential scope.
+
+Control routes (JSON in, JSON out; never recorded as calls)
+------------------------------------------------------------
+``GET /_kld/health`` -> ``{"ok": true}``
+
+``POST /_kld/reset`` -> ``{"ok": true}``: resets all moto state (like ``/moto-api/reset``)
+and the emulator's own state: faults, recorded calls, CloudTrail events, throttle buckets;
+CloudTrail throttling is switched back on.
+
+``POST /_kld/ec2/launch-failure``
+    ``{"region": "eu-west-1", "instance_id": "i-...", "state": "stopped"|"terminated",
+    "code": "Client.InternalError", "message": "Client.InternalError: Client error on launch",
+    "transition_reason": optional (default: message), "account_id": optional}``
+    Puts an existing moto instance into the state a failed launch leaves it in: State
+    (stopped=80, terminated=48), StateReason {Code, Message} and StateTransitionReason.
+    Block device mappings are left intact (moto's own terminate would detach them).
+    -> ``{"instance_id", "state": {"name", "code"}, "state_reason": {"code", "message"},
+    "state_transition_reason"}``; 404 ``{"error": ...}`` for an unknown instance.
+    DescribeInstances filters ``instance-state-name``, ``state-reason-code`` and
+    ``state-reason-message`` work on such instances (the last is added by this module).
+
+``POST /_kld/cloudtrail/events``
+    ``{"region": "...", "account_id": optional, "events": [EVENT, ...]}`` stores events
+    for LookupEvents in that account and region. EVENT is either a full CloudTrail record
+    as AWS delivers it (``eventVersion``, ``userIdentity``, ``eventTime``
+    "2026-11-28T10:00:00Z", ``eventSource``, ``eventName``, ``awsRegion``,
+    ``requestParameters``, ``responseElements``, ``errorCode``, ``errorMessage``,
+    ``eventID``, ``readOnly``, ``resources`` [{"ARN", "accountId", "type"}], ...), or a
+    hostile-input event ``{"raw": "<any string>", "event_id", "event_name", "event_time",
+    "event_source", "username", "access_key_id", "read_only", "resources":
+    [{"ResourceType", "ResourceName"}]}`` (all but ``raw`` optional) whose ``raw`` string is
+    returned verbatim as ``CloudTrailEvent``. -> ``{"stored": n, "event_ids": [...]}``.
+
+``POST /_kld/cloudtrail/throttle`` ``{"enabled": bool}`` -> ``{"enabled": bool}``
+    LookupEvents is limited like AWS to 2 requests/second per account and region (token
+    bucket, capacity 2, refill 2/s); excess calls get HTTP 400
+    ``{"__type": "ThrottlingException", "message": "Rate exceeded"}``. On by default.
+
+``POST /_kld/kms/key``
+    ``{"region", "account_id": optional, "key_id": optional, "state": optional,
+    "origin": optional "AWS_KMS"|"EXTERNAL"|"AWS_CLOUDHSM"|"EXTERNAL_KEY_STORE",
+    "policy": optional JSON string (or object), "description": optional}``
+    Without ``key_id`` creates a symmetric key (in any account); with it modifies that key.
+    ``state`` is any KMS KeyState (Enabled, Disabled, PendingDeletion, PendingImport,
+    Unavailable, ...); a new EXTERNAL key defaults to PendingImport.
+    -> ``{"key_id", "arn", "account_id"}``; 404 for an unknown ``key_id``.
+
+``GET /_kld/calls?service=&region=&action=`` -> ``{"calls": [{"service", "action", "region",
+"time"}]}`` in arrival order, filtered by the given (exact) values.
+``POST /_kld/calls/reset`` -> ``{"ok": true}``.
+    ``service`` and ``region`` come from the SigV4 credential scope
+    (``Credential=AKID/20261128/us-east-1/kms/aws4_request``), ``action`` from
+    ``X-Amz-Target`` (after the last '.'), else the ``Action`` form/query parameter, else
+    the REST route. ``/_kld/`` and ``/moto-api/`` requests are not recorded.
+
+``POST /_kld/faults``
+    ``{"service": "kms", "action": "GetKeyPolicy", "region": optional, "match": optional
+    substring of the raw request body, "kind": "error"|"malformed"|"delay"|"http"
+    (default "error"), "status": optional, "code": optional, "message": optional,
+    "times": optional int (default unlimited), "delay_seconds": float, "body": optional}``
+    -> ``{"id": "fault-N"}``. Omitted service/action/region/match match anything. The first
+    matching fault (registration order) applies and its ``times`` is decremented; a fault
+    is removed when used up. Kinds:
+      * ``error``: ``status`` (default 400) with an error body in the request's protocol so
+        SDKs parse ``code`` (default "InjectedFault") and ``message``: JSON protocols get
+        ``{"__type", "message"}`` plus ``x-amzn-ErrorType``; EC2 gets
+        ``<Response><Errors><Error>...``; other query services (iam, sts, sns) get
+        ``<ErrorResponse><Error><Type>...``.
+      * ``malformed``: moto handles the request (its side effects happen), then its
+        response body is cut in half (or replaced by ``body``) and sent with status 200
+        and the protocol's content type.
+      * ``delay``: sleep ``delay_seconds``, then pass through to moto.
+      * ``http``: bare ``status`` (default 500) with a small HTML body (or ``body``).
+``GET /_kld/faults`` -> ``{"faults": [...]}``; ``DELETE /_kld/faults`` clears them all;
+``DELETE /_kld/faults/<id>`` removes one (404 if unknown).
+
+AWS API gaps filled inside moto
+-------------------------------
+* CloudTrail ``LookupEvents`` (awsJson1_1): one LookupAttribute at most (else
+  InvalidLookupAttributesException), keys EventId, EventName, ReadOnly, Username,
+  ResourceType, ResourceName (exact), EventSource, AccessKeyId; StartTime/EndTime
+  inclusive (epoch seconds or ISO strings); MaxResults 1..50 (default 50); opaque NextToken
+  that stays valid when newer events arrive; newest first. Username is
+  ``userIdentity.userName``, the session name for AssumedRole, "root" for Root.
+  Resources are the record's ``resources`` plus EC2 instance ids found in
+  ``requestParameters``/``responseElements`` ``instancesSet.items[].instanceId``
+  (AWS::EC2::Instance) plus, for KMS records, the ARN of ``requestParameters.keyId``
+  (AWS::KMS::Key).
+* IAM ``SimulatePrincipalPolicy`` (query protocol; moto serializes the result with the
+  botocore model): evaluates the principal's stored policies (inline and attached
+  managed; for a user also its groups' inline and attached; for a role its permissions
+  boundary) plus ``PolicyInputList`` against every ``ActionNames`` x ``ResourceArns``
+  (default ``*``) pair with ``ContextEntries``; ``PermissionsBoundaryPolicyInputList``
+  replaces the stored boundary. Any matching Deny gives explicitDeny, else a matching
+  Allow (also allowed by the boundary, if any) gives allowed, else implicitDeny.
+  Action/NotAction match with ``*``/``?`` case-insensitively, Resource/NotResource
+  case-sensitively per ARN part; Condition rules are in ``evaluate_condition``. Condition
+  keys of matching statements absent from the context are listed in
+  MissingContextValues. Each result has ``EvalResourceName`` = the resource, and, when
+  ResourceArns is given, one ``ResourceSpecificResults`` entry. MatchedStatements carry
+  ``SourcePolicyId`` = policy name (``PolicyInputList.N`` for inputs) and
+  ``SourcePolicyType`` user|group|role|user-managed|aws-managed (none for inputs); no
+  Start/EndPosition. An unknown principal gives NoSuchEntity (404). IsTruncated is
+  always false (no pagination).
+* KMS ``DescribeKey`` accepts a key or alias ARN of another account and resolves it in
+  that account's backend; ``GetKeyPolicy`` on another account's key fails with
+  AccessDeniedException, as in AWS.
+
+Limitations
+-----------
+IAM evaluation ignores resource-based policies, SCPs, session policies, policy variables
+(``${aws:username}``), CallerArn and ResourceHandlingOption; moto stores no permissions
+boundary for users (only ``PermissionsBoundaryPolicyInputList`` gives them one).
+Cross-account DescribeKey does not check the key policy. LookupEvents does not limit the
+default time window to 90 days and ignores EventCategory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import http
+import io
+import ipaddress
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs, unquote
+from xml.sax.saxutils import escape as xml_escape
+
+# Importing moto builds a boto3 Session: a profile named in the environment (maybe one that
+# does not exist here) must not be read. The emulator never needs real credentials.
+os.environ.pop("AWS_PROFILE", None)
+
+from moto.cloudtrail.responses import CloudTrailResponse
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.exceptions import JsonRESTError
+from moto.core.request import Request as MotoRequest
+from moto.core.responses import ActionResult
+from moto.core.routing import get_service_router
+from moto.core.utils import utcnow
+from moto.ec2 import utils as ec2_utils
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.instances import InstanceState, StateReason
+from moto.iam.exceptions import MalformedPolicyDocument, NotFoundException
+from moto.iam.models import IAMBackend, ManagedPolicy
+from moto.iam.responses import IamResponse
+from moto.kms.exceptions import NotFoundException as KmsNotFoundException
+from moto.kms.models import Key, kms_backends
+from moto.kms.responses import KmsResponse
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+DEFAULT_REGION = "us-east-1"
+CONTROL_PREFIX = "/_kld/"
+LOG = logging.getLogger("kld-emulator")
+
+
+# --------------------------------------------------------------------------------------
+# Small shared helpers
+# --------------------------------------------------------------------------------------
+
+
+class ControlError(Exception):
+    """A control-route failure answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def as_list(value: Any) -> list[Any]:
+    """Policy and record fields may hold one value or a list; always return a list."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def dig(value: Any, *keys: str) -> Any:
+    """``value[k1][k2]...`` or None as soon as a level is missing or not an object."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def parse_timestamp(value: Any) -> float:
+    """Epoch seconds from a number, a numeric string or an ISO 8601 string (naive = UTC)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --------------------------------------------------------------------------------------
+# Call recording
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS request as seen by the middleware."""
+
+    service: str | None
+    action: str | None
+    region: str | None
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "action": self.action, "region": self.region, "time": self.time}
+
+
+class CallLog:
+    """Thread-safe, append-only list of recorded calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: list[Call] = []
+
+    def add(self, call: Call) -> None:
+        with self._lock:
+            self._calls.append(call)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def query(self, service: str | None, region: str | None, action: str | None) -> list[Call]:
+        with self._lock:
+            calls = list(self._calls)
+        wanted = {"service": service, "region": region, "action": action}
+        return [c for c in calls if all(v is None or getattr(c, k) == v for k, v in wanted.items())]
+
+
+def signing_scope(environ: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(service, region) from the SigV4 ``Credential=AKID/date/region/service/aws4_request``."""
+    match = re.search(
+        r"Credential=[^/,\s]+/\d+/([^/,\s]+)/([^/,\s]+)/aws4_request", environ.get("HTTP_AUTHORIZATION", "")
+    )
+    if not match:
+        return None, None
+    return match.group(2), match.group(1)
+
+
+def request_action(environ: dict[str, Any], body: bytes, service: str | None) -> str | None:
+    """The API action: X-Amz-Target, else the query ``Action`` parameter, else the REST route."""
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    for source in (environ.get("QUERY_STRING", ""), form_text(environ, body)):
+        action = parse_qs(source).get("Action")
+        if action:
+            return action[0]
+    return rest_action(environ, body, service)
+
+
+def form_text(environ: dict[str, Any], body: bytes) -> str:
+    """The body as text if it is a form (query protocol), else the empty string."""
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        return body.decode("utf-8", errors="replace")
+    return ""
+
+
+def rest_action(environ: dict[str, Any], body: bytes, service: str | None) -> str | None:
+    """Operation name of a REST-protocol request, found with moto's botocore-model router."""
+    if not service:
+        return None
+    try:
+        operation, _ = get_service_router(service).match(MotoRequest(dict(environ)))
+        return operation.name
+    except Exception:  # unknown service, no matching route: the action stays unknown
+        return None
+    finally:
+        environ["wsgi.input"] = io.BytesIO(body)
+
+
+# --------------------------------------------------------------------------------------
+# Fault injection
+# --------------------------------------------------------------------------------------
+
+FAULT_KINDS = ("error", "malformed", "delay", "http")
+DEFAULT_FAULT_STATUS = {"error": 400, "malformed": 200, "delay": 200, "http": 500}
+
+
+@dataclass
+class Fault:
+    """A registered fault; ``None`` selectors match anything."""
+
+    id: str
+    kind: str = "error"
+    service: str | None = None
+    action: str | None = None
+    region: str | None = None
+    match: str | None = None
+    status: int = 400
+    code: str = "InjectedFault"
+    message: str = "Fault injected by the kld emulator"
+    times: int | None = None
+    delay_seconds: float = 0.0
+    body: str | None = None
+
+    @classmethod
+    def from_spec(cls, fault_id: str, spec: dict[str, Any]) -> Fault:
+        """Build a fault from the ``POST /_kld/faults`` JSON, validating it."""
+        kind = spec.get("kind", "error")
+        if kind not in FAULT_KINDS:
+            raise ControlError(400, f"kind must be one of {FAULT_KINDS}")
+        times = spec.get("times")
+        if times is not None and (not isinstance(times, int) or times < 1):
+            raise ControlError(400, "times must be a positive integer")
+        fault = cls(
+            id=fault_id,
+            kind=kind,
+            status=int(spec.get("status", DEFAULT_FAULT_STATUS[kind])),
+            times=times,
+            delay_seconds=float(spec.get("delay_seconds", 0.0)),
+        )
+        for name in ("service", "action", "region", "match", "code", "message", "body"):
+            if spec.get(name) is not None:
+                setattr(fault, name, str(spec[name]))
+        return fault
+
+    def applies_to(self, call: Call, body_text: str) -> bool:
+        return (
+            (self.service is None or (call.service or "").lower() == self.service.lower())
+            and (self.action is None or call.action == self.action)
+            and (self.region is None or call.region == self.region)
+            and (self.match is None or self.match in body_text)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class FaultRegistry:
+    """Faults in registration order; ``take`` finds the first match and uses it up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1)
+
+    def add(self, spec: dict[str, Any]) -> Fault:
+        with self._lock:
+            fault = Fault.from_spec(f"fault-{next(self._ids)}", spec)
+            self._faults.append(fault)
+            return fault
+
+    def list(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def remove(self, fault_id: str) -> bool:
+        with self._lock:
+            before = len(self._faults)
+            self._faults = [f for f in self._faults if f.id != fault_id]
+            return len(self._faults) < before
+
+    def take(self, call: Call, body_text: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.applies_to(call, body_text):
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times == 0:
+                            self._faults.remove(fault)
+                    return fault
+        return None
+
+
+def wire_protocol(environ: dict[str, Any], service: str | None) -> str:
+    """How the request was encoded: "json", "ec2", "query", "rest-xml" or "rest-json"."""
+    content_type = environ.get("CONTENT_TYPE", "")
+    if "x-amz-json" in content_type or environ.get("HTTP_X_AMZ_TARGET"):
+        return "json"
+    if service == "ec2":
+        return "ec2"
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return "query"
+    if service in ("s3", "route53", "cloudfront"):
+        return "rest-xml"
+    return "rest-json"
+
+
+def error_response(fault: Fault, protocol: str, environ: dict[str, Any]) -> Response:
+    """An AWS error in the request's protocol, parseable by botocore and the Rust SDK."""
+    request_id = new_request_id()
+    code, message = xml_escape(fault.code), xml_escape(fault.message)
+    headers = {"x-amzn-RequestId": request_id}
+    if protocol in ("json", "rest-json"):
+        body = json.dumps({"__type": fault.code, "message": fault.message})
+        headers["x-amzn-ErrorType"] = fault.code
+    elif protocol == "ec2":
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>"
+        )
+    elif protocol == "query":
+        error_type = "Sender" if fault.status < 500 else "Receiver"
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error>'
+            f"<Type>{error_type}</Type><Code>{code}</Code><Message>{message}</Message>"
+            f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+    else:
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+        )
+    return Response(
+        body, status=fault.status, headers=headers, content_type=protocol_content_type(protocol, environ)
+    )
+
+
+def protocol_content_type(protocol: str, environ: dict[str, Any]) -> str:
+    """Content type of a response in ``protocol``; JSON requests are answered in their version."""
+    if protocol == "json":
+        request_type = environ.get("CONTENT_TYPE", "")
+        return request_type if "x-amz-json" in request_type else "application/x-amz-json-1.1"
+    return {
+        "rest-json": "application/json",
+        "ec2": "text/xml;charset=UTF-8",
+        "query": "text/xml",
+        "rest-xml": "application/xml",
+    }[protocol]
+
+
+def http_failure_response(fault: Fault) -> Response:
+    """A bare HTTP failure, as a load balancer in front of AWS would send it."""
+    try:
+        phrase = http.HTTPStatus(fault.status).phrase
+    except ValueError:
+        phrase = "Error"
+    body = (
+        fault.body
+        if fault.body is not None
+        else (
+            f"<html><head><title>{fault.status} {phrase}</title></head>"
+            f"<body><h1>{fault.status} {phrase}</h1></body></html>"
+        )
+    )
+    return Response(body, status=fault.status, content_type="text/html")
+
+
+def truncate_body(body: bytes) -> bytes:
+    """Cut a response in half so that no parser accepts it; never return a valid body."""
+    if len(body) < 2:
+        return b"<"
+    return body[: len(body) // 2]
+
+
+# --------------------------------------------------------------------------------------
+# EC2: launch failures
+# --------------------------------------------------------------------------------------
+
+INSTANCE_STATE_CODES = {
+    "pending": 0,
+    "running": 16,
+    "shutting-down": 32,
+    "terminated": 48,
+    "stopping": 64,
+    "stopped": 80,
+}
+DEFAULT_LAUNCH_FAILURE_CODE = "Client.InternalError"
+DEFAULT_LAUNCH_FAILURE_MESSAGE = "Client.InternalError: Client error on launch"
+
+
+def apply_launch_failure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Set State, StateReason and StateTransitionReason of an existing moto instance.
+
+    moto's stop/terminate would overwrite the reason (and terminate detaches the
+    volumes), so the attributes are set directly.
+    """
+    state = spec.get("state", "stopped")
+    if state not in INSTANCE_STATE_CODES:
+        raise ControlError(400, f"state must be one of {sorted(INSTANCE_STATE_CODES)}")
+    backend = ec2_backends[spec.get("account_id", DEFAULT_ACCOUNT_ID)][spec.get("region", DEFAULT_REGION)]
+    instance_id = required(spec, "instance_id")
+    instance = next((i for i in backend.all_instances() if i.id == instance_id), None)
+    if instance is None:
+        raise ControlError(404, f"The instance ID '{instance_id}' does not exist")
+    code = spec.get("code", DEFAULT_LAUNCH_FAILURE_CODE)
+    message = spec.get("message", DEFAULT_LAUNCH_FAILURE_MESSAGE)
+    instance._state = InstanceState(state, INSTANCE_STATE_CODES[state])
+    instance.state_reason = StateReason(message, code)
+    instance._reason = spec.get("transition_reason", message)
+    return {
+        "instance_id": instance.id,
+        "state": {"name": state, "code": INSTANCE_STATE_CODES[state]},
+        "state_reason": {"code": code, "message": message},
+        "state_transition_reason": instance._reason,
+    }
+
+
+def required(spec: dict[str, Any], name: str) -> Any:
+    if spec.get(name) in (None, ""):
+        raise ControlError(400, f"missing required field {name!r}")
+    return spec[name]
+
+
+def patch_ec2_filters() -> None:
+    """moto maps ``state-reason-code`` but not ``state-reason-message``; add it."""
+    ec2_utils.filter_dict_attribute_mapping.setdefault("state-reason-message", "state_reason.message")
+
+
+# --------------------------------------------------------------------------------------
+# CloudTrail: stored events and LookupEvents
+# --------------------------------------------------------------------------------------
+
+LOOKUP_KEYS = (
+    "EventId",
+    "EventName",
+    "ReadOnly",
+    "Username",
+    "ResourceType",
+    "ResourceName",
+    "EventSource",
+    "AccessKeyId",
+)
+MAX_LOOKUP_RESULTS = 50
+
+
+@dataclass
+class TrailEvent:
+    """A stored event in the shape LookupEvents returns, plus its sort position."""
+
+    seq: int
+    event_time: float
+    cloudtrail_event: str
+    event_id: str
+    event_name: str | None = None
+    event_source: str | None = None
+    username: str | None = None
+    access_key_id: str | None = None
+    read_only: str | None = None
+    resources: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def sort_key(self) -> tuple[float, int]:
+        """Events are returned in descending sort_key order: newest first."""
+        return (self.event_time, self.seq)
+
+    def attribute_matches(self, key: str, value: str) -> bool:
+        if key == "ResourceType":
+            return any(r.get("ResourceType") == value for r in self.resources)
+        if key == "ResourceName":
+            return any(r.get("ResourceName") == value for r in self.resources)
+        attribute = {
+            "EventId": self.event_id,
+            "EventName": self.event_name,
+            "ReadOnly": self.read_only,
+            "Username": self.username,
+            "EventSource": self.event_source,
+            "AccessKeyId": self.access_key_id,
+        }[key]
+        return attribute == value
+
+    def to_api(self) -> dict[str, Any]:
+        item = {
+            "EventId": self.event_id,
+            "EventName": self.event_name,
+            "ReadOnly": self.read_only,
+            "AccessKeyId": self.access_key_id,
+            "EventTime": self.event_time,
+            "EventSource": self.event_source,
+            "Username": self.username,
+            "Resources": self.resources,
+            "CloudTrailEvent": self.cloudtrail_event,
+        }
+        return {k: v for k, v in item.items() if v is not None}
+
+
+def record_username(identity: Any) -> str | None:
+    """LookupEvents' Username: userName, the session name of an AssumedRole, "root"."""
+    if not isinstance(identity, dict):
+        return None
+    if identity.get("userName"):
+        return str(identity["userName"])
+    kind = identity.get("type")
+    if kind == "AssumedRole" and isinstance(identity.get("arn"), str):
+        return identity["arn"].rsplit("/", 1)[-1]
+    if kind == "Root":
+        return "root"
+    return None
+
+
+def record_instance_ids(record: dict[str, Any]) -> list[str]:
+    """Instance ids in ``requestParameters``/``responseElements`` ``instancesSet.items``."""
+    ids = []
+    for section in ("requestParameters", "responseElements"):
+        for item in as_list(dig(record, section, "instancesSet", "items")):
+            instance_id = dig(item, "instanceId")
+            if isinstance(instance_id, str) and instance_id not in ids:
+                ids.append(instance_id)
+    return ids
+
+
+def record_kms_key_arn(record: dict[str, Any], account_id: str, region: str) -> str | None:
+    """ARN of ``requestParameters.keyId`` of a KMS record (aliases are not resolved)."""
+    key_id = dig(record, "requestParameters", "keyId")
+    if not isinstance(key_id, str) or key_id.startswith("alias/") or ":alias/" in key_id:
+        return None
+    if key_id.startswith("arn:"):
+        return key_id
+    account = record.get("recipientAccountId") or account_id
+    return f"arn:aws:kms:{record.get('awsRegion') or region}:{account}:key/{key_id}"
+
+
+def record_resources(record: dict[str, Any], account_id: str, region: str) -> list[dict[str, str]]:
+    """Resources LookupEvents lists for a record: its own plus derived EC2/KMS ones."""
+    resources: list[dict[str, str]] = []
+
+    def add(resource_type: Any, name: Any) -> None:
+        entry = {"ResourceType": str(resource_type), "ResourceName": str(name)}
+        if name is not None and entry not in resources:
+            resources.append(entry)
+
+    for resource in as_list(record.get("resources")):
+        if isinstance(resource, dict):
+            add(resource.get("type"), resource.get("ARN"))
+    if record.get("eventSource") == "ec2.amazonaws.com":
+        for instance_id in record_instance_ids(record):
+            add("AWS::EC2::Instance", instance_id)
+    if record.get("eventSource") == "kms.amazonaws.com":
+        key_arn = record_kms_key_arn(record, account_id, region)
+        if key_arn and all(r["ResourceName"] != key_arn for r in resources):
+            add("AWS::KMS::Key", key_arn)
+    return resources
+
+
+def read_only_text(value: Any) -> str | None:
+    """``readOnly`` as LookupEvents reports it: the string "true" or "false"."""
+    if value is None:
+        return None
+    return str(value).lower()
+
+
+def event_from_record(seq: int, record: dict[str, Any], account_id: str, region: str) -> TrailEvent:
+    """A TrailEvent from a full CloudTrail record (missing eventID/eventTime are filled in)."""
+    record = dict(record)
+    record.setdefault("eventID", str(uuid.uuid4()))
+    record.setdefault("eventTime", utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return TrailEvent(
+        seq=seq,
+        event_time=parse_timestamp(record["eventTime"]),
+        cloudtrail_event=json.dumps(record, separators=(",", ":")),
+        event_id=str(record["eventID"]),
+        event_name=record.get("eventName"),
+        event_source=record.get("eventSource"),
+        username=record_username(record.get("userIdentity")),
+        access_key_id=dig(record, "userIdentity", "accessKeyId"),
+        read_only=read_only_text(record.get("readOnly")),
+        resources=record_resources(record, account_id, region),
+    )
+
+
+def event_from_raw(seq: int, spec: dict[str, Any]) -> TrailEvent:
+    """A TrailEvent whose CloudTrailEvent is an arbitrary (possibly broken) string."""
+    return TrailEvent(
+        seq=seq,
+        event_time=parse_timestamp(spec["event_time"]) if spec.get("event_time") is not None else time.time(),
+        cloudtrail_event=str(spec["raw"]),
+        event_id=str(spec.get("event_id") or uuid.uuid4()),
+        event_name=spec.get("event_name"),
+        event_source=spec.get("event_source"),
+        username=spec.get("username"),
+        access_key_id=spec.get("access_key_id"),
+        read_only=read_only_text(spec.get("read_only")),
+        resources=[
+            {"ResourceType": str(r.get("ResourceType")), "ResourceName": str(r.get("ResourceName"))}
+            for r in as_list(spec.get("resources"))
+            if isinstance(r, dict)
+        ],
+    )
+
+
+class TokenBucket:
+    """Classic token bucket: ``capacity`` burst, refilled at ``rate`` tokens per second."""
+
+    def __init__(self, capacity: float, rate: float):
+        self.capacity = capacity
+        self.rate = rate
+        self.tokens = capacity
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class TrailStore:
+    """CloudTrail events and LookupEvents throttling, per (account, region)."""
+
+    RATE_PER_SECOND = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[tuple[str, str], list[TrailEvent]] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._seq = itertools.count(1)
+        self.throttle_enabled = True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._events.clear()
+            self._buckets.clear()
+            self.throttle_enabled = True
+
+    def store(self, account_id: str, region: str, items: list[Any]) -> list[str]:
+        """Store control-route event items; returns their event ids."""
+        events = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise ControlError(400, "every event must be a JSON object")
+            seq = next(self._seq)
+            if "raw" in item:
+                events.append(event_from_raw(seq, item))
+            else:
+                events.append(event_from_record(seq, item, account_id, region))
+        with self._lock:
+            self._events.setdefault((account_id, region), []).extend(events)
+        return [e.event_id for e in events]
+
+    def events(self, account_id: str, region: str) -> list[TrailEvent]:
+        """Events of one account and region, newest first."""
+        with self._lock:
+            events = list(self._events.get((account_id, region), []))
+        return sorted(events, key=lambda e: e.sort_key, reverse=True)
+
+    def allow_lookup(self, account_id: str, region: str) -> bool:
+        """Take a LookupEvents token; False means the call must be throttled."""
+        with self._lock:
+            if not self.throttle_enabled:
+                return True
+            bucket = self._buckets.setdefault(
+                (account_id, region), TokenBucket(self.RATE_PER_SECOND, self.RATE_PER_SECOND)
+            )
+            return bucket.take()
+
+
+TRAIL_STORE = TrailStore()
+
+
+def lookup_filter(request: dict[str, Any]) -> Callable[[TrailEvent], bool]:
+    """Predicate for the request's (at most one) LookupAttribute."""
+    attributes = request.get("LookupAttributes") or []
+    if len(attributes) > 1:
+        raise JsonRESTError("InvalidLookupAttributesException", "You can only specify one lookup attribute.")
+    if not attributes:
+        return lambda event: True
+    key, value = attributes[0].get("AttributeKey"), attributes[0].get("AttributeValue")
+    if key not in LOOKUP_KEYS or value is None:
+        raise JsonRESTError(
+            "InvalidLookupAttributesException", f"Invalid lookup attribute key {key!r} or missing value."
+        )
+    return lambda event: event.attribute_matches(key, str(value))
+
+
+def lookup_time_window(request: dict[str, Any]) -> tuple[float, float]:
+    """Inclusive [StartTime, EndTime] in epoch seconds."""
+    try:
+        start = (
+            parse_timestamp(request["StartTime"]) if request.get("StartTime") is not None else float("-inf")
+        )
+        end = parse_timestamp(request["EndTime"]) if request.get("EndTime") is not None else float("inf")
+    except ValueError:
+        raise JsonRESTError(
+            "InvalidTimeRangeException", "StartTime or EndTime is not a valid time."
+        ) from None
+    if start > end:
+        raise JsonRESTError("InvalidTimeRangeException", "Start time must be before end time.")
+    return start, end
+
+
+def lookup_page_size(request: dict[str, Any]) -> int:
+    size = request.get("MaxResults", MAX_LOOKUP_RESULTS)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_LOOKUP_RESULTS:
+        raise JsonRESTError("InvalidMaxResultsException", "Value of MaxResults is not valid.")
+    return size
+
+
+def encode_next_token(event: TrailEvent) -> str:
+    """Token = position of the last returned event; newer events never shift it."""
+    raw = json.dumps({"t": event.event_time, "s": event.seq}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_next_token(token: str) -> tuple[float, int]:
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return float(position["t"]), int(position["s"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise JsonRESTError("InvalidNextTokenException", "Invalid NextToken.") from None
+
+
+def lookup_events(self: CloudTrailResponse) -> str:
+    """CloudTrailResponse.lookup_events: LookupEvents over events stored via the control route."""
+    if not TRAIL_STORE.allow_lookup(self.current_account, self.region):
+        raise JsonRESTError("ThrottlingException", "Rate exceeded")
+    try:
+        request = json.loads(self.body or "{}")
+    except ValueError:
+        raise JsonRESTError("SerializationException", "Request body is not valid JSON.") from None
+    matches = lookup_filter(request)
+    start, end = lookup_time_window(request)
+    page_size = lookup_page_size(request)
+    events = [
+        e
+        for e in TRAIL_STORE.events(self.current_account, self.region)
+        if start <= e.event_time <= end and matches(e)
+    ]
+    if request.get("NextToken"):
+        after = decode_next_token(request["NextToken"])
+        events = [e for e in events if e.sort_key < after]
+    page = events[:page_size]
+    response: dict[str, Any] = {"Events": [e.to_api() for e in page]}
+    if len(events) > page_size:
+        response["NextToken"] = encode_next_token(page[-1])
+    return json.dumps(response)
+
+
+# --------------------------------------------------------------------------------------
+# IAM: policy evaluation for SimulatePrincipalPolicy
+# --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def wildcard_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    """IAM wildcards: ``*`` any run of characters, ``?`` exactly one; nothing else special."""
+    translated = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(translated, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def wildcard_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    return wildcard_regex(pattern, ignore_case).fullmatch(value) is not None
+
+
+def arn_match(pattern: str, arn: str) -> bool:
+    """ARN matching as IAM does it: each of the six ARN parts is matched separately."""
+    if pattern == "*":
+        return True
+    pattern_parts, arn_parts = pattern.split(":", 5), arn.split(":", 5)
+    if len(pattern_parts) != 6 or len(arn_parts) != 6:
+        return wildcard_match(pattern, arn)
+    return all(wildcard_match(p, a) for p, a in zip(pattern_parts, arn_parts, strict=True))
+
+
+def number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def date_number(value: str) -> float | None:
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+def compare_with(
+    parse: Callable[[str], float | None], test: Callable[[float, float], bool]
+) -> Callable[[str, str], bool]:
+    """A comparator that parses both sides and applies ``test``; unparseable never matches."""
+
+    def compare(context_value: str, policy_value: str) -> bool:
+        left, right = parse(context_value), parse(policy_value)
+        return left is not None and right is not None and test(left, right)
+
+    return compare
+
+
+def ip_in_network(context_value: str, policy_value: str) -> bool:
+    try:
+        return ipaddress.ip_address(context_value) in ipaddress.ip_network(policy_value, strict=False)
+    except ValueError:
+        return False
+
+
+_EQ, _LT, _LE = (lambda a, b: a == b), (lambda a, b: a < b), (lambda a, b: a <= b)
+_GT, _GE = (lambda a, b: a > b), (lambda a, b: a >= b)
+
+# Condition operator (lower case, without IfExists/ForAnyValue/ForAllValues) ->
+# (comparator(context value, policy value), negated). Negated operators are the
+# negation of their positive comparator over all policy values.
+CONDITION_OPERATORS: dict[str, tuple[Callable[[str, str], bool], bool]] = {
+    "stringequals": (lambda c, p: c == p, False),
+    "stringnotequals": (lambda c, p: c == p, True),
+    "stringequalsignorecase": (lambda c, p: c.casefold() == p.casefold(), False),
+    "stringnotequalsignorecase": (lambda c, p: c.casefold() == p.casefold(), True),
+    "stringlike": (lambda c, p: wildcard_match(p, c), False),
+    "stringnotlike": (lambda c, p: wildcard_match(p, c), True),
+    "arnequals": (lambda c, p: arn_match(p, c), False),
+    "arnlike": (lambda c, p: arn_match(p, c), False),
+    "arnnotequals": (lambda c, p: arn_match(p, c), True),
+    "arnnotlike": (lambda c, p: arn_match(p, c), True),
+    "numericequals": (compare_with(number, _EQ), False),
+    "numericnotequals": (compare_with(number, _EQ), True),
+    "numericlessthan": (compare_with(number, _LT), False),
+    "numericlessthanequals": (compare_with(number, _LE), False),
+    "numericgreaterthan": (compare_with(number, _GT), False),
+    "numericgreaterthanequals": (compare_with(number, _GE), False),
+    "dateequals": (compare_with(date_number, _EQ), False),
+    "datenotequals": (compare_with(date_number, _EQ), True),
+    "datelessthan": (compare_with(date_number, _LT), False),
+    "datelessthanequals": (compare_with(date_number, _LE), False),
+    "dategreaterthan": (compare_with(date_number, _GT), False),
+    "dategreaterthanequals": (compare_with(date_number, _GE), False),
+    "bool": (lambda c, p: c.lower() == p.lower(), False),
+    "binaryequals": (lambda c, p: c == p, False),
+    "ipaddress": (ip_in_network, False),
+    "notipaddress": (ip_in_network, True),
+}
+
+
+def policy_value_text(value: Any) -> str:
+    """Condition values as strings; JSON true/false become "true"/"false"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ConditionOperator:
+    """A parsed condition operator such as ``ForAnyValue:StringLikeIfExists``."""
+
+    qualifier: str | None  # "foranyvalue", "forallvalues" or None
+    base: str  # lower case, e.g. "stringlike" or "null"
+    if_exists: bool
+
+    @classmethod
+    def parse(cls, name: str) -> ConditionOperator:
+        qualifier, _, base = name.rpartition(":")
+        base = base.lower()
+        if_exists = base.endswith("ifexists") and base != "ifexists"
+        if if_exists:
+            base = base[: -len("ifexists")]
+        return cls(qualifier.lower() or None, base, if_exists)
+
+
+def evaluate_null(context_values: list[str] | None, policy_values: list[str]) -> bool:
+    """``Null``: "true" matches an absent key, "false" a present one."""
+    present = context_values is not None
+    return any((value.lower() == "false") == present for value in policy_values)
+
+
+def evaluate_condition(
+    operator: ConditionOperator, context_values: list[str] | None, policy_values: list[str]
+) -> bool:
+    """One operator/key pair. ``context_values`` is None when the key is absent.
+
+    Absent key: IfExists and ForAllValues match, ForAnyValue does not, plain negated
+    operators match and plain positive ones do not. Present key: positive operators match
+    when any context value matches any policy value; negated ones when none does; the set
+    qualifiers apply that test per context value (any / all).
+    """
+    if operator.base == "null":
+        return evaluate_null(context_values, policy_values)
+    if operator.base not in CONDITION_OPERATORS:
+        return False
+    compare, negated = CONDITION_OPERATORS[operator.base]
+    if context_values is None:
+        if operator.if_exists or operator.qualifier == "forallvalues":
+            return True
+        return negated and operator.qualifier is None
+
+    def value_passes(value: str) -> bool:
+        hit = any(compare(value, p) for p in policy_values)
+        return not hit if negated else hit
+
+    if operator.qualifier == "forallvalues":
+        return all(value_passes(v) for v in context_values)
+    if operator.qualifier == "foranyvalue":
+        return any(value_passes(v) for v in context_values)
+    hit = any(any(compare(v, p) for p in policy_values) for v in context_values)
+    return not hit if negated else hit
+
+
+def evaluate_conditions(block: Any, context: dict[str, list[str]]) -> tuple[bool, set[str]]:
+    """AND over operators and keys. Returns (all matched, condition keys absent from context)."""
+    if block is None:
+        return True, set()
+    if not isinstance(block, dict):
+        return False, set()  # a malformed Condition never matches
+    matched, missing = True, set()
+    for operator_name, tests in block.items():
+        operator = ConditionOperator.parse(operator_name)
+        if not isinstance(tests, dict):
+            matched = False
+            continue
+        for key, values in tests.items():
+            context_values = context.get(key.lower())
+            if context_values is None and operator.base != "null":
+                missing.add(key)
+            policy_values = [policy_value_text(v) for v in as_list(values)]
+            if not evaluate_condition(operator, context_values, policy_values):
+                matched = False
+    return matched, missing
+
+
+def action_matches(statement: dict[str, Any], action: str) -> bool:
+    """``Action``/``NotAction`` with wildcards, case-insensitive."""
+    if "Action" in statement:
+        return any(wildcard_match(str(p), action, ignore_case=True) for p in as_list(statement["Action"]))
+    if "NotAction" in statement:
+        return not any(
+            wildcard_match(str(p), action, ignore_case=True) for p in as_list(statement["NotAction"])
+        )
+    return False
+
+
+def resource_matches(statement: dict[str, Any], resource: str) -> bool:
+    """``Resource``/``NotResource`` with wildcards, case-sensitive; neither means any."""
+    if "Resource" in statement:
+        return any(arn_match(str(p), resource) for p in as_list(statement["Resource"]))
+    if "NotResource" in statement:
+        return not any(arn_match(str(p), resource) for p in as_list(statement["NotResource"]))
+    return True
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """A policy document taking part in a simulation, with the ids AWS reports for it."""
+
+    policy_id: str
+    policy_type: str | None  # PolicySourceType: user, group, role, aws-managed, user-managed
+    document: dict[str, Any]
+
+    def statements(self) -> list[dict[str, Any]]:
+        return [s for s in as_list(self.document.get("Statement")) if isinstance(s, dict)]
+
+    def reference(self) -> dict[str, str]:
+        """The ``MatchedStatements`` member for a statement of this policy."""
+        ref = {"SourcePolicyId": self.policy_id}
+        if self.policy_type:
+            ref["SourcePolicyType"] = self.policy_type
+        return ref
+
+
+@dataclass
+class Evaluation:
+    """Outcome of evaluating a set of policies for one action and resource."""
+
+    denies: list[dict[str, str]] = field(default_factory=list)
+    allows: list[dict[str, str]] = field(default_factory=list)
+    missing: set[str] = field(default_factory=set)
+
+    @property
+    def decision(self) -> str:
+        if self.denies:
+            return "explicitDeny"
+        return "allowed" if self.allows else "implicitDeny"
+
+
+def add_reference(references: list[dict[str, str]], reference: dict[str, str]) -> None:
+    if reference not in references:
+        references.append(reference)
+
+
+def evaluate_policies(
+    sources: Iterable[PolicySource], action: str, resource: str, context: dict[str, list[str]]
+) -> Evaluation:
+    """Deny beats Allow; no matching Allow is an implicit deny."""
+    evaluation = Evaluation()
+    for source in sources:
+        for statement in source.statements():
+            if not (action_matches(statement, action) and resource_matches(statement, resource)):
+                continue
+            matched, missing = evaluate_conditions(statement.get("Condition"), context)
+            evaluation.missing |= missing
+            if not matched:
+                continue
+            effect = str(statement.get("Effect", "")).lower()
+            if effect == "deny":
+                add_reference(evaluation.denies, source.reference())
+            elif effect == "allow":
+                add_reference(evaluation.allows, source.reference())
+    return evaluation
+
+
+def parse_policy_document(document: Any, policy_id: str) -> dict[str, Any]:
+    """A policy document as a dict; stored documents may be JSON or URL-encoded JSON."""
+    if isinstance(document, dict):
+        return document
+    text = str(document).strip()
+    for candidate in (text, unquote(text)):
+        try:
+            parsed = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    raise MalformedPolicyDocument(f"The policy document {policy_id} is not valid JSON.")
+
+
+def managed_policy_source(policy: ManagedPolicy) -> PolicySource:
+    """The default version of a managed policy."""
+    version = next(v for v in policy.versions if v.is_default)
+    policy_type = "aws-managed" if ":iam::aws:policy/" in policy.arn else "user-managed"
+    return PolicySource(policy.name, policy_type, parse_policy_document(version.document, policy.name))
+
+
+def entity_policy_sources(entity: Any, inline_type: str) -> list[PolicySource]:
+    """Inline and attached managed policies of a user, group or role."""
+    sources = [
+        PolicySource(name, inline_type, parse_policy_document(doc, name))
+        for name, doc in entity.policies.items()
+    ]
+    sources += [managed_policy_source(p) for p in entity.managed_policies.values()]
+    return sources
+
+
+def principal_policy_sources(backend: IAMBackend, arn: str) -> tuple[list[PolicySource], list[PolicySource]]:
+    """(identity policies, permissions boundary policies) of the user, role or group ``arn``.
+
+    moto's lookups raise NoSuchEntity for unknown names; that error is what AWS returns.
+    """
+    match = re.fullmatch(r"arn:[^:]+:iam::(\d{12}):(user|role|group)/(?:.*/)?([^/]+)", arn or "")
+    if not match or match.group(1) != backend.account_id:
+        raise NotFoundException(f"The entity {arn} does not exist.")
+    _, kind, name = match.groups()
+    if kind == "user":
+        sources = entity_policy_sources(backend.get_user(name), "user")
+        for group in backend.get_groups_for_user(name):
+            sources += entity_policy_sources(group, "group")
+        return sources, []
+    if kind == "role":
+        role = backend.get_role(name)
+        boundary = []
+        if role.permissions_boundary_arn:
+            boundary = [managed_policy_source(backend.get_policy(role.permissions_boundary_arn))]
+        return entity_policy_sources(role, "role"), boundary
+    return entity_policy_sources(backend.get_group(name), "group"), []
+
+
+def input_policy_sources(documents: list[str], parameter: str) -> list[PolicySource]:
+    """Policies passed as strings; AWS names them ``<Parameter>.<N>``."""
+    return [
+        PolicySource(f"{parameter}.{i}", None, parse_policy_document(doc, f"{parameter}.{i}"))
+        for i, doc in enumerate(documents, start=1)
+    ]
+
+
+def simulation_context(entries: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """ContextEntries as {lower-case key: values}; an entry without values counts as absent."""
+    context = {}
+    for entry in entries:
+        values = [policy_value_text(v) for v in as_list(entry.get("ContextKeyValues"))]
+        if entry.get("ContextKeyName") and values:
+            context[entry["ContextKeyName"].lower()] = values
+    return context
+
+
+def evaluation_result(
+    action: str,
+    resource: str,
+    identity: list[PolicySource],
+    boundary: list[PolicySource],
+    context: dict[str, list[str]],
+    resource_given: bool,
+) -> dict[str, Any]:
+    """One EvaluationResult member; a boundary must allow too, and its Deny also wins."""
+    policies = evaluate_policies(identity, action, resource, context)
+    bounds = evaluate_policies(boundary, action, resource, context) if boundary else None
+    denies = policies.denies + (bounds.denies if bounds else [])
+    if denies:
+        decision, statements = "explicitDeny", denies
+    elif policies.allows and (bounds is None or bounds.allows):
+        decision, statements = "allowed", policies.allows
+    else:
+        decision, statements = "implicitDeny", []
+    missing = sorted(policies.missing | (bounds.missing if bounds else set()))
+    result: dict[str, Any] = {
+        "EvalActionName": action,
+        "EvalResourceName": resource,
+        "EvalDecision": decision,
+        "MatchedStatements": statements,
+        "MissingContextValues": missing,
+    }
+    if bounds is not None:
+        result["PermissionsBoundaryDecisionDetail"] = {
+            "AllowedByPermissionsBoundary": bounds.decision == "allowed"
+        }
+    if resource_given:
+        result["ResourceSpecificResults"] = [
+            {
+                "EvalResourceName": resource,
+                "EvalResourceDecision": decision,
+                "MatchedStatements": statements,
+                "MissingContextValues": missing,
+            }
+        ]
+    return result
+
+
+def simulate_principal_policy(self: IamResponse) -> ActionResult:
+    """IamResponse.simulate_principal_policy (query protocol; moto serializes the result)."""
+    identity, boundary = principal_policy_sources(self.backend, self._get_param("PolicySourceArn"))
+    identity += input_policy_sources(self._get_param("PolicyInputList", []), "PolicyInputList")
+    boundary_inputs = self._get_param("PermissionsBoundaryPolicyInputList", [])
+    if boundary_inputs:
+        boundary = input_policy_sources(boundary_inputs, "PermissionsBoundaryPolicyInputList")
+    context = simulation_context(self._get_param("ContextEntries", []))
+    resources = self._get_param("ResourceArns", [])
+    results = [
+        evaluation_result(action, resource, identity, boundary, context, bool(resources))
+        for action in self._get_param("ActionNames", [])
+        for resource in resources or ["*"]
+    ]
+    return ActionResult({"EvaluationResults": results, "IsTruncated": False})
+
+
+# --------------------------------------------------------------------------------------
+# KMS: test keys and cross-account key ARNs
+# --------------------------------------------------------------------------------------
+
+KEY_STATES = (
+    "Creating",
+    "Enabled",
+    "Disabled",
+    "PendingDeletion",
+    "PendingImport",
+    "PendingReplicaDeletion",
+    "Unavailable",
+    "Updating",
+)
+KEY_ORIGINS = ("AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE")
+
+
+def upsert_kms_key(spec: dict[str, Any]) -> dict[str, Any]:
+    """Create a key (any account) or modify ``key_id``: state, origin, policy, description."""
+    account_id = spec.get("account_id", DEFAULT_ACCOUNT_ID)
+    backend = kms_backends[account_id][spec.get("region", DEFAULT_REGION)]
+    state, origin = spec.get("state"), spec.get("origin")
+    if state is not None and state not in KEY_STATES:
+        raise ControlError(400, f"state must be one of {KEY_STATES}")
+    if origin is not None and origin not in KEY_ORIGINS:
+        raise ControlError(400, f"origin must be one of {KEY_ORIGINS}")
+    policy = spec.get("policy")
+    if isinstance(policy, dict):
+        policy = json.dumps(policy)
+    if spec.get("key_id"):
+        key = backend.keys.get(backend.get_key_id(spec["key_id"]))
+        if key is None:
+            raise ControlError(404, f"Key '{spec['key_id']}' does not exist")
+    else:
+        key = backend.create_key(
+            policy,
+            "ENCRYPT_DECRYPT",
+            "SYMMETRIC_DEFAULT",
+            spec.get("description", ""),
+            None,
+            False,
+            origin or "AWS_KMS",
+        )
+        if origin == "EXTERNAL" and state is None:
+            state = "PendingImport"
+    if origin is not None:
+        key.origin = origin
+    if policy is not None:
+        key.policy = policy
+    if spec.get("description") is not None:
+        key.description = spec["description"]
+    if state is not None:
+        set_key_state(key, state)
+    return {"key_id": key.id, "arn": key.arn, "account_id": account_id}
+
+
+def set_key_state(key: Key, state: str) -> None:
+    key.key_state = state
+    key.enabled = state == "Enabled"
+    key.deletion_date = utcnow() + timedelta(days=7) if state == "PendingDeletion" else None
+
+
+def foreign_kms_owner(key_id: str, caller_account: str) -> tuple[str, str] | None:
+    """(account, region) of a key/alias ARN owned by another account than the caller's."""
+    match = re.fullmatch(r"arn:[^:]+:kms:([^:]+):(\d{12}):(?:key|alias)/.+", key_id or "")
+    if not match or match.group(2) == caller_account:
+        return None
+    return match.group(2), match.group(1)
+
+
+_original_describe_key = KmsResponse.describe_key
+_original_get_key_policy = KmsResponse.get_key_policy
+
+
+def kms_describe_key(self: KmsResponse) -> str:
+    """DescribeKey that also resolves another account's key or alias ARN (as AWS allows)."""
+    key_id = self._get_param("KeyId") or ""
+    owner = foreign_kms_owner(key_id, self.current_account)
+    if owner is None:
+        return _original_describe_key(self)
+    backend = kms_backends[owner[0]][owner[1]]
+    alias_name = backend.get_alias_name(key_id)
+    raw_id = (
+        backend.get_key_id_from_alias(alias_name)
+        if alias_name.startswith("alias/")
+        else backend.get_key_id(key_id)
+    )
+    if raw_id not in backend.keys:
+        raise KmsNotFoundException(f"Key '{key_id}' does not exist")
+    return json.dumps(backend.describe_key(raw_id).to_dict())
+
+
+def kms_get_key_policy(self: KmsResponse) -> str:
+    """GetKeyPolicy refuses keys of other accounts, as AWS does."""
+    key_id = self._get_param("KeyId") or ""
+    if foreign_kms_owner(key_id, self.current_account) is not None:
+        raise JsonRESTError(
+            "AccessDeniedException",
+            f"User: arn:aws:iam::{self.current_account}:root is not authorized to perform: "
+            f"kms:GetKeyPolicy on resource: {key_id} because no resource-based policy allows "
+            "the kms:GetKeyPolicy action",
+        )
+    return _original_get_key_policy(self)
+
+
+def install_patches() -> None:
+    """Patch moto in-process; must run before the server handles requests.
+
+    Idempotent: the originals wrapped by the KMS patches were captured at import time.
+    """
+    patch_ec2_filters()
+    CloudTrailResponse.lookup_events = lookup_events
+    IamResponse.simulate_principal_policy = simulate_principal_policy
+    KmsResponse.describe_key = kms_describe_key
+    KmsResponse.get_key_policy = kms_get_key_policy
+
+
+# --------------------------------------------------------------------------------------
+# Control routes and the WSGI middleware
+# --------------------------------------------------------------------------------------
+
+
+class Emulator:
+    """The WSGI app: control routes, call recording and faults around moto's app."""
+
+    def __init__(self, moto_app: Callable[..., Any]):
+        self.moto_app = moto_app
+        self.calls = CallLog()
+        self.faults = FaultRegistry()
+        self.routes: dict[tuple[str, str], Callable[[Request], Any]] = {
+            ("GET", "health"): lambda request: {"ok": True},
+            ("POST", "reset"): self.reset,
+            ("POST", "ec2/launch-failure"): lambda request: apply_launch_failure(json_body(request)),
+            ("POST", "cloudtrail/events"): self.store_trail_events,
+            ("POST", "cloudtrail/throttle"): self.set_throttle,
+            ("POST", "kms/key"): lambda request: upsert_kms_key(json_body(request)),
+            ("GET", "calls"): self.list_calls,
+            ("POST", "calls/reset"): self.reset_calls,
+            ("GET", "faults"): lambda request: {"faults": [f.to_dict() for f in self.faults.list()]},
+            ("POST", "faults"): lambda request: {"id": self.faults.add(json_body(request)).id},
+            ("DELETE", "faults"): self.clear_faults,
+        }
+
+    # -- WSGI entry point ------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(CONTROL_PREFIX):
+            return self.control(Request(environ))(environ, start_response)
+        if path.startswith("/moto-api"):
+            return self.moto_app(environ, start_response)
+        return self.aws_request(environ, start_response)
+
+    def aws_request(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Record the call, then apply the first matching fault or hand over to moto."""
+        body = buffer_body(environ)
+        service, region = signing_scope(environ)
+        call = Call(service, request_action(environ, body, service), region, time.time())
+        self.calls.add(call)
+        fault = self.faults.take(call, body.decode("utf-8", errors="replace"))
+        if fault is None:
+            return self.moto_app(environ, start_response)
+        if fault.kind == "delay":
+            time.sleep(fault.delay_seconds)
+            return self.moto_app(environ, start_response)
+        protocol = wire_protocol(environ, service)
+        if fault.kind == "error":
+            response = error_response(fault, protocol, environ)
+        elif fault.kind == "http":
+            response = http_failure_response(fault)
+        else:
+            response = self.malformed_response(fault, environ, protocol)
+        return response(environ, start_response)
+
+    def malformed_response(self, fault: Fault, environ: dict[str, Any], protocol: str) -> Response:
+        """moto's real answer cut in half (or the fault's body), with a status of 200."""
+        answer = Response.from_app(self.moto_app, environ)
+        body = fault.body.encode() if fault.body is not None else truncate_body(answer.get_data())
+        return Response(body, status=fault.status, content_type=protocol_content_type(protocol, environ))
+
+    # -- control routes ---------------------------------------------------------------
+
+    def control(self, request: Request) -> Response:
+        """Dispatch ``/_kld/<route>``; handler results are sent as JSON."""
+        route = request.path[len(CONTROL_PREFIX) :].strip("/")
+        try:
+            if request.method == "DELETE" and route.startswith("faults/"):
+                result = self.delete_fault(route[len("faults/") :])
+            elif (request.method, route) in self.routes:
+                result = self.routes[(request.method, route)](request)
+            else:
+                raise ControlError(404, f"no control route {request.method} {request.path}")
+            return json_response(result)
+        except ControlError as error:
+            return json_response({"error": error.message}, error.status)
+        except (KeyError, ValueError, TypeError) as error:  # malformed control input
+            return json_response({"error": f"bad request: {error!r}"}, 400)
+
+    def reset(self, request: Request) -> dict[str, Any]:
+        moto_api_backend.reset()
+        TRAIL_STORE.reset()
+        self.calls.clear()
+        self.faults.clear()
+        return {"ok": True}
+
+    def store_trail_events(self, request: Request) -> dict[str, Any]:
+        spec = json_body(request)
+        events = spec.get("events")
+        if not isinstance(events, list):
+            raise ControlError(400, "events must be a list")
+        ids = TRAIL_STORE.store(
+            spec.get("account_id", DEFAULT_ACCOUNT_ID), spec.get("region", DEFAULT_REGION), events
+        )
+        return {"stored": len(ids), "event_ids": ids}
+
+    def set_throttle(self, request: Request) -> dict[str, Any]:
+        TRAIL_STORE.throttle_enabled = bool(json_body(request).get("enabled", True))
+        return {"enabled": TRAIL_STORE.throttle_enabled}
+
+    def list_calls(self, request: Request) -> dict[str, Any]:
+        args = request.args
+        calls = self.calls.query(args.get("service"), args.get("region"), args.get("action"))
+        return {"calls": [c.to_dict() for c in calls]}
+
+    def reset_calls(self, request: Request) -> dict[str, Any]:
+        self.calls.clear()
+        return {"ok": True}
+
+    def clear_faults(self, request: Request) -> dict[str, Any]:
+        self.faults.clear()
+        return {"ok": True}
+
+    def delete_fault(self, fault_id: str) -> dict[str, Any]:
+        if not self.faults.remove(fault_id):
+            raise ControlError(404, f"no fault {fault_id}")
+        return {"ok": True}
+
+
+def buffer_body(environ: dict[str, Any]) -> bytes:
+    """Read the whole request body and put it back so moto can read it again."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ["wsgi.input"]
+    if length:
+        body = stream.read(length)
+    elif environ.get("wsgi.input_terminated"):  # chunked: werkzeug already de-chunks
+        body = stream.read()
+    else:
+        body = b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+def json_body(request: Request) -> dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ControlError(400, "request body must be a JSON object")
+    return body
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status=status, content_type="application/json")
+
+
+# --------------------------------------------------------------------------------------
+# Server lifecycle and command line
+# --------------------------------------------------------------------------------------
+
+
+class EmulatorServer:
+    """moto + the emulator middleware on a threaded werkzeug server in a daemon thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self.host = host
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"http://{self.host}:{self._server.server_port}"
+
+    def start(self) -> str:
+        """Bind (port 0 = a free port), start serving and return the base URL."""
+        install_patches()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        app = Emulator(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kld-emulator", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> EmulatorServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+def emulator_environment(url: str, base: dict[str, str]) -> dict[str, str]:
+    """The environment a command run against the emulator gets."""
+    env = dict(base)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        env.pop(name, None)
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    env.setdefault("AWS_REGION", region)
+    env.setdefault("AWS_DEFAULT_REGION", region)
+    env.update(
+        {
+            "KLD_EMULATOR_URL": url,
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "kld-emulator",
+            "AWS_SECRET_ACCESS_KEY": "kld-emulator",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    return env
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve(host: str, port: int, parent_pid: int | None) -> int:
+    """``serve`` mode: run until SIGTERM/SIGINT or until ``parent_pid`` goes away."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    watch_reparenting = parent_pid is not None and parent_pid == os.getppid()
+    with EmulatorServer(host, port) as server:
+        print(f"KLD_EMULATOR_URL={server.url}", flush=True)
+        sys.stdout = sys.stderr  # keep stdout to the single URL line
+        while not stop.wait(1.0):
+            if parent_pid is not None and (
+                not pid_alive(parent_pid) or (watch_reparenting and os.getppid() != parent_pid)
+            ):
+                LOG.warning("parent process %s is gone; stopping", parent_pid)
+                break
+    return 0
+
+
+def exit_status(returncode: int) -> int:
+    """A shell-style exit status: 128+N for a child killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_command(command: list[str], host: str, port: int) -> int:
+    """``run`` mode: CMD against a fresh emulator; always stops the server."""
+    if not command:
+        LOG.error("run: no command given (usage: emulator.py run -- CMD ARGS...)")
+        return 2
+    with EmulatorServer(host, port) as server:
+        sys.stdout.flush()
+        sys.stdout = sys.stderr  # CMD owns stdout; anything moto prints goes to stderr
+        try:
+            child = subprocess.Popen(command, env=emulator_environment(server.url, dict(os.environ)))
+        except OSError as error:
+            LOG.error("run: cannot start %s: %s", command[0], error)
+            return 127
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+        try:
+            return exit_status(child.wait())
+        except KeyboardInterrupt:  # the child got the same Ctrl-C; give it time to exit
+            try:
+                return exit_status(child.wait(timeout=10))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return exit_status(child.wait())
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="moto-based AWS emulator for kms-launch-doctor tests")
+    modes = parser.add_subparsers(dest="mode", required=True)
+    serve_parser = modes.add_parser("serve", help="run the emulator until signalled")
+    serve_parser.add_argument("--parent-pid", type=int, help="stop when this process exits")
+    run_parser = modes.add_parser("run", help="run a command against a fresh emulator")
+    run_parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    for mode in (serve_parser, run_parser):
+        mode.add_argument("--host", default="127.0.0.1")
+        mode.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    if args.mode == "run" and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="kld-emulator: %(levelname)s %(message)s"
+    )
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.mode == "serve":
+        return serve(args.host, args.port, args.parent_pid)
+    return run_command(args.command, args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
