@@ -1,16 +1,27 @@
-//! The code path shared by the Lambda handler and `replay`: one event in, one report out.
+//! The code path shared by the Lambda handler and the CLI: diagnose, then act (remediate,
+//! deliver) on each finding.
 
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::cloud::{CallError, Cloud};
+use crate::cloud::{CallError, Cloud, Effects, IamWrites};
+use crate::deliver::{deliver, Sinks};
 use crate::event;
 use crate::gather::{self, Options, Target};
-use crate::report::Report;
+use crate::remediate::{remediate, Guardrails};
+use crate::report::{Finding, Report};
+
+/// Everything that decides what a run does besides its input.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub options: Options,
+    pub sinks: Sinks,
+    pub guardrails: Guardrails,
+}
 
 /// Diagnoses one EventBridge event. Events we do not handle become `skipped` entries; only a
 /// failed DescribeInstances (nothing could be confirmed) is an error, so Lambda retries it.
-pub async fn handle_event<C: Cloud>(cloud: &C, event: &Value, default_region: Option<&str>, opts: &Options) -> Result<Report, CallError> {
+pub async fn diagnose_event<C: Cloud>(cloud: &C, event: &Value, default_region: Option<&str>, opts: &Options) -> Result<Report, CallError> {
     let trigger = match event::parse(event) {
         Ok(t) => t,
         Err(skipped) => {
@@ -33,4 +44,31 @@ pub async fn handle_event<C: Cloud>(cloud: &C, event: &Value, default_region: Op
         tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
     }
     Ok(report)
+}
+
+/// Remediates (per the guardrails) and delivers (per the sinks) one finding. Returns the
+/// delivery failures; remediation outcomes are recorded in the finding itself.
+pub async fn act<A: Cloud + Effects + IamWrites>(aws: &A, plan: &Plan, finding: &mut Finding) -> Vec<CallError> {
+    remediate(aws, aws, &plan.guardrails, finding).await;
+    if !plan.sinks.any() {
+        return Vec::new();
+    }
+    let now = crate::decide::rfc3339(Utc::now());
+    deliver(aws, finding, &plan.sinks, &now).await
+}
+
+/// Diagnoses an event and acts on its findings: the Lambda path for a direct EventBridge
+/// invocation, and `replay`.
+pub async fn handle_event<A: Cloud + Effects + IamWrites>(
+    aws: &A,
+    event: &Value,
+    default_region: Option<&str>,
+    plan: &Plan,
+) -> Result<(Report, Vec<CallError>), CallError> {
+    let mut report = diagnose_event(aws, event, default_region, &plan.options).await?;
+    let mut failures = Vec::new();
+    for f in &mut report.findings {
+        failures.extend(act(aws, plan, f).await);
+    }
+    Ok((report, failures))
 }

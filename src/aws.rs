@@ -50,6 +50,10 @@ struct Clients {
     ec2: aws_sdk_ec2::Client,
     kms: aws_sdk_kms::Client,
     cloudtrail: aws_sdk_cloudtrail::Client,
+    sns: aws_sdk_sns::Client,
+    securityhub: aws_sdk_securityhub::Client,
+    eventbridge: aws_sdk_eventbridge::Client,
+    sqs: aws_sdk_sqs::Client,
 }
 
 /// Token bucket: CloudTrail allows 2 LookupEvents per second per account and region.
@@ -92,8 +96,16 @@ impl AwsCloud {
                     ec2: aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&self.config).region(r.clone()).build()),
                     kms: aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(&self.config).region(r.clone()).build()),
                     cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
-                        aws_sdk_cloudtrail::config::Builder::from(&self.config).region(r).build(),
+                        aws_sdk_cloudtrail::config::Builder::from(&self.config).region(r.clone()).build(),
                     ),
+                    sns: aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(&self.config).region(r.clone()).build()),
+                    securityhub: aws_sdk_securityhub::Client::from_conf(
+                        aws_sdk_securityhub::config::Builder::from(&self.config).region(r.clone()).build(),
+                    ),
+                    eventbridge: aws_sdk_eventbridge::Client::from_conf(
+                        aws_sdk_eventbridge::config::Builder::from(&self.config).region(r.clone()).build(),
+                    ),
+                    sqs: aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&self.config).region(r).build()),
                 }
             })
             .clone()
@@ -418,5 +430,289 @@ impl Cloud for AwsCloud {
                 _ => return Ok(out),
             }
         }
+    }
+}
+
+fn other(call: &'static str, message: impl Into<String>) -> CallError {
+    CallError { call, kind: FailureKind::Other, message: message.into() }
+}
+
+/// The region of an ARN (an SNS topic is published to in its own region).
+fn region_of(arn: &str) -> Option<String> {
+    crate::arn::Arn::parse(arn).ok().map(|a| a.region().to_owned()).filter(|r| !r.is_empty())
+}
+
+fn to_sdk_finding(a: &crate::deliver::message::Asff) -> aws_sdk_securityhub::types::AwsSecurityFinding {
+    use aws_sdk_securityhub::types::{
+        AwsKmsKeyDetails, AwsSecurityFinding, Partition, Recommendation, RecordState, Remediation, Resource, ResourceDetails, Severity,
+        SeverityLabel,
+    };
+    let resources = a
+        .resources
+        .iter()
+        .map(|r| {
+            let mut b = Resource::builder()
+                .r#type(&r.kind)
+                .id(&r.id)
+                .partition(Partition::from(r.partition.as_str()))
+                .region(&r.region);
+            if let Some(k) = r.details.as_ref().and_then(|d| d.get("AwsKmsKey")) {
+                let field = |name: &str| k.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+                b = b.details(
+                    ResourceDetails::builder()
+                        .aws_kms_key(
+                            AwsKmsKeyDetails::builder()
+                                .set_key_state(field("KeyState"))
+                                .set_key_manager(field("KeyManager"))
+                                .set_key_id(field("KeyId"))
+                                .set_aws_account_id(field("AWSAccountId"))
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            b.build()
+        })
+        .collect();
+    AwsSecurityFinding::builder()
+        .schema_version(&a.schema_version)
+        .id(&a.id)
+        .product_arn(&a.product_arn)
+        .generator_id(&a.generator_id)
+        .aws_account_id(&a.aws_account_id)
+        .set_types(Some(a.types.clone()))
+        .created_at(&a.created_at)
+        .updated_at(&a.updated_at)
+        .first_observed_at(&a.first_observed_at)
+        .severity(Severity::builder().label(SeverityLabel::from(a.severity.label.as_str())).build())
+        .title(&a.title)
+        .description(&a.description)
+        .remediation(
+            Remediation::builder()
+                .recommendation(Recommendation::builder().text(&a.remediation.recommendation.text).url(&a.remediation.recommendation.url).build())
+                .build(),
+        )
+        .set_product_fields(Some(a.product_fields.clone().into_iter().collect()))
+        .set_resources(Some(resources))
+        .record_state(RecordState::from(a.record_state.as_str()))
+        .region(&a.region)
+        .build()
+}
+
+impl crate::cloud::Effects for AwsCloud {
+    async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        body: &str,
+        attributes: &std::collections::BTreeMap<&'static str, String>,
+    ) -> Result<String, CallError> {
+        use aws_sdk_sns::types::MessageAttributeValue;
+        let region = region_of(topic_arn).or_else(|| self.default_region()).unwrap_or_default();
+        let mut req = self.clients(&region).sns.publish().topic_arn(topic_arn).subject(subject).message(body);
+        for (k, v) in attributes {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .map_err(|e| other("sns:Publish", e.to_string()))?;
+            req = req.message_attributes(*k, value);
+        }
+        let resp = req.send().await.map_err(|e| call_error("sns:Publish", e))?;
+        resp.message_id().map(str::to_owned).ok_or_else(|| other("sns:Publish", "response has no MessageId"))
+    }
+
+    async fn finding_created_at(&self, region: &str, product_arn: &str, id: &str) -> Result<Option<String>, CallError> {
+        use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
+        let eq = |v: &str| StringFilter::builder().value(v).comparison(StringFilterComparison::Equals).build();
+        let resp = self
+            .clients(region)
+            .securityhub
+            .get_findings()
+            .filters(AwsSecurityFindingFilters::builder().id(eq(id)).product_arn(eq(product_arn)).build())
+            .max_results(1)
+            .send()
+            .await
+            .map_err(|e| call_error("securityhub:GetFindings", e))?;
+        Ok(resp.findings().first().and_then(|f| f.created_at()).map(str::to_owned))
+    }
+
+    async fn import_finding(&self, region: &str, finding: &crate::deliver::message::Asff) -> Result<(), CallError> {
+        let resp = self
+            .clients(region)
+            .securityhub
+            .batch_import_findings()
+            .findings(to_sdk_finding(finding))
+            .send()
+            .await
+            .map_err(|e| call_error("securityhub:BatchImportFindings", e))?;
+        if resp.failed_count().unwrap_or(0) > 0 {
+            let why = resp
+                .failed_findings()
+                .iter()
+                .map(|f| format!("{}: {}", f.error_code().unwrap_or("?"), f.error_message().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(other("securityhub:BatchImportFindings", format!("finding rejected: {why}")));
+        }
+        Ok(())
+    }
+
+    async fn put_event(&self, region: &str, bus: &str, detail: &str, resources: &[String]) -> Result<String, CallError> {
+        use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+        let entry = PutEventsRequestEntry::builder()
+            .source(crate::deliver::message::EVENT_SOURCE)
+            .detail_type(crate::deliver::message::EVENT_DETAIL_TYPE)
+            .detail(detail)
+            .set_resources(Some(resources.to_vec()))
+            .event_bus_name(bus)
+            .build();
+        let resp = self
+            .clients(region)
+            .eventbridge
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| call_error("events:PutEvents", e))?;
+        let first = resp.entries().first();
+        if resp.failed_entry_count() > 0 || first.and_then(|e| e.error_code()).is_some() {
+            let why = first
+                .map(|e| format!("{}: {}", e.error_code().unwrap_or("?"), e.error_message().unwrap_or("?")))
+                .unwrap_or_else(|| "no entry result".to_owned());
+            return Err(other("events:PutEvents", format!("event rejected: {why}")));
+        }
+        first.and_then(|e| e.event_id()).map(str::to_owned).ok_or_else(|| other("events:PutEvents", "response has no EventId"))
+    }
+}
+
+impl crate::cloud::IamWrites for AwsCloud {
+    async fn principal_tags(&self, principal: &crate::cloud::Principal) -> Result<Vec<(String, String)>, CallError> {
+        use crate::cloud::Principal;
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let (tags, next) = match principal {
+                Principal::User(n) => {
+                    let r = self.iam.list_user_tags().user_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListUserTags", e))?;
+                    (r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                }
+                Principal::Role(n) => {
+                    let r = self.iam.list_role_tags().role_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListRoleTags", e))?;
+                    (r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                }
+            };
+            out.extend(tags);
+            match next {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn inline_policy_names(&self, principal: &crate::cloud::Principal) -> Result<Vec<String>, CallError> {
+        use crate::cloud::Principal;
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let (names, next) = match principal {
+                Principal::User(n) => {
+                    let r = self.iam.list_user_policies().user_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListUserPolicies", e))?;
+                    (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                }
+                Principal::Role(n) => {
+                    let r = self.iam.list_role_policies().role_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListRolePolicies", e))?;
+                    (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                }
+            };
+            out.extend(names);
+            match next {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn inline_policy(&self, principal: &crate::cloud::Principal, name: &str) -> Result<Option<String>, CallError> {
+        use crate::cloud::Principal;
+        let doc = match principal {
+            Principal::User(n) => match self.iam.get_user_policy().user_name(n).policy_name(name).send().await {
+                Ok(r) => Some(r.policy_document().to_owned()),
+                Err(e) => {
+                    let e = call_error("iam:GetUserPolicy", e);
+                    if e.kind == FailureKind::NotFound { None } else { return Err(e) }
+                }
+            },
+            Principal::Role(n) => match self.iam.get_role_policy().role_name(n).policy_name(name).send().await {
+                Ok(r) => Some(r.policy_document().to_owned()),
+                Err(e) => {
+                    let e = call_error("iam:GetRolePolicy", e);
+                    if e.kind == FailureKind::NotFound { None } else { return Err(e) }
+                }
+            },
+        };
+        // IAM returns policy documents URL-encoded (RFC 3986); the SDK does not decode them.
+        Ok(doc.map(|d| percent_encoding::percent_decode_str(&d).decode_utf8_lossy().into_owned()))
+    }
+
+    async fn put_inline_policy(&self, principal: &crate::cloud::Principal, name: &str, document: &str) -> Result<(), CallError> {
+        use crate::cloud::Principal;
+        match principal {
+            Principal::User(n) => {
+                self.iam.put_user_policy().user_name(n).policy_name(name).policy_document(document).send().await.map_err(|e| call_error("iam:PutUserPolicy", e))?;
+            }
+            Principal::Role(n) => {
+                self.iam.put_role_policy().role_name(n).policy_name(name).policy_document(document).send().await.map_err(|e| call_error("iam:PutRolePolicy", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_instance(&self, region: &str, instance_id: &str) -> Result<String, CallError> {
+        let r = self.clients(region).ec2.start_instances().instance_ids(instance_id).send().await.map_err(|e| call_error("ec2:StartInstances", e))?;
+        Ok(r.starting_instances()
+            .first()
+            .and_then(|i| i.current_state())
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned()))
+    }
+}
+
+impl crate::cloud::Queue for AwsCloud {
+    async fn defer(&self, queue_url: &str, receipt_handle: &str, seconds: i32) -> Result<(), CallError> {
+        // The URL's host names the region (sqs.<region>.amazonaws.com); otherwise use ours.
+        let region = queue_url
+            .split('/')
+            .nth(2)
+            .and_then(|host| host.split('.').nth(1))
+            .filter(|r| crate::event::is_region(r))
+            .map(str::to_owned)
+            .or_else(|| self.default_region())
+            .unwrap_or_default();
+        self.clients(&region)
+            .sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| call_error("sqs:ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    async fn queue_url(&self, queue_arn: &str) -> Result<String, CallError> {
+        let arn = crate::arn::Arn::parse(queue_arn).map_err(|e| other("sqs:GetQueueUrl", e.to_string()))?;
+        let resp = self
+            .clients(arn.region())
+            .sqs
+            .get_queue_url()
+            .queue_name(arn.resource())
+            .queue_owner_aws_account_id(arn.account())
+            .send()
+            .await
+            .map_err(|e| call_error("sqs:GetQueueUrl", e))?;
+        resp.queue_url().map(str::to_owned).ok_or_else(|| other("sqs:GetQueueUrl", "response has no QueueUrl"))
     }
 }

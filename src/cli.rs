@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::handle_event;
+use crate::app::{act, handle_event, Plan};
+use crate::deliver::Sinks;
+use crate::remediate::{Guardrails, Mode};
 use crate::aws::{load_config, AwsCloud};
 use crate::cloud::CallError;
 use crate::config::{parse_duration, Settings};
@@ -35,6 +37,31 @@ pub enum Format {
     Text,
 }
 
+/// What to do with findings besides printing them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ActionArgs {
+    /// Publish each finding to this SNS topic.
+    #[arg(long = "notify-topic", env = "FINDINGS_TOPIC_ARN", value_name = "TOPIC_ARN")]
+    pub notify_topic: Option<String>,
+    /// Import each finding into Security Hub (ASFF; repeated failures update one finding).
+    #[arg(long = "security-hub", env = "SECURITY_HUB", value_parser = on_off, num_args = 0..=1, default_missing_value = "on", default_value = "off", value_name = "on|off")]
+    pub security_hub: bool,
+    /// Put each finding on this EventBridge bus (detail-type "EC2 Launch Failure Diagnosed").
+    #[arg(long = "event-bus", env = "FINDINGS_EVENT_BUS", value_name = "BUS")]
+    pub event_bus: Option<String>,
+    /// Opt-in remediation: off, dry-run (report what apply would write), apply.
+    #[arg(long, env = "REMEDIATION_MODE", value_enum, default_value_t = Mode::Off)]
+    pub remediate: Mode,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" | "" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Diagnose stopped or terminated instances by id.
@@ -50,6 +77,8 @@ pub enum Command {
         /// How far back to search CloudTrail for the launch call (e.g. 30m, 24h, 7d).
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         since: chrono::Duration,
+        #[command(flatten)]
+        actions: ActionArgs,
     },
     /// Run the Lambda handler's code path on an EventBridge event file.
     Replay {
@@ -60,6 +89,8 @@ pub enum Command {
         region: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        #[command(flatten)]
+        actions: ActionArgs,
     },
 }
 
@@ -99,6 +130,30 @@ fn print(report: &Report, format: Format) {
     }
 }
 
+/// The run's plan: environment settings, overridden by flags.
+fn plan(actions: &ActionArgs, options: Options) -> Result<Plan, String> {
+    let settings = Settings::from_env()?;
+    let blank = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    Ok(Plan {
+        options,
+        sinks: Sinks { topic_arn: blank(&actions.notify_topic), security_hub: actions.security_hub, event_bus: blank(&actions.event_bus) },
+        guardrails: Guardrails { mode: actions.remediate, ..settings.guardrails },
+    })
+}
+
+/// Prints the report; delivery failures go to stderr, one line each, and make the exit code 1.
+fn finish(report: &Report, failures: &[CallError], format: Format) -> ExitCode {
+    print(report, format);
+    for e in failures {
+        eprintln!("error: {e}");
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 pub async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -108,23 +163,29 @@ pub async fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Diagnose { instance_ids, region, format, since } => {
+        Command::Diagnose { instance_ids, region, format, since, actions } => {
+            let opts = Options { lookback: since, slack: chrono::Duration::zero(), ..Options::default() };
+            let plan = match plan(&actions, opts) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
             let cloud = AwsCloud::new(load_config(region.as_deref()).await);
             let Some(region) = region.or_else(|| cloud.default_region()) else {
                 return usage("no region: pass --region or set AWS_REGION");
             };
             let now = Utc::now();
             let targets: Vec<Target> = instance_ids.into_iter().map(|id| Target { instance_id: id, observed_at: now }).collect();
-            let opts = Options { lookback: since, slack: chrono::Duration::zero(), ..Options::default() };
-            match gather::diagnose(&cloud, &region, &targets, &opts).await {
-                Ok(report) => {
-                    print(&report, format);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => aws_failure(&e),
+            let mut report = match gather::diagnose(&cloud, &region, &targets, &plan.options).await {
+                Ok(r) => r,
+                Err(e) => return aws_failure(&e),
+            };
+            let mut failures = Vec::new();
+            for f in &mut report.findings {
+                failures.extend(act(&cloud, &plan, f).await);
             }
+            finish(&report, &failures, format)
         }
-        Command::Replay { event, region, format } => {
+        Command::Replay { event, region, format, actions } => {
             let bytes = match std::fs::read(&event) {
                 Ok(b) => b,
                 Err(e) => return usage(&format!("cannot read {}: {e}", event.display())),
@@ -141,13 +202,18 @@ pub async fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             };
+            let options = match Settings::from_env() {
+                Ok(s) => s.options(),
+                Err(e) => return usage(&e),
+            };
+            let plan = match plan(&actions, options) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
             let cloud = AwsCloud::new(load_config(region.as_deref()).await);
             let default_region = region.or_else(|| cloud.default_region());
-            match handle_event(&cloud, &value, default_region.as_deref(), &Settings::from_env().options()).await {
-                Ok(report) => {
-                    print(&report, format);
-                    ExitCode::SUCCESS
-                }
+            match handle_event(&cloud, &value, default_region.as_deref(), &plan).await {
+                Ok((report, failures)) => finish(&report, &failures, format),
                 Err(e) => aws_failure(&e),
             }
         }

@@ -1,24 +1,73 @@
-//! Settings from the environment (Lambda) or flags (CLI).
+//! Settings from the environment (Lambda, and defaults for the CLI). A value that is set but
+//! invalid is an error naming the variable, never silently replaced by a default: a typo in
+//! `REMEDIATION_MODE` must not turn remediation on or off behind the operator's back.
 
 use chrono::Duration;
 
+use crate::deliver::Sinks;
 use crate::gather::Options;
+use crate::remediate::{patterns, Guardrails, Mode, DEFAULT_TAG_KEY};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `CLOUDTRAIL_LOOKBACK_MINUTES`: how far before a state change to look for the launch.
+    /// `CLOUDTRAIL_LOOKBACK_MINUTES` (default 60): how far before a state change to look for
+    /// the launch call.
     pub lookback: Duration,
+    /// `CLOUDTRAIL_WAIT_MINUTES` (default 20): how long after a state change a queued event
+    /// may wait for its CloudTrail record before the finding is emitted as `caller-unknown`.
+    pub cloudtrail_wait: Duration,
+    pub sinks: Sinks,
+    pub guardrails: Guardrails,
+    /// `EVENTS_QUEUE_URL`: the queue whose messages' visibility is extended for retries.
+    pub events_queue_url: Option<String>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn minutes(name: &str, default: i64, max: i64) -> Result<Duration, String> {
+    match var(name) {
+        None => Ok(Duration::minutes(default)),
+        Some(v) => match v.parse::<i64>() {
+            Ok(m) if (1..=max).contains(&m) => Ok(Duration::minutes(m)),
+            _ => Err(format!("{name}={v:?}: expected whole minutes from 1 to {max}")),
+        },
+    }
+}
+
+pub fn flag(name: &str) -> Result<bool, String> {
+    match var(name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if ["on", "true", "yes", "1"].contains(&v.as_str()) => Ok(true),
+        Some(v) if ["off", "false", "no", "0"].contains(&v.as_str()) => Ok(false),
+        Some(v) => Err(format!("{name}={v:?}: expected on or off")),
+    }
 }
 
 impl Settings {
-    pub fn from_env() -> Self {
-        let lookback = std::env::var("CLOUDTRAIL_LOOKBACK_MINUTES")
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .filter(|m| (1..=60 * 24 * 90).contains(m))
-            .map(Duration::minutes)
-            .unwrap_or_else(|| Options::default().lookback);
-        Self { lookback }
+    pub fn from_env() -> Result<Self, String> {
+        let mode = match var("REMEDIATION_MODE") {
+            None => Mode::Off,
+            Some(v) => Mode::parse(&v).ok_or_else(|| format!("REMEDIATION_MODE={v:?}: expected off, dry-run or apply"))?,
+        };
+        Ok(Self {
+            lookback: minutes("CLOUDTRAIL_LOOKBACK_MINUTES", 60, 60 * 24 * 90)?,
+            cloudtrail_wait: minutes("CLOUDTRAIL_WAIT_MINUTES", 20, 24 * 60)?,
+            sinks: Sinks {
+                topic_arn: var("FINDINGS_TOPIC_ARN"),
+                security_hub: flag("SECURITY_HUB")?,
+                event_bus: var("FINDINGS_EVENT_BUS"),
+            },
+            guardrails: Guardrails {
+                mode,
+                tag_key: var("REMEDIATION_TAG_KEY").unwrap_or_else(|| DEFAULT_TAG_KEY.to_owned()),
+                allowed_principals: var("REMEDIATION_ALLOWED_PRINCIPALS").map(|v| patterns(&v)).unwrap_or_default(),
+                allowed_keys: var("REMEDIATION_ALLOWED_KEYS").map(|v| patterns(&v)),
+                restart: flag("RESTART_AFTER_REMEDIATION")?,
+            },
+            events_queue_url: var("EVENTS_QUEUE_URL"),
+        })
     }
 
     pub fn options(&self) -> Options {

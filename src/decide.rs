@@ -148,6 +148,7 @@ pub fn decide(f: &Facts) -> Finding {
         causes,
         remediations,
         missing_evidence: f.missing.clone(),
+        delivered: Default::default(),
     }
 }
 

@@ -1,41 +1,214 @@
-//! Lambda mode: the same diagnosis behind the Lambda Runtime API. Logs are JSON lines on
-//! stdout (CloudWatch Logs), one per finding, so metric filters and Logs Insights can use them.
+//! Lambda mode. The function is invoked either directly by EventBridge (one event) or by SQS
+//! (a batch whose bodies are EventBridge events; the SAM template's path).
+//!
+//! CloudTrail delivers records about 5 minutes after a call, with no guarantee, while the
+//! state-change event arrives within seconds. From SQS, a record whose launch call is not in
+//! CloudTrail yet is returned as a batch item failure with its visibility extended (growing
+//! backoff), until the caller is found or `CLOUDTRAIL_WAIT_MINUTES` after the state change
+//! have passed; only then is the finding emitted, as `caller-unknown`. So no event is lost and
+//! a failure yields one finding, not a premature one and a later one.
+//!
+//! Logs are JSON lines on stdout (CloudWatch Logs), one per finding, with stable field names.
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
-use crate::app::handle_event;
+use crate::app::{act, diagnose_event, handle_event, Plan};
 use crate::aws::{load_config, AwsCloud};
+use crate::cloud::{Cloud, Effects, IamWrites, Queue};
 use crate::config::Settings;
+use crate::report::Finding;
 
 pub async fn run() -> Result<(), Error> {
-    let settings = Settings::from_env();
+    let settings = Settings::from_env().map_err(|e| format!("configuration: {e}"))?;
     let cloud = AwsCloud::new(load_config(None).await);
     let region = cloud.default_region();
-    let opts = settings.options();
+    let plan = Plan { options: settings.options(), sinks: settings.sinks.clone(), guardrails: settings.guardrails.clone() };
+    tracing::info!(remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let cloud = cloud.clone();
-        let region = region.clone();
-        let opts = opts.clone();
-        async move {
-            let report = handle_event(&cloud, &event.payload, region.as_deref(), &opts).await?;
-            for f in &report.findings {
-                log_finding(f);
-            }
-            Ok::<_, Error>(report)
-        }
+        let (cloud, region, plan, settings) = (cloud.clone(), region.clone(), plan.clone(), settings.clone());
+        async move { handle(&cloud, event.payload, region.as_deref(), &plan, &settings, Utc::now()).await }
     }))
     .await
 }
 
+/// One invocation: an SQS batch, or a direct EventBridge event.
+pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
+    aws: &A,
+    payload: Value,
+    region: Option<&str>,
+    plan: &Plan,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Value, Error> {
+    if is_sqs_batch(&payload) {
+        let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| format!("malformed SQS batch: {e}"))?;
+        let response = handle_batch(aws, batch, region, plan, settings, now).await;
+        return Ok(serde_json::to_value(response)?);
+    }
+    let (report, failures) = handle_event(aws, &payload, region, plan).await?;
+    for f in &report.findings {
+        log_finding(f);
+    }
+    if let Some(first) = failures.first() {
+        // Fail the invocation so EventBridge retries; Security Hub upserts by Id, so a retry
+        // does not add a second finding there.
+        return Err(format!("{} sink(s) failed; first: {first}", failures.len()).into());
+    }
+    Ok(serde_json::to_value(report)?)
+}
+
+fn is_sqs_batch(payload: &Value) -> bool {
+    payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .is_some_and(|r| r.iter().any(|m| m.get("eventSource").and_then(Value::as_str) == Some("aws:sqs")))
+}
+
+/// What to do with one queued event.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Done,
+    /// Not yet: retry after this many seconds.
+    Defer(i32),
+    /// Failed: let SQS retry it at its own pace (and dead-letter it eventually).
+    Retry,
+}
+
+async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
+    aws: &A,
+    batch: SqsEvent,
+    region: Option<&str>,
+    plan: &Plan,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for message in batch.records {
+        let Some(id) = message.message_id.clone() else {
+            tracing::warn!("SQS record without messageId skipped");
+            continue;
+        };
+        let outcome = match message.body.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Ok(event)) => one_event(aws, &event, region, plan, settings, now, receive_count(&message.attributes)).await,
+            Some(Err(e)) => {
+                tracing::warn!(message_id = %id, error = %e, "message body is not JSON: skipped");
+                Outcome::Done
+            }
+            None => {
+                tracing::warn!(message_id = %id, "message without body: skipped");
+                Outcome::Done
+            }
+        };
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Retry => response.batch_item_failures.push(failure(&id)),
+            Outcome::Defer(seconds) => {
+                if let Some(handle) = message.receipt_handle.as_deref() {
+                    let url = match (&settings.events_queue_url, message.event_source_arn.as_deref()) {
+                        (Some(u), _) => Ok(u.clone()),
+                        (None, Some(arn)) => aws.queue_url(arn).await,
+                        (None, None) => Err(crate::cloud::CallError { call: "sqs:GetQueueUrl", kind: crate::cloud::FailureKind::Other, message: "no queue URL".into() }),
+                    };
+                    // Without the longer visibility the message still comes back, just sooner.
+                    if let Err(e) = match url {
+                        Ok(u) => aws.defer(&u, handle, seconds).await,
+                        Err(e) => Err(e),
+                    } {
+                        tracing::warn!(message_id = %id, error = %e, "could not extend visibility");
+                    }
+                }
+                tracing::info!(message_id = %id, retry_in_seconds = seconds, "launch record not in CloudTrail yet: retrying later");
+                response.batch_item_failures.push(failure(&id));
+            }
+        }
+    }
+    response
+}
+
+fn failure(id: &str) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id.to_owned();
+    f
+}
+
+fn receive_count(attributes: &std::collections::HashMap<String, String>) -> u32 {
+    attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1)
+}
+
+/// Backoff for a deferred event: 1, 2, 4, 8 minutes, at most 15 (SQS allows 12 hours), and
+/// never much past the deadline.
+pub fn backoff(receive_count: u32, until_deadline: Duration) -> i32 {
+    let exp = 60i64.saturating_mul(1i64 << receive_count.saturating_sub(1).min(10));
+    let capped = exp.min(900).min(until_deadline.num_seconds() + 5).max(30);
+    i32::try_from(capped).unwrap_or(900)
+}
+
+async fn one_event<A: Cloud + Effects + IamWrites + Queue>(
+    aws: &A,
+    event: &Value,
+    region: Option<&str>,
+    plan: &Plan,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    receives: u32,
+) -> Outcome {
+    let mut report = match diagnose_event(aws, event, region, &plan.options).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "diagnosis failed: will retry");
+            return Outcome::Retry;
+        }
+    };
+    // Wait for the launch record while the budget lasts; emit nothing meanwhile.
+    for f in &report.findings {
+        if f.launch.is_none() {
+            let changed = DateTime::parse_from_rfc3339(&f.observed_at).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
+            let deadline = changed + settings.cloudtrail_wait;
+            if now < deadline {
+                return Outcome::Defer(backoff(receives, deadline - now));
+            }
+        }
+    }
+    let mut failed = false;
+    for f in &mut report.findings {
+        failed |= !act(aws, plan, f).await.is_empty();
+        log_finding(f);
+    }
+    if failed {
+        Outcome::Retry
+    } else {
+        Outcome::Done
+    }
+}
+
 /// One JSON line per finding, with stable field names.
-pub fn log_finding(f: &crate::report::Finding) {
+pub fn log_finding(f: &Finding) {
     let line = json!({
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "level": "INFO",
         "target": "kms_launch_doctor::finding",
         "message": "finding",
         "finding": f,
     });
     println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_respects_the_deadline() {
+        let far = Duration::hours(1);
+        assert_eq!(backoff(1, far), 60);
+        assert_eq!(backoff(2, far), 120);
+        assert_eq!(backoff(4, far), 480);
+        assert_eq!(backoff(9, far), 900);
+        assert_eq!(backoff(u32::MAX, far), 900);
+        assert_eq!(backoff(3, Duration::seconds(100)), 105);
+        assert_eq!(backoff(3, Duration::seconds(1)), 30);
+    }
 }

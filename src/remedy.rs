@@ -144,6 +144,9 @@ pub fn put_identity_policy(principal_arn: &str, kind: PrincipalKind, key: &KeyAr
         policy_document: Some(document),
         commands: vec![command],
         status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
     })
 }
 
@@ -177,6 +180,9 @@ pub fn update_permission_set(role_arn: &str, account: &str, key: &KeyArn, action
         policy_document: Some(document),
         commands,
         status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
     })
 }
 
@@ -206,6 +212,9 @@ pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
         policy_document: Some(statement),
         commands,
         status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
     }
 }
 
@@ -217,6 +226,9 @@ fn key_command(action: RemediationAction, key: &KeyArn, commands: Vec<String>) -
         policy_document: None,
         commands,
         status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
     }
 }
 
@@ -292,6 +304,9 @@ pub fn review_deny(principal_arn: Option<&str>, account: &str, key: &KeyArn, in_
         policy_document: None,
         commands,
         status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
     }
 }
 

@@ -13,7 +13,7 @@ pub fn text(report: &Report) -> String {
         if i > 0 {
             out.push('\n');
         }
-        finding(&mut out, f);
+        out.push_str(&finding_text(f, false));
     }
     if !report.skipped.is_empty() {
         if !report.findings.is_empty() {
@@ -27,7 +27,15 @@ pub fn text(report: &Report) -> String {
     out
 }
 
-fn finding(out: &mut String, f: &Finding) {
+/// One finding for a person. `with_policies` adds each policy document in full (for e-mail,
+/// where a reader may not paste commands).
+pub fn finding_text(f: &Finding, with_policies: bool) -> String {
+    let mut out = String::new();
+    finding(&mut out, f, with_policies);
+    out
+}
+
+fn finding(out: &mut String, f: &Finding, with_policies: bool) {
     let state = match f.instance_state {
         crate::facts::EndState::Stopped => "stopped",
         crate::facts::EndState::Terminated => "terminated",
@@ -78,6 +86,12 @@ fn finding(out: &mut String, f: &Finding) {
         out.push_str("\n  Fix:\n");
         for r in &f.remediations {
             let _ = writeln!(out, "  - {} on {}", serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), r.target);
+            if let (true, Some(doc)) = (with_policies, &r.policy_document) {
+                let pretty = serde_json::to_string_pretty(doc).unwrap_or_default();
+                for line in pretty.lines() {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
             for c in &r.commands {
                 let _ = writeln!(out, "    $ {c}");
             }

@@ -57,6 +57,8 @@ pub struct Finding {
     pub causes: Vec<Cause>,
     pub remediations: Vec<Remediation>,
     pub missing_evidence: Vec<Missing>,
+    /// Which sinks the finding reached (additive to finding/1).
+    pub delivered: crate::deliver::Delivered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -206,7 +208,24 @@ pub enum RemediationAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RemediationStatus {
+    /// Not applied (remediation off, or dry-run: this is what apply would write).
     Proposed,
+    /// Written by this run.
+    Applied,
+    /// Already in place, exactly as it would be written.
+    Unchanged,
+    /// A guardrail stopped it; `note` says which.
+    Refused,
+    /// An AWS call failed; `note` says which.
+    Failed,
+}
+
+/// The StartInstances after a verified fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restart {
+    pub ok: bool,
+    /// The state EC2 reported, or the error.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,4 +238,9 @@ pub struct Remediation {
     /// Shell commands, each safe to paste: every value taken from AWS is quoted.
     pub commands: Vec<String>,
     pub status: RemediationStatus,
+    /// After an applied or unchanged fix: does IAM's simulator now allow the action?
+    pub verified: Option<bool>,
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
 }
