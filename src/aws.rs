@@ -530,11 +530,13 @@ impl crate::cloud::Effects for AwsCloud {
             .securityhub
             .get_findings()
             .filters(AwsSecurityFindingFilters::builder().id(eq(id)).product_arn(eq(product_arn)).build())
-            .max_results(1)
+            .max_results(10)
             .send()
             .await
             .map_err(|e| call_error("securityhub:GetFindings", e))?;
-        Ok(resp.findings().first().and_then(|f| f.created_at()).map(str::to_owned))
+        // Match the Id here too: a filter the service ignored must not borrow another
+        // finding's CreatedAt.
+        Ok(resp.findings().iter().find(|f| f.id() == Some(id)).and_then(|f| f.created_at()).map(str::to_owned))
     }
 
     async fn import_finding(&self, region: &str, finding: &crate::deliver::message::Asff) -> Result<(), CallError> {

@@ -555,6 +555,31 @@ fn permission_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, denials:
                 .collect();
             return Some((cause(ctx, CauseCode::KeyPolicyDeniesCaller, Some(key), summary, extra), fixes));
         }
+        // IAM allows it now, but CloudTrail shows KMS denied this caller at launch, and the key
+        // policy defers to IAM: the caller's IAM policy changed since (a fix, perhaps ours).
+        // The finding still explains that launch, so a retried or repeated diagnosis of the
+        // same failure gives the same answer.
+        let denied_then: Vec<String> = denials
+            .iter()
+            .filter(|r| r.caller.principal_arn.as_deref() == Some(principal) && !r.mentions_explicit_deny())
+            .map(|r| format!("kms:{}", r.event_name))
+            .filter(|a| ctx.actions.iter().any(|n| n.eq_ignore_ascii_case(a)))
+            .fold(Vec::new(), |mut acc, a| {
+                if !acc.contains(&a) {
+                    acc.push(a);
+                }
+                acc
+            });
+        if view.policy.is_ok() && !denied_then.is_empty() && !sims.is_empty() && sims.iter().all(|s| s.decision == Decision::Allowed) {
+            let summary = format!(
+                "{who} was not allowed {} on KMS key {} when it called {} (CloudTrail recorded the denial); its IAM policy allows it now, so the fix below may already be in place.",
+                denied_then.join(", "),
+                key_label(key),
+                ctx.f.state.launch_api().as_str()
+            );
+            let fixes = identity_fix(ctx, caller, key, &denied_then).into_iter().collect();
+            return Some((cause(ctx, CauseCode::CallerLacksCreateGrant, Some(key), summary, extra), fixes));
+        }
         return None;
     }
     let caveat = if view.policy.is_err() { " (the key policy could not be read, so this assumes it delegates to IAM)" } else { "" };

@@ -354,3 +354,16 @@ fn caller_of_handles_federated_users() {
 fn decide_is_deterministic() {
     assert_eq!(decide(&facts()), decide(&facts()));
 }
+
+#[test]
+fn a_denial_at_launch_that_iam_now_allows_is_still_the_cause() {
+    let mut f = facts();
+    f.simulations = vec![sim(USER, "kms:CreateGrant", KEY, Decision::Allowed)];
+    f.kms_denials = vec![record("CreateGrant", user_identity(), json!({"errorCode": "AccessDenied",
+        "errorMessage": format!("User: {USER} is not authorized to perform: kms:CreateGrant on resource: {KEY}"),
+        "requestParameters": {"keyId": KEY}}))];
+    let out = decide(&f);
+    assert_eq!(codes(&out), vec![CauseCode::CallerLacksCreateGrant]);
+    assert!(out.causes[0].summary.contains("allows it now"), "{}", out.causes[0].summary);
+    assert_eq!(actions(&out), vec![RemediationAction::PutUserPolicy]);
+}

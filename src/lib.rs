@@ -33,7 +33,8 @@ mod decide_tests;
 /// Sets up tracing once: JSON lines on stdout in Lambda, terse text on stderr for the CLI.
 pub fn init_tracing(lambda: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if lambda { "info" } else { "warn" };
+    // The CLI is quiet but for warnings and the remediation audit trail.
+    let default = if lambda { "info" } else { "warn,kms_launch_doctor::audit=info" };
     let level = std::env::var("LOG_LEVEL").ok().map(|l| l.to_ascii_lowercase());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level.as_deref().unwrap_or(default)))

@@ -226,6 +226,14 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
         return;
     }
 
+    // The diagnosis already showed IAM allows it now (by another policy): nothing to write.
+    if already_allowed(f, &key) {
+        r.status = RemediationStatus::Unchanged;
+        r.verified = Some(true);
+        r.note = Some(format!("IAM already allows {} on the key through another policy; nothing written", policy_actions(&doc).join(", ")));
+        return;
+    }
+
     // Quota: every inline policy of the principal, plus this one, whitespace excluded.
     let quota = match principal {
         Principal::User(_) => USER_INLINE_QUOTA,
@@ -274,6 +282,22 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
     r.status = RemediationStatus::Applied;
     r.note = Some(format!("{call} {name} on {}", r.target));
     r.verified = verify(cloud, &r.target, &key, &doc, &mut r.note).await;
+}
+
+/// Whether the cause's simulation evidence shows every action on the key allowed.
+fn already_allowed(f: &Finding, key: &KeyArn) -> bool {
+    let k = key.to_string();
+    let sims: Vec<&crate::facts::Decision> = f
+        .causes
+        .iter()
+        .filter(|c| c.key_arn.as_ref() == Some(key))
+        .flat_map(|c| &c.evidence)
+        .filter_map(|e| match e {
+            crate::report::Evidence::Simulation { resource, decision, .. } if *resource == k => Some(decision),
+            _ => None,
+        })
+        .collect();
+    !sims.is_empty() && sims.iter().all(|d| **d == Decision::Allowed)
 }
 
 /// Simulates the policy's actions again; `Some(true)` only when all are now allowed.
@@ -363,5 +387,111 @@ mod tests {
         assert_eq!(policy_actions(&doc), vec!["kms:CreateGrant", "kms:Decrypt"]);
         let two = serde_json::json!({"Statement": [{"Resource": [k]}, {"Resource": "*"}]});
         assert!(policy_key(&two).is_none());
+    }
+}
+
+#[cfg(test)]
+mod guardrail_tests {
+    use super::*;
+    use crate::report::Remediation;
+
+    const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a";
+
+    /// A finding for `principal` whose cause is `code`, with the usual put-*-policy fix.
+    fn case(principal: &str, kind: PrincipalKind, code: CauseCode, key: &str) -> (Finding, Remediation) {
+        let key = KeyArn::parse(key).unwrap();
+        let fix = crate::remedy::put_identity_policy(principal, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
+            .or_else(|| crate::remedy::put_identity_policy(principal, PrincipalKind::Role, &key, &["kms:CreateGrant".into()]))
+            .unwrap_or_else(|| {
+                let mut r = crate::remedy::enable_key(&key);
+                r.action = RemediationAction::PutUserPolicy;
+                r.target = principal.to_owned();
+                r.policy_name = Some(crate::remedy::policy_name(&key));
+                r.policy_document = Some(crate::remedy::identity_policy(&key, &["kms:CreateGrant".into()]));
+                r
+            });
+        let caller = crate::cloudtrail::Caller {
+            identity_type: "IAMUser".into(),
+            arn: Some(principal.into()),
+            principal_arn: Some(principal.into()),
+            principal_kind: kind,
+            account: Some("123456789012".into()),
+            invoked_by: None,
+        };
+        let f = Finding {
+            schema: crate::report::FINDING_SCHEMA,
+            id: "kld-test".into(),
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+            instance_id: "i-0abc".into(),
+            instance_state: EndState::Stopped,
+            state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
+            observed_at: "2026-11-28T10:00:00Z".into(),
+            launch: Some(crate::report::Launch {
+                api: crate::cloudtrail::LaunchApi::StartInstances,
+                event_id: "e".into(),
+                event_time: "2026-11-28T10:00:00Z".into(),
+                caller,
+            }),
+            volumes: vec![],
+            keys: vec![],
+            causes: vec![crate::report::Cause { code, key_arn: Some(key), summary: String::new(), evidence: vec![] }],
+            remediations: vec![fix.clone()],
+            missing_evidence: vec![],
+            delivered: Default::default(),
+        };
+        (f, fix)
+    }
+
+    fn refusal(principal: &str, kind: PrincipalKind, code: CauseCode, key: &str) -> String {
+        let (f, r) = case(principal, kind, code, key);
+        static_checks(&Guardrails { mode: Mode::Apply, ..Guardrails::default() }, &f, &r).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn same_account_user_with_missing_grant_passes() {
+        let (f, r) = case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
+        let (p, k) = static_checks(&Guardrails::default(), &f, &r).unwrap();
+        assert_eq!(p, Principal::User("test".into()));
+        assert_eq!(k.to_string(), KEY);
+    }
+
+    #[test]
+    fn every_guardrail_refuses_with_a_reason() {
+        let user = "arn:aws:iam::123456789012:user/test";
+        assert!(refusal("arn:aws:iam::123456789012:root", PrincipalKind::Root, CauseCode::CallerLacksCreateGrant, KEY).contains("root"));
+        assert!(refusal(
+            "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+            PrincipalKind::ServiceLinkedRole,
+            CauseCode::CallerLacksCreateGrant,
+            KEY
+        )
+        .contains("service-linked"));
+        assert!(refusal("arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0123456789abcdef", PrincipalKind::SsoRole, CauseCode::CallerLacksCreateGrant, KEY)
+            .contains("permission set"));
+        assert!(refusal("arn:aws:iam::123456789012:user/broker", PrincipalKind::Federated, CauseCode::CallerLacksCreateGrant, KEY).contains("federated"));
+        assert!(refusal("arn:aws:iam::210987654321:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY).contains("cross-account"));
+        assert!(refusal(user, PrincipalKind::User, CauseCode::CallerLacksCreateGrant, "arn:aws:kms:eu-west-1:210987654321:key/x").contains("cross-account"));
+        assert!(refusal(user, PrincipalKind::User, CauseCode::CrossAccountKey, KEY).contains("key owner"));
+        assert!(refusal(user, PrincipalKind::User, CauseCode::ExplicitDeny, KEY).contains("explicit-deny"));
+        assert!(refusal(user, PrincipalKind::User, CauseCode::KeyDisabled, KEY).contains("key-disabled"));
+    }
+
+    #[test]
+    fn non_iam_fixes_are_never_applied() {
+        let key = KeyArn::parse(KEY).unwrap();
+        let (f, _) = case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::KeyDisabled, KEY);
+        for r in [crate::remedy::enable_key(&key), crate::remedy::cancel_key_deletion(&key), crate::remedy::review_deny(None, "123456789012", &key, true)] {
+            assert!(static_checks(&Guardrails::default(), &f, &r).is_err());
+        }
+    }
+
+    #[test]
+    fn allowed_keys_limit_what_is_written() {
+        let (f, r) = case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
+        let only_other = Guardrails { allowed_keys: Some(vec!["arn:aws:kms:*:*:key/other".into()]), ..Guardrails::default() };
+        assert!(static_checks(&only_other, &f, &r).unwrap_err().contains("REMEDIATION_ALLOWED_KEYS"));
+        let this_one = Guardrails { allowed_keys: Some(vec!["arn:aws:kms:eu-west-1:123456789012:key/*".into()]), ..Guardrails::default() };
+        assert!(static_checks(&this_one, &f, &r).is_ok());
     }
 }

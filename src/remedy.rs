@@ -360,3 +360,48 @@ mod tests {
         assert_eq!(permission_set_name("Admin"), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ACTIONS: [&str; 3] = ["kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt"];
+
+    fn key_arn() -> impl Strategy<Value = KeyArn> {
+        (prop_oneof!["aws", "aws-cn", "aws-us-gov"], "[a-z]{2}-[a-z]{4,9}-[1-9]", "[0-9]{12}", "[a-f0-9-]{1,64}|mrk-[a-f0-9]{32}")
+            .prop_filter_map("a valid key ARN", |(p, r, a, id)| KeyArn::parse(&format!("arn:{p}:kms:{r}:{a}:key/{id}")).ok())
+    }
+
+    proptest! {
+        /// For any key ARN and any non-empty subset of the launch actions, the identity policy
+        /// allows those actions, on that key only, each under its condition, and nothing else.
+        #[test]
+        fn identity_policy_allows_only_the_listed_actions_on_that_key(key in key_arn(), mask in 1u8..8) {
+            let actions: Vec<String> = ACTIONS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, a)| (*a).to_owned()).collect();
+            let doc = identity_policy(&key, &actions);
+            prop_assert_eq!(&doc["Version"], "2012-10-17");
+            let statements = doc["Statement"].as_array().unwrap();
+            let mut granted = Vec::new();
+            for st in statements {
+                prop_assert_eq!(&st["Effect"], "Allow");
+                prop_assert_eq!(&st["Resource"], &json!([key.to_string()]));
+                prop_assert!(st.get("NotAction").is_none() && st.get("NotResource").is_none());
+                let acts: Vec<String> = st["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+                for a in &acts {
+                    prop_assert!(!a.contains('*'));
+                    if a == "kms:CreateGrant" {
+                        prop_assert_eq!(&st["Condition"], &json!({"Bool": {"kms:GrantIsForAWSResource": true}}));
+                    } else {
+                        prop_assert_eq!(&st["Condition"], &json!({"StringEquals": {"kms:ViaService": format!("ec2.{}.amazonaws.com", key.region())}}));
+                    }
+                }
+                granted.extend(acts);
+            }
+            granted.sort();
+            let mut wanted = actions.clone();
+            wanted.sort();
+            prop_assert_eq!(granted, wanted);
+        }
+    }
+}

@@ -35,7 +35,17 @@ struct Article {
 }
 
 async fn article(name: &str) -> Article {
-    let s = Scenario::new(name).await;
+    article_in(Scenario::new(name).await).await
+}
+
+/// The article's scenario in a region of its own (for faults and call counts).
+async fn article_isolated(name: &str) -> Article {
+    article_in(Scenario::isolated(name).await).await
+}
+
+async fn article_in(s: Scenario) -> Article {
+    let name = s.name.clone();
+    let name = name.as_str();
     let key = s.key(None).await;
     let user = format!("{name}-test");
     let user_arn = s.user(&user, &[("ec2-full", ec2_full_access())]).await;
@@ -90,7 +100,7 @@ async fn article_scenario_caller_lacks_create_grant() {
 
 #[tokio::test]
 async fn article_scenario_needs_at_most_seven_calls() {
-    let a = article("calls").await;
+    let a = article_isolated("calls").await;
     a.s.reset_calls();
     let (code, report, _) = a.s.diagnose(&[&a.instance]);
     assert_eq!(code, 0);
@@ -373,7 +383,7 @@ async fn missing_cloudtrail_records_give_caller_unknown() {
 
 #[tokio::test]
 async fn denied_get_key_policy_still_gives_a_finding() {
-    let a = article("nopolicy").await;
+    let a = article_isolated("nopolicy").await;
     a.s.fault(json!({"service": "kms", "action": "GetKeyPolicy", "code": "AccessDeniedException",
         "message": "User: arn:aws:sts::123456789012:assumed-role/kld/fn is not authorized to perform: kms:GetKeyPolicy"}));
     let (code, report, _) = a.s.diagnose(&[&a.instance]);
@@ -389,7 +399,7 @@ async fn denied_get_key_policy_still_gives_a_finding() {
 
 #[tokio::test]
 async fn denied_cloudtrail_and_simulation_are_missing_evidence() {
-    let a = article("blind").await;
+    let a = article_isolated("blind").await;
     a.s.fault(json!({"service": "cloudtrail", "action": "LookupEvents", "code": "AccessDeniedException", "message": "not authorized to perform: cloudtrail:LookupEvents"}));
     let (code, report, _) = a.s.diagnose(&[&a.instance]);
     assert_eq!(code, 0);
@@ -426,7 +436,7 @@ async fn unencrypted_instance_is_no_kms_cause() {
 
 #[tokio::test]
 async fn denied_describe_instances_exits_1_with_one_line() {
-    let s = Scenario::new("noec2").await;
+    let s = Scenario::isolated("noec2").await;
     s.fault(json!({"service": "ec2", "action": "DescribeInstances", "code": "UnauthorizedOperation", "message": "You are not authorized to perform this operation."}));
     let (code, report, stderr) = s.diagnose(&["i-0123456789abcdef0"]);
     assert_eq!(code, 1);
@@ -526,3 +536,9 @@ async fn lambda_mode_returns_the_report_and_logs_each_finding() {
     assert_eq!(finding_lines[0]["finding"]["id"], f["id"]);
     assert!(stdout.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "every log line is JSON:\n{stdout}");
 }
+
+#[path = "scenarios/sinks.rs"]
+mod sinks;
+
+#[path = "scenarios/remediation.rs"]
+mod remediation;

@@ -19,16 +19,17 @@ use serde_json::{json, Value};
 
 pub const ACCOUNT: &str = "123456789012";
 
-/// Each test gets its own region, so tests run in parallel against one emulator without
-/// seeing each other's instances, keys, CloudTrail records or throttling buckets. IAM is
-/// global: tests name their principals uniquely.
-const REGIONS: &[&str] = &[
-    "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1",
+/// Scenarios share a handful of regions: their instances, keys, CloudTrail records and
+/// principals are their own (IAM is global, so tests name principals uniquely). A scenario that
+/// injects faults or counts calls, which apply to a whole region, gets a region of its own.
+const SHARED_REGIONS: &[&str] = &["us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1"];
+const ISOLATED_REGIONS: &[&str] = &[
     "ap-south-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-southeast-1", "ap-southeast-2",
     "ca-central-1", "sa-east-1", "eu-south-1", "af-south-1", "ap-east-1", "me-south-1", "eu-central-2",
     "ap-south-2", "ap-southeast-3", "eu-south-2", "me-central-1", "il-central-1", "ca-west-1", "ap-southeast-4",
 ];
-static NEXT_REGION: AtomicUsize = AtomicUsize::new(0);
+static NEXT_SHARED: AtomicUsize = AtomicUsize::new(0);
+static NEXT_ISOLATED: AtomicUsize = AtomicUsize::new(0);
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -88,12 +89,27 @@ pub struct Scenario {
     pub ec2: aws_sdk_ec2::Client,
     pub kms: aws_sdk_kms::Client,
     pub iam: aws_sdk_iam::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub securityhub: aws_sdk_securityhub::Client,
 }
 
 impl Scenario {
     pub async fn new(name: &str) -> Self {
-        let i = NEXT_REGION.fetch_add(1, Ordering::SeqCst);
-        let region = REGIONS.get(i).expect("more scenarios than test regions: add regions").to_string();
+        let i = NEXT_SHARED.fetch_add(1, Ordering::SeqCst) % SHARED_REGIONS.len();
+        Self::in_region(name, SHARED_REGIONS[i]).await
+    }
+
+    /// A scenario with a region to itself, for faults and call counts.
+    pub async fn isolated(name: &str) -> Self {
+        let i = NEXT_ISOLATED.fetch_add(1, Ordering::SeqCst);
+        let region = ISOLATED_REGIONS.get(i).expect("more isolated scenarios than test regions: add regions");
+        Self::in_region(name, region).await
+    }
+
+    async fn in_region(name: &str, region: &str) -> Self {
+        let region = region.to_owned();
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.clone()))
             .endpoint_url(emulator_url())
@@ -113,6 +129,10 @@ impl Scenario {
             ec2: aws_sdk_ec2::Client::new(&config),
             kms: aws_sdk_kms::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
+            sns: aws_sdk_sns::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            events: aws_sdk_eventbridge::Client::new(&config),
+            securityhub: aws_sdk_securityhub::Client::new(&config),
         }
     }
 
@@ -253,6 +273,78 @@ impl Scenario {
             "resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": key_arn}],
             "eventType": "AwsApiCall", "managementEvent": true, "recipientAccountId": ACCOUNT
         })
+    }
+
+    /// An SQS queue; returns (url, arn).
+    pub async fn queue(&self, name: &str) -> (String, String) {
+        let url = self.sqs.create_queue().queue_name(name).send().await.unwrap().queue_url().unwrap().to_owned();
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+        (url, arn)
+    }
+
+    /// Every message now on the queue (bodies), waiting briefly for the first.
+    pub async fn drain(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            let r = self.sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1)
+                .message_attribute_names("All").send().await.unwrap();
+            let got = r.messages().to_vec();
+            if got.is_empty() && !out.is_empty() {
+                break;
+            }
+            out.extend(got);
+        }
+        out
+    }
+
+    /// An SNS topic with an SQS queue subscribed; returns (topic ARN, queue URL).
+    pub async fn topic_with_queue(&self, name: &str) -> (String, String) {
+        let topic = self.sns.create_topic().name(name).send().await.unwrap().topic_arn().unwrap().to_owned();
+        let (url, arn) = self.queue(&format!("{name}-inbox")).await;
+        self.sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(arn).send().await.unwrap();
+        (topic, url)
+    }
+
+    /// A custom event bus whose rule for our source targets an SQS queue; returns (bus, queue URL).
+    pub async fn bus_with_queue(&self, name: &str) -> (String, String) {
+        self.events.create_event_bus().name(name).send().await.unwrap();
+        let (url, arn) = self.queue(&format!("{name}-inbox")).await;
+        self.events
+            .put_rule()
+            .name(format!("{name}-rule"))
+            .event_bus_name(name)
+            .event_pattern(json!({"source": ["kms-launch-doctor"]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        self.events
+            .put_targets()
+            .rule(format!("{name}-rule"))
+            .event_bus_name(name)
+            .targets(aws_sdk_eventbridge::types::Target::builder().id("inbox").arn(arn).build().unwrap())
+            .send()
+            .await
+            .unwrap();
+        (name.to_owned(), url)
+    }
+
+    /// Runs `kms-launch-doctor diagnose` with extra arguments and environment.
+    pub fn diagnose_with(&self, instance_ids: &[&str], extra: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
+        let mut args = vec!["diagnose".to_owned(), "--region".to_owned(), self.region.clone()];
+        for id in instance_ids {
+            args.push("--instance-id".to_owned());
+            args.push((*id).to_owned());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        parse_output(run_tool(&args, env))
     }
 
     /// Runs `kms-launch-doctor diagnose` and returns (exit code, report JSON, stderr).

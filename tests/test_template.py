@@ -1,0 +1,649 @@
+"""Security review of template.yaml, as executable assertions.
+
+Run with the lint venv (`make lint` does): `.venv-lint/bin/python -m unittest tests/test_template.py`.
+The template is read with cfn-lint's YAML loader, which understands !Ref, !Sub, !If, ...
+
+Template conditions are *evaluated*, not trusted by name: every IAM statement is collected with
+the template conditions (resource `Condition:` and enclosing `Fn::If`s) that must hold for it to
+exist, and each property is checked for every combination of the parameters that switch
+something on or off. Set KLD_TEMPLATE to check another file.
+"""
+
+import itertools
+import json
+import os
+import re
+import unittest
+from pathlib import Path
+
+try:
+    from cfnlint.decode import cfn_yaml
+except ImportError as exc:  # pragma: no cover - message for a wrong interpreter
+    raise SystemExit(
+        "tests/test_template.py needs cfn-lint: run it with .venv-lint/bin/python (make lint)"
+    ) from exc
+
+TEMPLATE = Path(os.environ.get("KLD_TEMPLATE") or Path(__file__).resolve().parent.parent / "template.yaml")
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+EXPECTED_PARAMETERS = {
+    # name: (Default, AllowedValues or None)
+    "RemediationMode": ("off", {"off", "dry-run", "apply"}),
+    "RemediationTagKey": ("kms-launch-doctor:auto-remediate", None),
+    "RestartAfterRemediation": ("false", {"true", "false"}),
+    "NotificationEmail": ("", None),
+    "ExistingTopicArn": ("", None),
+    "EnableSecurityHub": ("false", {"true", "false"}),
+    "EventBusName": ("", None),
+    "CloudTrailWaitMinutes": ("20", None),
+    "LogLevel": ("info", {"error", "warn", "info", "debug"}),
+    "LogRetentionDays": ("30", None),
+    "EnableTracing": ("false", {"true", "false"}),
+}
+
+CLOUDWATCH_RETENTION_DAYS = {
+    "1", "3", "5", "7", "14", "30", "60", "90", "120", "150", "180", "365", "400", "545",
+    "731", "1096", "1827", "2192", "2557", "2922", "3288", "3653",
+}
+
+# Parameter values that switch pieces on or off; every combination is checked.
+SWITCHES = {
+    "RemediationMode": ["off", "dry-run", "apply"],
+    "RestartAfterRemediation": ["false", "true"],
+    "NotificationEmail": ["", "ops@example.com"],
+    "ExistingTopicArn": ["", "arn:aws:sns:us-east-1:123456789012:existing"],
+    "EnableSecurityHub": ["false", "true"],
+    "EventBusName": ["", "default"],
+    "EnableTracing": ["false", "true"],
+}
+
+# The only actions that may be granted on Resource "*": IAM offers no resource-level
+# permissions for them.
+STAR_RESOURCE_OK = {
+    "ec2:DescribeInstances",
+    "ec2:DescribeVolumes",
+    "cloudtrail:LookupEvents",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+
+# Every IAM action the function may be granted. Anything else (iam:Create*, iam:Attach*,
+# iam:Delete*, iam:Detach*, iam:Update*, iam:PassRole, ...) fails the review.
+IAM_ACTIONS_ALLOWED = {
+    "iam:SimulatePrincipalPolicy",
+    "iam:GetUser",
+    "iam:GetRole",
+    "iam:GetUserPolicy",
+    "iam:GetRolePolicy",
+    "iam:ListUserTags",
+    "iam:ListRoleTags",
+    "iam:PutUserPolicy",
+    "iam:PutRolePolicy",
+}
+
+PUT_POLICY = {"iam:PutUserPolicy", "iam:PutRolePolicy"}
+TAG_CONDITION_KEY = "iam:ResourceTag/${RemediationTagKey}"
+IAM_PRINCIPAL_RESOURCE = re.compile(
+    r"^arn:\$\{AWS::Partition\}:iam::\$\{AWS::AccountId\}:(user|role)/\*$"
+)
+SINK_PREFIXES = ("sns:", "securityhub:", "events:")
+
+
+def load_template():
+    return cfn_yaml.load(str(TEMPLATE))
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def is_fn(node, name):
+    return isinstance(node, dict) and len(node) == 1 and name in node
+
+
+def alternatives(node, guards=frozenset()):
+    """Yield (value, guards) for each way a possibly Fn::If-wrapped node can resolve.
+
+    guards are condition names, "!Name" for a negated one. AWS::NoValue yields nothing.
+    """
+    if is_fn(node, "Fn::If"):
+        cond, if_true, if_false = node["Fn::If"]
+        yield from alternatives(if_true, guards | {cond})
+        yield from alternatives(if_false, guards | {"!" + cond})
+    elif node == NO_VALUE:
+        return
+    else:
+        yield node, guards
+
+
+def policy_documents(document, guards):
+    """Yield (document dict, guards, substituted) for a PolicyDocument value."""
+    for doc, g in alternatives(document, guards):
+        if is_fn(doc, "Fn::Sub"):
+            body = doc["Fn::Sub"]
+            text = body[0] if isinstance(body, list) else body
+            # The ${...} placeholders sit inside JSON strings, so the text parses as is.
+            yield json.loads(text), g, True
+        elif isinstance(doc, str):
+            yield json.loads(doc), g, False
+        else:
+            yield doc, g, False
+
+
+class Statement:
+    def __init__(self, resource, body, guards, substituted):
+        self.resource = resource
+        self.body = body
+        self.guards = guards
+        self.substituted = substituted
+        self.effect = body.get("Effect")
+        self.actions = [a for v in as_list(body.get("Action", [])) for a, _ in alternatives(v)]
+        self.resources = [r for v in as_list(body.get("Resource", [])) for r, _ in alternatives(v)]
+
+    def __repr__(self):
+        return f"<{self.resource} {self.body.get('Sid')} guards={sorted(self.guards)}>"
+
+
+def identity_statements(template):
+    """Every statement of every identity policy in the template, with its guards."""
+    out = []
+    for name, res in template["Resources"].items():
+        base = frozenset([res["Condition"]]) if "Condition" in res else frozenset()
+        props = res.get("Properties", {})
+        docs = []
+        if res["Type"] == "AWS::IAM::Role":
+            for item in props.get("Policies", []):
+                for policy, g in alternatives(item, base):
+                    docs.append((policy["PolicyDocument"], g))
+        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"):
+            docs.append((props["PolicyDocument"], base))
+        elif res["Type"] == "AWS::Serverless::Function":
+            # SAM policy templates / managed policies would bypass this review.
+            assert "Policies" not in props, f"{name}: use the explicit role, not SAM Policies"
+        for document, g in docs:
+            for doc, g2, substituted in policy_documents(document, g):
+                for item in as_list(doc["Statement"]):
+                    for st, g3 in alternatives(item, g2):
+                        out.append(Statement(name, st, g3, substituted))
+    return out
+
+
+def ref_value(node, params):
+    """Resolve Ref to a parameter value; leave resource refs symbolic."""
+    if is_fn(node, "Ref"):
+        name = node["Ref"]
+        return str(params[name]) if name in params else f"<ref:{name}>"
+    if is_fn(node, "Fn::GetAtt"):
+        target = node["Fn::GetAtt"]
+        return "<getatt:" + (".".join(target) if isinstance(target, list) else target) + ">"
+    return node
+
+
+class Evaluator:
+    def __init__(self, template, params):
+        self.template = template
+        self.params = params
+        self.cache = {}
+
+    def condition(self, name):
+        negate = name.startswith("!")
+        name = name.lstrip("!")
+        if name not in self.cache:
+            self.cache[name] = self.expr(self.template["Conditions"][name])
+        return self.cache[name] != negate
+
+    def expr(self, node):
+        if is_fn(node, "Fn::Equals"):
+            a, b = (str(self.value(x)) for x in node["Fn::Equals"])
+            return a == b
+        if is_fn(node, "Fn::And"):
+            return all(self.expr(x) for x in node["Fn::And"])
+        if is_fn(node, "Fn::Or"):
+            return any(self.expr(x) for x in node["Fn::Or"])
+        if is_fn(node, "Fn::Not"):
+            return not self.expr(node["Fn::Not"][0])
+        if is_fn(node, "Condition"):
+            return self.condition(node["Condition"])
+        raise AssertionError(f"unsupported condition expression {node!r}")
+
+    def value(self, node):
+        if is_fn(node, "Fn::If"):
+            cond, a, b = node["Fn::If"]
+            return self.value(a if self.condition(cond) else b)
+        if node == NO_VALUE:
+            return NO_VALUE
+        return ref_value(node, self.params)
+
+    def active(self, guards):
+        return all(self.condition(g) for g in guards)
+
+    def resource_exists(self, name):
+        res = self.template["Resources"][name]
+        return "Condition" not in res or self.condition(res["Condition"])
+
+
+def parameter_combinations(template):
+    defaults = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
+    keys = list(SWITCHES)
+    for values in itertools.product(*(SWITCHES[k] for k in keys)):
+        params = dict(defaults)
+        params.update(zip(keys, values))
+        params.update({"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"})
+        yield params
+
+
+def arn_text(resource):
+    """The literal text of a Resource entry ("" for a Ref/GetAtt, which names one resource)."""
+    if isinstance(resource, str):
+        return resource
+    if is_fn(resource, "Fn::Sub"):
+        body = resource["Fn::Sub"]
+        return body[0] if isinstance(body, list) else body
+    return ""
+
+
+def service_wildcard(action):
+    return action == "*" or action.endswith(":*") or "*" in action.split(":", 1)[0]
+
+
+class TemplateTest(unittest.TestCase):
+    @staticmethod
+    def load():
+        return load_template()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.t = cls.load()
+        cls.res = cls.t["Resources"]
+        cls.statements = identity_statements(cls.t)
+        cls.combos = [(p, Evaluator(cls.t, p)) for p in parameter_combinations(cls.t)]
+
+    def of_type(self, typ):
+        return {k: v for k, v in self.res.items() if v["Type"] == typ}
+
+    def one(self, typ):
+        found = self.of_type(typ)
+        self.assertEqual(len(found), 1, f"expected exactly one {typ}, got {sorted(found)}")
+        return next(iter(found.items()))
+
+    def function(self):
+        return self.one("AWS::Serverless::Function")
+
+    def events_queue_name(self):
+        _, fn = self.function()
+        (event,) = fn["Properties"]["Events"].values()
+        return event["Properties"]["Queue"]["Fn::GetAtt"][0]
+
+    def active_allows(self, ev, action):
+        return [
+            s for s in self.statements
+            if s.effect == "Allow" and action in s.actions and ev.active(s.guards) and ev.resource_exists(s.resource)
+        ]
+
+    # --- IAM: global properties ---------------------------------------------------------------
+
+    def test_statements_were_found(self):
+        # Guards against a refactoring that hides policies from this review.
+        self.assertGreater(len(self.statements), 8)
+
+    def test_no_wildcard_actions_anywhere(self):
+        docs = [s.body for s in self.statements]
+        for _, res in self.res.items():
+            if res["Type"].endswith("Policy") and "PolicyDocument" in res.get("Properties", {}):
+                for doc, _, _ in policy_documents(res["Properties"]["PolicyDocument"], frozenset()):
+                    docs.extend(st for item in as_list(doc["Statement"]) for st, _ in alternatives(item))
+        for st in docs:
+            self.assertNotIn("NotAction", st, st)
+            self.assertNotIn("NotResource", st, st)
+            for action in as_list(st.get("Action", [])):
+                for a, _ in alternatives(action):
+                    self.assertFalse(service_wildcard(a), f"wildcard action {a!r} in {st}")
+
+    def test_iam_actions_are_limited(self):
+        for s in self.statements:
+            if s.effect != "Allow":
+                continue
+            for a in s.actions:
+                if a.lower().startswith("iam:"):
+                    self.assertIn(a, IAM_ACTIONS_ALLOWED, f"{s}: {a} is not an allowed IAM action")
+                for verb in ("Delete", "Attach", "Detach", "Create", "Update", "PassRole", "Tag", "Untag"):
+                    if a.lower().startswith("iam:"):
+                        self.assertFalse(a.split(":", 1)[1].startswith(verb), f"{s}: {a}")
+
+    def test_star_resource_only_where_unavoidable(self):
+        for s in self.statements:
+            if s.effect == "Allow" and "*" in s.resources:
+                extra = set(s.actions) - STAR_RESOURCE_OK
+                self.assertFalse(extra, f"{s}: {sorted(extra)} on Resource '*'")
+
+    def test_function_uses_explicit_role_without_managed_policies(self):
+        _, fn = self.function()
+        role = fn["Properties"].get("Role")
+        self.assertTrue(is_fn(role, "Fn::GetAtt"), "the function must use the template's explicit role")
+        role_res = self.res[role["Fn::GetAtt"][0]]
+        self.assertEqual(role_res["Type"], "AWS::IAM::Role")
+        self.assertNotIn("ManagedPolicyArns", role_res["Properties"])
+        trust = role_res["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        self.assertEqual([st["Principal"] for st in trust], [{"Service": "lambda.amazonaws.com"}])
+
+    # --- IAM: remediation ---------------------------------------------------------------------
+
+    def test_put_policy_only_when_apply_and_tag_scoped(self):
+        put = [s for s in self.statements if s.effect == "Allow" and PUT_POLICY & set(s.actions)]
+        self.assertTrue(put, "no statement grants iam:Put*Policy: remediation cannot work")
+        for s in put:
+            # Scoped by the tag, via Fn::Sub so ${RemediationTagKey} is really substituted.
+            cond = s.body.get("Condition", {})
+            self.assertEqual(cond, {"StringEquals": {TAG_CONDITION_KEY: "true"}}, s)
+            self.assertTrue(s.substituted, f"{s}: the tag condition key must be inside Fn::Sub")
+            self.assertTrue(s.resources)
+            for r in s.resources:
+                self.assertIsInstance(r, str, s)
+                self.assertRegex(r, IAM_PRINCIPAL_RESOURCE, s)
+            # Nothing else rides along in a remediation statement.
+            self.assertLessEqual(set(s.actions), PUT_POLICY, s)
+        for params, ev in self.combos:
+            active = [s for s in put if ev.active(s.guards) and ev.resource_exists(s.resource)]
+            if params["RemediationMode"] == "apply":
+                granted = {a for s in active for a in s.actions}
+                self.assertEqual(granted & PUT_POLICY, PUT_POLICY, params)
+            else:
+                self.assertEqual(active, [], f"Put*Policy granted with RemediationMode={params['RemediationMode']}")
+
+    def test_function_cannot_rewrite_its_own_role(self):
+        denies = [
+            s for s in self.statements
+            if s.effect == "Deny" and "iam:PutRolePolicy" in s.actions
+        ]
+        self.assertTrue(denies, "expected a Deny of iam:PutRolePolicy on the function's own role")
+        self.assertTrue(any(r == "${OwnRoleArn}" or is_fn(r, "Fn::GetAtt") for s in denies for r in s.resources))
+
+    def test_start_instances_only_when_restart_and_apply(self):
+        for s in self.statements:
+            if "ec2:StartInstances" in s.actions:
+                for r in s.resources:
+                    self.assertEqual(
+                        r, {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"}, s
+                    )
+        for params, ev in self.combos:
+            active = self.active_allows(ev, "ec2:StartInstances")
+            want = params["RemediationMode"] == "apply" and params["RestartAfterRemediation"] == "true"
+            self.assertEqual(bool(active), want, params)
+            # The restart's own kms:CreateGrant must come with it and only with it.
+            grants = self.active_allows(ev, "kms:CreateGrant")
+            self.assertEqual(bool(grants), want, params)
+            for s in grants:
+                self.assertEqual(s.body["Condition"]["Bool"], {"kms:GrantIsForAWSResource": "true"})
+
+    # --- IAM: sinks -----------------------------------------------------------------------------
+
+    def test_sink_permissions_name_their_resource(self):
+        for s in self.statements:
+            if s.effect == "Allow" and any(a.startswith(SINK_PREFIXES) for a in s.actions):
+                self.assertTrue(s.resources, s)
+                for r in s.resources:
+                    self.assertNotIn("*", arn_text(r), s)
+
+    def test_sink_permissions_follow_their_switch(self):
+        topic_name = next(iter(self.of_type("AWS::SNS::Topic")))
+        for params, ev in self.combos:
+            has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
+            sns = self.active_allows(ev, "sns:Publish")
+            self.assertEqual(bool(sns), has_topic, params)
+            for s in sns:
+                targets = {ev.value(r) for r in as_list(s.body["Resource"])}
+                expected = params["ExistingTopicArn"] or f"<ref:{topic_name}>"
+                self.assertEqual(targets, {expected}, params)
+
+            hub_on = params["EnableSecurityHub"] == "true"
+            for action in ("securityhub:BatchImportFindings", "securityhub:GetFindings"):
+                self.assertEqual(bool(self.active_allows(ev, action)), hub_on, (action, params))
+            for s in self.statements:
+                if any(a.startswith("securityhub:") for a in s.actions) and ev.active(s.guards):
+                    self.assertTrue(hub_on, s)
+            for s in self.active_allows(ev, "securityhub:BatchImportFindings"):
+                self.assertEqual(
+                    s.resources,
+                    [{"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:product/${AWS::AccountId}/default"}],
+                )
+
+            for s in self.active_allows(ev, "securityhub:GetFindings"):
+                self.assertEqual(
+                    s.resources,
+                    [{"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default"}],
+                )
+
+            bus_on = bool(params["EventBusName"])
+            events = self.active_allows(ev, "events:PutEvents")
+            self.assertEqual(bool(events), bus_on, params)
+            for s in events:
+                self.assertEqual(
+                    s.resources,
+                    [{"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"}],
+                )
+
+    def test_diagnosis_permissions(self):
+        _, ev = self.combos[0]
+        granted = {}
+        for s in self.statements:
+            if s.effect == "Allow" and ev.active(s.guards) and ev.resource_exists(s.resource):
+                for a in s.actions:
+                    granted.setdefault(a, []).extend(s.resources)
+        for a in ("ec2:DescribeInstances", "ec2:DescribeVolumes", "cloudtrail:LookupEvents"):
+            self.assertEqual(granted.get(a), ["*"], a)
+        for a in ("kms:DescribeKey", "kms:GetKeyPolicy"):
+            self.assertEqual(granted.get(a), [{"Fn::Sub": "arn:${AWS::Partition}:kms:*:*:key/*"}], a)
+        principals = [
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:user/*"},
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/*"},
+        ]
+        for a in IAM_ACTIONS_ALLOWED - PUT_POLICY:
+            self.assertEqual(granted.get(a), principals, a)
+        queue = {"Fn::GetAtt": [self.events_queue_name(), "Arn"]}
+        for a in ("sqs:ChangeMessageVisibility", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+            self.assertEqual(granted.get(a), [queue], a)
+        for a in ("logs:CreateLogStream", "logs:PutLogEvents"):
+            self.assertEqual(granted.get(a), [{"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}], a)
+
+    # --- Event delivery -----------------------------------------------------------------------
+
+    def test_rule_pattern_and_target(self):
+        name, rule = self.one("AWS::Events::Rule")
+        pattern = rule["Properties"]["EventPattern"]
+        self.assertEqual(set(pattern), {"source", "detail-type", "detail"})
+        self.assertEqual(pattern["source"], ["aws.ec2"])
+        self.assertEqual(pattern["detail-type"], ["EC2 Instance State-change Notification"])
+        self.assertEqual(set(pattern["detail"]), {"state"})
+        self.assertEqual(sorted(pattern["detail"]["state"]), ["stopped", "terminated"])
+        targets = rule["Properties"]["Targets"]
+        self.assertEqual([t["Arn"] for t in targets], [{"Fn::GetAtt": [self.events_queue_name(), "Arn"]}])
+
+    def test_queue_policy_allows_only_the_rule(self):
+        rule_name, _ = self.one("AWS::Events::Rule")
+        queue = self.events_queue_name()
+        policies = self.of_type("AWS::SQS::QueuePolicy")
+        self.assertEqual(len(policies), 1)
+        (policy,) = policies.values()
+        self.assertEqual(policy["Properties"]["Queues"], [{"Ref": queue}])
+        statements = as_list(policy["Properties"]["PolicyDocument"]["Statement"])
+        self.assertEqual(len(statements), 1, statements)
+        (st,) = statements
+        self.assertEqual(st["Effect"], "Allow")
+        self.assertEqual(st["Principal"], {"Service": "events.amazonaws.com"})
+        self.assertEqual(as_list(st["Action"]), ["sqs:SendMessage"])
+        self.assertEqual(as_list(st["Resource"]), [{"Fn::GetAtt": [queue, "Arn"]}])
+        self.assertEqual(st["Condition"], {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_name, "Arn"]}}})
+
+    def test_events_queue(self):
+        queue = self.res[self.events_queue_name()]["Properties"]
+        _, fn = self.function()
+        timeout = int(fn["Properties"]["Timeout"])
+        self.assertEqual(int(queue["DelaySeconds"]), 60)
+        self.assertGreaterEqual(int(queue["VisibilityTimeout"]), 6 * timeout)
+        self.assertIs(queue.get("SqsManagedSseEnabled"), True)
+        redrive = queue["RedrivePolicy"]
+        dlq = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        self.assertEqual(self.res[dlq]["Type"], "AWS::SQS::Queue")
+        self.assertIs(self.res[dlq]["Properties"].get("SqsManagedSseEnabled"), True)
+        self.assertGreaterEqual(int(redrive["maxReceiveCount"]), 30)
+        # A redriven message keeps its enqueue time: the DLQ must keep messages longer.
+        self.assertGreater(
+            int(self.res[dlq]["Properties"]["MessageRetentionPeriod"]),
+            int(queue.get("MessageRetentionPeriod", 345600)),
+        )
+
+    def test_dlq_alarm(self):
+        queue = self.res[self.events_queue_name()]["Properties"]
+        dlq = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        _, alarm = self.one("AWS::CloudWatch::Alarm")
+        p = alarm["Properties"]
+        self.assertEqual((p["Namespace"], p["MetricName"]), ("AWS/SQS", "ApproximateNumberOfMessagesVisible"))
+        self.assertEqual(p["Dimensions"], [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq, "QueueName"]}}])
+        self.assertEqual((float(p["Threshold"]), p["ComparisonOperator"]), (0.0, "GreaterThanThreshold"))
+        for params, ev in self.combos:
+            actions = ev.value(p.get("AlarmActions", NO_VALUE))
+            has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
+            if has_topic:
+                self.assertEqual([ev.value(a) for a in actions], [params["ExistingTopicArn"] or "<ref:FindingsTopic>"])
+            else:
+                self.assertEqual(actions, NO_VALUE, params)
+
+    def test_event_source(self):
+        _, fn = self.function()
+        (event,) = fn["Properties"]["Events"].values()
+        self.assertEqual(event["Type"], "SQS")
+        props = event["Properties"]
+        self.assertEqual(int(props["BatchSize"]), 10)
+        self.assertIn("ReportBatchItemFailures", props["FunctionResponseTypes"])
+
+    # --- Function -----------------------------------------------------------------------------
+
+    def test_function_shape(self):
+        name, fn = self.function()
+        p = fn["Properties"]
+        self.assertEqual(p["Runtime"], "provided.al2023")
+        self.assertEqual(p["Architectures"], ["arm64"])
+        self.assertEqual(p["Handler"], "bootstrap")
+        self.assertEqual(p["CodeUri"], ".")
+        self.assertEqual(fn["Metadata"]["BuildMethod"], "rust-cargolambda")
+        self.assertEqual(fn["Metadata"]["BuildProperties"]["Binary"], "kms-launch-doctor")
+        self.assertEqual(p["LoggingConfig"]["LogFormat"], "JSON")
+        group_name = p["LoggingConfig"]["LogGroup"]["Ref"]
+        group = self.res[group_name]
+        self.assertEqual(group["Type"], "AWS::Logs::LogGroup")
+        self.assertEqual(group["Properties"]["RetentionInDays"], {"Ref": "LogRetentionDays"})
+        # /aws/lambda/<function name>
+        self.assertEqual(p["FunctionName"], {"Ref": "AWS::StackName"})
+        self.assertEqual(group["Properties"]["LogGroupName"], {"Fn::Sub": "/aws/lambda/${AWS::StackName}"})
+        for params, ev in self.combos:
+            mode = ev.value(p.get("Tracing", "PassThrough"))
+            self.assertEqual(mode == "Active", params["EnableTracing"] == "true", params)
+
+    def test_environment(self):
+        _, fn = self.function()
+        env = fn["Properties"]["Environment"]["Variables"]
+        queue = self.events_queue_name()
+        for params, ev in self.combos:
+            got = {k: ev.value(v) for k, v in env.items()}
+            topic = params["ExistingTopicArn"] or ("<ref:FindingsTopic>" if params["NotificationEmail"] else "")
+            expected = {
+                "REMEDIATION_MODE": params["RemediationMode"],
+                "REMEDIATION_TAG_KEY": params["RemediationTagKey"],
+                "RESTART_AFTER_REMEDIATION": params["RestartAfterRemediation"],
+                "FINDINGS_TOPIC_ARN": topic,
+                "SECURITY_HUB": "on" if params["EnableSecurityHub"] == "true" else "off",
+                "FINDINGS_EVENT_BUS": params["EventBusName"],
+                "CLOUDTRAIL_WAIT_MINUTES": params["CloudTrailWaitMinutes"],
+                "EVENTS_QUEUE_URL": f"<ref:{queue}>",
+                "LOG_LEVEL": params["LogLevel"],
+            }
+            self.assertEqual({k: got.get(k) for k in expected}, expected, params)
+
+    # --- Parameters, conditions, outputs ------------------------------------------------------
+
+    def test_parameters(self):
+        params = self.t["Parameters"]
+        for name, (default, allowed) in EXPECTED_PARAMETERS.items():
+            self.assertIn(name, params)
+            self.assertEqual(str(params[name].get("Default")), default, name)
+            self.assertIsInstance(params[name].get("Default"), (str, int), name)  # not a YAML bool
+            if allowed is not None:
+                self.assertEqual({str(v) for v in params[name]["AllowedValues"]}, allowed, name)
+        wait = params["CloudTrailWaitMinutes"]
+        self.assertEqual((wait["Type"], int(wait["MinValue"]), int(wait["MaxValue"])), ("Number", 1, 120))
+        self.assertEqual({str(v) for v in params["LogRetentionDays"]["AllowedValues"]}, CLOUDWATCH_RETENTION_DAYS)
+        # The tag key is substituted into a JSON policy document: no quote or backslash may pass.
+        pattern = re.compile(params["RemediationTagKey"]["AllowedPattern"])
+        self.assertTrue(pattern.fullmatch("kms-launch-doctor:auto-remediate"))
+        for bad in ['a"b', "a\\b", "", "x" * 129]:
+            self.assertFalse(pattern.fullmatch(bad), bad)
+
+    def test_topic_resources_follow_parameters(self):
+        topics = self.of_type("AWS::SNS::Topic")
+        subs = self.of_type("AWS::SNS::Subscription")
+        for params, ev in self.combos:
+            created = [n for n in topics if ev.resource_exists(n)]
+            self.assertEqual(bool(created), bool(params["NotificationEmail"]) and not params["ExistingTopicArn"], params)
+            email = [n for n in subs if ev.resource_exists(n)]
+            self.assertEqual(bool(email), bool(params["NotificationEmail"]), params)
+            for n in email:
+                sp = subs[n]["Properties"]
+                self.assertEqual(sp["Protocol"], "email")
+                expected = params["ExistingTopicArn"] or "<ref:FindingsTopic>"
+                self.assertEqual(ev.value(sp["TopicArn"]), expected)
+
+    def test_outputs(self):
+        outputs = self.t["Outputs"]
+        for name in ("FunctionArn", "EventsQueueUrl", "EventsQueueArn", "DeadLetterQueueUrl", "FindingsTopicArn"):
+            self.assertIn(name, outputs)
+        for params, ev in self.combos:
+            has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
+            cond = outputs["FindingsTopicArn"].get("Condition")
+            self.assertEqual(cond is not None and ev.condition(cond), has_topic, params)
+
+
+class MutationSmokeTest(unittest.TestCase):
+    """The review must notice a broken property (a few representative breakages)."""
+
+    def broken(self, mutate):
+        """True when some TemplateTest fails on the template as `mutate` changed it."""
+        t = load_template()
+        mutate(t)
+
+        class Mutated(TemplateTest):
+            load = staticmethod(lambda: t)
+
+        try:
+            Mutated.setUpClass()
+        except Exception:
+            return True  # refusing to even read it counts as noticing
+        suite = unittest.TestLoader().loadTestsFromTestCase(Mutated)
+        result = unittest.TestResult()
+        suite.run(result)
+        return not result.wasSuccessful()
+
+    def test_drop_apply_condition(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["RemediationPolicy"].pop("Condition")))
+
+    def test_widen_start_instances(self):
+        def mutate(t):
+            conds = t["Conditions"]
+            conds["RestartAfterApply"] = {"Fn::Equals": [{"Ref": "RestartAfterRemediation"}, "true"]}
+        self.assertTrue(self.broken(mutate))
+
+    def test_queue_policy_any_source(self):
+        def mutate(t):
+            st = t["Resources"]["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+            st.pop("Condition")
+        self.assertTrue(self.broken(mutate))
+
+    def test_service_wildcard(self):
+        def mutate(t):
+            st = t["Resources"]["FunctionRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"][0]
+            st["Action"] = ["ec2:*"]
+        self.assertTrue(self.broken(mutate))
+
+
+if __name__ == "__main__":
+    unittest.main()
