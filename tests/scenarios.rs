@@ -542,3 +542,6 @@ mod sinks;
 
 #[path = "scenarios/remediation.rs"]
 mod remediation;
+
+#[path = "scenarios/lambda.rs"]
+mod lambda;

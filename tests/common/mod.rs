@@ -427,7 +427,13 @@ pub mod runtime_api;
 
 /// Starts the real binary in Lambda mode against a Runtime API stub serving `events`.
 pub fn lambda_process(runtime: &runtime_api::RuntimeApi, region: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_kms-launch-doctor"))
+    lambda_process_with(runtime, region, &[])
+}
+
+pub fn lambda_process_with(runtime: &runtime_api::RuntimeApi, region: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kms-launch-doctor"));
+    cmd.envs(env.iter().copied());
+    cmd
         .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
         .env("AWS_LAMBDA_FUNCTION_NAME", "kms-launch-doctor")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
