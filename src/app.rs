@@ -33,6 +33,7 @@ pub async fn diagnose_event<C: Cloud>(cloud: &C, event: &Value, default_region: 
         return Ok(Report {
             skipped: vec![crate::report::Skipped {
                 instance_id: Some(trigger.instance_id),
+                region: None,
                 reason: "the event names no region and none is configured".to_owned(),
             }],
             ..Report::default()

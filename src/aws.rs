@@ -274,6 +274,41 @@ impl Cloud for AwsCloud {
         }
     }
 
+    async fn describe_failed_instances(&self, region: &str) -> Result<Vec<Instance>, CallError> {
+        use aws_sdk_ec2::types::Filter;
+        let ec2 = self.clients(region).ec2;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = ec2
+                .describe_instances()
+                .filters(Filter::builder().name("instance-state-name").values("stopped").values("terminated").build())
+                // AWS has reported Code Server.InternalError with a Client.InternalError message.
+                .filters(Filter::builder().name("state-reason-code").values("Client.InternalError").values("Server.InternalError").build())
+                .max_results(1000)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("ec2:DescribeInstances", e))?;
+            for r in resp.reservations() {
+                let owner = r.owner_id().unwrap_or_default();
+                out.extend(r.instances().iter().filter_map(|i| instance_of(region, owner, i)));
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn describe_regions(&self) -> Result<Vec<String>, CallError> {
+        let region = self.default_region().unwrap_or_else(|| "us-east-1".to_owned());
+        let resp = self.clients(&region).ec2.describe_regions().send().await.map_err(|e| call_error("ec2:DescribeRegions", e))?;
+        let mut out: Vec<String> = resp.regions().iter().filter_map(|r| r.region_name().map(str::to_owned)).collect();
+        out.sort();
+        Ok(out)
+    }
+
     async fn describe_volumes(&self, region: &str, ids: &[String]) -> Result<Vec<VolumeInfo>, CallError> {
         let resp = self
             .clients(region)
@@ -339,9 +374,13 @@ impl Cloud for AwsCloud {
 
     async fn lookup_events(&self, region: &str, query: &TrailQuery, next_token: Option<&str>) -> Result<TrailPage, CallError> {
         use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
+        let (key, value) = match &query.key {
+            crate::cloud::TrailKey::ResourceName(v) => (LookupAttributeKey::ResourceName, v),
+            crate::cloud::TrailKey::EventName(v) => (LookupAttributeKey::EventName, v),
+        };
         let attribute = LookupAttribute::builder()
-            .attribute_key(LookupAttributeKey::ResourceName)
-            .attribute_value(&query.resource_name)
+            .attribute_key(key)
+            .attribute_value(value)
             .build()
             .map_err(|e| CallError { call: "cloudtrail:LookupEvents", kind: FailureKind::Other, message: e.to_string() })?;
         self.trail_slot(region).await;

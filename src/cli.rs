@@ -195,7 +195,7 @@ pub async fn main() -> ExitCode {
                 Err(e) => {
                     // Malformed input is skipped, as the Lambda would, not a crash.
                     let report = Report {
-                        skipped: vec![crate::report::Skipped { instance_id: None, reason: format!("malformed JSON: {e}") }],
+                        skipped: vec![crate::report::Skipped { instance_id: None, region: None, reason: format!("malformed JSON: {e}") }],
                         ..Report::default()
                     };
                     print(&report, format);

@@ -55,10 +55,27 @@ pub struct TrailPage {
     pub next_token: Option<String>,
 }
 
-/// A LookupEvents query: one ResourceName over a time window.
+/// What a LookupEvents query looks up (CloudTrail takes one attribute per query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrailKey {
+    /// Events naming a resource: an instance id, a key ARN.
+    ResourceName(String),
+    /// Events of one API: `StartInstances`, `CreateGrant`.
+    EventName(String),
+}
+
+impl TrailKey {
+    pub fn value(&self) -> &str {
+        match self {
+            Self::ResourceName(v) | Self::EventName(v) => v,
+        }
+    }
+}
+
+/// A LookupEvents query: one attribute over a time window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrailQuery {
-    pub resource_name: String,
+    pub key: TrailKey,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
@@ -77,7 +94,12 @@ pub trait Cloud: Sync {
     /// DescribeInstances for these ids. Instances that no longer exist are absent from the
     /// result (not an error).
     fn describe_instances(&self, region: &str, ids: &[String]) -> impl Future<Output = Result<Vec<Instance>, CallError>> + Send;
+    /// Stopped and terminated instances whose state reason code is `Client.InternalError` or
+    /// `Server.InternalError` (server-side filters; the caller confirms the message).
+    fn describe_failed_instances(&self, region: &str) -> impl Future<Output = Result<Vec<Instance>, CallError>> + Send;
     fn describe_volumes(&self, region: &str, ids: &[String]) -> impl Future<Output = Result<Vec<VolumeInfo>, CallError>> + Send;
+    /// Regions enabled for the account (DescribeRegions without opt-in-not-required filter).
+    fn describe_regions(&self) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
     fn describe_key(&self, key: &KeyArn) -> impl Future<Output = Result<KeyMetadata, CallError>> + Send;
     fn get_key_policy(&self, key: &KeyArn) -> impl Future<Output = Result<String, CallError>> + Send;
     /// One page of LookupEvents in `region`. Implementations keep to CloudTrail's 2 requests

@@ -52,7 +52,7 @@ pub fn is_instance_id(s: &str) -> bool {
 
 /// Parses one event; `Err` carries the skip entry.
 pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
-    let skip = |instance_id: Option<String>, reason: String| Skipped { instance_id, reason };
+    let skip = |instance_id: Option<String>, reason: String| Skipped { instance_id, region: None, reason };
     let source = event.get("source").and_then(Value::as_str);
     let detail_type = event.get("detail-type").and_then(Value::as_str);
     match (source, detail_type) {
@@ -88,7 +88,7 @@ pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
 pub fn parse_bytes(bytes: &[u8]) -> Result<Trigger, Skipped> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => parse(&v),
-        Err(e) => Err(Skipped { instance_id: None, reason: format!("malformed JSON: {}", echo(&e.to_string())) }),
+        Err(e) => Err(Skipped { instance_id: None, region: None, reason: format!("malformed JSON: {}", echo(&e.to_string())) }),
     }
 }
 

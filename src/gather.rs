@@ -1,20 +1,27 @@
-//! Gathering: the AWS calls for one region's failed launches, made as concurrently as their
-//! dependencies allow, turned into [`Facts`]. A failed call becomes a [`Missing`] entry and the
-//! diagnosis goes on with what it has; only DescribeInstances is essential (without it there
-//! is no launch failure to confirm).
+//! Gathering: the AWS calls for one region's failed launches, turned into [`Facts`].
+//!
+//! The work is done in stages over all instances at once, so that nothing is asked twice: one
+//! DescribeVolumes per 200 volumes, DescribeKey and GetKeyPolicy once per key, one
+//! SimulatePrincipalPolicy per principal. CloudTrail is searched in one of two ways: for a few
+//! instances, by each instance id (precise, two small queries per instance); for many (a scan,
+//! a storm of events), by event name over one window, matched locally (a handful of queries
+//! for the whole region). Independent calls run concurrently, at most `concurrency` at a time.
+//!
+//! A failed call becomes a [`Missing`] entry and the diagnosis goes on with what it has; only
+//! DescribeInstances is essential (without it there is no launch failure to confirm).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use tracing::{info_span, Instrument};
 
 use crate::arn::KeyArn;
-use crate::cloud::{CallError, Cloud, SimulationRequest, TrailQuery};
+use crate::cloud::{CallError, Cloud, SimulationRequest, TrailKey, TrailQuery, VolumeInfo};
 use crate::cloudtrail::{LaunchApi, PrincipalKind, Record};
 use crate::decide::{decide, needed_actions};
-use crate::facts::{EndState, Facts, Instance, KeyFacts, Missing, StateReason, Volume};
-use crate::report::{Report, Skipped};
+use crate::facts::{EndState, Facts, Instance, KeyFacts, KeyState, Missing, StateReason, Volume};
+use crate::report::{Finding, Report, Skipped};
 
 /// An instance to diagnose, and when its state change was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,14 +36,27 @@ pub struct Options {
     pub lookback: Duration,
     /// How far after it (clock skew, a launch that took a while to fail).
     pub slack: Duration,
-    /// Bound on LookupEvents pages per query, so a busy instance cannot run up the bill.
+    /// Bound on LookupEvents pages per query, so a busy account cannot run up the bill.
     pub max_pages: usize,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// Above this many instances, CloudTrail is searched by event name over one window.
+    pub window_threshold: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { lookback: Duration::hours(1), slack: Duration::minutes(5), max_pages: 10 }
+        Self { lookback: Duration::hours(1), slack: Duration::minutes(5), max_pages: 10, concurrency: 4, window_threshold: 3 }
     }
+}
+
+/// A confirmed launch failure, waiting for its facts.
+#[derive(Debug, Clone)]
+struct Candidate {
+    instance: Instance,
+    state: EndState,
+    reason: StateReason,
+    observed_at: DateTime<Utc>,
 }
 
 /// Diagnoses `targets` in one region. Only a failed DescribeInstances is an error.
@@ -53,24 +73,41 @@ pub async fn diagnose<C: Cloud>(cloud: &C, region: &str, targets: &[Target], opt
         .instrument(info_span!("ec2.DescribeInstances", region, count = ids.len()))
         .await?;
 
-    let mut work = Vec::new();
+    let mut candidates = Vec::new();
     for target in targets {
         let Some(instance) = instances.iter().find(|i| i.id == target.instance_id) else {
             report.skipped.push(Skipped {
                 instance_id: Some(target.instance_id.clone()),
+                region: None,
                 reason: format!("instance no longer exists in {region} (DescribeInstances does not return it)"),
             });
             continue;
         };
         match confirm(instance) {
-            Ok((state, reason)) => work.push(gather(cloud, instance, state, reason, target.observed_at, opts)),
-            Err(reason) => report.skipped.push(Skipped { instance_id: Some(instance.id.clone()), reason }),
+            Ok((state, reason)) => candidates.push(Candidate { instance: instance.clone(), state, reason, observed_at: target.observed_at }),
+            Err(reason) => report.skipped.push(Skipped { instance_id: Some(instance.id.clone()), region: None, reason }),
         }
     }
-    for facts in join_all(work).await {
-        report.findings.push(decide(&facts));
-    }
+    report.findings = investigate(cloud, candidates, opts).await;
     Ok(report)
+}
+
+/// Finds every failed launch in a region (server-side filters) and diagnoses them together,
+/// searching CloudTrail over the `since` window before `now`.
+pub async fn scan_region<C: Cloud>(cloud: &C, region: &str, since: Duration, now: DateTime<Utc>, opts: &Options) -> Result<Vec<Finding>, CallError> {
+    let instances = cloud
+        .describe_failed_instances(region)
+        .instrument(info_span!("ec2.DescribeInstances", region, filtered = true))
+        .await?;
+    let candidates = instances
+        .into_iter()
+        .filter_map(|instance| {
+            let (state, reason) = confirm(&instance).ok()?;
+            Some(Candidate { instance, state, reason, observed_at: now })
+        })
+        .collect();
+    let opts = Options { lookback: since, slack: Duration::zero(), window_threshold: 0, ..opts.clone() };
+    Ok(investigate(cloud, candidates, &opts).await)
 }
 
 /// Is this a launch failure? `Err` says why not.
@@ -85,116 +122,150 @@ pub fn confirm(instance: &Instance) -> Result<(EndState, StateReason), String> {
     }
 }
 
-async fn gather<C: Cloud>(
-    cloud: &C,
-    instance: &Instance,
-    state: EndState,
-    state_reason: StateReason,
-    observed_at: DateTime<Utc>,
-    opts: &Options,
-) -> Facts {
-    let span = info_span!("diagnose", instance_id = %instance.id, region = %instance.region);
-    async move {
-        let mut missing = Vec::new();
-        let volumes = volumes(cloud, instance, &mut missing).await;
-        let keys: Vec<KeyArn> = volumes
-            .iter()
-            .filter_map(|v| v.kms_key_arn.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let window = TrailQuery {
-            resource_name: instance.id.clone(),
-            start: observed_at - opts.lookback,
-            end: observed_at + opts.slack,
-        };
-
-        let key_work = join_all(keys.iter().map(|k| key_facts(cloud, k)));
-        let (key_results, (launch, mut launch_missing)) =
-            tokio::join!(key_work, launch_record(cloud, instance, state, &window, opts));
-        missing.append(&mut launch_missing);
-
-        // EC2 asks KMS for the grant right after the launch call: search just after it when we
-        // know when that was, else the whole window, with fewer pages.
-        let denial_window = |key: &KeyArn| match &launch {
-            Some(r) => TrailQuery {
-                resource_name: key.to_string(),
-                start: r.event_time - Duration::minutes(1),
-                end: (r.event_time + Duration::minutes(15)).min(window.end),
-            },
-            None => TrailQuery { resource_name: key.to_string(), ..window.clone() },
-        };
-        let denial_opts = Options { max_pages: if launch.is_some() { opts.max_pages } else { opts.max_pages.min(2) }, ..opts.clone() };
-        let denial_work = join_all(keys.iter().map(|k| {
-            let q = denial_window(k);
-            let o = &denial_opts;
-            async move { trail_records(cloud, k.region(), &q, o, |r| r.is_access_denied() && is_kms_use(&r.event_name)).await }
-        }))
-        .await;
-
-        let mut key_facts_list = Vec::new();
-        for (facts, mut m) in key_results {
-            key_facts_list.push(facts);
-            missing.append(&mut m);
-        }
-        let mut kms_denials = Vec::new();
-        for (mut denials, mut m) in denial_work {
-            kms_denials.append(&mut denials);
-            missing.append(&mut m);
-        }
-        kms_denials.sort_by(|a, b| b.event_time.cmp(&a.event_time));
-
-        let mut facts = Facts {
-            instance: instance.clone(),
-            state,
-            state_reason,
-            observed_at,
-            volumes,
-            keys: key_facts_list,
-            launch,
-            kms_denials,
-            simulations: Vec::new(),
-            missing,
-        };
-        simulate(cloud, &mut facts).await;
-        facts
-    }
-    .instrument(span)
-    .await
+/// Missing evidence that applies to every instance touching `target` (a key, a volume).
+#[derive(Default)]
+struct Gaps {
+    by_target: BTreeMap<String, Vec<Missing>>,
+    everyone: Vec<Missing>,
 }
 
-async fn volumes<C: Cloud>(cloud: &C, instance: &Instance, missing: &mut Vec<Missing>) -> Vec<Volume> {
-    let ids: Vec<String> = instance.attachments.iter().map(|a| a.volume_id.clone()).collect();
-    if ids.is_empty() {
+impl Gaps {
+    fn note(&mut self, target: &str, m: Missing) {
+        self.by_target.entry(target.to_owned()).or_default().push(m);
+    }
+    fn for_targets<'a>(&self, targets: impl Iterator<Item = &'a str>) -> Vec<Missing> {
+        let mut out = self.everyone.clone();
+        for t in targets {
+            if let Some(ms) = self.by_target.get(t) {
+                for m in ms {
+                    if !out.contains(m) {
+                        out.push(m.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Options) -> Vec<Finding> {
+    if candidates.is_empty() {
         return Vec::new();
     }
-    let described = cloud
-        .describe_volumes(&instance.region, &ids)
-        .instrument(info_span!("ec2.DescribeVolumes", count = ids.len()))
-        .await;
-    let infos = match described {
-        Ok(v) => v,
-        Err(e) => {
-            missing.push(Missing { call: e.call.to_owned(), target: ids.join(","), reason: e.message });
-            Vec::new()
+    let mut gaps = Gaps::default();
+    let volume_infos = describe_volumes(cloud, &candidates, opts, &mut gaps).await;
+
+    // Volumes per instance, and every key once.
+    let mut volumes: Vec<Vec<Volume>> = Vec::new();
+    let mut keys = BTreeSet::new();
+    for c in &candidates {
+        let vols = volumes_of(&c.instance, &volume_infos, &mut gaps);
+        keys.extend(vols.iter().filter_map(|v| v.kms_key_arn.clone()));
+        volumes.push(vols);
+    }
+    let keys: Vec<KeyArn> = keys.into_iter().collect();
+    let key_facts: Vec<(KeyFacts, Vec<Missing>)> =
+        stream::iter(keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect().await;
+    let mut key_map = BTreeMap::new();
+    for (facts, missing) in key_facts {
+        for m in missing {
+            gaps.note(&facts.arn.to_string(), m);
         }
+        key_map.insert(facts.arn.clone(), facts);
+    }
+
+    let trails = trail_evidence(cloud, &candidates, &volumes, opts).await;
+
+    let mut all_facts: Vec<Facts> = candidates
+        .into_iter()
+        .zip(volumes)
+        .zip(trails)
+        .map(|((c, vols), trail)| {
+            let inst_keys: Vec<KeyArn> = vols.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            let mut missing = gaps.for_targets(
+                std::iter::once(c.instance.id.as_str())
+                    .chain(vols.iter().map(|v| v.volume_id.as_str()))
+                    .chain(inst_keys.iter().map(|k| k.arn().resource()))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+            for k in &inst_keys {
+                for m in gaps.by_target.get(&k.to_string()).into_iter().flatten() {
+                    if !missing.contains(m) {
+                        missing.push(m.clone());
+                    }
+                }
+            }
+            missing.extend(trail.missing);
+            Facts {
+                keys: inst_keys.iter().filter_map(|k| key_map.get(k).cloned()).collect(),
+                instance: c.instance,
+                state: c.state,
+                state_reason: c.reason,
+                observed_at: c.observed_at,
+                volumes: vols,
+                launch: trail.launch,
+                kms_denials: trail.denials,
+                simulations: Vec::new(),
+                missing,
+            }
+        })
+        .collect();
+
+    simulate_all(cloud, &mut all_facts, opts).await;
+    all_facts.iter().map(decide).collect()
+}
+
+/// DescribeVolumes for every attached volume, 200 ids per call.
+async fn describe_volumes<C: Cloud>(cloud: &C, candidates: &[Candidate], opts: &Options, gaps: &mut Gaps) -> BTreeMap<String, VolumeInfo> {
+    let Some(region) = candidates.first().map(|c| c.instance.region.clone()) else {
+        return BTreeMap::new();
     };
+    let ids: Vec<String> = candidates
+        .iter()
+        .flat_map(|c| c.instance.attachments.iter().map(|a| a.volume_id.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let chunks: Vec<Vec<String>> = ids.chunks(200).map(<[String]>::to_vec).collect();
+    let results: Vec<(Vec<String>, Result<Vec<VolumeInfo>, CallError>)> = stream::iter(chunks.into_iter().map(|chunk| {
+        let region = region.clone();
+        async move {
+            let r = cloud.describe_volumes(&region, &chunk).instrument(info_span!("ec2.DescribeVolumes", count = chunk.len())).await;
+            (chunk, r)
+        }
+    }))
+    .buffered(opts.concurrency.max(1))
+    .collect()
+    .await;
+    let mut out = BTreeMap::new();
+    for (chunk, result) in results {
+        match result {
+            Ok(infos) => out.extend(infos.into_iter().map(|v| (v.volume_id.clone(), v))),
+            Err(e) => {
+                for id in &chunk {
+                    gaps.note(id, Missing { call: e.call.to_owned(), target: chunk.join(","), reason: e.message.clone() });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn volumes_of(instance: &Instance, infos: &BTreeMap<String, VolumeInfo>, gaps: &mut Gaps) -> Vec<Volume> {
     instance
         .attachments
         .iter()
         .map(|a| {
-            let info = infos.iter().find(|v| v.volume_id == a.volume_id);
+            let info = infos.get(&a.volume_id);
             let kms_key_arn = info.and_then(|v| v.kms_key_id.as_deref()).and_then(|id| {
                 KeyArn::resolve(id, &instance.partition, &instance.region, &instance.account)
-                    .map_err(|e| missing.push(Missing { call: "ec2:DescribeVolumes".to_owned(), target: a.volume_id.clone(), reason: e.to_string() }))
+                    .map_err(|e| {
+                        gaps.note(&a.volume_id, Missing { call: "ec2:DescribeVolumes".to_owned(), target: a.volume_id.clone(), reason: e.to_string() })
+                    })
                     .ok()
             });
-            Volume {
-                volume_id: a.volume_id.clone(),
-                device: a.device.clone(),
-                encrypted: info.map(|v| v.encrypted),
-                kms_key_arn,
-            }
+            Volume { volume_id: a.volume_id.clone(), device: a.device.clone(), encrypted: info.map(|v| v.encrypted), kms_key_arn }
         })
         .collect()
 }
@@ -219,46 +290,133 @@ async fn key_facts<C: Cloud>(cloud: &C, key: &KeyArn) -> (KeyFacts, Vec<Missing>
 
 /// KMS calls EC2 makes (or has the caller make) to use a volume's key.
 fn is_kms_use(event_name: &str) -> bool {
-    matches!(
-        event_name,
-        "CreateGrant" | "GenerateDataKeyWithoutPlaintext" | "GenerateDataKey" | "Decrypt" | "ReEncrypt" | "DescribeKey"
-    )
+    matches!(event_name, "CreateGrant" | "GenerateDataKeyWithoutPlaintext" | "GenerateDataKey" | "Decrypt" | "ReEncrypt" | "DescribeKey")
 }
 
-/// The latest successful StartInstances/RunInstances naming the instance in the window; the
-/// API matching the end state wins over the other one.
-async fn launch_record<C: Cloud>(cloud: &C, instance: &Instance, state: EndState, window: &TrailQuery, opts: &Options) -> (Option<Record>, Vec<Missing>) {
-    let id = instance.id.clone();
-    let (records, missing) = trail_records(cloud, &instance.region, window, opts, |r| {
-        r.error_code.is_none() && LaunchApi::parse(&r.event_name).is_some() && r.instance_ids.iter().any(|i| *i == id)
+/// What CloudTrail says about one instance.
+#[derive(Default)]
+struct Trail {
+    launch: Option<Record>,
+    denials: Vec<Record>,
+    missing: Vec<Missing>,
+}
+
+async fn trail_evidence<C: Cloud>(cloud: &C, candidates: &[Candidate], volumes: &[Vec<Volume>], opts: &Options) -> Vec<Trail> {
+    if candidates.len() > opts.window_threshold {
+        window_trail(cloud, candidates, volumes, opts).await
+    } else {
+        stream::iter(candidates.iter().zip(volumes).map(|(c, v)| instance_trail(cloud, c, v, opts))).buffered(opts.concurrency.max(1)).collect().await
+    }
+}
+
+/// The best launch record for an instance among `records` (newest first): a successful
+/// StartInstances/RunInstances naming it, the API matching the end state first.
+fn pick_launch<'a>(records: impl Iterator<Item = &'a Record> + Clone, c: &Candidate) -> Option<Record> {
+    let names_it = |r: &&Record| r.error_code.is_none() && r.instance_ids.iter().any(|i| *i == c.instance.id) && r.event_time <= c.observed_at + Duration::minutes(5);
+    let expected = c.state.launch_api().as_str();
+    records
+        .clone()
+        .filter(names_it)
+        .find(|r| r.event_name == expected)
+        .or_else(|| records.filter(names_it).find(|r| LaunchApi::parse(&r.event_name).is_some()))
+        .cloned()
+}
+
+fn record_key_matches(r: &Record, key: &KeyArn) -> bool {
+    r.key.as_deref().is_some_and(|k| k == key.to_string() || k == key.key_id() || k.ends_with(&format!("key/{}", key.key_id())))
+}
+
+/// Few instances: LookupEvents by instance id, then each key's denied calls right after the
+/// launch (EC2 asks for the grant within seconds).
+async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], opts: &Options) -> Trail {
+    let window = TrailQuery {
+        key: TrailKey::ResourceName(c.instance.id.clone()),
+        start: c.observed_at - opts.lookback,
+        end: c.observed_at + opts.slack,
+    };
+    let region = c.instance.region.as_str();
+    let (records, mut missing) = trail_records(cloud, region, &window, opts.max_pages, |r| {
+        r.error_code.is_none() && LaunchApi::parse(&r.event_name).is_some()
     })
     .await;
-    let expected = state.launch_api().as_str();
-    let best = records.iter().find(|r| r.event_name == expected).or_else(|| records.first()).cloned();
-    (best, missing)
+    let launch = pick_launch(records.iter(), c);
+    let keys: Vec<KeyArn> = volumes.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let pages = if launch.is_some() { opts.max_pages } else { opts.max_pages.min(2) };
+    let denial_work = keys.iter().map(|k| {
+        let q = match &launch {
+            Some(r) => TrailQuery {
+                key: TrailKey::ResourceName(k.to_string()),
+                start: r.event_time - Duration::minutes(1),
+                end: (r.event_time + Duration::minutes(15)).min(window.end.max(r.event_time)),
+            },
+            None => TrailQuery { key: TrailKey::ResourceName(k.to_string()), ..window.clone() },
+        };
+        async move { trail_records(cloud, k.region(), &q, pages, |r| r.is_access_denied() && is_kms_use(&r.event_name)).await }
+    });
+    let mut denials = Vec::new();
+    for (mut d, mut m) in futures_util::future::join_all(denial_work).await {
+        denials.append(&mut d);
+        missing.append(&mut m);
+    }
+    denials.sort_by(|a, b| b.event_time.cmp(&a.event_time));
+    Trail { launch, denials, missing }
+}
+
+/// Many instances: one query per event name over the whole window, matched locally.
+async fn window_trail<C: Cloud>(cloud: &C, candidates: &[Candidate], volumes: &[Vec<Volume>], opts: &Options) -> Vec<Trail> {
+    let Some(first) = candidates.first() else { return Vec::new() };
+    let region = first.instance.region.as_str();
+    let start = candidates.iter().map(|c| c.observed_at).min().unwrap_or(first.observed_at) - opts.lookback;
+    let end = candidates.iter().map(|c| c.observed_at).max().unwrap_or(first.observed_at) + opts.slack;
+    let query = |name: &str| TrailQuery { key: TrailKey::EventName(name.to_owned()), start, end };
+    // Scans cover days: allow more pages than a single diagnosis.
+    let pages = opts.max_pages.saturating_mul(5);
+    let (q_start, q_run, q_grant) = (query("StartInstances"), query("RunInstances"), query("CreateGrant"));
+    let (starts, runs, grants) = tokio::join!(
+        trail_records(cloud, region, &q_start, pages, |r| r.error_code.is_none()),
+        trail_records(cloud, region, &q_run, pages, |r| r.error_code.is_none()),
+        trail_records(cloud, region, &q_grant, pages, Record::is_access_denied),
+    );
+    let shared_missing: Vec<Missing> = [&starts.1, &runs.1, &grants.1].into_iter().flatten().cloned().collect();
+    let mut launches: Vec<Record> = starts.0.into_iter().chain(runs.0).collect();
+    launches.sort_by(|a, b| b.event_time.cmp(&a.event_time));
+    candidates
+        .iter()
+        .zip(volumes)
+        .map(|(c, vols)| {
+            let launch = pick_launch(launches.iter(), c);
+            let keys: Vec<&KeyArn> = vols.iter().filter_map(|v| v.kms_key_arn.as_ref()).collect();
+            let denials = grants
+                .0
+                .iter()
+                .filter(|r| keys.iter().any(|k| record_key_matches(r, k)))
+                .filter(|r| match &launch {
+                    Some(l) => r.event_time >= l.event_time - Duration::minutes(1) && r.event_time <= l.event_time + Duration::minutes(15),
+                    None => true,
+                })
+                .cloned()
+                .collect();
+            Trail { launch, denials, missing: shared_missing.clone() }
+        })
+        .collect()
 }
 
 /// Pages through LookupEvents, keeping the records `keep` accepts (newest first). Records that
 /// cannot be parsed are reported as missing evidence, not dropped silently.
-async fn trail_records<C: Cloud>(
-    cloud: &C,
-    region: &str,
-    query: &TrailQuery,
-    opts: &Options,
-    keep: impl Fn(&Record) -> bool,
-) -> (Vec<Record>, Vec<Missing>) {
+async fn trail_records<C: Cloud>(cloud: &C, region: &str, query: &TrailQuery, max_pages: usize, keep: impl Fn(&Record) -> bool) -> (Vec<Record>, Vec<Missing>) {
     let mut kept = Vec::new();
     let mut missing = Vec::new();
     let mut token: Option<String> = None;
-    for page_no in 0..opts.max_pages {
+    let target = query.key.value().to_owned();
+    for page_no in 0..max_pages {
         let page = cloud
             .lookup_events(region, query, token.as_deref())
-            .instrument(info_span!("cloudtrail.LookupEvents", resource = %query.resource_name, page = page_no))
+            .instrument(info_span!("cloudtrail.LookupEvents", lookup = %target, page = page_no))
             .await;
         let page = match page {
             Ok(p) => p,
             Err(e) => {
-                missing.push(Missing { call: e.call.to_owned(), target: query.resource_name.clone(), reason: e.message });
+                missing.push(Missing { call: e.call.to_owned(), target: target.clone(), reason: e.message });
                 break;
             }
         };
@@ -272,13 +430,13 @@ async fn trail_records<C: Cloud>(
                 Ok(_) => {}
                 Err(reason) => missing.push(Missing {
                     call: "cloudtrail:LookupEvents".to_owned(),
-                    target: ev.event_id.unwrap_or_else(|| query.resource_name.clone()),
+                    target: ev.event_id.unwrap_or_else(|| target.clone()),
                     reason: format!("unreadable CloudTrail record: {reason}"),
                 }),
             }
         }
-        // The newest matching launch record is all the launch query needs.
-        if !kept.is_empty() && query.resource_name.starts_with("i-") {
+        // By instance id, the newest launch record is all that is needed.
+        if !kept.is_empty() && matches!(&query.key, TrailKey::ResourceName(r) if r.starts_with("i-")) {
             break;
         }
         match page.next_token {
@@ -290,35 +448,60 @@ async fn trail_records<C: Cloud>(
     (kept, missing)
 }
 
-/// SimulatePrincipalPolicy for the caller on every key, once. Root (not limited by IAM) and
-/// service-linked roles (their policy cannot be changed) are not simulated.
-async fn simulate<C: Cloud>(cloud: &C, facts: &mut Facts) {
-    let Some(caller) = facts.caller() else { return };
-    let Some(principal) = caller.principal_arn.clone() else { return };
-    if !matches!(
-        caller.principal_kind,
-        PrincipalKind::User | PrincipalKind::Role | PrincipalKind::SsoRole | PrincipalKind::Federated
-    ) {
-        return;
+/// SimulatePrincipalPolicy once per principal, over every key of its instances. Root (not
+/// limited by IAM) and service-linked roles (their policy cannot be changed) are not simulated;
+/// keys that cannot be used at all are diagnosed from their state.
+async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) {
+    let mut requests: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, String)> = BTreeMap::new();
+    for f in facts.iter() {
+        let Some(caller) = f.caller() else { continue };
+        let Some(principal) = caller.principal_arn.clone() else { continue };
+        if !matches!(caller.principal_kind, PrincipalKind::User | PrincipalKind::Role | PrincipalKind::SsoRole | PrincipalKind::Federated) {
+            continue;
+        }
+        let entry = requests.entry(principal).or_insert_with(|| (BTreeSet::new(), BTreeSet::new(), f.instance.region.clone()));
+        entry.0.extend(needed_actions(f.state));
+        entry.1.extend(
+            f.keys
+                .iter()
+                .filter(|k| k.metadata.as_ref().is_none_or(|m| m.state == KeyState::Enabled))
+                .map(|k| k.arn.to_string()),
+        );
     }
-    // Keys that cannot be used at all are diagnosed from their state; skip them here.
-    let resources: Vec<String> = facts
-        .keys
-        .iter()
-        .filter(|k| k.metadata.as_ref().is_none_or(|m| m.state == crate::facts::KeyState::Enabled))
-        .map(|k| k.arn.to_string())
+    let requests: Vec<SimulationRequest> = requests
+        .into_iter()
+        .filter(|(_, (_, resources, _))| !resources.is_empty())
+        .map(|(principal, (actions, resources, region))| SimulationRequest {
+            principal_arn: principal,
+            actions: actions.into_iter().collect(),
+            resources: resources.into_iter().collect(),
+            region,
+        })
         .collect();
-    if resources.is_empty() {
-        return;
-    }
-    let request = SimulationRequest {
-        principal_arn: principal.clone(),
-        actions: needed_actions(facts.state),
-        resources,
-        region: facts.instance.region.clone(),
-    };
-    match cloud.simulate(&request).instrument(info_span!("iam.SimulatePrincipalPolicy", principal = %principal)).await {
-        Ok(sims) => facts.simulations = sims,
-        Err(e) => facts.missing.push(Missing { call: e.call.to_owned(), target: principal, reason: e.message }),
+    let results: Vec<(SimulationRequest, Result<Vec<crate::facts::Simulation>, CallError>)> = stream::iter(requests.into_iter().map(|req| async move {
+        let r = cloud.simulate(&req).instrument(info_span!("iam.SimulatePrincipalPolicy", principal = %req.principal_arn)).await;
+        (req, r)
+    }))
+    .buffered(opts.concurrency.max(1))
+    .collect()
+    .await;
+    for (req, result) in results {
+        for f in facts.iter_mut() {
+            if f.caller().and_then(|c| c.principal_arn.as_deref()) != Some(req.principal_arn.as_str()) {
+                continue;
+            }
+            match &result {
+                Ok(sims) => {
+                    let mine: BTreeSet<String> = f.keys.iter().map(|k| k.arn.to_string()).collect();
+                    let actions = needed_actions(f.state);
+                    f.simulations = sims
+                        .iter()
+                        .filter(|s| mine.contains(&s.resource) && actions.iter().any(|a| a.eq_ignore_ascii_case(&s.action)))
+                        .cloned()
+                        .collect();
+                }
+                Err(e) => f.missing.push(Missing { call: e.call.to_owned(), target: req.principal_arn.clone(), reason: e.message.clone() }),
+            }
+        }
     }
 }

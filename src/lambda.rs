@@ -10,12 +10,16 @@
 //!
 //! Logs are JSON lines on stdout (CloudWatch Logs), one per finding, with stable field names.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
-use crate::app::{act, diagnose_event, handle_event, Plan};
+use crate::app::{act, handle_event, Plan};
+use crate::event::Trigger;
+use crate::gather::{self, Target};
 use crate::aws::{load_config, AwsCloud};
 use crate::cloud::{Cloud, Effects, IamWrites, Queue};
 use crate::config::Settings;
@@ -85,47 +89,104 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
+    // Parse every message; those we do not handle are done (retrying would not help).
+    let mut work: Vec<(SqsMessage, String, Trigger)> = Vec::new();
     for message in batch.records {
         let Some(id) = message.message_id.clone() else {
             tracing::warn!("SQS record without messageId skipped");
             continue;
         };
-        let outcome = match message.body.as_deref().map(serde_json::from_str::<Value>) {
-            Some(Ok(event)) => one_event(aws, &event, region, plan, settings, now, receive_count(&message.attributes)).await,
+        let event = match message.body.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Ok(v)) => v,
             Some(Err(e)) => {
                 tracing::warn!(message_id = %id, error = %e, "message body is not JSON: skipped");
-                Outcome::Done
+                continue;
             }
             None => {
                 tracing::warn!(message_id = %id, "message without body: skipped");
-                Outcome::Done
+                continue;
             }
         };
-        match outcome {
-            Outcome::Done => {}
+        match crate::event::parse(&event) {
+            Ok(t) => work.push((message, id, t)),
+            Err(s) => tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped"),
+        }
+    }
+
+    // One diagnosis per region for the whole batch: keys, CloudTrail pages and simulations
+    // are shared between its events (a storm of failures costs a handful of calls).
+    let mut by_region: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for (_, id, t) in &work {
+        let Some(r) = t.region.as_deref().or(region) else {
+            tracing::warn!(message_id = %id, "event names no region and none is configured: skipped");
+            continue;
+        };
+        by_region.entry(r.to_owned()).or_default().push(Target { instance_id: t.instance_id.clone(), observed_at: t.time.unwrap_or(now) });
+    }
+    let mut findings: BTreeMap<(String, String), Finding> = BTreeMap::new();
+    let mut failed_regions = BTreeSet::new();
+    for (r, targets) in &by_region {
+        match gather::diagnose(aws, r, targets, &plan.options).await {
+            Ok(report) => {
+                for s in &report.skipped {
+                    tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
+                }
+                for f in report.findings {
+                    findings.insert((r.clone(), f.instance_id.clone()), f);
+                }
+            }
+            Err(e) => {
+                tracing::error!(region = %r, error = %e, "diagnosis failed: will retry");
+                failed_regions.insert(r.clone());
+            }
+        }
+    }
+
+    let mut response = SqsBatchResponse::default();
+    let mut emitted = BTreeSet::new();
+    for (message, id, t) in work {
+        let Some(r) = t.region.clone().or_else(|| region.map(str::to_owned)) else { continue };
+        if failed_regions.contains(&r) {
+            response.batch_item_failures.push(failure(&id));
+            continue;
+        }
+        let key = (r, t.instance_id.clone());
+        let Some(finding) = findings.get_mut(&key) else { continue };
+        // The same failure twice in one batch: one finding.
+        if emitted.contains(&key) {
+            continue;
+        }
+        match settle(aws, finding, plan, settings, now, receive_count(&message.attributes)).await {
+            Outcome::Done => {
+                emitted.insert(key);
+            }
             Outcome::Retry => response.batch_item_failures.push(failure(&id)),
             Outcome::Defer(seconds) => {
-                if let Some(handle) = message.receipt_handle.as_deref() {
-                    let url = match (&settings.events_queue_url, message.event_source_arn.as_deref()) {
-                        (Some(u), _) => Ok(u.clone()),
-                        (None, Some(arn)) => aws.queue_url(arn).await,
-                        (None, None) => Err(crate::cloud::CallError { call: "sqs:GetQueueUrl", kind: crate::cloud::FailureKind::Other, message: "no queue URL".into() }),
-                    };
-                    // Without the longer visibility the message still comes back, just sooner.
-                    if let Err(e) = match url {
-                        Ok(u) => aws.defer(&u, handle, seconds).await,
-                        Err(e) => Err(e),
-                    } {
-                        tracing::warn!(message_id = %id, error = %e, "could not extend visibility");
-                    }
-                }
-                tracing::info!(message_id = %id, retry_in_seconds = seconds, "launch record not in CloudTrail yet: retrying later");
+                defer(aws, &message, &id, settings, seconds).await;
                 response.batch_item_failures.push(failure(&id));
             }
         }
     }
     response
+}
+
+/// Extends the message's visibility so it comes back after `seconds`.
+async fn defer<A: Queue>(aws: &A, message: &SqsMessage, id: &str, settings: &Settings, seconds: i32) {
+    if let Some(handle) = message.receipt_handle.as_deref() {
+        let url = match (&settings.events_queue_url, message.event_source_arn.as_deref()) {
+            (Some(u), _) => Ok(u.clone()),
+            (None, Some(arn)) => aws.queue_url(arn).await,
+            (None, None) => Err(crate::cloud::CallError { call: "sqs:GetQueueUrl", kind: crate::cloud::FailureKind::Other, message: "no queue URL".into() }),
+        };
+        // Without the longer visibility the message still comes back, just sooner.
+        if let Err(e) = match url {
+            Ok(u) => aws.defer(&u, handle, seconds).await,
+            Err(e) => Err(e),
+        } {
+            tracing::warn!(message_id = %id, error = %e, "could not extend visibility");
+        }
+    }
+    tracing::info!(message_id = %id, retry_in_seconds = seconds, "launch record not in CloudTrail yet: retrying later");
 }
 
 fn failure(id: &str) -> BatchItemFailure {
@@ -146,37 +207,18 @@ pub fn backoff(receive_count: u32, until_deadline: Duration) -> i32 {
     i32::try_from(capped).unwrap_or(900)
 }
 
-async fn one_event<A: Cloud + Effects + IamWrites + Queue>(
-    aws: &A,
-    event: &Value,
-    region: Option<&str>,
-    plan: &Plan,
-    settings: &Settings,
-    now: DateTime<Utc>,
-    receives: u32,
-) -> Outcome {
-    let mut report = match diagnose_event(aws, event, region, &plan.options).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "diagnosis failed: will retry");
-            return Outcome::Retry;
-        }
-    };
-    // Wait for the launch record while the budget lasts; emit nothing meanwhile.
-    for f in &report.findings {
-        if f.launch.is_none() {
-            let changed = DateTime::parse_from_rfc3339(&f.observed_at).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
-            let deadline = changed + settings.cloudtrail_wait;
-            if now < deadline {
-                return Outcome::Defer(backoff(receives, deadline - now));
-            }
+/// Waits for the launch record while the budget lasts (emitting nothing meanwhile), else
+/// acts on the finding and logs it.
+async fn settle<A: Cloud + Effects + IamWrites>(aws: &A, f: &mut Finding, plan: &Plan, settings: &Settings, now: DateTime<Utc>, receives: u32) -> Outcome {
+    if f.launch.is_none() {
+        let changed = DateTime::parse_from_rfc3339(&f.observed_at).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
+        let deadline = changed + settings.cloudtrail_wait;
+        if now < deadline {
+            return Outcome::Defer(backoff(receives, deadline - now));
         }
     }
-    let mut failed = false;
-    for f in &mut report.findings {
-        failed |= !act(aws, plan, f).await.is_empty();
-        log_finding(f);
-    }
+    let failed = !act(aws, plan, f).await.is_empty();
+    log_finding(f);
     if failed {
         Outcome::Retry
     } else {

@@ -8,6 +8,9 @@
 //! - the entry points ([`cli`], [`lambda`], both through [`app`]) print or return the
 //!   [`report::Report`].
 
+// No panics on data from outside, by construction: outside tests these are errors.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
 pub mod app;
 pub mod arn;
 pub mod aws;

@@ -1,5 +1,6 @@
 //! One binary, two modes: a Lambda function when the Lambda Runtime API is there, else a CLI.
 #![recursion_limit = "256"]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::process::ExitCode;
 

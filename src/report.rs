@@ -35,6 +35,9 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skipped {
     pub instance_id: Option<String>,
+    /// For a region a scan could not search (additive to report/1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub reason: String,
 }
 
