@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
 EMULATOR := $(PY) tests/emulator.py run --
 
-.PHONY: run test unit venv build clean
+.PHONY: run test unit venv clean
 
 $(STAMP): tests/requirements.txt
 	rm -rf $(VENV)
@@ -34,8 +34,43 @@ test: $(STAMP)
 unit:
 	$(CARGO) test --locked --lib
 
-build:
-	$(CARGO) build --locked
-
 clean:
 	rm -rf $(VENV) target
+
+# --- Deployment (AWS SAM): template checks, the Lambda artifact, the guided deploy. ------------
+# A second venv, so that the emulator's .venv is not rebuilt: cfn-lint, checkov, SAM CLI and
+# cargo-lambda (with zig), pinned together in tests/requirements-lint.txt. See docs/deploy.md.
+LINT_VENV := .venv-lint
+LINT_BIN := $(CURDIR)/$(LINT_VENV)/bin
+LINT_STAMP := $(LINT_VENV)/.installed-$(shell cksum < tests/requirements-lint.txt | cut -d' ' -f1)
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(LINT_BIN):$$PATH" $(LINT_BIN)/sam
+
+.PHONY: lint lint-venv build deploy
+
+$(LINT_STAMP): tests/requirements-lint.txt
+	rm -rf $(LINT_VENV)
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_BIN)/python -m pip install --quiet --disable-pip-version-check -r tests/requirements-lint.txt
+	touch $@
+
+lint-venv: $(LINT_STAMP)
+
+## Rust style and lints (clippy denies unwrap/expect/panic/indexing outside tests), and
+## template.yaml: cfn-lint, sam validate --lint, checkov, and the security review in tests/test_template.py.
+lint: $(LINT_STAMP)
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(LINT_BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint --region us-east-1
+	$(LINT_BIN)/checkov -f template.yaml --compact --quiet --skip-download
+	$(LINT_BIN)/python -m unittest tests/test_template.py
+
+## The Lambda artifact in .aws-sam/build: sam build runs, in this directory,
+## `cargo lambda build --release --arm64 --bin kms-launch-doctor` (cold: 12+ minutes).
+build: $(LINT_STAMP)
+	rustup target add aarch64-unknown-linux-gnu
+	$(SAM) build --beta-features
+
+## First deployment: asks for the stack name, region and parameters and saves them to samconfig.toml.
+deploy: build
+	$(SAM) deploy --guided

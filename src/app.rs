@@ -21,7 +21,12 @@ pub struct Plan {
 
 /// Diagnoses one EventBridge event. Events we do not handle become `skipped` entries; only a
 /// failed DescribeInstances (nothing could be confirmed) is an error, so Lambda retries it.
-pub async fn diagnose_event<C: Cloud>(cloud: &C, event: &Value, default_region: Option<&str>, opts: &Options) -> Result<Report, CallError> {
+pub async fn diagnose_event<C: Cloud>(
+    cloud: &C,
+    event: &Value,
+    default_region: Option<&str>,
+    opts: &Options,
+) -> Result<Report, CallError> {
     let trigger = match event::parse(event) {
         Ok(t) => t,
         Err(skipped) => {
@@ -39,7 +44,8 @@ pub async fn diagnose_event<C: Cloud>(cloud: &C, event: &Value, default_region: 
             ..Report::default()
         });
     };
-    let target = Target { instance_id: trigger.instance_id.clone(), observed_at: trigger.time.unwrap_or_else(Utc::now) };
+    let target =
+        Target { instance_id: trigger.instance_id.clone(), observed_at: trigger.time.unwrap_or_else(Utc::now) };
     let report = gather::diagnose(cloud, region, &[target], opts).await?;
     for s in &report.skipped {
         tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");

@@ -34,14 +34,9 @@ impl Arn {
     pub fn parse(s: &str) -> Result<Self, ArnError> {
         let malformed = || ArnError::Malformed(truncate_for_error(s));
         let mut parts = s.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(malformed());
         };
         if partition.is_empty() || service.is_empty() || resource.is_empty() {
@@ -83,11 +78,7 @@ impl Arn {
 
 impl fmt::Display for Arn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "arn:{}:{}:{}:{}:{}",
-            self.partition, self.service, self.region, self.account, self.resource
-        )
+        write!(f, "arn:{}:{}:{}:{}:{}", self.partition, self.service, self.region, self.account, self.resource)
     }
 }
 
@@ -188,13 +179,24 @@ pub enum IamEntity {
     /// `arn:aws:iam::123456789012:root`
     Root,
     /// `arn:aws:iam::123456789012:user/path/name`
-    User { path: String, name: String },
+    User {
+        path: String,
+        name: String,
+    },
     /// `arn:aws:iam::123456789012:role/path/name`
-    Role { path: String, name: String },
+    Role {
+        path: String,
+        name: String,
+    },
     /// `arn:aws:sts::123456789012:assumed-role/name/session`
-    AssumedRole { role_name: String, session: String },
+    AssumedRole {
+        role_name: String,
+        session: String,
+    },
     /// `arn:aws:sts::123456789012:federated-user/name`
-    FederatedUser { name: String },
+    FederatedUser {
+        name: String,
+    },
     Other,
 }
 
@@ -217,10 +219,9 @@ impl IamEntity {
             "sts" => {
                 if let Some(rest) = resource.strip_prefix("assumed-role/") {
                     match rest.split_once('/') {
-                        Some((role, session)) if !role.is_empty() => Self::AssumedRole {
-                            role_name: role.to_owned(),
-                            session: session.to_owned(),
-                        },
+                        Some((role, session)) if !role.is_empty() => {
+                            Self::AssumedRole { role_name: role.to_owned(), session: session.to_owned() }
+                        }
                         _ => Self::Other,
                     }
                 } else if let Some(name) = resource.strip_prefix("federated-user/") {
@@ -278,7 +279,10 @@ mod tests {
 
     #[test]
     fn recognises_iam_entities() {
-        let role = Arn::parse("arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling").unwrap();
+        let role = Arn::parse(
+            "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+        )
+        .unwrap();
         assert_eq!(
             IamEntity::of(&role),
             IamEntity::Role {

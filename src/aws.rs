@@ -93,19 +93,27 @@ impl AwsCloud {
             .or_insert_with(|| {
                 let r = Region::new(region.to_owned());
                 Clients {
-                    ec2: aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(&self.config).region(r.clone()).build()),
-                    kms: aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(&self.config).region(r.clone()).build()),
+                    ec2: aws_sdk_ec2::Client::from_conf(
+                        aws_sdk_ec2::config::Builder::from(&self.config).region(r.clone()).build(),
+                    ),
+                    kms: aws_sdk_kms::Client::from_conf(
+                        aws_sdk_kms::config::Builder::from(&self.config).region(r.clone()).build(),
+                    ),
                     cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
                         aws_sdk_cloudtrail::config::Builder::from(&self.config).region(r.clone()).build(),
                     ),
-                    sns: aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(&self.config).region(r.clone()).build()),
+                    sns: aws_sdk_sns::Client::from_conf(
+                        aws_sdk_sns::config::Builder::from(&self.config).region(r.clone()).build(),
+                    ),
                     securityhub: aws_sdk_securityhub::Client::from_conf(
                         aws_sdk_securityhub::config::Builder::from(&self.config).region(r.clone()).build(),
                     ),
                     eventbridge: aws_sdk_eventbridge::Client::from_conf(
                         aws_sdk_eventbridge::config::Builder::from(&self.config).region(r.clone()).build(),
                     ),
-                    sqs: aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&self.config).region(r).build()),
+                    sqs: aws_sdk_sqs::Client::from_conf(
+                        aws_sdk_sqs::config::Builder::from(&self.config).region(r).build(),
+                    ),
                 }
             })
             .clone()
@@ -139,9 +147,13 @@ where
     let kind = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => FailureKind::Unreachable,
         _ => match err.code() {
-            Some(c) if c.contains("AccessDenied") || c.contains("UnauthorizedOperation") || c == "AuthFailure" => FailureKind::Denied,
+            Some(c) if c.contains("AccessDenied") || c.contains("UnauthorizedOperation") || c == "AuthFailure" => {
+                FailureKind::Denied
+            }
             Some(c) if c.contains("NotFound") || c == "NoSuchEntity" => FailureKind::NotFound,
-            Some(c) if c.contains("Throttl") || c == "RequestLimitExceeded" || c == "TooManyRequestsException" => FailureKind::Throttled,
+            Some(c) if c.contains("Throttl") || c == "RequestLimitExceeded" || c == "TooManyRequestsException" => {
+                FailureKind::Throttled
+            }
             _ => FailureKind::Other,
         },
     };
@@ -202,7 +214,8 @@ fn partition_of_region(region: &str) -> &'static str {
 
 fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
     let id = i.instance_id()?.to_owned();
-    let state_name = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_else(|| "unknown".to_owned());
+    let state_name =
+        i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_else(|| "unknown".to_owned());
     let state_reason = i.state_reason().map(|r| StateReason {
         code: r.code().unwrap_or_default().to_owned(),
         message: r.message().unwrap_or_default().to_owned(),
@@ -284,7 +297,13 @@ impl Cloud for AwsCloud {
                 .describe_instances()
                 .filters(Filter::builder().name("instance-state-name").values("stopped").values("terminated").build())
                 // AWS has reported Code Server.InternalError with a Client.InternalError message.
-                .filters(Filter::builder().name("state-reason-code").values("Client.InternalError").values("Server.InternalError").build())
+                .filters(
+                    Filter::builder()
+                        .name("state-reason-code")
+                        .values("Client.InternalError")
+                        .values("Server.InternalError")
+                        .build(),
+                )
                 .max_results(1000)
                 .set_next_token(token.take())
                 .send()
@@ -303,7 +322,13 @@ impl Cloud for AwsCloud {
 
     async fn describe_regions(&self) -> Result<Vec<String>, CallError> {
         let region = self.default_region().unwrap_or_else(|| "us-east-1".to_owned());
-        let resp = self.clients(&region).ec2.describe_regions().send().await.map_err(|e| call_error("ec2:DescribeRegions", e))?;
+        let resp = self
+            .clients(&region)
+            .ec2
+            .describe_regions()
+            .send()
+            .await
+            .map_err(|e| call_error("ec2:DescribeRegions", e))?;
         let mut out: Vec<String> = resp.regions().iter().filter_map(|r| r.region_name().map(str::to_owned)).collect();
         out.sort();
         Ok(out)
@@ -372,17 +397,20 @@ impl Cloud for AwsCloud {
         })
     }
 
-    async fn lookup_events(&self, region: &str, query: &TrailQuery, next_token: Option<&str>) -> Result<TrailPage, CallError> {
+    async fn lookup_events(
+        &self,
+        region: &str,
+        query: &TrailQuery,
+        next_token: Option<&str>,
+    ) -> Result<TrailPage, CallError> {
         use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
         let (key, value) = match &query.key {
             crate::cloud::TrailKey::ResourceName(v) => (LookupAttributeKey::ResourceName, v),
             crate::cloud::TrailKey::EventName(v) => (LookupAttributeKey::EventName, v),
         };
-        let attribute = LookupAttribute::builder()
-            .attribute_key(key)
-            .attribute_value(value)
-            .build()
-            .map_err(|e| CallError { call: "cloudtrail:LookupEvents", kind: FailureKind::Other, message: e.to_string() })?;
+        let attribute = LookupAttribute::builder().attribute_key(key).attribute_value(value).build().map_err(|e| {
+            CallError { call: "cloudtrail:LookupEvents", kind: FailureKind::Other, message: e.to_string() }
+        })?;
         self.trail_slot(region).await;
         let resp = self
             .clients(region)
@@ -483,8 +511,8 @@ fn region_of(arn: &str) -> Option<String> {
 
 fn to_sdk_finding(a: &crate::deliver::message::Asff) -> aws_sdk_securityhub::types::AwsSecurityFinding {
     use aws_sdk_securityhub::types::{
-        AwsKmsKeyDetails, AwsSecurityFinding, Partition, Recommendation, RecordState, Remediation, Resource, ResourceDetails, Severity,
-        SeverityLabel,
+        AwsKmsKeyDetails, AwsSecurityFinding, Partition, Recommendation, RecordState, Remediation, Resource,
+        ResourceDetails, Severity, SeverityLabel,
     };
     let resources = a
         .resources
@@ -528,7 +556,12 @@ fn to_sdk_finding(a: &crate::deliver::message::Asff) -> aws_sdk_securityhub::typ
         .description(&a.description)
         .remediation(
             Remediation::builder()
-                .recommendation(Recommendation::builder().text(&a.remediation.recommendation.text).url(&a.remediation.recommendation.url).build())
+                .recommendation(
+                    Recommendation::builder()
+                        .text(&a.remediation.recommendation.text)
+                        .url(&a.remediation.recommendation.url)
+                        .build(),
+                )
                 .build(),
         )
         .set_product_fields(Some(a.product_fields.clone().into_iter().collect()))
@@ -599,7 +632,13 @@ impl crate::cloud::Effects for AwsCloud {
         Ok(())
     }
 
-    async fn put_event(&self, region: &str, bus: &str, detail: &str, resources: &[String]) -> Result<String, CallError> {
+    async fn put_event(
+        &self,
+        region: &str,
+        bus: &str,
+        detail: &str,
+        resources: &[String],
+    ) -> Result<String, CallError> {
         use aws_sdk_eventbridge::types::PutEventsRequestEntry;
         let entry = PutEventsRequestEntry::builder()
             .source(crate::deliver::message::EVENT_SOURCE)
@@ -623,7 +662,10 @@ impl crate::cloud::Effects for AwsCloud {
                 .unwrap_or_else(|| "no entry result".to_owned());
             return Err(other("events:PutEvents", format!("event rejected: {why}")));
         }
-        first.and_then(|e| e.event_id()).map(str::to_owned).ok_or_else(|| other("events:PutEvents", "response has no EventId"))
+        first
+            .and_then(|e| e.event_id())
+            .map(str::to_owned)
+            .ok_or_else(|| other("events:PutEvents", "response has no EventId"))
     }
 }
 
@@ -635,12 +677,32 @@ impl crate::cloud::IamWrites for AwsCloud {
         loop {
             let (tags, next) = match principal {
                 Principal::User(n) => {
-                    let r = self.iam.list_user_tags().user_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListUserTags", e))?;
-                    (r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                    let r = self
+                        .iam
+                        .list_user_tags()
+                        .user_name(n)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| call_error("iam:ListUserTags", e))?;
+                    (
+                        r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(),
+                        r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten(),
+                    )
                 }
                 Principal::Role(n) => {
-                    let r = self.iam.list_role_tags().role_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListRoleTags", e))?;
-                    (r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                    let r = self
+                        .iam
+                        .list_role_tags()
+                        .role_name(n)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| call_error("iam:ListRoleTags", e))?;
+                    (
+                        r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(),
+                        r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten(),
+                    )
                 }
             };
             out.extend(tags);
@@ -658,11 +720,25 @@ impl crate::cloud::IamWrites for AwsCloud {
         loop {
             let (names, next) = match principal {
                 Principal::User(n) => {
-                    let r = self.iam.list_user_policies().user_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListUserPolicies", e))?;
+                    let r = self
+                        .iam
+                        .list_user_policies()
+                        .user_name(n)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| call_error("iam:ListUserPolicies", e))?;
                     (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
                 }
                 Principal::Role(n) => {
-                    let r = self.iam.list_role_policies().role_name(n).set_marker(marker.take()).send().await.map_err(|e| call_error("iam:ListRolePolicies", e))?;
+                    let r = self
+                        .iam
+                        .list_role_policies()
+                        .role_name(n)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| call_error("iam:ListRolePolicies", e))?;
                     (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
                 }
             };
@@ -674,21 +750,33 @@ impl crate::cloud::IamWrites for AwsCloud {
         }
     }
 
-    async fn inline_policy(&self, principal: &crate::cloud::Principal, name: &str) -> Result<Option<String>, CallError> {
+    async fn inline_policy(
+        &self,
+        principal: &crate::cloud::Principal,
+        name: &str,
+    ) -> Result<Option<String>, CallError> {
         use crate::cloud::Principal;
         let doc = match principal {
             Principal::User(n) => match self.iam.get_user_policy().user_name(n).policy_name(name).send().await {
                 Ok(r) => Some(r.policy_document().to_owned()),
                 Err(e) => {
                     let e = call_error("iam:GetUserPolicy", e);
-                    if e.kind == FailureKind::NotFound { None } else { return Err(e) }
+                    if e.kind == FailureKind::NotFound {
+                        None
+                    } else {
+                        return Err(e);
+                    }
                 }
             },
             Principal::Role(n) => match self.iam.get_role_policy().role_name(n).policy_name(name).send().await {
                 Ok(r) => Some(r.policy_document().to_owned()),
                 Err(e) => {
                     let e = call_error("iam:GetRolePolicy", e);
-                    if e.kind == FailureKind::NotFound { None } else { return Err(e) }
+                    if e.kind == FailureKind::NotFound {
+                        None
+                    } else {
+                        return Err(e);
+                    }
                 }
             },
         };
@@ -696,21 +784,47 @@ impl crate::cloud::IamWrites for AwsCloud {
         Ok(doc.map(|d| percent_encoding::percent_decode_str(&d).decode_utf8_lossy().into_owned()))
     }
 
-    async fn put_inline_policy(&self, principal: &crate::cloud::Principal, name: &str, document: &str) -> Result<(), CallError> {
+    async fn put_inline_policy(
+        &self,
+        principal: &crate::cloud::Principal,
+        name: &str,
+        document: &str,
+    ) -> Result<(), CallError> {
         use crate::cloud::Principal;
         match principal {
             Principal::User(n) => {
-                self.iam.put_user_policy().user_name(n).policy_name(name).policy_document(document).send().await.map_err(|e| call_error("iam:PutUserPolicy", e))?;
+                self.iam
+                    .put_user_policy()
+                    .user_name(n)
+                    .policy_name(name)
+                    .policy_document(document)
+                    .send()
+                    .await
+                    .map_err(|e| call_error("iam:PutUserPolicy", e))?;
             }
             Principal::Role(n) => {
-                self.iam.put_role_policy().role_name(n).policy_name(name).policy_document(document).send().await.map_err(|e| call_error("iam:PutRolePolicy", e))?;
+                self.iam
+                    .put_role_policy()
+                    .role_name(n)
+                    .policy_name(name)
+                    .policy_document(document)
+                    .send()
+                    .await
+                    .map_err(|e| call_error("iam:PutRolePolicy", e))?;
             }
         }
         Ok(())
     }
 
     async fn start_instance(&self, region: &str, instance_id: &str) -> Result<String, CallError> {
-        let r = self.clients(region).ec2.start_instances().instance_ids(instance_id).send().await.map_err(|e| call_error("ec2:StartInstances", e))?;
+        let r = self
+            .clients(region)
+            .ec2
+            .start_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| call_error("ec2:StartInstances", e))?;
         Ok(r.starting_instances()
             .first()
             .and_then(|i| i.current_state())
@@ -755,5 +869,28 @@ impl crate::cloud::Queue for AwsCloud {
             .await
             .map_err(|e| call_error("sqs:GetQueueUrl", e))?;
         resp.queue_url().map(str::to_owned).ok_or_else(|| other("sqs:GetQueueUrl", "response has no QueueUrl"))
+    }
+}
+
+impl AwsCloud {
+    /// GetCallerIdentity: the ARN of the credentials in use.
+    pub async fn caller_arn(&self) -> Result<String, CallError> {
+        let sts = aws_sdk_sts::Client::new(&self.config);
+        let r = sts.get_caller_identity().send().await.map_err(|e| call_error("sts:GetCallerIdentity", e))?;
+        r.arn().map(str::to_owned).ok_or_else(|| other("sts:GetCallerIdentity", "response has no Arn"))
+    }
+
+    /// A session ARN does not carry its role's path: ask IAM for the real ARN, when allowed.
+    pub async fn resolve_role_path(&self, role_arn: &str) -> String {
+        let Some(name) = crate::arn::Arn::parse(role_arn).ok().and_then(|a| match crate::arn::IamEntity::of(&a) {
+            crate::arn::IamEntity::Role { name, path } if path == "/" => Some(name),
+            _ => None,
+        }) else {
+            return role_arn.to_owned();
+        };
+        match self.iam.get_role().role_name(name).send().await {
+            Ok(r) => r.role().map(|r| r.arn().to_owned()).unwrap_or_else(|| role_arn.to_owned()),
+            Err(_) => role_arn.to_owned(),
+        }
     }
 }

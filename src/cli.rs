@@ -10,12 +10,12 @@ use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::{act, handle_event, Plan};
-use crate::deliver::Sinks;
-use crate::remediate::{Guardrails, Mode};
 use crate::aws::{load_config, AwsCloud};
-use crate::cloud::CallError;
+use crate::cloud::{CallError, Cloud};
 use crate::config::{parse_duration, Settings};
+use crate::deliver::Sinks;
 use crate::gather::{self, Options, Target};
+use crate::remediate::{Guardrails, Mode};
 use crate::render;
 use crate::report::Report;
 
@@ -24,7 +24,7 @@ use crate::report::Report;
     name = "kms-launch-doctor",
     version,
     about = "Finds out why an EC2 instance with KMS-encrypted volumes failed to start, and how to fix it.",
-    after_help = "Examples:\n  kms-launch-doctor diagnose --instance-id i-0abcd1234ef567890 --region eu-west-1 --format text\n  kms-launch-doctor replay events/stopped.json\n\nCredentials, region and endpoint come from the standard AWS configuration (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, …)."
+    after_help = "Examples:\n  kms-launch-doctor diagnose --instance-id i-0abcd1234ef567890 --region eu-west-1 --format text\n  kms-launch-doctor scan --all-regions\n  kms-launch-doctor replay events/stopped.json\n  kms-launch-doctor check-permissions\n\nExit codes: 0 the diagnosis ran, 1 AWS could not be reached (or a sink failed), 2 usage error.\nCredentials, region and endpoint come from the standard AWS configuration (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, …)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,6 +33,13 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScanFormat {
+    Table,
     Json,
     Text,
 }
@@ -80,6 +87,48 @@ pub enum Command {
         #[command(flatten)]
         actions: ActionArgs,
     },
+    /// Find and diagnose every failed launch in one or more regions.
+    #[command(
+        after_help = "Examples:\n  kms-launch-doctor scan --region eu-west-1\n  kms-launch-doctor scan --all-regions --since 3d --format json > failures.json\n  kms-launch-doctor scan --region us-east-1 --region us-west-2 --remediate dry-run"
+    )]
+    Scan {
+        /// A region to scan (repeat for several; default: from the AWS configuration).
+        #[arg(long = "region", value_parser = region, conflicts_with = "all_regions")]
+        regions: Vec<String>,
+        /// Every region enabled for the account (DescribeRegions).
+        #[arg(long)]
+        all_regions: bool,
+        /// How far back to search CloudTrail for the launch calls (CloudTrail keeps 90 days).
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        since: chrono::Duration,
+        #[arg(long, value_enum, default_value_t = ScanFormat::Table)]
+        format: ScanFormat,
+        /// Opt-in remediation: off, dry-run (report what apply would write), apply.
+        #[arg(long, env = "REMEDIATION_MODE", value_enum, default_value_t = Mode::Off)]
+        remediate: Mode,
+        /// Regions and calls in flight at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+        concurrency: u16,
+        /// No progress on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Can the current credentials make every call the tool needs? (IAM policy simulator)
+    #[command(
+        after_help = "Examples:\n  kms-launch-doctor check-permissions\n  kms-launch-doctor check-permissions --remediate apply"
+    )]
+    CheckPermissions {
+        /// Also check the calls `--remediate apply` makes.
+        #[arg(long, value_enum, default_value_t = Mode::Off)]
+        remediate: Mode,
+        #[arg(long, value_parser = region)]
+        region: Option<String>,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  kms-launch-doctor completions bash > /etc/bash_completion.d/kms-launch-doctor"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Run the Lambda handler's code path on an EventBridge event file.
     Replay {
         /// An "EC2 Instance State-change Notification" event, as EventBridge delivers it.
@@ -136,7 +185,11 @@ fn plan(actions: &ActionArgs, options: Options) -> Result<Plan, String> {
     let blank = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
     Ok(Plan {
         options,
-        sinks: Sinks { topic_arn: blank(&actions.notify_topic), security_hub: actions.security_hub, event_bus: blank(&actions.event_bus) },
+        sinks: Sinks {
+            topic_arn: blank(&actions.notify_topic),
+            security_hub: actions.security_hub,
+            event_bus: blank(&actions.event_bus),
+        },
         guardrails: Guardrails { mode: actions.remediate, ..settings.guardrails },
     })
 }
@@ -174,7 +227,8 @@ pub async fn main() -> ExitCode {
                 return usage("no region: pass --region or set AWS_REGION");
             };
             let now = Utc::now();
-            let targets: Vec<Target> = instance_ids.into_iter().map(|id| Target { instance_id: id, observed_at: now }).collect();
+            let targets: Vec<Target> =
+                instance_ids.into_iter().map(|id| Target { instance_id: id, observed_at: now }).collect();
             let mut report = match gather::diagnose(&cloud, &region, &targets, &plan.options).await {
                 Ok(r) => r,
                 Err(e) => return aws_failure(&e),
@@ -184,6 +238,65 @@ pub async fn main() -> ExitCode {
                 failures.extend(act(&cloud, &plan, f).await);
             }
             finish(&report, &failures, format)
+        }
+        Command::Scan { regions, all_regions, since, format, remediate, concurrency, quiet } => {
+            let cloud = AwsCloud::new(load_config(regions.first().map(String::as_str)).await);
+            let regions = if all_regions {
+                match cloud.describe_regions().await {
+                    Ok(r) => r,
+                    Err(e) => return aws_failure(&e),
+                }
+            } else if regions.is_empty() {
+                match cloud.default_region() {
+                    Some(r) => vec![r],
+                    None => return usage("no region: pass --region, --all-regions or set AWS_REGION"),
+                }
+            } else {
+                regions
+            };
+            let settings = match Settings::from_env() {
+                Ok(s) => s,
+                Err(e) => return usage(&e),
+            };
+            let opts = Options { concurrency: usize::from(concurrency), ..Options::default() };
+            let progress = crate::scan::Progress::new(regions.len(), quiet);
+            let mut report = crate::scan::scan(&cloud, &regions, since, Utc::now(), &opts, &progress).await;
+            if report.findings.is_empty() && !report.skipped.is_empty() && report.skipped.len() == regions.len() {
+                // Nothing could be searched at all.
+                for s in &report.skipped {
+                    eprintln!("error: {}: {}", s.region.as_deref().unwrap_or("-"), s.reason);
+                }
+                return ExitCode::from(1);
+            }
+            let plan = Plan {
+                options: opts,
+                sinks: Sinks::default(),
+                guardrails: Guardrails { mode: remediate, ..settings.guardrails },
+            };
+            for f in &mut report.findings {
+                act(&cloud, &plan, f).await;
+            }
+            match format {
+                ScanFormat::Json => print(&report, Format::Json),
+                ScanFormat::Text => print(&report, Format::Text),
+                ScanFormat::Table => print!("{}", crate::scan::table(&report, crate::scan::use_colour())),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::CheckPermissions { remediate, region } => {
+            let cloud = AwsCloud::new(load_config(region.as_deref()).await);
+            match crate::permissions::check(&cloud, remediate == Mode::Apply).await {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => aws_failure(&e),
+            }
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "kms-launch-doctor", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
         Command::Replay { event, region, format, actions } => {
             let bytes = match std::fs::read(&event) {
@@ -195,7 +308,11 @@ pub async fn main() -> ExitCode {
                 Err(e) => {
                     // Malformed input is skipped, as the Lambda would, not a crash.
                     let report = Report {
-                        skipped: vec![crate::report::Skipped { instance_id: None, region: None, reason: format!("malformed JSON: {e}") }],
+                        skipped: vec![crate::report::Skipped {
+                            instance_id: None,
+                            region: None,
+                            reason: format!("malformed JSON: {e}"),
+                        }],
                         ..Report::default()
                     };
                     print(&report, format);

@@ -93,18 +93,31 @@ pub struct SimulationRequest {
 pub trait Cloud: Sync {
     /// DescribeInstances for these ids. Instances that no longer exist are absent from the
     /// result (not an error).
-    fn describe_instances(&self, region: &str, ids: &[String]) -> impl Future<Output = Result<Vec<Instance>, CallError>> + Send;
+    fn describe_instances(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Instance>, CallError>> + Send;
     /// Stopped and terminated instances whose state reason code is `Client.InternalError` or
     /// `Server.InternalError` (server-side filters; the caller confirms the message).
     fn describe_failed_instances(&self, region: &str) -> impl Future<Output = Result<Vec<Instance>, CallError>> + Send;
-    fn describe_volumes(&self, region: &str, ids: &[String]) -> impl Future<Output = Result<Vec<VolumeInfo>, CallError>> + Send;
+    fn describe_volumes(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<VolumeInfo>, CallError>> + Send;
     /// Regions enabled for the account (DescribeRegions without opt-in-not-required filter).
     fn describe_regions(&self) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
     fn describe_key(&self, key: &KeyArn) -> impl Future<Output = Result<KeyMetadata, CallError>> + Send;
     fn get_key_policy(&self, key: &KeyArn) -> impl Future<Output = Result<String, CallError>> + Send;
     /// One page of LookupEvents in `region`. Implementations keep to CloudTrail's 2 requests
     /// per second per region.
-    fn lookup_events(&self, region: &str, query: &TrailQuery, next_token: Option<&str>) -> impl Future<Output = Result<TrailPage, CallError>> + Send;
+    fn lookup_events(
+        &self,
+        region: &str,
+        query: &TrailQuery,
+        next_token: Option<&str>,
+    ) -> impl Future<Output = Result<TrailPage, CallError>> + Send;
     fn simulate(&self, request: &SimulationRequest) -> impl Future<Output = Result<Vec<Simulation>, CallError>> + Send;
 }
 
@@ -120,11 +133,26 @@ pub trait Effects: Sync {
         attributes: &std::collections::BTreeMap<&'static str, String>,
     ) -> impl Future<Output = Result<String, CallError>> + Send;
     /// Security Hub GetFindings by Id: the existing finding's CreatedAt, if any.
-    fn finding_created_at(&self, region: &str, product_arn: &str, id: &str) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
+    fn finding_created_at(
+        &self,
+        region: &str,
+        product_arn: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
     /// Security Hub BatchImportFindings of one finding; a rejected finding is an error.
-    fn import_finding(&self, region: &str, finding: &crate::deliver::message::Asff) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn import_finding(
+        &self,
+        region: &str,
+        finding: &crate::deliver::message::Asff,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
     /// EventBridge PutEvents of one entry; returns the event id.
-    fn put_event(&self, region: &str, bus: &str, detail: &str, resources: &[String]) -> impl Future<Output = Result<String, CallError>> + Send;
+    fn put_event(
+        &self,
+        region: &str,
+        bus: &str,
+        detail: &str,
+        resources: &[String],
+    ) -> impl Future<Output = Result<String, CallError>> + Send;
 }
 
 /// An IAM user or role, by name: the only principals remediation ever writes to.
@@ -144,19 +172,38 @@ impl Principal {
 
 /// IAM and EC2 writes for opt-in remediation. Only inline policies, only by name.
 pub trait IamWrites: Sync {
-    fn principal_tags(&self, principal: &Principal) -> impl Future<Output = Result<Vec<(String, String)>, CallError>> + Send;
-    fn inline_policy_names(&self, principal: &Principal) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
+    fn principal_tags(
+        &self,
+        principal: &Principal,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, CallError>> + Send;
+    fn inline_policy_names(&self, principal: &Principal)
+        -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
     /// The URL-decoded document, or `None` when no such policy exists.
-    fn inline_policy(&self, principal: &Principal, name: &str) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
-    fn put_inline_policy(&self, principal: &Principal, name: &str, document: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn inline_policy(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
+    fn put_inline_policy(
+        &self,
+        principal: &Principal,
+        name: &str,
+        document: &str,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
     /// StartInstances; returns the state EC2 reports next (`pending`).
-    fn start_instance(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<String, CallError>> + Send;
+    fn start_instance(&self, region: &str, instance_id: &str)
+        -> impl Future<Output = Result<String, CallError>> + Send;
 }
 
 /// Queue control for late CloudTrail records.
 pub trait Queue: Sync {
     /// ChangeMessageVisibility: the message comes back after `seconds`.
-    fn defer(&self, queue_url: &str, receipt_handle: &str, seconds: i32) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn defer(
+        &self,
+        queue_url: &str,
+        receipt_handle: &str,
+        seconds: i32,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
     /// GetQueueUrl for a queue ARN, when EVENTS_QUEUE_URL is not set.
     fn queue_url(&self, queue_arn: &str) -> impl Future<Output = Result<String, CallError>> + Send;
 }

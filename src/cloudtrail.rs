@@ -155,16 +155,12 @@ impl Record {
                 }
             }
         }
-        let key = v
-            .pointer("/requestParameters/keyId")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| {
-                v.get("resources")?.as_array()?.iter().find_map(|r| {
-                    let is_key = r.get("type").and_then(Value::as_str) == Some("AWS::KMS::Key");
-                    is_key.then(|| r.get("ARN").and_then(Value::as_str).map(str::to_owned)).flatten()
-                })
-            });
+        let key = v.pointer("/requestParameters/keyId").and_then(Value::as_str).map(str::to_owned).or_else(|| {
+            v.get("resources")?.as_array()?.iter().find_map(|r| {
+                let is_key = r.get("type").and_then(Value::as_str) == Some("AWS::KMS::Key");
+                is_key.then(|| r.get("ARN").and_then(Value::as_str).map(str::to_owned)).flatten()
+            })
+        });
         Ok(Self {
             event_id,
             event_name,
@@ -179,9 +175,7 @@ impl Record {
 
     /// An AccessDenied error (`AccessDenied`, `AccessDeniedException`, `Client.UnauthorizedOperation`…).
     pub fn is_access_denied(&self) -> bool {
-        self.error_code
-            .as_deref()
-            .is_some_and(|c| c.contains("AccessDenied") || c.contains("UnauthorizedOperation"))
+        self.error_code.as_deref().is_some_and(|c| c.contains("AccessDenied") || c.contains("UnauthorizedOperation"))
     }
 
     /// Whether the denial message blames an explicit Deny.
@@ -200,12 +194,16 @@ pub fn caller_of(identity: &Value) -> Caller {
     let issuer = s("/sessionContext/sessionIssuer/arn");
     let (principal_arn, principal_kind) = match identity_type.as_str() {
         "IAMUser" => match arn.as_deref().and_then(|a| Arn::parse(a).ok()) {
-            Some(a) if matches!(IamEntity::of(&a), IamEntity::User { .. }) => (Some(a.to_string()), PrincipalKind::User),
+            Some(a) if matches!(IamEntity::of(&a), IamEntity::User { .. }) => {
+                (Some(a.to_string()), PrincipalKind::User)
+            }
             _ => (None, PrincipalKind::Unknown),
         },
         "AssumedRole" => role_behind(issuer.as_deref(), arn.as_deref()),
         "FederatedUser" => match issuer.as_deref().and_then(|a| Arn::parse(a).ok()) {
-            Some(a) if matches!(IamEntity::of(&a), IamEntity::User { .. }) => (Some(a.to_string()), PrincipalKind::Federated),
+            Some(a) if matches!(IamEntity::of(&a), IamEntity::User { .. }) => {
+                (Some(a.to_string()), PrincipalKind::Federated)
+            }
             _ => (None, PrincipalKind::Federated),
         },
         "Root" => {
@@ -214,7 +212,12 @@ pub fn caller_of(identity: &Value) -> Caller {
                 .and_then(|a| Arn::parse(a).ok())
                 .filter(|a| IamEntity::of(a) == IamEntity::Root)
                 .map(|a| a.to_string())
-                .or_else(|| account.as_deref().filter(|a| crate::arn::is_account_id(a)).map(|a| format!("arn:aws:iam::{a}:root")));
+                .or_else(|| {
+                    account
+                        .as_deref()
+                        .filter(|a| crate::arn::is_account_id(a))
+                        .map(|a| format!("arn:aws:iam::{a}:root"))
+                });
             (root, PrincipalKind::Root)
         }
         "AWSService" => (None, PrincipalKind::Service),
@@ -286,8 +289,11 @@ mod tests {
 
     #[test]
     fn assumed_role_maps_to_the_issuing_role() {
-        let r = Record::parse(&record(json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/Ops/alice",
-            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/team/Ops"}}}))).unwrap();
+        let r = Record::parse(&record(
+            json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/Ops/alice",
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/team/Ops"}}}),
+        ))
+        .unwrap();
         assert_eq!(r.caller.principal_kind, PrincipalKind::Role);
         assert_eq!(r.caller.principal_arn.as_deref(), Some("arn:aws:iam::123456789012:role/team/Ops"));
         assert_eq!(r.caller.short_name(), "role/team/Ops");
@@ -301,11 +307,15 @@ mod tests {
 
     #[test]
     fn service_linked_and_sso_roles_are_recognised() {
-        let c = caller_of(&json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/AWSServiceRoleForAutoScaling/AutoScaling",
-            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"}}}));
+        let c = caller_of(
+            &json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/AWSServiceRoleForAutoScaling/AutoScaling",
+            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"}}}),
+        );
         assert_eq!(c.principal_kind, PrincipalKind::ServiceLinkedRole);
-        let c = caller_of(&json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_0123456789abcdef/alice",
-            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef"}}}));
+        let c = caller_of(
+            &json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_0123456789abcdef/alice",
+            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef"}}}),
+        );
         assert_eq!(c.principal_kind, PrincipalKind::SsoRole);
     }
 
@@ -313,14 +323,27 @@ mod tests {
     fn federated_user_maps_to_the_federating_user_and_root_to_root() {
         let c = caller_of(&json!({"type": "FederatedUser", "arn": "arn:aws:sts::123456789012:federated-user/bob",
             "sessionContext": {"sessionIssuer": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/broker"}}}));
-        assert_eq!((c.principal_kind, c.principal_arn.as_deref()), (PrincipalKind::Federated, Some("arn:aws:iam::123456789012:user/broker")));
-        let c = caller_of(&json!({"type": "Root", "arn": "arn:aws:iam::123456789012:root", "accountId": "123456789012"}));
-        assert_eq!((c.principal_kind, c.principal_arn.as_deref()), (PrincipalKind::Root, Some("arn:aws:iam::123456789012:root")));
+        assert_eq!(
+            (c.principal_kind, c.principal_arn.as_deref()),
+            (PrincipalKind::Federated, Some("arn:aws:iam::123456789012:user/broker"))
+        );
+        let c =
+            caller_of(&json!({"type": "Root", "arn": "arn:aws:iam::123456789012:root", "accountId": "123456789012"}));
+        assert_eq!(
+            (c.principal_kind, c.principal_arn.as_deref()),
+            (PrincipalKind::Root, Some("arn:aws:iam::123456789012:root"))
+        );
     }
 
     #[test]
     fn odd_identities_are_unknown_not_errors() {
-        for id in [json!(null), json!("x"), json!({"type": 7}), json!({"type": "IAMUser", "arn": "not an arn"}), json!({"type": "SAMLUser"})] {
+        for id in [
+            json!(null),
+            json!("x"),
+            json!({"type": 7}),
+            json!({"type": "IAMUser", "arn": "not an arn"}),
+            json!({"type": "SAMLUser"}),
+        ] {
             let c = caller_of(&id);
             assert!(c.principal_arn.is_none(), "{id}");
         }
@@ -330,7 +353,10 @@ mod tests {
     fn truncated_or_incomplete_records_are_errors() {
         assert!(matches!(Record::parse("{\"eventID\": \"x\""), Err(RecordError::Json(_))));
         assert!(matches!(Record::parse("{}"), Err(RecordError::Missing("eventID"))));
-        assert!(matches!(Record::parse(r#"{"eventID":"a","eventName":"b","eventTime":"yesterday"}"#), Err(RecordError::Missing(_))));
+        assert!(matches!(
+            Record::parse(r#"{"eventID":"a","eventName":"b","eventTime":"yesterday"}"#),
+            Err(RecordError::Missing(_))
+        ));
     }
 
     #[test]

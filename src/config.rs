@@ -49,7 +49,9 @@ impl Settings {
     pub fn from_env() -> Result<Self, String> {
         let mode = match var("REMEDIATION_MODE") {
             None => Mode::Off,
-            Some(v) => Mode::parse(&v).ok_or_else(|| format!("REMEDIATION_MODE={v:?}: expected off, dry-run or apply"))?,
+            Some(v) => {
+                Mode::parse(&v).ok_or_else(|| format!("REMEDIATION_MODE={v:?}: expected off, dry-run or apply"))?
+            }
         };
         Ok(Self {
             lookback: minutes("CLOUDTRAIL_LOOKBACK_MINUTES", 60, 60 * 24 * 90)?,

@@ -24,11 +24,9 @@ pub const CREATE_GRANT: &str = "kms:CreateGrant";
 pub fn needed_actions(state: EndState) -> Vec<String> {
     match state {
         EndState::Stopped => vec![CREATE_GRANT.to_owned()],
-        EndState::Terminated => vec![
-            CREATE_GRANT.to_owned(),
-            "kms:GenerateDataKeyWithoutPlaintext".to_owned(),
-            "kms:Decrypt".to_owned(),
-        ],
+        EndState::Terminated => {
+            vec![CREATE_GRANT.to_owned(), "kms:GenerateDataKeyWithoutPlaintext".to_owned(), "kms:Decrypt".to_owned()]
+        }
     }
 }
 
@@ -93,7 +91,10 @@ pub fn decide(f: &Facts) -> Finding {
     let ctx = Ctx {
         f,
         actions: needed_actions(f.state),
-        base: vec![Evidence::StateReason { code: f.state_reason.code.clone(), message: f.state_reason.message.clone() }],
+        base: vec![Evidence::StateReason {
+            code: f.state_reason.code.clone(),
+            message: f.state_reason.message.clone(),
+        }],
     };
     let caller = f.caller();
     let views: Vec<KeyView<'_>> = f.keys.iter().map(KeyView::new).collect();
@@ -183,9 +184,11 @@ fn key_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: Option<&Caller>) -> Opti
         return Some(d);
     }
     let denials: Vec<&Record> = ctx.f.kms_denials.iter().filter(|r| record_names_key(r, key)).collect();
-    let launch_evidence: Vec<Evidence> = ctx.f.launch.iter().chain(denials.iter().copied()).map(record_evidence).collect();
+    let launch_evidence: Vec<Evidence> =
+        ctx.f.launch.iter().chain(denials.iter().copied()).map(record_evidence).collect();
 
-    let Some(caller) = caller.filter(|c| c.principal_arn.is_some() || c.principal_kind == PrincipalKind::Service) else {
+    let Some(caller) = caller.filter(|c| c.principal_arn.is_some() || c.principal_kind == PrincipalKind::Service)
+    else {
         return Some((caller_unknown(ctx, key, caller, launch_evidence), Vec::new()));
     };
     if let Some(d) = explicit_deny(ctx, view, caller, &denials, &launch_evidence) {
@@ -202,7 +205,9 @@ fn key_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: Option<&Caller>) -> Opti
 }
 
 fn record_names_key(r: &Record, key: &KeyArn) -> bool {
-    r.key.as_deref().is_some_and(|k| k == key.to_string() || k == key.key_id() || k.ends_with(&format!("key/{}", key.key_id())))
+    r.key
+        .as_deref()
+        .is_some_and(|k| k == key.to_string() || k == key.key_id() || k.ends_with(&format!("key/{}", key.key_id())))
 }
 
 fn record_evidence(r: &Record) -> Evidence {
@@ -326,7 +331,13 @@ fn policy_evidence(view: &KeyView<'_>, action: &str, v: &Verdict) -> Evidence {
     }
 }
 
-fn explicit_deny(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, denials: &[&Record], base: &[Evidence]) -> Option<Diagnosis> {
+fn explicit_deny(
+    ctx: &Ctx<'_>,
+    view: &KeyView<'_>,
+    caller: &Caller,
+    denials: &[&Record],
+    base: &[Evidence],
+) -> Option<Diagnosis> {
     let key = &view.facts.arn;
     let principal = caller.principal_arn.as_deref()?;
     let sims = simulations_for(ctx, key, principal);
@@ -380,7 +391,10 @@ fn identity_fix(ctx: &Ctx<'_>, caller: &Caller, key: &KeyArn, actions: &[String]
 fn cross_account(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<Evidence>) -> Diagnosis {
     let key = &view.facts.arn;
     let mut extra = base;
-    extra.push(Evidence::KeyAccount { key_account: key.account().to_owned(), instance_account: ctx.f.instance.account.clone() });
+    extra.push(Evidence::KeyAccount {
+        key_account: key.account().to_owned(),
+        instance_account: ctx.f.instance.account.clone(),
+    });
     let mut fixes = Vec::new();
     let actions = ctx.actions.clone();
     if let Some(principal) = caller.principal_arn.as_deref() {
@@ -389,7 +403,8 @@ fn cross_account(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<E
         for st in remedy::key_policy_statements(key, principal, &actions) {
             fixes.push(remedy::add_key_policy_statement(key, st));
         }
-        let missing: Vec<String> = sims.iter().filter(|s| s.decision != Decision::Allowed).map(|s| s.action.clone()).collect();
+        let missing: Vec<String> =
+            sims.iter().filter(|s| s.decision != Decision::Allowed).map(|s| s.action.clone()).collect();
         let iam_actions = if sims.is_empty() { actions.clone() } else { missing };
         if !iam_actions.is_empty() {
             fixes.extend(identity_fix(ctx, caller, key, &iam_actions));
@@ -468,12 +483,21 @@ fn root_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<Evid
         "The policy of KMS key {} does not allow the account root to use it, so even the root user cannot have EC2 create a grant.",
         key_label(key)
     );
-    let fix = remedy::add_key_policy_statement(key, crate::policy::delegation_statement(key.arn().partition(), key.account()));
+    let fix = remedy::add_key_policy_statement(
+        key,
+        crate::policy::delegation_statement(key.arn().partition(), key.account()),
+    );
     Some((cause(ctx, CauseCode::KeyPolicyDeniesCaller, Some(key), summary, extra), vec![fix]))
 }
 
 /// Users, roles, SSO roles and federated users: is it the key policy or the IAM policy?
-fn permission_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, denials: &[&Record], base: Vec<Evidence>) -> Option<Diagnosis> {
+fn permission_cause(
+    ctx: &Ctx<'_>,
+    view: &KeyView<'_>,
+    caller: &Caller,
+    denials: &[&Record],
+    base: Vec<Evidence>,
+) -> Option<Diagnosis> {
     let key = &view.facts.arn;
     let principal = caller.principal_arn.as_deref()?;
     let account = &ctx.f.instance.account;
@@ -544,7 +568,11 @@ fn permission_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, denials:
     if missing_in_iam.is_empty() {
         // IAM (and the key policy) allow the caller, yet KMS denied it: something we cannot
         // see from here stands in the way (a policy with conditions we could not evaluate).
-        if view.policy.is_err() && sims.iter().all(|s| s.decision == Decision::Allowed) && !sims.is_empty() && !denials.is_empty() {
+        if view.policy.is_err()
+            && sims.iter().all(|s| s.decision == Decision::Allowed)
+            && !sims.is_empty()
+            && !denials.is_empty()
+        {
             let summary = format!(
                 "{who}'s IAM policy allows kms:CreateGrant on KMS key {}, yet KMS denied it: the key policy (which could not be read) must not grant {who} access.",
                 key_label(key)
@@ -570,7 +598,11 @@ fn permission_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, denials:
                 }
                 acc
             });
-        if view.policy.is_ok() && !denied_then.is_empty() && !sims.is_empty() && sims.iter().all(|s| s.decision == Decision::Allowed) {
+        if view.policy.is_ok()
+            && !denied_then.is_empty()
+            && !sims.is_empty()
+            && sims.iter().all(|s| s.decision == Decision::Allowed)
+        {
             let summary = format!(
                 "{who} was not allowed {} on KMS key {} when it called {} (CloudTrail recorded the denial); its IAM policy allows it now, so the fix below may already be in place.",
                 denied_then.join(", "),
@@ -582,7 +614,11 @@ fn permission_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, denials:
         }
         return None;
     }
-    let caveat = if view.policy.is_err() { " (the key policy could not be read, so this assumes it delegates to IAM)" } else { "" };
+    let caveat = if view.policy.is_err() {
+        " (the key policy could not be read, so this assumes it delegates to IAM)"
+    } else {
+        ""
+    };
     let summary = format!(
         "{who} is not allowed {} on KMS key {}: EC2 needs that to decrypt the volume's data key, so {} failed{caveat}.",
         missing_in_iam.join(", "),

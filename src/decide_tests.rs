@@ -33,7 +33,14 @@ fn user_identity() -> Value {
 }
 
 fn enabled() -> KeyMetadata {
-    KeyMetadata { state: KeyState::Enabled, manager: Some("CUSTOMER".into()), origin: Some("AWS_KMS".into()), deletion_date: None, valid_to: None, custom_key_store_id: None }
+    KeyMetadata {
+        state: KeyState::Enabled,
+        manager: Some("CUSTOMER".into()),
+        origin: Some("AWS_KMS".into()),
+        deletion_date: None,
+        valid_to: None,
+        custom_key_store_id: None,
+    }
 }
 
 /// The article's scenario: user/test started i-0abc, one volume on one key.
@@ -50,9 +57,17 @@ fn facts() -> Facts {
             attachments: vec![Attachment { volume_id: "vol-1".into(), device: "/dev/xvda".into() }],
         },
         state: EndState::Stopped,
-        state_reason: StateReason { code: "Client.InternalError".into(), message: "Client.InternalError: Client error on launch".into() },
+        state_reason: StateReason {
+            code: "Client.InternalError".into(),
+            message: "Client.InternalError: Client error on launch".into(),
+        },
         observed_at: Utc.with_ymd_and_hms(2026, 11, 28, 10, 1, 0).unwrap(),
-        volumes: vec![Volume { volume_id: "vol-1".into(), device: "/dev/xvda".into(), encrypted: Some(true), kms_key_arn: Some(key(KEY)) }],
+        volumes: vec![Volume {
+            volume_id: "vol-1".into(),
+            device: "/dev/xvda".into(),
+            encrypted: Some(true),
+            kms_key_arn: Some(key(KEY)),
+        }],
         keys: vec![KeyFacts { arn: key(KEY), metadata: Some(enabled()), policy: Some(DELEGATING.into()) }],
         launch: Some(record("StartInstances", user_identity(), json!({}))),
         kms_denials: vec![],
@@ -62,7 +77,13 @@ fn facts() -> Facts {
 }
 
 fn sim(principal: &str, action: &str, resource: &str, decision: Decision) -> Simulation {
-    Simulation { principal_arn: principal.into(), action: action.into(), resource: resource.into(), decision, matched_statements: vec![] }
+    Simulation {
+        principal_arn: principal.into(),
+        action: action.into(),
+        resource: resource.into(),
+        decision,
+        matched_statements: vec![],
+    }
 }
 
 fn codes(f: &Finding) -> Vec<CauseCode> {
@@ -96,7 +117,22 @@ fn article_scenario_is_caller_lacks_create_grant_with_the_articles_policy() {
 #[test]
 fn finding_json_follows_the_contract() {
     let v = serde_json::to_value(decide(&facts())).unwrap();
-    for field in ["schema", "id", "account", "region", "instance_id", "instance_state", "state_reason", "observed_at", "launch", "volumes", "keys", "causes", "remediations", "missing_evidence"] {
+    for field in [
+        "schema",
+        "id",
+        "account",
+        "region",
+        "instance_id",
+        "instance_state",
+        "state_reason",
+        "observed_at",
+        "launch",
+        "volumes",
+        "keys",
+        "causes",
+        "remediations",
+        "missing_evidence",
+    ] {
         assert!(v.get(field).is_some(), "missing {field}");
     }
     assert_eq!(v["schema"], "kms-launch-doctor.finding/1");
@@ -120,7 +156,11 @@ fn identity_allows_but_key_policy_does_not_delegate() {
     f.simulations = vec![sim(USER, "kms:CreateGrant", KEY, Decision::Allowed)];
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::KeyPolicyDeniesCaller]);
-    assert!(out.causes[0].summary.contains("even though the caller's IAM policy allows it"), "{}", out.causes[0].summary);
+    assert!(
+        out.causes[0].summary.contains("even though the caller's IAM policy allows it"),
+        "{}",
+        out.causes[0].summary
+    );
     assert_eq!(actions(&out), vec![RemediationAction::AddKeyPolicyStatement]);
     assert_eq!(out.remediations[0].target, KEY);
     assert_eq!(out.remediations[0].policy_document.as_ref().unwrap()["Principal"]["AWS"], USER);
@@ -130,7 +170,9 @@ fn identity_allows_but_key_policy_does_not_delegate() {
 #[test]
 fn key_policy_naming_the_caller_is_enough() {
     let mut f = facts();
-    f.keys[0].policy = Some(format!(r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{USER}"}},"Action":"kms:CreateGrant","Resource":"*"}}]}}"#));
+    f.keys[0].policy = Some(format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{USER}"}},"Action":"kms:CreateGrant","Resource":"*"}}]}}"#
+    ));
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::NoKmsCauseFound]);
     assert!(out.remediations.is_empty());
@@ -175,7 +217,10 @@ fn key_states_come_before_permissions() {
         let out = decide(&f);
         assert_eq!(codes(&out), vec![code], "{state:?}");
         assert_eq!(actions(&out), vec![action], "{state:?}");
-        assert!(out.remediations[0].commands.iter().all(|c| c.contains(KEY) || c.starts_with('#') || c.contains("describe-custom-key-stores")));
+        assert!(out.remediations[0]
+            .commands
+            .iter()
+            .all(|c| c.contains(KEY) || c.starts_with('#') || c.contains("describe-custom-key-stores")));
     }
 }
 
@@ -195,9 +240,13 @@ fn cross_account_key() {
 #[test]
 fn service_linked_role_needs_a_key_policy_grant() {
     let mut f = facts();
-    f.launch = Some(record("StartInstances", json!({"type": "AssumedRole", "accountId": ACCOUNT,
+    f.launch = Some(record(
+        "StartInstances",
+        json!({"type": "AssumedRole", "accountId": ACCOUNT,
         "arn": "arn:aws:sts::123456789012:assumed-role/AWSServiceRoleForAutoScaling/AutoScaling",
-        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"}}}), json!({})));
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"}}}),
+        json!({}),
+    ));
     f.simulations.clear();
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::ServiceLinkedRoleNeedsKeyAccess]);
@@ -208,7 +257,11 @@ fn service_linked_role_needs_a_key_policy_grant() {
 #[test]
 fn service_caller_maps_to_its_service_linked_role() {
     let mut f = facts();
-    f.launch = Some(record("StartInstances", json!({"type": "AWSService", "invokedBy": "autoscaling.amazonaws.com"}), json!({})));
+    f.launch = Some(record(
+        "StartInstances",
+        json!({"type": "AWSService", "invokedBy": "autoscaling.amazonaws.com"}),
+        json!({}),
+    ));
     f.simulations.clear();
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::ServiceLinkedRoleNeedsKeyAccess]);
@@ -222,9 +275,13 @@ fn service_caller_maps_to_its_service_linked_role() {
 fn sso_role_gets_a_permission_set_fix() {
     let role = "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Developer_0123456789abcdef";
     let mut f = facts();
-    f.launch = Some(record("StartInstances", json!({"type": "AssumedRole", "accountId": ACCOUNT,
+    f.launch = Some(record(
+        "StartInstances",
+        json!({"type": "AssumedRole", "accountId": ACCOUNT,
         "arn": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Developer_0123456789abcdef/alice",
-        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}}), json!({})));
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}}),
+        json!({}),
+    ));
     f.simulations = vec![sim(role, "kms:CreateGrant", KEY, Decision::ImplicitDeny)];
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::CallerLacksCreateGrant]);
@@ -236,8 +293,12 @@ fn sso_role_gets_a_permission_set_fix() {
 fn assumed_role_gets_a_role_policy() {
     let role = "arn:aws:iam::123456789012:role/Deployer";
     let mut f = facts();
-    f.launch = Some(record("StartInstances", json!({"type": "AssumedRole", "accountId": ACCOUNT,
-        "arn": "arn:aws:sts::123456789012:assumed-role/Deployer/ci", "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}}), json!({})));
+    f.launch = Some(record(
+        "StartInstances",
+        json!({"type": "AssumedRole", "accountId": ACCOUNT,
+        "arn": "arn:aws:sts::123456789012:assumed-role/Deployer/ci", "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}}),
+        json!({}),
+    ));
     f.simulations = vec![sim(role, "kms:CreateGrant", KEY, Decision::ImplicitDeny)];
     let out = decide(&f);
     assert_eq!(actions(&out), vec![RemediationAction::PutRolePolicy]);
@@ -263,19 +324,29 @@ fn denied_create_grant_in_cloudtrail_names_the_caller_when_the_launch_record_is_
     let mut f = facts();
     f.launch = None;
     f.simulations.clear();
-    f.kms_denials = vec![record("CreateGrant", user_identity(), json!({"errorCode": "AccessDenied",
+    f.kms_denials = vec![record(
+        "CreateGrant",
+        user_identity(),
+        json!({"errorCode": "AccessDenied",
         "errorMessage": format!("User: {USER} is not authorized to perform: kms:CreateGrant on resource: {KEY} because no identity-based policy allows the kms:CreateGrant action"),
-        "requestParameters": {"keyId": KEY}}))];
+        "requestParameters": {"keyId": KEY}}),
+    )];
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::CallerLacksCreateGrant]);
-    assert!(out.causes[0].evidence.iter().any(|e| matches!(e, crate::report::Evidence::CloudtrailEvent { event_name, .. } if event_name == "CreateGrant")));
+    assert!(out.causes[0].evidence.iter().any(
+        |e| matches!(e, crate::report::Evidence::CloudtrailEvent { event_name, .. } if event_name == "CreateGrant")
+    ));
 }
 
 #[test]
 fn unreadable_key_policy_is_reported_and_simulation_still_decides() {
     let mut f = facts();
     f.keys[0].policy = None;
-    f.missing.push(Missing { call: "kms:GetKeyPolicy".into(), target: KEY.into(), reason: "AccessDeniedException: no".into() });
+    f.missing.push(Missing {
+        call: "kms:GetKeyPolicy".into(),
+        target: KEY.into(),
+        reason: "AccessDeniedException: no".into(),
+    });
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::CallerLacksCreateGrant]);
     assert!(out.causes[0].summary.contains("could not be read"));
@@ -287,7 +358,12 @@ fn unreadable_key_policy_is_reported_and_simulation_still_decides() {
 fn two_keys_only_one_of_which_is_the_problem() {
     let good = "arn:aws:kms:eu-west-1:123456789012:key/99999999-0000-0000-0000-000000000000";
     let mut f = facts();
-    f.volumes.push(Volume { volume_id: "vol-2".into(), device: "/dev/xvdb".into(), encrypted: Some(true), kms_key_arn: Some(key(good)) });
+    f.volumes.push(Volume {
+        volume_id: "vol-2".into(),
+        device: "/dev/xvdb".into(),
+        encrypted: Some(true),
+        kms_key_arn: Some(key(good)),
+    });
     f.keys.push(KeyFacts { arn: key(good), metadata: Some(enabled()), policy: Some(DELEGATING.into()) });
     f.simulations.push(sim(USER, "kms:CreateGrant", good, Decision::Allowed));
     let out = decide(&f);
@@ -335,13 +411,18 @@ fn root_caller_is_blocked_only_by_the_key_policy() {
     f.keys[0].policy = Some(ADMIN_ONLY.into());
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::KeyPolicyDeniesCaller]);
-    assert_eq!(out.remediations[0].policy_document.as_ref().unwrap()["Principal"]["AWS"], "arn:aws:iam::123456789012:root");
+    assert_eq!(
+        out.remediations[0].policy_document.as_ref().unwrap()["Principal"]["AWS"],
+        "arn:aws:iam::123456789012:root"
+    );
 }
 
 #[test]
 fn caller_of_handles_federated_users() {
-    let c = caller_of(&json!({"type": "FederatedUser", "arn": "arn:aws:sts::123456789012:federated-user/bob", "accountId": ACCOUNT,
-        "sessionContext": {"sessionIssuer": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/broker"}}}));
+    let c = caller_of(
+        &json!({"type": "FederatedUser", "arn": "arn:aws:sts::123456789012:federated-user/bob", "accountId": ACCOUNT,
+        "sessionContext": {"sessionIssuer": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/broker"}}}),
+    );
     let mut f = facts();
     f.launch = Some(Record { caller: c, ..record("StartInstances", user_identity(), json!({})) });
     f.simulations = vec![sim("arn:aws:iam::123456789012:user/broker", "kms:CreateGrant", KEY, Decision::ImplicitDeny)];
@@ -359,9 +440,13 @@ fn decide_is_deterministic() {
 fn a_denial_at_launch_that_iam_now_allows_is_still_the_cause() {
     let mut f = facts();
     f.simulations = vec![sim(USER, "kms:CreateGrant", KEY, Decision::Allowed)];
-    f.kms_denials = vec![record("CreateGrant", user_identity(), json!({"errorCode": "AccessDenied",
+    f.kms_denials = vec![record(
+        "CreateGrant",
+        user_identity(),
+        json!({"errorCode": "AccessDenied",
         "errorMessage": format!("User: {USER} is not authorized to perform: kms:CreateGrant on resource: {KEY}"),
-        "requestParameters": {"keyId": KEY}}))];
+        "requestParameters": {"keyId": KEY}}),
+    )];
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::CallerLacksCreateGrant]);
     assert!(out.causes[0].summary.contains("allows it now"), "{}", out.causes[0].summary);

@@ -58,7 +58,14 @@ pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
     match (source, detail_type) {
         (Some(SOURCE), Some(DETAIL_TYPE)) => {}
         (Some(s), Some(d)) => {
-            return Err(skip(None, format!("not an EC2 instance state-change notification (source {:?}, detail-type {:?})", echo(s), echo(d))))
+            return Err(skip(
+                None,
+                format!(
+                    "not an EC2 instance state-change notification (source {:?}, detail-type {:?})",
+                    echo(s),
+                    echo(d)
+                ),
+            ))
         }
         _ => return Err(skip(None, "not an EventBridge event (no source or detail-type)".to_owned())),
     }
@@ -66,7 +73,10 @@ pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
         .map_err(|e| skip(None, format!("malformed state-change event: {}", echo(&e.to_string()))))?;
     let detail = parsed.detail;
     if !is_instance_id(&detail.instance_id) {
-        return Err(skip(None, format!("malformed state-change event: {:?} is not an instance id", echo(&detail.instance_id))));
+        return Err(skip(
+            None,
+            format!("malformed state-change event: {:?} is not an instance id", echo(&detail.instance_id)),
+        ));
     }
     let Some(state) = EndState::parse(&detail.state) else {
         return Err(skip(
@@ -88,7 +98,11 @@ pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
 pub fn parse_bytes(bytes: &[u8]) -> Result<Trigger, Skipped> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => parse(&v),
-        Err(e) => Err(Skipped { instance_id: None, region: None, reason: format!("malformed JSON: {}", echo(&e.to_string())) }),
+        Err(e) => Err(Skipped {
+            instance_id: None,
+            region: None,
+            reason: format!("malformed JSON: {}", echo(&e.to_string())),
+        }),
     }
 }
 

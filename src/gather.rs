@@ -46,7 +46,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { lookback: Duration::hours(1), slack: Duration::minutes(5), max_pages: 10, concurrency: 4, window_threshold: 3 }
+        Self {
+            lookback: Duration::hours(1),
+            slack: Duration::minutes(5),
+            max_pages: 10,
+            concurrency: 4,
+            window_threshold: 3,
+        }
     }
 }
 
@@ -60,7 +66,12 @@ struct Candidate {
 }
 
 /// Diagnoses `targets` in one region. Only a failed DescribeInstances is an error.
-pub async fn diagnose<C: Cloud>(cloud: &C, region: &str, targets: &[Target], opts: &Options) -> Result<Report, CallError> {
+pub async fn diagnose<C: Cloud>(
+    cloud: &C,
+    region: &str,
+    targets: &[Target],
+    opts: &Options,
+) -> Result<Report, CallError> {
     let mut report = Report::default();
     let mut seen = BTreeSet::new();
     let targets: Vec<&Target> = targets.iter().filter(|t| seen.insert(t.instance_id.clone())).collect();
@@ -84,8 +95,15 @@ pub async fn diagnose<C: Cloud>(cloud: &C, region: &str, targets: &[Target], opt
             continue;
         };
         match confirm(instance) {
-            Ok((state, reason)) => candidates.push(Candidate { instance: instance.clone(), state, reason, observed_at: target.observed_at }),
-            Err(reason) => report.skipped.push(Skipped { instance_id: Some(instance.id.clone()), region: None, reason }),
+            Ok((state, reason)) => candidates.push(Candidate {
+                instance: instance.clone(),
+                state,
+                reason,
+                observed_at: target.observed_at,
+            }),
+            Err(reason) => {
+                report.skipped.push(Skipped { instance_id: Some(instance.id.clone()), region: None, reason })
+            }
         }
     }
     report.findings = investigate(cloud, candidates, opts).await;
@@ -94,7 +112,13 @@ pub async fn diagnose<C: Cloud>(cloud: &C, region: &str, targets: &[Target], opt
 
 /// Finds every failed launch in a region (server-side filters) and diagnoses them together,
 /// searching CloudTrail over the `since` window before `now`.
-pub async fn scan_region<C: Cloud>(cloud: &C, region: &str, since: Duration, now: DateTime<Utc>, opts: &Options) -> Result<Vec<Finding>, CallError> {
+pub async fn scan_region<C: Cloud>(
+    cloud: &C,
+    region: &str,
+    since: Duration,
+    now: DateTime<Utc>,
+    opts: &Options,
+) -> Result<Vec<Finding>, CallError> {
     let instances = cloud
         .describe_failed_instances(region)
         .instrument(info_span!("ec2.DescribeInstances", region, filtered = true))
@@ -181,7 +205,8 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
         .zip(volumes)
         .zip(trails)
         .map(|((c, vols), trail)| {
-            let inst_keys: Vec<KeyArn> = vols.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            let inst_keys: Vec<KeyArn> =
+                vols.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
             let mut missing = gaps.for_targets(
                 std::iter::once(c.instance.id.as_str())
                     .chain(vols.iter().map(|v| v.volume_id.as_str()))
@@ -217,7 +242,12 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
 }
 
 /// DescribeVolumes for every attached volume, 200 ids per call.
-async fn describe_volumes<C: Cloud>(cloud: &C, candidates: &[Candidate], opts: &Options, gaps: &mut Gaps) -> BTreeMap<String, VolumeInfo> {
+async fn describe_volumes<C: Cloud>(
+    cloud: &C,
+    candidates: &[Candidate],
+    opts: &Options,
+    gaps: &mut Gaps,
+) -> BTreeMap<String, VolumeInfo> {
     let Some(region) = candidates.first().map(|c| c.instance.region.clone()) else {
         return BTreeMap::new();
     };
@@ -228,10 +258,14 @@ async fn describe_volumes<C: Cloud>(cloud: &C, candidates: &[Candidate], opts: &
         .into_iter()
         .collect();
     let chunks: Vec<Vec<String>> = ids.chunks(200).map(<[String]>::to_vec).collect();
-    let results: Vec<(Vec<String>, Result<Vec<VolumeInfo>, CallError>)> = stream::iter(chunks.into_iter().map(|chunk| {
+    type Described = (Vec<String>, Result<Vec<VolumeInfo>, CallError>);
+    let results: Vec<Described> = stream::iter(chunks.into_iter().map(|chunk| {
         let region = region.clone();
         async move {
-            let r = cloud.describe_volumes(&region, &chunk).instrument(info_span!("ec2.DescribeVolumes", count = chunk.len())).await;
+            let r = cloud
+                .describe_volumes(&region, &chunk)
+                .instrument(info_span!("ec2.DescribeVolumes", count = chunk.len()))
+                .await;
             (chunk, r)
         }
     }))
@@ -244,7 +278,10 @@ async fn describe_volumes<C: Cloud>(cloud: &C, candidates: &[Candidate], opts: &
             Ok(infos) => out.extend(infos.into_iter().map(|v| (v.volume_id.clone(), v))),
             Err(e) => {
                 for id in &chunk {
-                    gaps.note(id, Missing { call: e.call.to_owned(), target: chunk.join(","), reason: e.message.clone() });
+                    gaps.note(
+                        id,
+                        Missing { call: e.call.to_owned(), target: chunk.join(","), reason: e.message.clone() },
+                    );
                 }
             }
         }
@@ -261,11 +298,23 @@ fn volumes_of(instance: &Instance, infos: &BTreeMap<String, VolumeInfo>, gaps: &
             let kms_key_arn = info.and_then(|v| v.kms_key_id.as_deref()).and_then(|id| {
                 KeyArn::resolve(id, &instance.partition, &instance.region, &instance.account)
                     .map_err(|e| {
-                        gaps.note(&a.volume_id, Missing { call: "ec2:DescribeVolumes".to_owned(), target: a.volume_id.clone(), reason: e.to_string() })
+                        gaps.note(
+                            &a.volume_id,
+                            Missing {
+                                call: "ec2:DescribeVolumes".to_owned(),
+                                target: a.volume_id.clone(),
+                                reason: e.to_string(),
+                            },
+                        )
                     })
                     .ok()
             });
-            Volume { volume_id: a.volume_id.clone(), device: a.device.clone(), encrypted: info.map(|v| v.encrypted), kms_key_arn }
+            Volume {
+                volume_id: a.volume_id.clone(),
+                device: a.device.clone(),
+                encrypted: info.map(|v| v.encrypted),
+                kms_key_arn,
+            }
         })
         .collect()
 }
@@ -279,7 +328,9 @@ async fn key_facts<C: Cloud>(cloud: &C, key: &KeyArn) -> (KeyFacts, Vec<Missing>
             cloud.get_key_policy(key).instrument(info_span!("kms.GetKeyPolicy")),
         );
         let mut missing = Vec::new();
-        let mut note = |e: CallError| missing.push(Missing { call: e.call.to_owned(), target: key.to_string(), reason: e.message });
+        let mut note = |e: CallError| {
+            missing.push(Missing { call: e.call.to_owned(), target: key.to_string(), reason: e.message })
+        };
         let metadata = meta.map_err(&mut note).ok();
         let policy = policy.map_err(&mut note).ok();
         (KeyFacts { arn: key.clone(), metadata, policy }, missing)
@@ -290,7 +341,10 @@ async fn key_facts<C: Cloud>(cloud: &C, key: &KeyArn) -> (KeyFacts, Vec<Missing>
 
 /// KMS calls EC2 makes (or has the caller make) to use a volume's key.
 fn is_kms_use(event_name: &str) -> bool {
-    matches!(event_name, "CreateGrant" | "GenerateDataKeyWithoutPlaintext" | "GenerateDataKey" | "Decrypt" | "ReEncrypt" | "DescribeKey")
+    matches!(
+        event_name,
+        "CreateGrant" | "GenerateDataKeyWithoutPlaintext" | "GenerateDataKey" | "Decrypt" | "ReEncrypt" | "DescribeKey"
+    )
 }
 
 /// What CloudTrail says about one instance.
@@ -301,18 +355,30 @@ struct Trail {
     missing: Vec<Missing>,
 }
 
-async fn trail_evidence<C: Cloud>(cloud: &C, candidates: &[Candidate], volumes: &[Vec<Volume>], opts: &Options) -> Vec<Trail> {
+async fn trail_evidence<C: Cloud>(
+    cloud: &C,
+    candidates: &[Candidate],
+    volumes: &[Vec<Volume>],
+    opts: &Options,
+) -> Vec<Trail> {
     if candidates.len() > opts.window_threshold {
         window_trail(cloud, candidates, volumes, opts).await
     } else {
-        stream::iter(candidates.iter().zip(volumes).map(|(c, v)| instance_trail(cloud, c, v, opts))).buffered(opts.concurrency.max(1)).collect().await
+        stream::iter(candidates.iter().zip(volumes).map(|(c, v)| instance_trail(cloud, c, v, opts)))
+            .buffered(opts.concurrency.max(1))
+            .collect()
+            .await
     }
 }
 
 /// The best launch record for an instance among `records` (newest first): a successful
 /// StartInstances/RunInstances naming it, the API matching the end state first.
 fn pick_launch<'a>(records: impl Iterator<Item = &'a Record> + Clone, c: &Candidate) -> Option<Record> {
-    let names_it = |r: &&Record| r.error_code.is_none() && r.instance_ids.iter().any(|i| *i == c.instance.id) && r.event_time <= c.observed_at + Duration::minutes(5);
+    let names_it = |r: &&Record| {
+        r.error_code.is_none()
+            && r.instance_ids.contains(&c.instance.id)
+            && r.event_time <= c.observed_at + Duration::minutes(5)
+    };
     let expected = c.state.launch_api().as_str();
     records
         .clone()
@@ -323,7 +389,9 @@ fn pick_launch<'a>(records: impl Iterator<Item = &'a Record> + Clone, c: &Candid
 }
 
 fn record_key_matches(r: &Record, key: &KeyArn) -> bool {
-    r.key.as_deref().is_some_and(|k| k == key.to_string() || k == key.key_id() || k.ends_with(&format!("key/{}", key.key_id())))
+    r.key
+        .as_deref()
+        .is_some_and(|k| k == key.to_string() || k == key.key_id() || k.ends_with(&format!("key/{}", key.key_id())))
 }
 
 /// Few instances: LookupEvents by instance id, then each key's denied calls right after the
@@ -340,7 +408,8 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
     })
     .await;
     let launch = pick_launch(records.iter(), c);
-    let keys: Vec<KeyArn> = volumes.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let keys: Vec<KeyArn> =
+        volumes.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let pages = if launch.is_some() { opts.max_pages } else { opts.max_pages.min(2) };
     let denial_work = keys.iter().map(|k| {
         let q = match &launch {
@@ -351,19 +420,26 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
             },
             None => TrailQuery { key: TrailKey::ResourceName(k.to_string()), ..window.clone() },
         };
-        async move { trail_records(cloud, k.region(), &q, pages, |r| r.is_access_denied() && is_kms_use(&r.event_name)).await }
+        async move {
+            trail_records(cloud, k.region(), &q, pages, |r| r.is_access_denied() && is_kms_use(&r.event_name)).await
+        }
     });
     let mut denials = Vec::new();
     for (mut d, mut m) in futures_util::future::join_all(denial_work).await {
         denials.append(&mut d);
         missing.append(&mut m);
     }
-    denials.sort_by(|a, b| b.event_time.cmp(&a.event_time));
+    denials.sort_by_key(|r| std::cmp::Reverse(r.event_time));
     Trail { launch, denials, missing }
 }
 
 /// Many instances: one query per event name over the whole window, matched locally.
-async fn window_trail<C: Cloud>(cloud: &C, candidates: &[Candidate], volumes: &[Vec<Volume>], opts: &Options) -> Vec<Trail> {
+async fn window_trail<C: Cloud>(
+    cloud: &C,
+    candidates: &[Candidate],
+    volumes: &[Vec<Volume>],
+    opts: &Options,
+) -> Vec<Trail> {
     let Some(first) = candidates.first() else { return Vec::new() };
     let region = first.instance.region.as_str();
     let start = candidates.iter().map(|c| c.observed_at).min().unwrap_or(first.observed_at) - opts.lookback;
@@ -379,7 +455,7 @@ async fn window_trail<C: Cloud>(cloud: &C, candidates: &[Candidate], volumes: &[
     );
     let shared_missing: Vec<Missing> = [&starts.1, &runs.1, &grants.1].into_iter().flatten().cloned().collect();
     let mut launches: Vec<Record> = starts.0.into_iter().chain(runs.0).collect();
-    launches.sort_by(|a, b| b.event_time.cmp(&a.event_time));
+    launches.sort_by_key(|r| std::cmp::Reverse(r.event_time));
     candidates
         .iter()
         .zip(volumes)
@@ -391,7 +467,10 @@ async fn window_trail<C: Cloud>(cloud: &C, candidates: &[Candidate], volumes: &[
                 .iter()
                 .filter(|r| keys.iter().any(|k| record_key_matches(r, k)))
                 .filter(|r| match &launch {
-                    Some(l) => r.event_time >= l.event_time - Duration::minutes(1) && r.event_time <= l.event_time + Duration::minutes(15),
+                    Some(l) => {
+                        r.event_time >= l.event_time - Duration::minutes(1)
+                            && r.event_time <= l.event_time + Duration::minutes(15)
+                    }
                     None => true,
                 })
                 .cloned()
@@ -403,7 +482,13 @@ async fn window_trail<C: Cloud>(cloud: &C, candidates: &[Candidate], volumes: &[
 
 /// Pages through LookupEvents, keeping the records `keep` accepts (newest first). Records that
 /// cannot be parsed are reported as missing evidence, not dropped silently.
-async fn trail_records<C: Cloud>(cloud: &C, region: &str, query: &TrailQuery, max_pages: usize, keep: impl Fn(&Record) -> bool) -> (Vec<Record>, Vec<Missing>) {
+async fn trail_records<C: Cloud>(
+    cloud: &C,
+    region: &str,
+    query: &TrailQuery,
+    max_pages: usize,
+    keep: impl Fn(&Record) -> bool,
+) -> (Vec<Record>, Vec<Missing>) {
     let mut kept = Vec::new();
     let mut missing = Vec::new();
     let mut token: Option<String> = None;
@@ -444,7 +529,7 @@ async fn trail_records<C: Cloud>(cloud: &C, region: &str, query: &TrailQuery, ma
             _ => break,
         }
     }
-    kept.sort_by(|a, b| b.event_time.cmp(&a.event_time));
+    kept.sort_by_key(|r| std::cmp::Reverse(r.event_time));
     (kept, missing)
 }
 
@@ -456,10 +541,14 @@ async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) 
     for f in facts.iter() {
         let Some(caller) = f.caller() else { continue };
         let Some(principal) = caller.principal_arn.clone() else { continue };
-        if !matches!(caller.principal_kind, PrincipalKind::User | PrincipalKind::Role | PrincipalKind::SsoRole | PrincipalKind::Federated) {
+        if !matches!(
+            caller.principal_kind,
+            PrincipalKind::User | PrincipalKind::Role | PrincipalKind::SsoRole | PrincipalKind::Federated
+        ) {
             continue;
         }
-        let entry = requests.entry(principal).or_insert_with(|| (BTreeSet::new(), BTreeSet::new(), f.instance.region.clone()));
+        let entry =
+            requests.entry(principal).or_insert_with(|| (BTreeSet::new(), BTreeSet::new(), f.instance.region.clone()));
         entry.0.extend(needed_actions(f.state));
         entry.1.extend(
             f.keys
@@ -478,13 +567,17 @@ async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) 
             region,
         })
         .collect();
-    let results: Vec<(SimulationRequest, Result<Vec<crate::facts::Simulation>, CallError>)> = stream::iter(requests.into_iter().map(|req| async move {
-        let r = cloud.simulate(&req).instrument(info_span!("iam.SimulatePrincipalPolicy", principal = %req.principal_arn)).await;
-        (req, r)
-    }))
-    .buffered(opts.concurrency.max(1))
-    .collect()
-    .await;
+    let results: Vec<(SimulationRequest, Result<Vec<crate::facts::Simulation>, CallError>)> =
+        stream::iter(requests.into_iter().map(|req| async move {
+            let r = cloud
+                .simulate(&req)
+                .instrument(info_span!("iam.SimulatePrincipalPolicy", principal = %req.principal_arn))
+                .await;
+            (req, r)
+        }))
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
     for (req, result) in results {
         for f in facts.iter_mut() {
             if f.caller().and_then(|c| c.principal_arn.as_deref()) != Some(req.principal_arn.as_str()) {
@@ -496,11 +589,17 @@ async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) 
                     let actions = needed_actions(f.state);
                     f.simulations = sims
                         .iter()
-                        .filter(|s| mine.contains(&s.resource) && actions.iter().any(|a| a.eq_ignore_ascii_case(&s.action)))
+                        .filter(|s| {
+                            mine.contains(&s.resource) && actions.iter().any(|a| a.eq_ignore_ascii_case(&s.action))
+                        })
                         .cloned()
                         .collect();
                 }
-                Err(e) => f.missing.push(Missing { call: e.call.to_owned(), target: req.principal_arn.clone(), reason: e.message.clone() }),
+                Err(e) => f.missing.push(Missing {
+                    call: e.call.to_owned(),
+                    target: req.principal_arn.clone(),
+                    reason: e.message.clone(),
+                }),
             }
         }
     }

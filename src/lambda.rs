@@ -18,18 +18,19 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
 use crate::app::{act, handle_event, Plan};
-use crate::event::Trigger;
-use crate::gather::{self, Target};
 use crate::aws::{load_config, AwsCloud};
 use crate::cloud::{Cloud, Effects, IamWrites, Queue};
 use crate::config::Settings;
+use crate::event::Trigger;
+use crate::gather::{self, Target};
 use crate::report::Finding;
 
 pub async fn run() -> Result<(), Error> {
     let settings = Settings::from_env().map_err(|e| format!("configuration: {e}"))?;
     let cloud = AwsCloud::new(load_config(None).await);
     let region = cloud.default_region();
-    let plan = Plan { options: settings.options(), sinks: settings.sinks.clone(), guardrails: settings.guardrails.clone() };
+    let plan =
+        Plan { options: settings.options(), sinks: settings.sinks.clone(), guardrails: settings.guardrails.clone() };
     tracing::info!(remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (cloud, region, plan, settings) = (cloud.clone(), region.clone(), plan.clone(), settings.clone());
@@ -109,7 +110,9 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
         };
         match crate::event::parse(&event) {
             Ok(t) => work.push((message, id, t)),
-            Err(s) => tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped"),
+            Err(s) => {
+                tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped")
+            }
         }
     }
 
@@ -121,7 +124,10 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
             tracing::warn!(message_id = %id, "event names no region and none is configured: skipped");
             continue;
         };
-        by_region.entry(r.to_owned()).or_default().push(Target { instance_id: t.instance_id.clone(), observed_at: t.time.unwrap_or(now) });
+        by_region
+            .entry(r.to_owned())
+            .or_default()
+            .push(Target { instance_id: t.instance_id.clone(), observed_at: t.time.unwrap_or(now) });
     }
     let mut findings: BTreeMap<(String, String), Finding> = BTreeMap::new();
     let mut failed_regions = BTreeSet::new();
@@ -176,7 +182,11 @@ async fn defer<A: Queue>(aws: &A, message: &SqsMessage, id: &str, settings: &Set
         let url = match (&settings.events_queue_url, message.event_source_arn.as_deref()) {
             (Some(u), _) => Ok(u.clone()),
             (None, Some(arn)) => aws.queue_url(arn).await,
-            (None, None) => Err(crate::cloud::CallError { call: "sqs:GetQueueUrl", kind: crate::cloud::FailureKind::Other, message: "no queue URL".into() }),
+            (None, None) => Err(crate::cloud::CallError {
+                call: "sqs:GetQueueUrl",
+                kind: crate::cloud::FailureKind::Other,
+                message: "no queue URL".into(),
+            }),
         };
         // Without the longer visibility the message still comes back, just sooner.
         if let Err(e) = match url {
@@ -209,7 +219,14 @@ pub fn backoff(receive_count: u32, until_deadline: Duration) -> i32 {
 
 /// Waits for the launch record while the budget lasts (emitting nothing meanwhile), else
 /// acts on the finding and logs it.
-async fn settle<A: Cloud + Effects + IamWrites>(aws: &A, f: &mut Finding, plan: &Plan, settings: &Settings, now: DateTime<Utc>, receives: u32) -> Outcome {
+async fn settle<A: Cloud + Effects + IamWrites>(
+    aws: &A,
+    f: &mut Finding,
+    plan: &Plan,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    receives: u32,
+) -> Outcome {
     if f.launch.is_none() {
         let changed = DateTime::parse_from_rfc3339(&f.observed_at).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
         let deadline = changed + settings.cloudtrail_wait;

@@ -24,11 +24,13 @@ pub mod event;
 pub mod facts;
 pub mod gather;
 pub mod lambda;
+pub mod permissions;
 pub mod policy;
 pub mod remediate;
 pub mod remedy;
 pub mod render;
 pub mod report;
+pub mod scan;
 
 #[cfg(test)]
 mod decide_tests;

@@ -147,11 +147,8 @@ impl KeyPolicy {
             Some(_) => return Err(PolicyError::Shape("Statement must be an object or a list")),
             None => return Err(PolicyError::Shape("no Statement")),
         };
-        let statements = statements
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| parse_statement(i, s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let statements =
+            statements.into_iter().enumerate().map(|(i, s)| parse_statement(i, s)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { statements })
     }
 
@@ -164,7 +161,9 @@ impl KeyPolicy {
             statements: Vec::new(),
         };
         for st in &self.statements {
-            let covers = st.actions.matches(req.action, false)
+            let covers = st
+                .actions
+                .matches(req.action, false)
                 .and(st.resources.matches_resource(req.key_arn))
                 .and(conditions_hold(&st.conditions, req));
             if covers == Tri::No {
@@ -233,7 +232,8 @@ fn parse_statement(index: usize, v: &Value) -> Result<Statement, PolicyError> {
         Some(Value::Object(ops)) => {
             let mut out = Vec::new();
             for (operator, block) in ops {
-                let block = block.as_object().ok_or(PolicyError::Shape("a condition operator must map keys to values"))?;
+                let block =
+                    block.as_object().ok_or(PolicyError::Shape("a condition operator must map keys to values"))?;
                 for (key, values) in block {
                     out.push(Condition {
                         operator: operator.clone(),
@@ -330,9 +330,9 @@ impl Principals {
     fn names(&self, req: &Request<'_>) -> Tri {
         match self {
             Principals::Anyone => Tri::Yes,
-            Principals::Aws(ids) => Tri::from_bool(ids.iter().any(|id| {
-                id == req.principal_arn || Some(id.as_str()) == req.caller_arn
-            })),
+            Principals::Aws(ids) => {
+                Tri::from_bool(ids.iter().any(|id| id == req.principal_arn || Some(id.as_str()) == req.caller_arn))
+            }
         }
     }
 
@@ -478,7 +478,9 @@ mod tests {
 
     #[test]
     fn default_key_policy_delegates_to_iam() {
-        let v = verdict(r#"{"Version":"2012-10-17","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"}]}"#);
+        let v = verdict(
+            r#"{"Version":"2012-10-17","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"}]}"#,
+        );
         assert_eq!(v.delegates_to_iam, Tri::Yes);
         assert_eq!(v.allows_principal, Tri::No);
         assert_eq!(v.denies_principal, Tri::No);
@@ -487,20 +489,26 @@ mod tests {
 
     #[test]
     fn bare_account_id_principal_also_delegates() {
-        let v = verdict(r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":["123456789012"]},"Action":["kms:Create*"],"Resource":"*"}}"#);
+        let v = verdict(
+            r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":["123456789012"]},"Action":["kms:Create*"],"Resource":"*"}}"#,
+        );
         assert_eq!(v.delegates_to_iam, Tri::Yes);
     }
 
     #[test]
     fn policy_naming_only_an_admin_does_not_delegate() {
-        let v = verdict(r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:role/KeyAdmin"},"Action":"kms:*","Resource":"*"}]}"#);
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:role/KeyAdmin"},"Action":"kms:*","Resource":"*"}]}"#,
+        );
         assert_eq!(v.delegates_to_iam, Tri::No);
         assert_eq!(v.allows_principal, Tri::No);
     }
 
     #[test]
     fn naming_the_principal_allows_it() {
-        let v = verdict(r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::123456789012:user/test"]},"Action":"kms:CreateGrant","Resource":"*","Condition":{"Bool":{"kms:GrantIsForAWSResource":true}}}]}"#);
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::123456789012:user/test"]},"Action":"kms:CreateGrant","Resource":"*","Condition":{"Bool":{"kms:GrantIsForAWSResource":true}}}]}"#,
+        );
         assert_eq!(v.allows_principal, Tri::Yes);
     }
 
@@ -513,21 +521,27 @@ mod tests {
 
     #[test]
     fn aws_managed_ebs_key_policy_allows_via_ec2() {
-        let v = verdict(r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:CreateGrant","kms:DescribeKey"],"Resource":"*","Condition":{"StringEquals":{"kms:CallerAccount":"123456789012","kms:ViaService":"ec2.eu-west-1.amazonaws.com"}}}]}"#);
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:CreateGrant","kms:DescribeKey"],"Resource":"*","Condition":{"StringEquals":{"kms:CallerAccount":"123456789012","kms:ViaService":"ec2.eu-west-1.amazonaws.com"}}}]}"#,
+        );
         assert_eq!(v.allows_principal, Tri::Yes);
     }
 
     #[test]
     fn unknown_condition_keys_are_maybe() {
-        let v = verdict(r#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"StringNotEquals":{"aws:PrincipalOrgID":"o-123"}}}]}"#);
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"StringNotEquals":{"aws:PrincipalOrgID":"o-123"}}}]}"#,
+        );
         assert_eq!(v.denies_principal, Tri::Maybe);
     }
 
     #[test]
     fn explicit_deny_on_create_grant() {
-        let v = verdict(r#"{"Statement":[
+        let v = verdict(
+            r#"{"Statement":[
             {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"},
-            {"Sid":"NoGrants","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::123456789012:user/test"},"NotAction":["kms:Describe*"],"Resource":"*"}]}"#);
+            {"Sid":"NoGrants","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::123456789012:user/test"},"NotAction":["kms:Describe*"],"Resource":"*"}]}"#,
+        );
         assert_eq!(v.denies_principal, Tri::Yes);
         assert_eq!(v.delegates_to_iam, Tri::Yes);
         assert!(v.statements.contains(&"NoGrants".to_owned()));
@@ -535,15 +549,21 @@ mod tests {
 
     #[test]
     fn not_principal_deny_exempting_someone_else_covers_the_caller() {
-        let v = verdict(r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::123456789012:role/Admin"]},"Action":"kms:CreateGrant","Resource":"*"}]}"#);
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::123456789012:role/Admin"]},"Action":"kms:CreateGrant","Resource":"*"}]}"#,
+        );
         assert_eq!(v.denies_principal, Tri::Yes);
-        let v = verdict(r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::123456789012:root"]},"Action":"kms:CreateGrant","Resource":"*"}]}"#);
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::123456789012:root"]},"Action":"kms:CreateGrant","Resource":"*"}]}"#,
+        );
         assert_eq!(v.denies_principal, Tri::No);
     }
 
     #[test]
     fn resource_naming_another_key_does_not_cover() {
-        let v = verdict(r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"arn:aws:kms:eu-west-1:123456789012:key/other"}]}"#);
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"arn:aws:kms:eu-west-1:123456789012:key/other"}]}"#,
+        );
         assert_eq!(v.delegates_to_iam, Tri::No);
     }
 
@@ -551,8 +571,14 @@ mod tests {
     fn rejects_illegal_documents_with_an_error() {
         assert!(matches!(KeyPolicy::parse("{"), Err(PolicyError::Json(_))));
         assert!(matches!(KeyPolicy::parse("[]"), Err(PolicyError::Shape(_))));
-        assert!(matches!(KeyPolicy::parse(r#"{"Statement":[{"Effect":"Maybe","Principal":"*","Action":"*"}]}"#), Err(PolicyError::Shape(_))));
-        assert!(matches!(KeyPolicy::parse(r#"{"Statement":[{"Effect":"Allow","Principal":7,"Action":"*"}]}"#), Err(PolicyError::Shape(_))));
+        assert!(matches!(
+            KeyPolicy::parse(r#"{"Statement":[{"Effect":"Maybe","Principal":"*","Action":"*"}]}"#),
+            Err(PolicyError::Shape(_))
+        ));
+        assert!(matches!(
+            KeyPolicy::parse(r#"{"Statement":[{"Effect":"Allow","Principal":7,"Action":"*"}]}"#),
+            Err(PolicyError::Shape(_))
+        ));
     }
 
     #[test]

@@ -56,7 +56,13 @@ pub struct Guardrails {
 
 impl Default for Guardrails {
     fn default() -> Self {
-        Self { mode: Mode::Off, tag_key: DEFAULT_TAG_KEY.to_owned(), allowed_principals: Vec::new(), allowed_keys: None, restart: false }
+        Self {
+            mode: Mode::Off,
+            tag_key: DEFAULT_TAG_KEY.to_owned(),
+            allowed_principals: Vec::new(),
+            allowed_keys: None,
+            restart: false,
+        }
     }
 }
 
@@ -73,13 +79,21 @@ pub fn quota_size(doc: &str) -> usize {
 /// Why a remediation that is not an inline identity policy is never applied.
 fn never_applied(action: RemediationAction) -> &'static str {
     match action {
-        RemediationAction::ReviewDenyStatement => "an explicit Deny blocks the action; adding an Allow would not help, so nothing is applied",
+        RemediationAction::ReviewDenyStatement => {
+            "an explicit Deny blocks the action; adding an Allow would not help, so nothing is applied"
+        }
         RemediationAction::EnableKey
         | RemediationAction::CancelKeyDeletion
         | RemediationAction::ImportKeyMaterial
-        | RemediationAction::ConnectCustomKeyStore => "the key itself is unusable; key state changes are left to the key's administrators",
-        RemediationAction::AddKeyPolicyStatement => "key policies are never edited automatically; the statement is for the key's administrators",
-        RemediationAction::UpdatePermissionSet => "IAM Identity Center roles are managed by their permission set; change the permission set instead",
+        | RemediationAction::ConnectCustomKeyStore => {
+            "the key itself is unusable; key state changes are left to the key's administrators"
+        }
+        RemediationAction::AddKeyPolicyStatement => {
+            "key policies are never edited automatically; the statement is for the key's administrators"
+        }
+        RemediationAction::UpdatePermissionSet => {
+            "IAM Identity Center roles are managed by their permission set; change the permission set instead"
+        }
         RemediationAction::PutUserPolicy | RemediationAction::PutRolePolicy => "",
     }
 }
@@ -125,7 +139,12 @@ fn static_checks(g: &Guardrails, f: &Finding, r: &Remediation) -> Result<(Princi
     let cause = f.causes.iter().find(|c| c.key_arn.as_ref() == Some(&key)).map(|c| c.code);
     match cause {
         Some(CauseCode::CallerLacksCreateGrant) => {}
-        Some(CauseCode::CrossAccountKey) => return Err(format!("the key belongs to account {}: cross-account fixes need the key owner too", key.account())),
+        Some(CauseCode::CrossAccountKey) => {
+            return Err(format!(
+                "the key belongs to account {}: cross-account fixes need the key owner too",
+                key.account()
+            ))
+        }
         Some(other) => return Err(format!("only caller-lacks-create-grant is remediated, not {}", other.as_str())),
         None => return Err("no cause names this policy's key".to_owned()),
     }
@@ -203,7 +222,13 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
             Ok(tags) => {
                 let opted_in = tags.iter().any(|(k, v)| *k == g.tag_key && v.eq_ignore_ascii_case("true"));
                 if !opted_in {
-                    return refuse(r, format!("{} has not opted in: tag it {}=true or list it in REMEDIATION_ALLOWED_PRINCIPALS", r.target, g.tag_key));
+                    return refuse(
+                        r,
+                        format!(
+                            "{} has not opted in: tag it {}=true or list it in REMEDIATION_ALLOWED_PRINCIPALS",
+                            r.target, g.tag_key
+                        ),
+                    );
                 }
             }
             Err(e) => return fail(r, e),
@@ -230,7 +255,10 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
     if already_allowed(f, &key) {
         r.status = RemediationStatus::Unchanged;
         r.verified = Some(true);
-        r.note = Some(format!("IAM already allows {} on the key through another policy; nothing written", policy_actions(&doc).join(", ")));
+        r.note = Some(format!(
+            "IAM already allows {} on the key through another policy; nothing written",
+            policy_actions(&doc).join(", ")
+        ));
         return;
     }
 
@@ -253,7 +281,10 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
     }
     let total = used + quota_size(&document);
     if total > quota {
-        return refuse(r, format!("would exceed IAM's inline policy quota for {}: {total} of {quota} characters", r.target));
+        return refuse(
+            r,
+            format!("would exceed IAM's inline policy quota for {}: {total} of {quota} characters", r.target),
+        );
     }
 
     let call = match principal {
@@ -262,7 +293,10 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
     };
     if g.mode == Mode::DryRun {
         r.status = RemediationStatus::Proposed;
-        r.note = Some(format!("dry-run: apply would {call} {name} on {} ({total} of {quota} characters); nothing was written", r.target));
+        r.note = Some(format!(
+            "dry-run: apply would {call} {name} on {} ({total} of {quota} characters); nothing was written",
+            r.target
+        ));
         return;
     }
     let result = writes.put_inline_policy(&principal, &name, &document).await;
@@ -301,7 +335,13 @@ fn already_allowed(f: &Finding, key: &KeyArn) -> bool {
 }
 
 /// Simulates the policy's actions again; `Some(true)` only when all are now allowed.
-async fn verify<C: Cloud>(cloud: &C, principal: &str, key: &KeyArn, doc: &Value, note: &mut Option<String>) -> Option<bool> {
+async fn verify<C: Cloud>(
+    cloud: &C,
+    principal: &str,
+    key: &KeyArn,
+    doc: &Value,
+    note: &mut Option<String>,
+) -> Option<bool> {
     let request = SimulationRequest {
         principal_arn: principal.to_owned(),
         actions: policy_actions(doc),
@@ -317,14 +357,22 @@ async fn verify<C: Cloud>(cloud: &C, principal: &str, key: &KeyArn, doc: &Value,
     match cloud.simulate(&request).await {
         Ok(sims) if !sims.is_empty() && sims.iter().all(|s| s.decision == Decision::Allowed) => Some(true),
         Ok(sims) => {
-            let blocked: Vec<String> = sims.iter().filter(|s| s.decision != Decision::Allowed).map(|s| format!("{} ({:?})", s.action, s.decision)).collect();
+            let blocked: Vec<String> = sims
+                .iter()
+                .filter(|s| s.decision != Decision::Allowed)
+                .map(|s| format!("{} ({:?})", s.action, s.decision))
+                .collect();
             let explicit = sims.iter().any(|s| s.decision == Decision::ExplicitDeny);
             add(
                 note,
                 format!(
                     "still denied after the fix: {}; {}",
                     blocked.join(", "),
-                    if explicit { "an explicit Deny also applies" } else { "a permissions boundary or a service control policy may also block it" }
+                    if explicit {
+                        "an explicit Deny also applies"
+                    } else {
+                        "a permissions boundary or a service control policy may also block it"
+                    }
                 ),
             );
             Some(false)
@@ -348,7 +396,9 @@ async fn restart<W: IamWrites>(writes: &W, f: &mut Finding) {
         .filter(|r| matches!(r.action, RemediationAction::PutUserPolicy | RemediationAction::PutRolePolicy))
         .collect();
     let all_verified = !fixed.is_empty()
-        && fixed.iter().all(|r| matches!(r.status, RemediationStatus::Applied | RemediationStatus::Unchanged) && r.verified == Some(true));
+        && fixed.iter().all(|r| {
+            matches!(r.status, RemediationStatus::Applied | RemediationStatus::Unchanged) && r.verified == Some(true)
+        });
     if !(all_grants && all_verified) {
         return;
     }
@@ -357,7 +407,11 @@ async fn restart<W: IamWrites>(writes: &W, f: &mut Finding) {
         Err(e) => Restart { ok: false, detail: e.to_string() },
     };
     tracing::info!(target: "kms_launch_doctor::audit", finding_id = %f.id, who = %f.instance_id, what = "ec2:StartInstances", before = "stopped", after = %outcome.detail, result = if outcome.ok { "applied" } else { "failed" }, "restart");
-    if let Some(r) = f.remediations.iter_mut().find(|r| matches!(r.action, RemediationAction::PutUserPolicy | RemediationAction::PutRolePolicy)) {
+    if let Some(r) = f
+        .remediations
+        .iter_mut()
+        .find(|r| matches!(r.action, RemediationAction::PutUserPolicy | RemediationAction::PutRolePolicy))
+    {
         r.restart = Some(outcome);
     }
 }
@@ -382,7 +436,10 @@ mod tests {
     #[test]
     fn policy_key_requires_one_key() {
         let k = "arn:aws:kms:eu-west-1:123456789012:key/abc";
-        let doc = crate::remedy::identity_policy(&KeyArn::parse(k).unwrap(), &["kms:CreateGrant".into(), "kms:Decrypt".into()]);
+        let doc = crate::remedy::identity_policy(
+            &KeyArn::parse(k).unwrap(),
+            &["kms:CreateGrant".into(), "kms:Decrypt".into()],
+        );
         assert_eq!(policy_key(&doc).map(|k| k.to_string()).as_deref(), Some(k));
         assert_eq!(policy_actions(&doc), vec!["kms:CreateGrant", "kms:Decrypt"]);
         let two = serde_json::json!({"Statement": [{"Resource": [k]}, {"Resource": "*"}]});
@@ -401,7 +458,9 @@ mod guardrail_tests {
     fn case(principal: &str, kind: PrincipalKind, code: CauseCode, key: &str) -> (Finding, Remediation) {
         let key = KeyArn::parse(key).unwrap();
         let fix = crate::remedy::put_identity_policy(principal, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
-            .or_else(|| crate::remedy::put_identity_policy(principal, PrincipalKind::Role, &key, &["kms:CreateGrant".into()]))
+            .or_else(|| {
+                crate::remedy::put_identity_policy(principal, PrincipalKind::Role, &key, &["kms:CreateGrant".into()])
+            })
             .unwrap_or_else(|| {
                 let mut r = crate::remedy::enable_key(&key);
                 r.action = RemediationAction::PutUserPolicy;
@@ -450,7 +509,8 @@ mod guardrail_tests {
 
     #[test]
     fn same_account_user_with_missing_grant_passes() {
-        let (f, r) = case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
+        let (f, r) =
+            case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
         let (p, k) = static_checks(&Guardrails::default(), &f, &r).unwrap();
         assert_eq!(p, Principal::User("test".into()));
         assert_eq!(k.to_string(), KEY);
@@ -459,7 +519,8 @@ mod guardrail_tests {
     #[test]
     fn every_guardrail_refuses_with_a_reason() {
         let user = "arn:aws:iam::123456789012:user/test";
-        assert!(refusal("arn:aws:iam::123456789012:root", PrincipalKind::Root, CauseCode::CallerLacksCreateGrant, KEY).contains("root"));
+        assert!(refusal("arn:aws:iam::123456789012:root", PrincipalKind::Root, CauseCode::CallerLacksCreateGrant, KEY)
+            .contains("root"));
         assert!(refusal(
             "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
             PrincipalKind::ServiceLinkedRole,
@@ -467,11 +528,34 @@ mod guardrail_tests {
             KEY
         )
         .contains("service-linked"));
-        assert!(refusal("arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0123456789abcdef", PrincipalKind::SsoRole, CauseCode::CallerLacksCreateGrant, KEY)
-            .contains("permission set"));
-        assert!(refusal("arn:aws:iam::123456789012:user/broker", PrincipalKind::Federated, CauseCode::CallerLacksCreateGrant, KEY).contains("federated"));
-        assert!(refusal("arn:aws:iam::210987654321:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY).contains("cross-account"));
-        assert!(refusal(user, PrincipalKind::User, CauseCode::CallerLacksCreateGrant, "arn:aws:kms:eu-west-1:210987654321:key/x").contains("cross-account"));
+        assert!(refusal(
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0123456789abcdef",
+            PrincipalKind::SsoRole,
+            CauseCode::CallerLacksCreateGrant,
+            KEY
+        )
+        .contains("permission set"));
+        assert!(refusal(
+            "arn:aws:iam::123456789012:user/broker",
+            PrincipalKind::Federated,
+            CauseCode::CallerLacksCreateGrant,
+            KEY
+        )
+        .contains("federated"));
+        assert!(refusal(
+            "arn:aws:iam::210987654321:user/test",
+            PrincipalKind::User,
+            CauseCode::CallerLacksCreateGrant,
+            KEY
+        )
+        .contains("cross-account"));
+        assert!(refusal(
+            user,
+            PrincipalKind::User,
+            CauseCode::CallerLacksCreateGrant,
+            "arn:aws:kms:eu-west-1:210987654321:key/x"
+        )
+        .contains("cross-account"));
         assert!(refusal(user, PrincipalKind::User, CauseCode::CrossAccountKey, KEY).contains("key owner"));
         assert!(refusal(user, PrincipalKind::User, CauseCode::ExplicitDeny, KEY).contains("explicit-deny"));
         assert!(refusal(user, PrincipalKind::User, CauseCode::KeyDisabled, KEY).contains("key-disabled"));
@@ -481,17 +565,26 @@ mod guardrail_tests {
     fn non_iam_fixes_are_never_applied() {
         let key = KeyArn::parse(KEY).unwrap();
         let (f, _) = case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::KeyDisabled, KEY);
-        for r in [crate::remedy::enable_key(&key), crate::remedy::cancel_key_deletion(&key), crate::remedy::review_deny(None, "123456789012", &key, true)] {
+        for r in [
+            crate::remedy::enable_key(&key),
+            crate::remedy::cancel_key_deletion(&key),
+            crate::remedy::review_deny(None, "123456789012", &key, true),
+        ] {
             assert!(static_checks(&Guardrails::default(), &f, &r).is_err());
         }
     }
 
     #[test]
     fn allowed_keys_limit_what_is_written() {
-        let (f, r) = case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
-        let only_other = Guardrails { allowed_keys: Some(vec!["arn:aws:kms:*:*:key/other".into()]), ..Guardrails::default() };
+        let (f, r) =
+            case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
+        let only_other =
+            Guardrails { allowed_keys: Some(vec!["arn:aws:kms:*:*:key/other".into()]), ..Guardrails::default() };
         assert!(static_checks(&only_other, &f, &r).unwrap_err().contains("REMEDIATION_ALLOWED_KEYS"));
-        let this_one = Guardrails { allowed_keys: Some(vec!["arn:aws:kms:eu-west-1:123456789012:key/*".into()]), ..Guardrails::default() };
+        let this_one = Guardrails {
+            allowed_keys: Some(vec!["arn:aws:kms:eu-west-1:123456789012:key/*".into()]),
+            ..Guardrails::default()
+        };
         assert!(static_checks(&this_one, &f, &r).is_ok());
     }
 }

@@ -103,8 +103,7 @@ pub fn service_linked_role_statements(principal: &str) -> Vec<Value> {
 
 /// Quotes a word for POSIX shells so that pasting it can never run anything else.
 pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
+    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
     if safe {
         word.to_owned()
     } else {
@@ -121,7 +120,12 @@ fn compact(v: &Value) -> String {
 }
 
 /// Put an inline identity policy on the principal (user or role).
-pub fn put_identity_policy(principal_arn: &str, kind: PrincipalKind, key: &KeyArn, actions: &[String]) -> Option<Remediation> {
+pub fn put_identity_policy(
+    principal_arn: &str,
+    kind: PrincipalKind,
+    key: &KeyArn,
+    actions: &[String],
+) -> Option<Remediation> {
     let arn = Arn::parse(principal_arn).ok()?;
     let document = identity_policy(key, actions);
     let name = policy_name(key);
@@ -129,11 +133,31 @@ pub fn put_identity_policy(principal_arn: &str, kind: PrincipalKind, key: &KeyAr
     let (action, command) = match (IamEntity::of(&arn), kind) {
         (IamEntity::User { name: user, .. }, _) => (
             RemediationAction::PutUserPolicy,
-            cmd(&["aws", "iam", "put-user-policy", "--user-name", &user, "--policy-name", &name, "--policy-document", &doc]),
+            cmd(&[
+                "aws",
+                "iam",
+                "put-user-policy",
+                "--user-name",
+                &user,
+                "--policy-name",
+                &name,
+                "--policy-document",
+                &doc,
+            ]),
         ),
         (IamEntity::Role { name: role, .. }, PrincipalKind::Role) => (
             RemediationAction::PutRolePolicy,
-            cmd(&["aws", "iam", "put-role-policy", "--role-name", &role, "--policy-name", &name, "--policy-document", &doc]),
+            cmd(&[
+                "aws",
+                "iam",
+                "put-role-policy",
+                "--role-name",
+                &role,
+                "--policy-name",
+                &name,
+                "--policy-document",
+                &doc,
+            ]),
         ),
         _ => return None,
     };
@@ -200,10 +224,36 @@ pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
     let commands = vec![
         format!(
             "{} | jq --argjson s {} '.Statement += [$s]' > key-policy.json",
-            cmd(&["aws", "kms", "get-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--query", "Policy", "--output", "text"]),
+            cmd(&[
+                "aws",
+                "kms",
+                "get-key-policy",
+                "--region",
+                key.region(),
+                "--key-id",
+                &k,
+                "--policy-name",
+                "default",
+                "--query",
+                "Policy",
+                "--output",
+                "text"
+            ]),
             shell_quote(&stmt)
         ),
-        cmd(&["aws", "kms", "put-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--policy", "file://key-policy.json"]),
+        cmd(&[
+            "aws",
+            "kms",
+            "put-key-policy",
+            "--region",
+            key.region(),
+            "--key-id",
+            &k,
+            "--policy-name",
+            "default",
+            "--policy",
+            "file://key-policy.json",
+        ]),
     ];
     Remediation {
         action: RemediationAction::AddKeyPolicyStatement,
@@ -234,7 +284,11 @@ fn key_command(action: RemediationAction, key: &KeyArn, commands: Vec<String>) -
 
 pub fn enable_key(key: &KeyArn) -> Remediation {
     let k = key.to_string();
-    key_command(RemediationAction::EnableKey, key, vec![cmd(&["aws", "kms", "enable-key", "--region", key.region(), "--key-id", &k])])
+    key_command(
+        RemediationAction::EnableKey,
+        key,
+        vec![cmd(&["aws", "kms", "enable-key", "--region", key.region(), "--key-id", &k])],
+    )
 }
 
 /// A cancelled deletion leaves the key Disabled, so enabling it is part of the fix.
@@ -256,9 +310,35 @@ pub fn import_key_material(key: &KeyArn) -> Remediation {
         RemediationAction::ImportKeyMaterial,
         key,
         vec![
-            cmd(&["aws", "kms", "get-parameters-for-import", "--region", key.region(), "--key-id", &k, "--wrapping-algorithm", "RSAES_OAEP_SHA_256", "--wrapping-key-spec", "RSA_2048"]),
+            cmd(&[
+                "aws",
+                "kms",
+                "get-parameters-for-import",
+                "--region",
+                key.region(),
+                "--key-id",
+                &k,
+                "--wrapping-algorithm",
+                "RSAES_OAEP_SHA_256",
+                "--wrapping-key-spec",
+                "RSA_2048",
+            ]),
             "# wrap the SAME key material that was imported before with the returned public key, then:".to_owned(),
-            cmd(&["aws", "kms", "import-key-material", "--region", key.region(), "--key-id", &k, "--encrypted-key-material", "fileb://EncryptedKeyMaterial.bin", "--import-token", "fileb://ImportToken.bin", "--expiration-model", "KEY_MATERIAL_DOES_NOT_EXPIRE"]),
+            cmd(&[
+                "aws",
+                "kms",
+                "import-key-material",
+                "--region",
+                key.region(),
+                "--key-id",
+                &k,
+                "--encrypted-key-material",
+                "fileb://EncryptedKeyMaterial.bin",
+                "--import-token",
+                "fileb://ImportToken.bin",
+                "--expiration-model",
+                "KEY_MATERIAL_DOES_NOT_EXPIRE",
+            ]),
         ],
     )
 }
@@ -267,8 +347,26 @@ pub fn connect_custom_key_store(key: &KeyArn, store_id: Option<&str>) -> Remedia
     let k = key.to_string();
     let mut commands = vec![cmd(&["aws", "kms", "describe-custom-key-stores", "--region", key.region()])];
     match store_id {
-        Some(id) => commands.push(cmd(&["aws", "kms", "connect-custom-key-store", "--region", key.region(), "--custom-key-store-id", id])),
-        None => commands.push(cmd(&["aws", "kms", "describe-key", "--region", key.region(), "--key-id", &k, "--query", "KeyMetadata.[KeyState,CustomKeyStoreId]"])),
+        Some(id) => commands.push(cmd(&[
+            "aws",
+            "kms",
+            "connect-custom-key-store",
+            "--region",
+            key.region(),
+            "--custom-key-store-id",
+            id,
+        ])),
+        None => commands.push(cmd(&[
+            "aws",
+            "kms",
+            "describe-key",
+            "--region",
+            key.region(),
+            "--key-id",
+            &k,
+            "--query",
+            "KeyMetadata.[KeyState,CustomKeyStoreId]",
+        ])),
     }
     key_command(RemediationAction::ConnectCustomKeyStore, key, commands)
 }
@@ -282,21 +380,59 @@ pub fn review_deny(principal_arn: Option<&str>, account: &str, key: &KeyArn, in_
                 commands.push(cmd(&["aws", "iam", "list-user-policies", "--user-name", &name]));
                 commands.push(cmd(&["aws", "iam", "list-attached-user-policies", "--user-name", &name]));
                 commands.push(cmd(&["aws", "iam", "list-groups-for-user", "--user-name", &name]));
-                commands.push(cmd(&["aws", "iam", "get-user", "--user-name", &name, "--query", "User.PermissionsBoundary"]));
+                commands.push(cmd(&[
+                    "aws",
+                    "iam",
+                    "get-user",
+                    "--user-name",
+                    &name,
+                    "--query",
+                    "User.PermissionsBoundary",
+                ]));
             }
             IamEntity::Role { name, .. } => {
                 commands.push(cmd(&["aws", "iam", "list-role-policies", "--role-name", &name]));
                 commands.push(cmd(&["aws", "iam", "list-attached-role-policies", "--role-name", &name]));
-                commands.push(cmd(&["aws", "iam", "get-role", "--role-name", &name, "--query", "Role.PermissionsBoundary"]));
+                commands.push(cmd(&[
+                    "aws",
+                    "iam",
+                    "get-role",
+                    "--role-name",
+                    &name,
+                    "--query",
+                    "Role.PermissionsBoundary",
+                ]));
             }
             _ => {}
         }
     }
     if in_key_policy || commands.is_empty() {
         let k = key.to_string();
-        commands.push(cmd(&["aws", "kms", "get-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--query", "Policy", "--output", "text"]));
+        commands.push(cmd(&[
+            "aws",
+            "kms",
+            "get-key-policy",
+            "--region",
+            key.region(),
+            "--key-id",
+            &k,
+            "--policy-name",
+            "default",
+            "--query",
+            "Policy",
+            "--output",
+            "text",
+        ]));
     }
-    commands.push(cmd(&["aws", "organizations", "list-policies-for-target", "--target-id", account, "--filter", "SERVICE_CONTROL_POLICY"]));
+    commands.push(cmd(&[
+        "aws",
+        "organizations",
+        "list-policies-for-target",
+        "--target-id",
+        account,
+        "--filter",
+        "SERVICE_CONTROL_POLICY",
+    ]));
     Remediation {
         action: RemediationAction::ReviewDenyStatement,
         target: principal_arn.map(str::to_owned).unwrap_or_else(|| key.to_string()),
@@ -320,10 +456,13 @@ mod tests {
 
     #[test]
     fn create_grant_policy_is_the_articles_policy() {
-        let expected: Value = serde_json::from_str(r#"{"Version": "2012-10-17",
+        let expected: Value = serde_json::from_str(
+            r#"{"Version": "2012-10-17",
           "Statement": [{"Effect": "Allow", "Action": ["kms:CreateGrant"],
             "Resource": ["arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a"],
-            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}]}"#).unwrap();
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}]}"#,
+        )
+        .unwrap();
         assert_eq!(identity_policy(&key(), &["kms:CreateGrant".into()]), expected);
     }
 
@@ -338,7 +477,13 @@ mod tests {
 
     #[test]
     fn put_user_policy_command_is_exact() {
-        let r = put_identity_policy("arn:aws:iam::123456789012:user/test", PrincipalKind::User, &key(), &["kms:CreateGrant".into()]).unwrap();
+        let r = put_identity_policy(
+            "arn:aws:iam::123456789012:user/test",
+            PrincipalKind::User,
+            &key(),
+            &["kms:CreateGrant".into()],
+        )
+        .unwrap();
         assert_eq!(r.action, RemediationAction::PutUserPolicy);
         assert_eq!(r.policy_name.as_deref(), Some("kms-launch-doctor-8e3426b8-87b4-434c-ae74-8e63dadf354a"));
         assert!(r.commands[0].starts_with("aws iam put-user-policy --user-name test --policy-name kms-launch-doctor-8e3426b8-87b4-434c-ae74-8e63dadf354a --policy-document '{"));
@@ -355,7 +500,10 @@ mod tests {
 
     #[test]
     fn permission_set_name_comes_from_the_role_name() {
-        assert_eq!(permission_set_name("AWSReservedSSO_AdministratorAccess_0123456789abcdef"), Some("AdministratorAccess"));
+        assert_eq!(
+            permission_set_name("AWSReservedSSO_AdministratorAccess_0123456789abcdef"),
+            Some("AdministratorAccess")
+        );
         assert_eq!(permission_set_name("AWSReservedSSO_Data_Eng_0123456789abcdef"), Some("Data_Eng"));
         assert_eq!(permission_set_name("Admin"), None);
     }
@@ -369,8 +517,15 @@ mod properties {
     const ACTIONS: [&str; 3] = ["kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt"];
 
     fn key_arn() -> impl Strategy<Value = KeyArn> {
-        (prop_oneof!["aws", "aws-cn", "aws-us-gov"], "[a-z]{2}-[a-z]{4,9}-[1-9]", "[0-9]{12}", "[a-f0-9-]{1,64}|mrk-[a-f0-9]{32}")
-            .prop_filter_map("a valid key ARN", |(p, r, a, id)| KeyArn::parse(&format!("arn:{p}:kms:{r}:{a}:key/{id}")).ok())
+        (
+            prop_oneof!["aws", "aws-cn", "aws-us-gov"],
+            "[a-z]{2}-[a-z]{4,9}-[1-9]",
+            "[0-9]{12}",
+            "[a-f0-9-]{1,64}|mrk-[a-f0-9]{32}",
+        )
+            .prop_filter_map("a valid key ARN", |(p, r, a, id)| {
+                KeyArn::parse(&format!("arn:{p}:kms:{r}:{a}:key/{id}")).ok()
+            })
     }
 
     proptest! {

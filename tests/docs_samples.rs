@@ -61,7 +61,11 @@ fn check(file: &str, rendered: &str) {
         return;
     }
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(on_disk == rendered, "{} is stale: run `KLD_BLESS=1 cargo test --test docs_samples` and commit it", path.display());
+    assert!(
+        on_disk == rendered,
+        "{} is stale: run `KLD_BLESS=1 cargo test --test docs_samples` and commit it",
+        path.display()
+    );
 }
 
 #[test]

@@ -6,8 +6,8 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::*;
 use common::runtime_api;
+use common::*;
 use serde_json::{json, Value};
 
 fn ec2_full_access() -> Value {
@@ -94,7 +94,9 @@ async fn article_scenario_caller_lacks_create_grant() {
     assert_eq!(f["missing_evidence"], json!([]));
     let evidence = f["causes"][0]["evidence"].as_array().unwrap();
     assert!(evidence.iter().any(|e| e["kind"] == "simulation" && e["decision"] == "implicitDeny"), "{evidence:#?}");
-    assert!(evidence.iter().any(|e| e["kind"] == "cloudtrail-event" && e["event_name"] == "CreateGrant" && e["error_code"] == "AccessDenied"));
+    assert!(evidence.iter().any(|e| e["kind"] == "cloudtrail-event"
+        && e["event_name"] == "CreateGrant"
+        && e["error_code"] == "AccessDenied"));
     assert!(evidence.iter().any(|e| e["kind"] == "state-reason"));
 }
 
@@ -120,7 +122,18 @@ async fn article_scenario_needs_at_most_seven_calls() {
 #[tokio::test]
 async fn text_format_reads_as_a_diagnosis() {
     let a = article("text").await;
-    let out = run_tool(&["diagnose".into(), "--region".into(), a.s.region.clone(), "--instance-id".into(), a.instance.clone(), "--format".into(), "text".into()], &[]);
+    let out = run_tool(
+        &[
+            "diagnose".into(),
+            "--region".into(),
+            a.s.region.clone(),
+            "--instance-id".into(),
+            a.instance.clone(),
+            "--format".into(),
+            "text".into(),
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains(&format!("{} in {}", a.instance, a.s.region)), "{text}");
@@ -134,10 +147,22 @@ async fn identity_allows_but_key_policy_does_not_delegate() {
     let s = Scenario::new("nodelegation").await;
     let key = s.key(Some(&admin_only_key_policy())).await;
     let user_arn = s.user("nodelegation-dev", &[("ec2-full", ec2_full_access())]).await;
-    s.iam.put_user_policy().user_name("nodelegation-dev").policy_name("kms").policy_document(create_grant_allowed(&key).to_string()).send().await.unwrap();
+    s.iam
+        .put_user_policy()
+        .user_name("nodelegation-dev")
+        .policy_name("kms")
+        .policy_document(create_grant_allowed(&key).to_string())
+        .send()
+        .await
+        .unwrap();
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, iam_user_identity(&user_arn, "nodelegation-dev"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "nodelegation-dev"),
+        Duration::minutes(2),
+    )]);
     let (code, report, stderr) = s.diagnose(&[&instance]);
     assert_eq!(code, 0, "{stderr}");
     let f = only_finding(&report);
@@ -158,7 +183,12 @@ async fn explicit_deny_in_identity_policy() {
     let user_arn = s.user("deny-dev", &[("ec2-full", ec2_full_access()), ("guardrail", deny)]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, iam_user_identity(&user_arn, "deny-dev"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "deny-dev"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(cause_codes(f), ["explicit-deny"]);
@@ -176,7 +206,12 @@ async fn key_state_case(name: &str, prepare: impl AsyncFnOnce(&Scenario, &str)) 
     let user_arn = s.user(&user, &[("ec2-full", ec2_full_access())]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, iam_user_identity(&user_arn, &user), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, &user),
+        Duration::minutes(2),
+    )]);
     let (code, report, stderr) = s.diagnose(&[&instance]);
     assert_eq!(code, 0, "{stderr}");
     only_finding(&report).clone()
@@ -206,7 +241,10 @@ async fn key_pending_deletion() {
     assert_eq!(cause_codes(&f), ["key-pending-deletion"]);
     assert_eq!(remediation_actions(&f), ["cancel-key-deletion"]);
     let ev = &f["causes"][0]["evidence"];
-    assert!(ev.as_array().unwrap().iter().any(|e| e["kind"] == "key-state" && e["deletion_date"].is_string()), "{ev:#}");
+    assert!(
+        ev.as_array().unwrap().iter().any(|e| e["kind"] == "key-state" && e["deletion_date"].is_string()),
+        "{ev:#}"
+    );
 }
 
 #[tokio::test]
@@ -236,7 +274,12 @@ async fn cross_account_key() {
     let user_arn = s.user("crossaccount-dev", &[("ec2-full", ec2_full_access())]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, iam_user_identity(&user_arn, "crossaccount-dev"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "crossaccount-dev"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(cause_codes(f), ["cross-account-key"]);
@@ -253,8 +296,14 @@ async fn service_linked_role_launch() {
     let key = s.key(None).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "terminated");
-    let role = format!("arn:aws:iam::{ACCOUNT}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling");
-    s.trail(vec![s.launch_record("RunInstances", &instance, assumed_role_identity(&role, "AWSServiceRoleForAutoScaling", "AutoScaling"), Duration::minutes(2))]);
+    let role =
+        format!("arn:aws:iam::{ACCOUNT}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling");
+    s.trail(vec![s.launch_record(
+        "RunInstances",
+        &instance,
+        assumed_role_identity(&role, "AWSServiceRoleForAutoScaling", "AutoScaling"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(cause_codes(f), ["service-linked-role-needs-key-access"]);
@@ -271,7 +320,12 @@ async fn assumed_role_caller_gets_a_role_policy() {
     let role_arn = s.role("assumed-Deployer", "/team/", &[("ec2-full", ec2_full_access())]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, assumed_role_identity(&role_arn, "assumed-Deployer", "ci-run-42"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        assumed_role_identity(&role_arn, "assumed-Deployer", "ci-run-42"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(cause_codes(f), ["caller-lacks-create-grant"]);
@@ -279,7 +333,10 @@ async fn assumed_role_caller_gets_a_role_policy() {
     assert_eq!(f["launch"]["caller"]["principal_arn"], role_arn.as_str());
     assert_eq!(f["launch"]["caller"]["principal_kind"], "role");
     assert_eq!(remediation_actions(f), ["put-role-policy"]);
-    assert!(f["remediations"][0]["commands"][0].as_str().unwrap().starts_with("aws iam put-role-policy --role-name assumed-Deployer "));
+    assert!(f["remediations"][0]["commands"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("aws iam put-role-policy --role-name assumed-Deployer "));
 }
 
 #[tokio::test]
@@ -290,7 +347,12 @@ async fn sso_role_caller_gets_a_permission_set_fix() {
     let role_arn = s.role(name, "/aws-reserved/sso.amazonaws.com/", &[("ec2-full", ec2_full_access())]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, assumed_role_identity(&role_arn, name, "alice@example.com"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        assumed_role_identity(&role_arn, name, "alice@example.com"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(cause_codes(f), ["caller-lacks-create-grant"]);
@@ -319,7 +381,8 @@ async fn running_and_missing_instances_are_skipped() {
     let (code, report, _) = s.diagnose(&[&running, "i-0000000000000dead"]);
     assert_eq!(code, 0);
     assert_eq!(report["findings"], json!([]));
-    let reasons: Vec<&str> = report["skipped"].as_array().unwrap().iter().map(|s| s["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> =
+        report["skipped"].as_array().unwrap().iter().map(|s| s["reason"].as_str().unwrap()).collect();
     assert!(reasons.iter().any(|r| r.contains("running")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("no longer exists")), "{reasons:?}");
 }
@@ -328,10 +391,16 @@ async fn running_and_missing_instances_are_skipped() {
 async fn run_instances_failure_simulates_data_key_actions() {
     let s = Scenario::new("runfail").await;
     let key = s.key(None).await;
-    let user_arn = s.user("runfail-dev", &[("ec2-full", ec2_full_access()), ("grants", create_grant_allowed("*"))]).await;
+    let user_arn =
+        s.user("runfail-dev", &[("ec2-full", ec2_full_access()), ("grants", create_grant_allowed("*"))]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "terminated");
-    s.trail(vec![s.launch_record("RunInstances", &instance, iam_user_identity(&user_arn, "runfail-dev"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "RunInstances",
+        &instance,
+        iam_user_identity(&user_arn, "runfail-dev"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(f["instance_state"], "terminated");
@@ -341,7 +410,10 @@ async fn run_instances_failure_simulates_data_key_actions() {
     let doc = &f["remediations"][0]["policy_document"];
     assert_eq!(doc["Statement"].as_array().unwrap().len(), 1, "{doc:#}");
     assert_eq!(doc["Statement"][0]["Action"], json!(["kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt"]));
-    assert_eq!(doc["Statement"][0]["Condition"]["StringEquals"]["kms:ViaService"], format!("ec2.{}.amazonaws.com", s.region));
+    assert_eq!(
+        doc["Statement"][0]["Condition"]["StringEquals"]["kms:ViaService"],
+        format!("ec2.{}.amazonaws.com", s.region)
+    );
 }
 
 #[tokio::test]
@@ -349,10 +421,16 @@ async fn two_keys_only_one_is_the_problem() {
     let s = Scenario::new("twokeys").await;
     let good = s.key(None).await;
     let bad = s.key(None).await;
-    let user_arn = s.user("twokeys-dev", &[("ec2-full", ec2_full_access()), ("good-key", create_grant_allowed(&good))]).await;
+    let user_arn =
+        s.user("twokeys-dev", &[("ec2-full", ec2_full_access()), ("good-key", create_grant_allowed(&good))]).await;
     let instance = s.instance(&[Some(&good), Some(&bad)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, iam_user_identity(&user_arn, "twokeys-dev"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "twokeys-dev"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(f["volumes"].as_array().unwrap().len(), 2);
@@ -378,7 +456,10 @@ async fn missing_cloudtrail_records_give_caller_unknown() {
     assert_eq!(f["launch"], Value::Null);
     assert_eq!(f["causes"][0]["key_arn"], key.as_str());
     let missing = f["missing_evidence"].as_array().unwrap();
-    assert!(missing.iter().any(|m| m["target"] == "raw-1" && m["reason"].as_str().unwrap().contains("unreadable")), "{missing:?}");
+    assert!(
+        missing.iter().any(|m| m["target"] == "raw-1" && m["reason"].as_str().unwrap().contains("unreadable")),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test]
@@ -426,7 +507,12 @@ async fn unencrypted_instance_is_no_kms_cause() {
     let user_arn = s.user("plain-dev", &[("ec2-full", ec2_full_access())]).await;
     let instance = s.instance(&[None]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, iam_user_identity(&user_arn, "plain-dev"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "plain-dev"),
+        Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
     assert_eq!(cause_codes(f), ["no-kms-cause-found"]);
@@ -448,7 +534,13 @@ async fn denied_describe_instances_exits_1_with_one_line() {
 #[test]
 fn unreachable_endpoint_exits_1() {
     let out = run_tool(
-        &["diagnose".into(), "--region".into(), "eu-west-1".into(), "--instance-id".into(), "i-0123456789abcdef0".into()],
+        &[
+            "diagnose".into(),
+            "--region".into(),
+            "eu-west-1".into(),
+            "--instance-id".into(),
+            "i-0123456789abcdef0".into(),
+        ],
         &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9")],
     );
     assert_eq!(out.status.code(), Some(1));
@@ -458,7 +550,12 @@ fn unreachable_endpoint_exits_1() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [vec!["diagnose"], vec!["diagnose", "--instance-id", "vol-123"], vec!["replay", "/no/such/file.json"], vec!["frobnicate"]] {
+    for args in [
+        vec!["diagnose"],
+        vec!["diagnose", "--instance-id", "vol-123"],
+        vec!["replay", "/no/such/file.json"],
+        vec!["frobnicate"],
+    ] {
         let out = run_tool(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
@@ -466,7 +563,8 @@ fn usage_errors_exit_2() {
 
 /// `events/stopped.json` with this scenario's instance, region and a current time.
 fn sample_event(file: &str, instance: &str, region: &str) -> std::path::PathBuf {
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(root().join("events").join(file)).unwrap()).unwrap();
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("events").join(file)).unwrap()).unwrap();
     v["detail"]["instance-id"] = json!(instance);
     v["region"] = json!(region);
     v["time"] = json!(rfc3339(Utc::now()));
@@ -495,7 +593,10 @@ fn replay_skips_events_it_does_not_handle() {
         ("malformed.json", "malformed JSON"),
         ("missing-fields.json", "malformed state-change event"),
     ] {
-        let (code, report, stderr) = parse_output(run_tool(&["replay".into(), root().join("events").join(file).display().to_string()], &[("AWS_REGION", "eu-west-1")]));
+        let (code, report, stderr) = parse_output(run_tool(
+            &["replay".into(), root().join("events").join(file).display().to_string()],
+            &[("AWS_REGION", "eu-west-1")],
+        ));
         assert_eq!(code, 0, "{file}: {stderr}");
         assert_eq!(report["findings"], json!([]), "{file}");
         let reason = report["skipped"][0]["reason"].as_str().unwrap();
@@ -507,8 +608,11 @@ fn replay_skips_events_it_does_not_handle() {
 async fn lambda_mode_returns_the_report_and_logs_each_finding() {
     use std::io::Read;
     let a = article("lambda").await;
-    let event: Value = serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &a.instance, &a.s.region)).unwrap()).unwrap();
-    let other: Value = serde_json::from_str(&std::fs::read_to_string(root().join("events/not-ec2.json")).unwrap()).unwrap();
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &a.instance, &a.s.region)).unwrap())
+            .unwrap();
+    let other: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("events/not-ec2.json")).unwrap()).unwrap();
     let runtime = runtime_api::RuntimeApi::start(vec![event, other]);
     let mut child = lambda_process(&runtime, &a.s.region);
     let wait = std::time::Duration::from_secs(60);
@@ -545,3 +649,6 @@ mod remediation;
 
 #[path = "scenarios/lambda.rs"]
 mod lambda;
+
+#[path = "scenarios/scan.rs"]
+mod scan;

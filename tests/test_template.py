@@ -13,6 +13,8 @@ import itertools
 import json
 import os
 import re
+import shlex
+import tomllib
 import unittest
 from pathlib import Path
 
@@ -23,7 +25,8 @@ except ImportError as exc:  # pragma: no cover - message for a wrong interpreter
         "tests/test_template.py needs cfn-lint: run it with .venv-lint/bin/python (make lint)"
     ) from exc
 
-TEMPLATE = Path(os.environ.get("KLD_TEMPLATE") or Path(__file__).resolve().parent.parent / "template.yaml")
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(os.environ.get("KLD_TEMPLATE") or ROOT / "template.yaml")
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
@@ -76,6 +79,8 @@ IAM_ACTIONS_ALLOWED = {
     "iam:GetRole",
     "iam:GetUserPolicy",
     "iam:GetRolePolicy",
+    "iam:ListUserPolicies",
+    "iam:ListRolePolicies",
     "iam:ListUserTags",
     "iam:ListRoleTags",
     "iam:PutUserPolicy",
@@ -601,6 +606,17 @@ class TemplateTest(unittest.TestCase):
             has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
             cond = outputs["FindingsTopicArn"].get("Condition")
             self.assertEqual(cond is not None and ev.condition(cond), has_topic, params)
+
+    def test_samconfig_example_matches_defaults(self):
+        with open(ROOT / "samconfig.toml.example", "rb") as f:
+            config = tomllib.load(f)
+        deploy = config["default"]["deploy"]["parameters"]
+        self.assertEqual(deploy["capabilities"], "CAPABILITY_IAM")
+        self.assertEqual(config["default"]["global"]["parameters"]["stack_name"], "kms-launch-doctor")
+        overrides = dict(item.split("=", 1) for item in shlex.split(deploy["parameter_overrides"]))
+        defaults = {k: default for k, (default, _) in EXPECTED_PARAMETERS.items()}
+        self.assertEqual(overrides, defaults)
+
 
 
 class MutationSmokeTest(unittest.TestCase):

@@ -35,7 +35,10 @@ pub fn primary(f: &Finding) -> CauseCode {
 /// - INFORMATIONAL: KMS is not the cause.
 pub fn severity(code: CauseCode) -> &'static str {
     match code {
-        CauseCode::KeyDisabled | CauseCode::KeyPendingDeletion | CauseCode::KeyPendingImport | CauseCode::KeyUnavailable => "HIGH",
+        CauseCode::KeyDisabled
+        | CauseCode::KeyPendingDeletion
+        | CauseCode::KeyPendingImport
+        | CauseCode::KeyUnavailable => "HIGH",
         CauseCode::CallerLacksCreateGrant
         | CauseCode::KeyPolicyDeniesCaller
         | CauseCode::ExplicitDeny
@@ -47,10 +50,7 @@ pub fn severity(code: CauseCode) -> &'static str {
 }
 
 fn who(f: &Finding) -> String {
-    f.launch
-        .as_ref()
-        .map(|l| l.caller.short_name())
-        .unwrap_or_else(|| "unknown caller".to_owned())
+    f.launch.as_ref().map(|l| l.caller.short_name()).unwrap_or_else(|| "unknown caller".to_owned())
 }
 
 fn short_key(arn: &str) -> String {
@@ -144,7 +144,9 @@ pub fn fit(f: &Finding, max: usize) -> Finding {
             if c.evidence.len() > keep {
                 let dropped = c.evidence.len() - keep;
                 c.evidence.truncate(keep);
-                c.evidence.push(Evidence::Note { text: format!("{dropped} more evidence items truncated to fit the payload limit") });
+                c.evidence.push(Evidence::Note {
+                    text: format!("{dropped} more evidence items truncated to fit the payload limit"),
+                });
             }
         }
         if keep <= 1 {
@@ -274,8 +276,13 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
         .remediations
         .first()
         .map(|r| {
-            let action = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            format!(" Fix: {action} on {}{}", r.target, r.commands.first().map(|c| format!(": {c}")).unwrap_or_default())
+            let action =
+                serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            format!(
+                " Fix: {action} on {}{}",
+                r.target,
+                r.commands.first().map(|c| format!(": {c}")).unwrap_or_default()
+            )
         })
         .unwrap_or_default();
     let mut resources = vec![AsffResource {
@@ -327,10 +334,13 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
         ("ProviderName".to_owned(), "kms-launch-doctor".to_owned()),
         ("ProviderVersion".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
         ("kms-launch-doctor/CauseCodes".to_owned(), codes),
-        ("kms-launch-doctor/InstanceState".to_owned(), match f.instance_state {
-            crate::facts::EndState::Stopped => "stopped".to_owned(),
-            crate::facts::EndState::Terminated => "terminated".to_owned(),
-        }),
+        (
+            "kms-launch-doctor/InstanceState".to_owned(),
+            match f.instance_state {
+                crate::facts::EndState::Stopped => "stopped".to_owned(),
+                crate::facts::EndState::Terminated => "terminated".to_owned(),
+            },
+        ),
         ("kms-launch-doctor/StateReason".to_owned(), clip(&f.state_reason.message, 512)),
     ]);
     let mut a = Asff {
@@ -367,8 +377,13 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
 fn recommendation_text(f: &Finding) -> String {
     match f.remediations.first() {
         Some(r) => {
-            let action = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            let more = if f.remediations.len() > 1 { format!(" (and {} more)", f.remediations.len() - 1) } else { String::new() };
+            let action =
+                serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let more = if f.remediations.len() > 1 {
+                format!(" (and {} more)", f.remediations.len() - 1)
+            } else {
+                String::new()
+            };
             format!("Apply {action} on {}{more}; the exact policy and aws commands are in the finding's SNS message and logs.", r.target)
         }
         None => f.causes.first().map(|c| c.summary.clone()).unwrap_or_default(),

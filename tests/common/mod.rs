@@ -22,11 +22,29 @@ pub const ACCOUNT: &str = "123456789012";
 /// Scenarios share a handful of regions: their instances, keys, CloudTrail records and
 /// principals are their own (IAM is global, so tests name principals uniquely). A scenario that
 /// injects faults or counts calls, which apply to a whole region, gets a region of its own.
-const SHARED_REGIONS: &[&str] = &["us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1"];
+const SHARED_REGIONS: &[&str] =
+    &["us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1"];
 const ISOLATED_REGIONS: &[&str] = &[
-    "ap-south-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-southeast-1", "ap-southeast-2",
-    "ca-central-1", "sa-east-1", "eu-south-1", "af-south-1", "ap-east-1", "me-south-1", "eu-central-2",
-    "ap-south-2", "ap-southeast-3", "eu-south-2", "me-central-1", "il-central-1", "ca-west-1", "ap-southeast-4",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ca-central-1",
+    "sa-east-1",
+    "eu-south-1",
+    "af-south-1",
+    "ap-east-1",
+    "me-south-1",
+    "eu-central-2",
+    "ap-south-2",
+    "ap-southeast-3",
+    "eu-south-2",
+    "me-central-1",
+    "il-central-1",
+    "ca-west-1",
+    "ap-southeast-4",
 ];
 static NEXT_SHARED: AtomicUsize = AtomicUsize::new(0);
 static NEXT_ISOLATED: AtomicUsize = AtomicUsize::new(0);
@@ -44,6 +62,8 @@ pub fn emulator_url() -> &'static str {
         }
         let python = root().join(".venv/bin/python");
         assert!(python.exists(), "no emulator: run `make test` (it creates .venv and starts the emulator)");
+        // Never waited on: it lives as long as this test binary and exits with it (--parent-pid).
+        #[allow(clippy::zombie_processes)]
         let mut child = Command::new(python)
             .arg(root().join("tests/emulator.py"))
             .args(["serve", "--port", "0", "--parent-pid", &std::process::id().to_string()])
@@ -156,7 +176,14 @@ impl Scenario {
     pub async fn user(&self, name: &str, policies: &[(&str, Value)]) -> String {
         let arn = self.iam.create_user().user_name(name).send().await.unwrap().user().unwrap().arn().to_owned();
         for (pname, doc) in policies {
-            self.iam.put_user_policy().user_name(name).policy_name(*pname).policy_document(doc.to_string()).send().await.unwrap();
+            self.iam
+                .put_user_policy()
+                .user_name(name)
+                .policy_name(*pname)
+                .policy_document(doc.to_string())
+                .send()
+                .await
+                .unwrap();
         }
         arn
     }
@@ -178,7 +205,14 @@ impl Scenario {
             .arn()
             .to_owned();
         for (pname, doc) in policies {
-            self.iam.put_role_policy().role_name(name).policy_name(*pname).policy_document(doc.to_string()).send().await.unwrap();
+            self.iam
+                .put_role_policy()
+                .role_name(name)
+                .policy_name(*pname)
+                .policy_document(doc.to_string())
+                .send()
+                .await
+                .unwrap();
         }
         arn
     }
@@ -215,14 +249,21 @@ impl Scenario {
 
     /// Leaves the instance as a failed launch does.
     pub fn fail_launch(&self, instance_id: &str, state: &str) {
-        self.fail_launch_with(instance_id, state, "Client.InternalError", "Client.InternalError: Client error on launch");
+        self.fail_launch_with(
+            instance_id,
+            state,
+            "Client.InternalError",
+            "Client.InternalError: Client error on launch",
+        );
     }
 
     pub fn fail_launch_with(&self, instance_id: &str, state: &str, code: &str, message: &str) {
         http(
             "POST",
             "/_kld/ec2/launch-failure",
-            Some(&json!({"region": self.region, "instance_id": instance_id, "state": state, "code": code, "message": message})),
+            Some(
+                &json!({"region": self.region, "instance_id": instance_id, "state": state, "code": code, "message": message}),
+            ),
         );
     }
 
@@ -239,7 +280,12 @@ impl Scenario {
     /// Calls the tool made in this scenario's region, by `service:Action`.
     pub fn calls(&self) -> Vec<String> {
         let v = http("GET", &format!("/_kld/calls?region={}", self.region), None);
-        v["calls"].as_array().unwrap().iter().map(|c| format!("{}:{}", c["service"].as_str().unwrap(), c["action"].as_str().unwrap())).collect()
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{}:{}", c["service"].as_str().unwrap(), c["action"].as_str().unwrap()))
+            .collect()
     }
 
     pub fn reset_calls(&self) {
@@ -294,8 +340,16 @@ impl Scenario {
     pub async fn drain(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
         let mut out = Vec::new();
         for _ in 0..5 {
-            let r = self.sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1)
-                .message_attribute_names("All").send().await.unwrap();
+            let r = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .unwrap();
             let got = r.messages().to_vec();
             if got.is_empty() && !out.is_empty() {
                 break;
@@ -349,7 +403,13 @@ impl Scenario {
 
     /// Runs `kms-launch-doctor diagnose` and returns (exit code, report JSON, stderr).
     pub fn diagnose(&self, instance_ids: &[&str]) -> (i32, Value, String) {
-        let mut args = vec!["diagnose".to_owned(), "--region".to_owned(), self.region.clone(), "--format".to_owned(), "json".to_owned()];
+        let mut args = vec![
+            "diagnose".to_owned(),
+            "--region".to_owned(),
+            self.region.clone(),
+            "--format".to_owned(),
+            "json".to_owned(),
+        ];
         for id in instance_ids {
             args.push("--instance-id".to_owned());
             args.push((*id).to_owned());
@@ -374,7 +434,12 @@ pub fn assumed_role_identity(role_arn: &str, role_name: &str, session: &str) -> 
 pub fn uuid() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
-    format!("{:08x}-{:04x}-4000-8000-{:012x}", std::process::id(), n, Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64 & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        std::process::id(),
+        n,
+        Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64 & 0xffff_ffff_ffff
+    )
 }
 
 /// Credentials for the emulator, from the environment `make test` sets, else a fixed
@@ -391,7 +456,10 @@ pub fn run_tool(args: &[String], extra_env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env("AWS_ENDPOINT_URL", emulator_url())
         .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "kld-emulator".to_owned()))
-        .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "kld-emulator".to_owned()))
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "kld-emulator".to_owned()),
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_LAMBDA_RUNTIME_API");
@@ -430,18 +498,24 @@ pub fn lambda_process(runtime: &runtime_api::RuntimeApi, region: &str) -> std::p
     lambda_process_with(runtime, region, &[])
 }
 
-pub fn lambda_process_with(runtime: &runtime_api::RuntimeApi, region: &str, env: &[(&str, &str)]) -> std::process::Child {
+pub fn lambda_process_with(
+    runtime: &runtime_api::RuntimeApi,
+    region: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kms-launch-doctor"));
     cmd.envs(env.iter().copied());
-    cmd
-        .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
+    cmd.env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
         .env("AWS_LAMBDA_FUNCTION_NAME", "kms-launch-doctor")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_REGION", region)
         .env("AWS_ENDPOINT_URL", emulator_url())
         .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "kld-emulator".to_owned()))
-        .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "kld-emulator".to_owned()))
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "kld-emulator".to_owned()),
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .stdout(Stdio::piped())

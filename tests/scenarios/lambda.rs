@@ -13,7 +13,8 @@ async fn sqs_batch(s: &Scenario, queue_url: &str, queue_arn: &str, event: &Value
     s.sqs.send_message().queue_url(queue_url).message_body(event.to_string()).send().await.unwrap();
     let got = s.sqs.receive_message().queue_url(queue_url).wait_time_seconds(2).send().await.unwrap();
     let m = &got.messages()[0];
-    let mut batch: Value = serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
+    let mut batch: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
     let rec = &mut batch["Records"][0];
     rec["messageId"] = json!(m.message_id().unwrap());
     rec["receiptHandle"] = json!(m.receipt_handle().unwrap());
@@ -34,7 +35,9 @@ fn invoke(region: &str, events: Vec<Value>, env: &[(&str, &str)]) -> (Vec<runtim
     let n = events.len();
     let runtime = RuntimeApi::start(events);
     let mut child = lambda_process_with(&runtime, region, env);
-    let outcomes: Vec<_> = (0..n).map(|_| runtime.outcomes.recv_timeout(std::time::Duration::from_secs(90)).expect("an invocation outcome")).collect();
+    let outcomes: Vec<_> = (0..n)
+        .map(|_| runtime.outcomes.recv_timeout(std::time::Duration::from_secs(90)).expect("an invocation outcome"))
+        .collect();
     child.kill().unwrap();
     let mut stdout = String::new();
     child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
@@ -52,7 +55,9 @@ async fn a_late_cloudtrail_record_is_retried_then_diagnosed_once() {
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
     let (queue_url, queue_arn) = s.queue("late-events").await;
-    let event: Value = serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &instance, &s.region)).unwrap()).unwrap();
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &instance, &s.region)).unwrap())
+            .unwrap();
 
     // First delivery: no StartInstances record in CloudTrail yet.
     let first = sqs_batch(&s, &queue_url, &queue_arn, &event, 1).await;
@@ -65,7 +70,12 @@ async fn a_late_cloudtrail_record_is_retried_then_diagnosed_once() {
     assert!(s.calls().iter().any(|c| c == "sqs:ChangeMessageVisibility"), "visibility extended for backoff");
 
     // The record arrives; the message comes back: one finding, no failure.
-    s.trail(vec![s.launch_record("StartInstances", &instance, iam_user_identity(&user_arn, "late-dev"), Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "late-dev"),
+        Duration::minutes(2),
+    )]);
     let second = sqs_batch(&s, &queue_url, &queue_arn, &event, 2).await;
     let (outcomes, stdout) = invoke(&s.region, vec![second], &[("EVENTS_QUEUE_URL", &queue_url)]);
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}));
@@ -82,10 +92,13 @@ async fn after_the_wait_budget_the_finding_is_caller_unknown() {
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
     let (queue_url, queue_arn) = s.queue("budget-events").await;
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &instance, &s.region)).unwrap()).unwrap();
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &instance, &s.region)).unwrap())
+            .unwrap();
     event["time"] = json!(rfc3339(Utc::now() - Duration::minutes(30)));
     let batch = sqs_batch(&s, &queue_url, &queue_arn, &event, 9).await;
-    let (outcomes, stdout) = invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url), ("CLOUDTRAIL_WAIT_MINUTES", "20")]);
+    let (outcomes, stdout) =
+        invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url), ("CLOUDTRAIL_WAIT_MINUTES", "20")]);
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}));
     let lines = finding_lines(&stdout);
     assert_eq!(lines.len(), 1, "{stdout}");
@@ -95,10 +108,18 @@ async fn after_the_wait_budget_the_finding_is_caller_unknown() {
 #[tokio::test]
 async fn unusable_messages_do_not_block_the_batch() {
     let s = Scenario::new("badbatch").await;
-    let mut batch: Value = serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
+    let mut batch: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
     let template = batch["Records"][0].clone();
     let mut records = Vec::new();
-    for (i, body) in ["{not json", &std::fs::read_to_string(root().join("events/not-ec2.json")).unwrap(), &std::fs::read_to_string(root().join("events/running.json")).unwrap()].iter().enumerate() {
+    for (i, body) in [
+        "{not json",
+        &std::fs::read_to_string(root().join("events/not-ec2.json")).unwrap(),
+        &std::fs::read_to_string(root().join("events/running.json")).unwrap(),
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut r = template.clone();
         r["messageId"] = json!(format!("m-{i}"));
         r["body"] = json!(body);
@@ -115,9 +136,12 @@ async fn unusable_messages_do_not_block_the_batch() {
 async fn a_sink_failure_fails_a_direct_invocation_after_the_other_sinks_ran() {
     let a = super::article("lambdasink").await;
     let (bus, inbox) = a.s.bus_with_queue("kld-lambdasink-bus").await;
-    let event: Value = serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &a.instance, &a.s.region)).unwrap()).unwrap();
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &a.instance, &a.s.region)).unwrap())
+            .unwrap();
     let missing = format!("arn:aws:sns:{}:{ACCOUNT}:missing", a.s.region);
-    let (outcomes, _) = invoke(&a.s.region, vec![event], &[("FINDINGS_TOPIC_ARN", &missing), ("FINDINGS_EVENT_BUS", &bus)]);
+    let (outcomes, _) =
+        invoke(&a.s.region, vec![event], &[("FINDINGS_TOPIC_ARN", &missing), ("FINDINGS_EVENT_BUS", &bus)]);
     assert_eq!(outcomes[0].kind, "error", "{:#}", outcomes[0].body);
     assert!(outcomes[0].body.to_string().contains("sns:Publish"), "{:#}", outcomes[0].body);
     assert_eq!(a.s.drain(&inbox).await.len(), 1, "EventBridge still delivered");

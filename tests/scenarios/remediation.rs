@@ -58,7 +58,14 @@ async fn apply_writes_exactly_the_scoped_policy_then_is_unchanged() {
     // One structured audit line for the write: who, what, before, after.
     let audit: Vec<&str> = stderr.lines().filter(|l| l.contains("remediation write")).collect();
     assert_eq!(audit.len(), 1, "{stderr}");
-    assert!(audit[0].contains(&a.user_arn) && audit[0].contains("iam:PutUserPolicy") && audit[0].contains("before") && audit[0].contains("after"), "{}", audit[0]);
+    assert!(
+        audit[0].contains(&a.user_arn)
+            && audit[0].contains("iam:PutUserPolicy")
+            && audit[0].contains("before")
+            && audit[0].contains("after"),
+        "{}",
+        audit[0]
+    );
 
     // The same failure diagnosed again: same finding, nothing written twice.
     let (code, again, stderr) = a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[]);
@@ -106,11 +113,19 @@ async fn a_principal_that_did_not_opt_in_is_refused() {
 
     // The allowed-principals pattern opts in without a tag; a key outside the allowed keys does not.
     let pattern = format!("arn:aws:iam::{ACCOUNT}:user/noconsent-*");
-    let (_, report, _) = a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", &pattern), ("REMEDIATION_ALLOWED_KEYS", "arn:aws:kms:*:*:key/not-this-one")]);
+    let (_, report, _) = a.s.diagnose_with(
+        &[&a.instance],
+        &["--remediate", "apply"],
+        &[
+            ("REMEDIATION_ALLOWED_PRINCIPALS", &pattern),
+            ("REMEDIATION_ALLOWED_KEYS", "arn:aws:kms:*:*:key/not-this-one"),
+        ],
+    );
     let r = remediation(&report);
     assert_eq!(r["status"], "refused");
     assert!(r["note"].as_str().unwrap().contains("REMEDIATION_ALLOWED_KEYS"), "{r:#}");
-    let (_, report, _) = a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", &pattern)]);
+    let (_, report, _) =
+        a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", &pattern)]);
     assert_eq!(remediation(&report)["status"], "applied");
     assert_eq!(stored_policy(&a).await, Some(expected_policy(&a.key)));
 }
@@ -125,7 +140,8 @@ async fn a_custom_tag_key_is_honoured() {
         .send()
         .await
         .unwrap();
-    let (_, report, _) = a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("REMEDIATION_TAG_KEY", "team:autofix")]);
+    let (_, report, _) =
+        a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("REMEDIATION_TAG_KEY", "team:autofix")]);
     assert_eq!(remediation(&report)["status"], "applied");
 }
 
@@ -134,7 +150,14 @@ async fn an_edited_policy_is_never_overwritten() {
     let a = article("edited").await;
     opt_in(&a).await;
     let edited = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:DescribeKey", "Resource": a.key}]});
-    a.s.iam.put_user_policy().user_name(user_name(&a)).policy_name(policy_name(&a)).policy_document(edited.to_string()).send().await.unwrap();
+    a.s.iam
+        .put_user_policy()
+        .user_name(user_name(&a))
+        .policy_name(policy_name(&a))
+        .policy_document(edited.to_string())
+        .send()
+        .await
+        .unwrap();
     let (_, report, _) = a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[]);
     let r = remediation(&report);
     assert_eq!(r["status"], "refused");
@@ -150,7 +173,14 @@ async fn the_inline_quota_is_checked_before_writing() {
     let filler: Vec<String> = (0..55).map(|i| format!("ec2:DescribeInstanceAttribute{i:03}")).collect();
     let big = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": filler, "Resource": "*"}]});
     assert!((1900..2048).contains(&big.to_string().len()), "{}", big.to_string().len());
-    a.s.iam.put_user_policy().user_name(user_name(&a)).policy_name("big").policy_document(big.to_string()).send().await.unwrap();
+    a.s.iam
+        .put_user_policy()
+        .user_name(user_name(&a))
+        .policy_name("big")
+        .policy_document(big.to_string())
+        .send()
+        .await
+        .unwrap();
     let (_, report, _) = a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[]);
     let r = remediation(&report);
     assert_eq!(r["status"], "refused");
@@ -162,7 +192,8 @@ async fn the_inline_quota_is_checked_before_writing() {
 async fn restart_after_a_verified_fix() {
     let a = article("restart").await;
     opt_in(&a).await;
-    let (_, report, stderr) = a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("RESTART_AFTER_REMEDIATION", "true")]);
+    let (_, report, stderr) =
+        a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("RESTART_AFTER_REMEDIATION", "true")]);
     let r = remediation(&report);
     assert_eq!(r["status"], "applied");
     assert_eq!(r["restart"]["ok"], true, "{r:#} {stderr}");
@@ -185,13 +216,24 @@ async fn a_role_gets_a_role_policy() {
         .unwrap();
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, assumed_role_identity(&role_arn, "roleapply-Deployer", "ci"), chrono::Duration::minutes(2))]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        assumed_role_identity(&role_arn, "roleapply-Deployer", "ci"),
+        chrono::Duration::minutes(2),
+    )]);
     let (_, report, _) = s.diagnose_with(&[&instance], &["--remediate", "apply"], &[]);
     let r = remediation(&report);
-    assert_eq!((r["action"].as_str(), r["status"].as_str(), r["verified"].as_bool()), (Some("put-role-policy"), Some("applied"), Some(true)), "{r:#}");
+    assert_eq!(
+        (r["action"].as_str(), r["status"].as_str(), r["verified"].as_bool()),
+        (Some("put-role-policy"), Some("applied"), Some(true)),
+        "{r:#}"
+    );
     let name = format!("kms-launch-doctor-{}", key.rsplit('/').next().unwrap());
     let got = s.iam.get_role_policy().role_name("roleapply-Deployer").policy_name(name).send().await.unwrap();
-    let doc: Value = serde_json::from_str(&percent_encoding::percent_decode_str(got.policy_document()).decode_utf8().unwrap()).unwrap();
+    let doc: Value =
+        serde_json::from_str(&percent_encoding::percent_decode_str(got.policy_document()).decode_utf8().unwrap())
+            .unwrap();
     assert_eq!(doc, expected_policy(&key));
 }
 
@@ -205,14 +247,21 @@ async fn causes_an_allow_cannot_fix_are_refused() {
     let role_arn = s.role(name, "/aws-reserved/sso.amazonaws.com/", &[("ec2-full", ec2_full_access())]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
-    s.trail(vec![s.launch_record("StartInstances", &instance, assumed_role_identity(&role_arn, name, "bob"), chrono::Duration::minutes(2))]);
-    let (_, report, _) = s.diagnose_with(&[&instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", "*")]);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        assumed_role_identity(&role_arn, name, "bob"),
+        chrono::Duration::minutes(2),
+    )]);
+    let (_, report, _) =
+        s.diagnose_with(&[&instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", "*")]);
     let r = remediation(&report);
     assert_eq!((r["action"].as_str(), r["status"].as_str()), (Some("enable-key"), Some("refused")));
     assert!(r["note"].as_str().unwrap().contains("key itself is unusable"));
 
     s.kms.enable_key().key_id(key.rsplit('/').next().unwrap()).send().await.unwrap();
-    let (_, report, _) = s.diagnose_with(&[&instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", "*")]);
+    let (_, report, _) =
+        s.diagnose_with(&[&instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", "*")]);
     let r = remediation(&report);
     assert_eq!((r["action"].as_str(), r["status"].as_str()), (Some("update-permission-set"), Some("refused")));
     let roles = s.iam.list_role_policies().role_name(name).send().await.unwrap();

@@ -39,7 +39,16 @@ async fn every_sink_receives_the_finding_once() {
     assert!(subject.contains("lacks kms:CreateGrant"), "{subject}");
     assert_eq!(env["MessageId"], f["delivered"]["sns"]);
     let body = env["Message"].as_str().unwrap();
-    for needle in [a.instance.as_str(), a.user_arn.as_str(), a.key.as_str(), "state Enabled", "Cause [caller-lacks-create-grant]", "\"kms:GrantIsForAWSResource\": true", "$ aws iam put-user-policy", "Knowledge Center: https://repost.aws/"] {
+    for needle in [
+        a.instance.as_str(),
+        a.user_arn.as_str(),
+        a.key.as_str(),
+        "state Enabled",
+        "Cause [caller-lacks-create-grant]",
+        "\"kms:GrantIsForAWSResource\": true",
+        "$ aws iam put-user-policy",
+        "Knowledge Center: https://repost.aws/",
+    ] {
         assert!(body.contains(needle), "body lacks {needle:?}:\n{body}");
     }
     let attrs = &env["MessageAttributes"];
@@ -53,7 +62,10 @@ async fn every_sink_receives_the_finding_once() {
     assert_eq!(found.len(), 1);
     let h = &found[0];
     assert_eq!(h.schema_version(), Some("2018-10-08"));
-    assert_eq!(h.product_arn(), Some(format!("arn:aws:securityhub:{}:{ACCOUNT}:product/{ACCOUNT}/default", a.s.region).as_str()));
+    assert_eq!(
+        h.product_arn(),
+        Some(format!("arn:aws:securityhub:{}:{ACCOUNT}:product/{ACCOUNT}/default", a.s.region).as_str())
+    );
     assert_eq!(h.generator_id(), Some("kms-launch-doctor/caller-lacks-create-grant"));
     assert_eq!(h.aws_account_id(), Some(ACCOUNT));
     assert!(h.types().iter().all(|t| t.starts_with("Software and Configuration Checks/")));
@@ -97,7 +109,12 @@ async fn a_repeated_failure_updates_one_security_hub_finding() {
     let after = hub_findings(&a.s, &id).await;
     assert_eq!(after.len(), 1, "one finding, updated");
     assert_eq!(after[0].created_at(), before[0].created_at(), "CreatedAt kept");
-    assert!(after[0].updated_at() > before[0].updated_at(), "{:?} then {:?}", before[0].updated_at(), after[0].updated_at());
+    assert!(
+        after[0].updated_at() > before[0].updated_at(),
+        "{:?} then {:?}",
+        before[0].updated_at(),
+        after[0].updated_at()
+    );
 }
 
 #[tokio::test]
@@ -105,8 +122,11 @@ async fn a_failing_sink_does_not_stop_the_others() {
     let a = article("badsink").await;
     let missing_topic = format!("arn:aws:sns:{}:{ACCOUNT}:no-such-topic", a.s.region);
     let (bus, bus_inbox) = a.s.bus_with_queue("kld-badsink-bus").await;
-    let (code, report, stderr) =
-        a.s.diagnose_with(&[&a.instance], &["--notify-topic", &missing_topic, "--security-hub", "--event-bus", &bus], &[]);
+    let (code, report, stderr) = a.s.diagnose_with(
+        &[&a.instance],
+        &["--notify-topic", &missing_topic, "--security-hub", "--event-bus", &bus],
+        &[],
+    );
     assert_eq!(code, 1, "a sink failure is a failure");
     assert!(stderr.contains("sns:Publish failed"), "{stderr}");
     let f = only_finding(&report);
