@@ -35,14 +35,24 @@ pub async fn load_config(region: Option<&str>) -> SdkConfig {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(StdDuration::from_secs(3))
-                .operation_attempt_timeout(StdDuration::from_secs(10))
-                .operation_timeout(StdDuration::from_secs(30))
+                .operation_attempt_timeout(seconds_from_env("KLD_ATTEMPT_TIMEOUT_SECONDS", 10))
+                .operation_timeout(seconds_from_env("KLD_OPERATION_TIMEOUT_SECONDS", 30))
                 .build(),
         );
     if let Some(r) = region {
         loader = loader.region(Region::new(r.to_owned()));
     }
     loader.load().await
+}
+
+/// A timeout in (fractional) seconds from the environment, within 0.1–300 s, else `default`.
+fn seconds_from_env(name: &str, default: u64) -> StdDuration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| (0.1..=300.0).contains(s))
+        .map(StdDuration::from_secs_f64)
+        .unwrap_or(StdDuration::from_secs(default))
 }
 
 #[derive(Clone)]
