@@ -73,12 +73,17 @@ struct Bucket {
     last: Instant,
 }
 
-const TRAIL_RATE: f64 = 2.0;
+/// A little under the limit: requests are spaced ~555 ms apart, so that network jitter can
+/// never put three into one second as CloudTrail counts them.
+const TRAIL_RATE: f64 = 1.8;
+/// No burst.
+const TRAIL_BURST: f64 = 1.0;
 
 /// [`Cloud`] backed by the AWS SDKs; clients are built once per region.
 #[derive(Clone)]
 pub struct AwsCloud {
     config: SdkConfig,
+    counter: crate::stats::CallCounter,
     iam: aws_sdk_iam::Client,
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     buckets: Arc<tokio::sync::Mutex<HashMap<String, Bucket>>>,
@@ -86,8 +91,16 @@ pub struct AwsCloud {
 
 impl AwsCloud {
     pub fn new(config: SdkConfig) -> Self {
-        let iam = aws_sdk_iam::Client::new(&config);
-        Self { config, iam, clients: Arc::default(), buckets: Arc::default() }
+        let counter = crate::stats::CallCounter::default();
+        let iam = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::from(&config).interceptor(counter.clone()).build(),
+        );
+        Self { config, counter, iam, clients: Arc::default(), buckets: Arc::default() }
+    }
+
+    /// Calls made since the last time this was asked, per `service:Operation`.
+    pub fn take_call_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counter.take()
     }
 
     pub fn default_region(&self) -> Option<String> {
@@ -104,25 +117,46 @@ impl AwsCloud {
                 let r = Region::new(region.to_owned());
                 Clients {
                     ec2: aws_sdk_ec2::Client::from_conf(
-                        aws_sdk_ec2::config::Builder::from(&self.config).region(r.clone()).build(),
+                        aws_sdk_ec2::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .region(r.clone())
+                            .build(),
                     ),
                     kms: aws_sdk_kms::Client::from_conf(
-                        aws_sdk_kms::config::Builder::from(&self.config).region(r.clone()).build(),
+                        aws_sdk_kms::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .region(r.clone())
+                            .build(),
                     ),
                     cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
-                        aws_sdk_cloudtrail::config::Builder::from(&self.config).region(r.clone()).build(),
+                        aws_sdk_cloudtrail::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .region(r.clone())
+                            .build(),
                     ),
                     sns: aws_sdk_sns::Client::from_conf(
-                        aws_sdk_sns::config::Builder::from(&self.config).region(r.clone()).build(),
+                        aws_sdk_sns::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .region(r.clone())
+                            .build(),
                     ),
                     securityhub: aws_sdk_securityhub::Client::from_conf(
-                        aws_sdk_securityhub::config::Builder::from(&self.config).region(r.clone()).build(),
+                        aws_sdk_securityhub::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .region(r.clone())
+                            .build(),
                     ),
                     eventbridge: aws_sdk_eventbridge::Client::from_conf(
-                        aws_sdk_eventbridge::config::Builder::from(&self.config).region(r.clone()).build(),
+                        aws_sdk_eventbridge::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .region(r.clone())
+                            .build(),
                     ),
                     sqs: aws_sdk_sqs::Client::from_conf(
-                        aws_sdk_sqs::config::Builder::from(&self.config).region(r).build(),
+                        aws_sdk_sqs::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .region(r)
+                            .build(),
                     ),
                 }
             })
@@ -135,8 +169,8 @@ impl AwsCloud {
             let wait = {
                 let mut buckets = self.buckets.lock().await;
                 let now = Instant::now();
-                let b = buckets.entry(region.to_owned()).or_insert(Bucket { tokens: TRAIL_RATE, last: now });
-                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * TRAIL_RATE).min(TRAIL_RATE);
+                let b = buckets.entry(region.to_owned()).or_insert(Bucket { tokens: TRAIL_BURST, last: now });
+                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * TRAIL_RATE).min(TRAIL_BURST);
                 b.last = now;
                 if b.tokens >= 1.0 {
                     b.tokens -= 1.0;
@@ -885,7 +919,9 @@ impl crate::cloud::Queue for AwsCloud {
 impl AwsCloud {
     /// GetCallerIdentity: the ARN of the credentials in use.
     pub async fn caller_arn(&self) -> Result<String, CallError> {
-        let sts = aws_sdk_sts::Client::new(&self.config);
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&self.config).interceptor(self.counter.clone()).build(),
+        );
         let r = sts.get_caller_identity().send().await.map_err(|e| call_error("sts:GetCallerIdentity", e))?;
         r.arn().map(str::to_owned).ok_or_else(|| other("sts:GetCallerIdentity", "response has no Arn"))
     }

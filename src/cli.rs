@@ -194,6 +194,13 @@ fn plan(actions: &ActionArgs, options: Options) -> Result<Plan, String> {
     })
 }
 
+/// With `KLD_CALL_STATS` set: one JSON line on stderr counting the AWS calls made.
+fn report_calls(cloud: &AwsCloud) {
+    if crate::stats::CallCounter::enabled() {
+        eprintln!("{}", crate::stats::line(&cloud.take_call_counts()));
+    }
+}
+
 /// Prints the report; delivery failures go to stderr, one line each, and make the exit code 1.
 fn finish(report: &Report, failures: &[CallError], format: Format) -> ExitCode {
     print(report, format);
@@ -237,6 +244,7 @@ pub async fn main() -> ExitCode {
             for f in &mut report.findings {
                 failures.extend(act(&cloud, &plan, f).await);
             }
+            report_calls(&cloud);
             finish(&report, &failures, format)
         }
         Command::Scan { regions, all_regions, since, format, remediate, concurrency, quiet } => {
@@ -276,6 +284,7 @@ pub async fn main() -> ExitCode {
             for f in &mut report.findings {
                 act(&cloud, &plan, f).await;
             }
+            report_calls(&cloud);
             match format {
                 ScanFormat::Json => print(&report, Format::Json),
                 ScanFormat::Text => print(&report, Format::Text),
@@ -329,7 +338,9 @@ pub async fn main() -> ExitCode {
             };
             let cloud = AwsCloud::new(load_config(region.as_deref()).await);
             let default_region = region.or_else(|| cloud.default_region());
-            match handle_event(&cloud, &value, default_region.as_deref(), &plan).await {
+            let outcome = handle_event(&cloud, &value, default_region.as_deref(), &plan).await;
+            report_calls(&cloud);
+            match outcome {
                 Ok((report, failures)) => finish(&report, &failures, format),
                 Err(e) => aws_failure(&e),
             }

@@ -117,6 +117,10 @@ pub struct Record {
     /// Key named in the request (`keyId`) or the record's resources.
     #[serde(skip)]
     pub key: Option<String>,
+    /// EBS volumes named in a grant's encryption-context constraint (`aws:ebs:id`): EC2's
+    /// CreateGrant for a volume carries it, which ties a KMS record to one instance.
+    #[serde(skip)]
+    pub volume_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,6 +165,14 @@ impl Record {
                 is_key.then(|| r.get("ARN").and_then(Value::as_str).map(str::to_owned)).flatten()
             })
         });
+        let mut volume_ids = Vec::new();
+        if let Some(constraints) = v.pointer("/requestParameters/constraints").and_then(Value::as_object) {
+            for context in constraints.values() {
+                if let Some(id) = context.get("aws:ebs:id").and_then(Value::as_str) {
+                    volume_ids.push(id.to_owned());
+                }
+            }
+        }
         Ok(Self {
             event_id,
             event_name,
@@ -170,6 +182,7 @@ impl Record {
             error_message: s("errorMessage"),
             instance_ids,
             key,
+            volume_ids,
         })
     }
 

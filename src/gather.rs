@@ -388,6 +388,44 @@ fn pick_launch<'a>(records: impl Iterator<Item = &'a Record> + Clone, c: &Candid
         .cloned()
 }
 
+/// Denied KMS calls kept as evidence per instance.
+const MAX_DENIALS: usize = 5;
+
+/// The denied KMS calls that belong to this instance's launch, newest first, at most
+/// [`MAX_DENIALS`]. A record naming volumes (EC2's grant constraint `aws:ebs:id`) must name one
+/// of ours; otherwise it must come from the launch's caller within seconds to minutes of the
+/// launch, as EC2's CreateGrant does. Without a launch record, the most recent denials stand.
+fn relevant_denials<'a>(
+    records: impl Iterator<Item = &'a Record>,
+    launch: Option<&Record>,
+    volumes: &[Volume],
+) -> Vec<Record> {
+    let mut out: Vec<Record> = records
+        .filter(|r| {
+            if !r.volume_ids.is_empty() {
+                return r.volume_ids.iter().any(|id| volumes.iter().any(|v| v.volume_id == *id));
+            }
+            match launch {
+                Some(l) => {
+                    let same_caller = match (&r.caller.principal_arn, &l.caller.principal_arn) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => true,
+                    };
+                    same_caller
+                        && r.event_time >= l.event_time - Duration::seconds(5)
+                        && r.event_time <= l.event_time + Duration::minutes(3)
+                }
+                None => true,
+            }
+        })
+        .cloned()
+        .collect();
+    out.sort_by_key(|r| std::cmp::Reverse(r.event_time));
+    out.dedup_by(|a, b| a.event_id == b.event_id);
+    out.truncate(MAX_DENIALS);
+    out
+}
+
 fn record_key_matches(r: &Record, key: &KeyArn) -> bool {
     r.key
         .as_deref()
@@ -424,12 +462,12 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
             trail_records(cloud, k.region(), &q, pages, |r| r.is_access_denied() && is_kms_use(&r.event_name)).await
         }
     });
-    let mut denials = Vec::new();
+    let mut found = Vec::new();
     for (mut d, mut m) in futures_util::future::join_all(denial_work).await {
-        denials.append(&mut d);
+        found.append(&mut d);
         missing.append(&mut m);
     }
-    denials.sort_by_key(|r| std::cmp::Reverse(r.event_time));
+    let denials = relevant_denials(found.iter(), launch.as_ref(), volumes);
     Trail { launch, denials, missing }
 }
 

@@ -34,7 +34,14 @@ pub async fn run() -> Result<(), Error> {
     tracing::info!(remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (cloud, region, plan, settings) = (cloud.clone(), region.clone(), plan.clone(), settings.clone());
-        async move { handle(&cloud, event.payload, region.as_deref(), &plan, &settings, Utc::now()).await }
+        async move {
+            let result = handle(&cloud, event.payload, region.as_deref(), &plan, &settings, Utc::now()).await;
+            if crate::stats::CallCounter::enabled() {
+                let calls: Value = serde_json::from_str(&crate::stats::line(&cloud.take_call_counts())).unwrap_or_default();
+                println!("{}", json!({"level": "INFO", "target": "kms_launch_doctor::stats", "message": "api calls", "stats": calls}));
+            }
+            result
+        }
     }))
     .await
 }

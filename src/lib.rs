@@ -31,6 +31,7 @@ pub mod remedy;
 pub mod render;
 pub mod report;
 pub mod scan;
+pub mod stats;
 
 #[cfg(test)]
 mod decide_tests;

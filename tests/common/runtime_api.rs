@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use serde_json::Value;
@@ -28,18 +29,21 @@ impl RuntimeApi {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (tx, rx) = channel();
+        let queue = Arc::new(Mutex::new(events.into_iter().enumerate()));
+        // One thread per connection: the runtime's HTTP client may open a new connection for a
+        // response while an idle one stays open.
         thread::spawn(move || {
-            let mut queue = events.into_iter().enumerate();
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
-                if !serve(stream, &mut queue, &tx) {
-                    break;
-                }
+                let (queue, tx) = (Arc::clone(&queue), tx.clone());
+                thread::spawn(move || serve(stream, &queue, &tx));
             }
         });
         Self { address, outcomes: rx }
     }
 }
+
+type Queue = Arc<Mutex<std::iter::Enumerate<std::vec::IntoIter<Value>>>>;
 
 fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
@@ -66,14 +70,15 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
     Some((method, path, body))
 }
 
-/// Serves requests on one connection; false once the queue is empty and a `next` is held.
-fn serve(mut stream: TcpStream, queue: &mut impl Iterator<Item = (usize, Value)>, tx: &Sender<Outcome>) -> bool {
+/// Serves requests on one connection; once the queue is empty, a `next` is held open.
+fn serve(mut stream: TcpStream, queue: &Queue, tx: &Sender<Outcome>) {
     while let Some((method, path, body)) = read_request(&mut stream) {
         if method == "GET" && path.ends_with("/invocation/next") {
-            let Some((n, event)) = queue.next() else {
+            let next = queue.lock().map(|mut q| q.next()).ok().flatten();
+            let Some((n, event)) = next else {
                 // Hold the function here until the test kills it.
                 thread::sleep(std::time::Duration::from_secs(600));
-                return false;
+                return;
             };
             let payload = event.to_string();
             let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
@@ -93,5 +98,4 @@ fn serve(mut stream: TcpStream, queue: &mut impl Iterator<Item = (usize, Value)>
             let _ = write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         }
     }
-    true
 }

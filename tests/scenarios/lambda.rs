@@ -31,18 +31,75 @@ fn finding_lines(stdout: &str) -> Vec<Value> {
 
 /// Runs the binary in Lambda mode over `events`; returns the outcomes and its stdout.
 fn invoke(region: &str, events: Vec<Value>, env: &[(&str, &str)]) -> (Vec<runtime_api::Outcome>, String) {
+    let (outcomes, stdout, _) = invoke_all(region, events, env);
+    (outcomes, stdout)
+}
+
+/// Runs the binary in Lambda mode over `events`; returns the outcomes, stdout and stderr.
+/// Output is drained while the function runs: a full pipe would stall it.
+fn invoke_all(region: &str, events: Vec<Value>, env: &[(&str, &str)]) -> (Vec<runtime_api::Outcome>, String, String) {
     use std::io::Read;
+    fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    }
     let n = events.len();
     let runtime = RuntimeApi::start(events);
     let mut child = lambda_process_with(&runtime, region, env);
-    let outcomes: Vec<_> = (0..n)
-        .map(|_| runtime.outcomes.recv_timeout(std::time::Duration::from_secs(90)).expect("an invocation outcome"))
-        .collect();
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let mut outcomes = Vec::new();
+    let mut timed_out = false;
+    for _ in 0..n {
+        match runtime.outcomes.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(o) => outcomes.push(o),
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
     child.kill().unwrap();
-    let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     let _ = child.wait();
-    (outcomes, stdout)
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    if timed_out {
+        let tail: Vec<&str> = stdout.lines().rev().take(5).collect();
+        panic!("no outcome for invocation {} within 120 s; last log lines:\n{}", outcomes.len(), tail.join("\n"));
+    }
+    (outcomes, stdout, stderr)
+}
+
+/// An SQS batch (events/sqs-batch.json as template) carrying `events`, without a real queue.
+fn batch_of(events: &[Value], region: &str) -> Value {
+    let mut batch: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
+    let template = batch["Records"][0].clone();
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut r = template.clone();
+            r["messageId"] = json!(format!("msg-{i}-{}", e["detail"]["instance-id"].as_str().unwrap_or("x")));
+            r["body"] = json!(e.to_string());
+            r["awsRegion"] = json!(region);
+            r
+        })
+        .collect();
+    batch["Records"] = json!(records);
+    batch
+}
+
+fn event_for(instance: &str, region: &str, state: &str) -> Value {
+    let mut e: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("events/stopped.json")).unwrap()).unwrap();
+    e["detail"] = json!({"instance-id": instance, "state": state});
+    e["region"] = json!(region);
+    e["time"] = json!(rfc3339(Utc::now()));
+    e["resources"] = json!([format!("arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance}")]);
+    e
 }
 
 use crate::common::runtime_api;
@@ -145,4 +202,121 @@ async fn a_sink_failure_fails_a_direct_invocation_after_the_other_sinks_ran() {
     assert_eq!(outcomes[0].kind, "error", "{:#}", outcomes[0].body);
     assert!(outcomes[0].body.to_string().contains("sns:Publish"), "{:#}", outcomes[0].body);
     assert_eq!(a.s.drain(&inbox).await.len(), 1, "EventBridge still delivered");
+}
+
+#[tokio::test]
+async fn duplicate_and_reordered_events_give_one_finding_and_one_write() {
+    let a = super::article_isolated("dupes").await;
+    let user = a.user_arn.rsplit('/').next().unwrap().to_owned();
+    a.s.iam
+        .tag_user()
+        .user_name(&user)
+        .tags(aws_sdk_iam::types::Tag::builder().key("kms-launch-doctor:auto-remediate").value("true").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // A terminated event before the stopped one, and the stopped one twice.
+    let events = [
+        event_for(&a.instance, &a.s.region, "terminated"),
+        event_for(&a.instance, &a.s.region, "stopped"),
+        event_for(&a.instance, &a.s.region, "stopped"),
+    ];
+    let batch = batch_of(&events, &a.s.region);
+    a.s.reset_calls();
+    // The same batch delivered twice (SQS is at-least-once).
+    let (outcomes, stdout) = invoke(&a.s.region, vec![batch.clone(), batch], &[("REMEDIATION_MODE", "apply")]);
+    for o in &outcomes {
+        assert_eq!(o.body, json!({"batchItemFailures": []}));
+    }
+    let lines = finding_lines(&stdout);
+    let ids: std::collections::BTreeSet<&str> = lines.iter().map(|l| l["finding"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "one finding id: {stdout}");
+    assert_eq!(lines.len(), 2, "one finding per delivery of the batch, not per event");
+    let statuses: Vec<&str> =
+        lines.iter().map(|l| l["finding"]["remediations"][0]["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["applied", "unchanged"]);
+    let causes: std::collections::BTreeSet<&str> =
+        lines.iter().map(|l| l["finding"]["causes"][0]["code"].as_str().unwrap()).collect();
+    assert_eq!(causes.len(), 1, "no contradictory report");
+    assert_eq!(a.s.calls().iter().filter(|c| *c == "iam:PutUserPolicy").count(), 1, "at most one policy write");
+}
+
+#[tokio::test]
+async fn a_storm_of_200_failures_is_diagnosed_within_cloudtrail_limits() {
+    let s = Scenario::isolated("storm200").await;
+    let key = s.key(None).await;
+    let user_arn = s.user("storm200-dev", &[("ec2-full", ec2_full_access())]).await;
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let run = s
+            .ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(100)
+            .max_count(100)
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(EbsBlockDevice::builder().volume_size(8).encrypted(true).kms_key_id(&key).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        ids.extend(run.instances().iter().map(|i| i.instance_id().unwrap().to_owned()));
+    }
+    let identity = iam_user_identity(&user_arn, "storm200-dev");
+    let mut records = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        s.fail_launch(id, "stopped");
+        let ago = Duration::minutes(1 + (n as i64 % 40));
+        records.push(s.launch_record("StartInstances", id, identity.clone(), ago));
+        records.push(s.denied_grant(&key, identity.clone(), &user_arn, ago - Duration::seconds(2)));
+    }
+    s.trail(records);
+    // 200 events within a minute, as four SQS batches of 50.
+    let events: Vec<Value> = ids.iter().map(|id| event_for(id, &s.region, "stopped")).collect();
+    let batches: Vec<Value> = events.chunks(50).map(|c| batch_of(c, &s.region)).collect();
+    s.reset_calls();
+    let (outcomes, stdout) = invoke(&s.region, batches, &[]);
+    assert!(outcomes.iter().all(|o| o.body == json!({"batchItemFailures": []})));
+    let lines = finding_lines(&stdout);
+    assert_eq!(lines.len(), 200);
+    assert!(lines.iter().all(|l| l["finding"]["causes"][0]["code"] == "caller-lacks-create-grant"));
+
+    // CloudTrail stays within 2 requests per second: no one-second window holds more than two.
+    let calls = http("GET", &format!("/_kld/calls?region={}&action=LookupEvents", s.region), None);
+    let times: Vec<f64> = calls["calls"].as_array().unwrap().iter().map(|c| c["time"].as_f64().unwrap()).collect();
+    assert!(!times.is_empty());
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|u| **u < t + 1.0).count();
+        assert!(in_window <= 2, "{in_window} LookupEvents within one second: {times:?}");
+    }
+    // Each invocation pages through the window once per event name (StartInstances, RunInstances,
+    // CreateGrant: 400 records here), whatever the number of events in its batch.
+    assert!(times.len() <= 4 * 10, "at most 10 LookupEvents per invocation: {}", times.len());
+}
+
+#[tokio::test]
+async fn no_credential_reaches_the_logs() {
+    let a = super::article("secrets").await;
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &a.instance, &a.s.region)).unwrap())
+            .unwrap();
+    let secret = format!("kld-secret-{}", std::process::id());
+    let token = format!("kld-token-{}", std::process::id());
+    for level in ["info", "debug"] {
+        let (outcomes, stdout, stderr) = invoke_all(
+            &a.s.region,
+            vec![event.clone()],
+            &[("AWS_SECRET_ACCESS_KEY", secret.as_str()), ("AWS_SESSION_TOKEN", token.as_str()), ("LOG_LEVEL", level)],
+        );
+        assert_eq!(outcomes[0].kind, "response");
+        for out in [&stdout, &stderr] {
+            assert!(!out.contains(&secret) && !out.contains(&token), "a credential was logged at {level}");
+        }
+        // Only the caller's own policy document (the fix) appears; the key policy is never logged.
+        assert!(!stdout.contains("\"kms:*\""), "the key policy was logged at {level}");
+    }
 }

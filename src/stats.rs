@@ -1,0 +1,58 @@
+//! Counting AWS calls, per service and operation, with an SDK interceptor: every HTTP attempt
+//! (retries included) is a request someone pays for and a unit of rate limit. Printed when
+//! `KLD_CALL_STATS` is set (the benchmarks read it).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl CallCounter {
+    /// `service:Operation` → attempts, since the last [`CallCounter::take`].
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        match self.0.lock() {
+            Ok(mut m) => std::mem::take(&mut *m),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+
+    pub fn enabled() -> bool {
+        std::env::var_os("KLD_CALL_STATS").is_some_and(|v| !v.is_empty())
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>() {
+            let key = format!("{}:{}", m.service().to_ascii_lowercase(), m.name());
+            let mut map = match self.0.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            *map.entry(key).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The JSON line the benchmarks read: `{"api_calls": {...}, "total": N}`.
+pub fn line(counts: &BTreeMap<String, u64>) -> String {
+    serde_json::json!({"api_calls": counts, "total": counts.values().sum::<u64>()}).to_string()
+}
