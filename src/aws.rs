@@ -206,7 +206,14 @@ where
         (Some(code), None) => code.to_owned(),
         _ => match &err {
             SdkError::TimeoutError(_) => "timed out".to_owned(),
-            SdkError::DispatchFailure(_) => format!("could not reach the endpoint: {}", error_chain(&err)),
+            SdkError::DispatchFailure(_) => {
+                let chain = error_chain(&err);
+                if chain.contains("no credentials found") || chain.contains("credential provider") {
+                    "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is available".to_owned()
+                } else {
+                    format!("could not reach the endpoint: {chain}")
+                }
+            }
             SdkError::ResponseError(_) => format!("unreadable response: {}", DisplayErrorContext(&err)),
             _ => DisplayErrorContext(&err).to_string(),
         },

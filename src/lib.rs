@@ -49,6 +49,8 @@ pub fn init_tracing(lambda: bool) {
     if lambda {
         builder.json().flatten_event(true).with_current_span(false).without_time().with_ansi(false).init();
     } else {
-        builder.with_writer(std::io::stderr).with_ansi(std::env::var_os("NO_COLOR").is_none()).init();
+        use std::io::IsTerminal;
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        builder.with_writer(std::io::stderr).with_ansi(colour).init();
     }
 }
