@@ -115,49 +115,25 @@ impl AwsCloud {
         map.entry(region.to_owned())
             .or_insert_with(|| {
                 let r = Region::new(region.to_owned());
+                // Every regional client shares the loaded configuration and the call counter.
+                macro_rules! regional {
+                    ($sdk:ident) => {
+                        $sdk::Client::from_conf(
+                            $sdk::config::Builder::from(&self.config)
+                                .interceptor(self.counter.clone())
+                                .region(r.clone())
+                                .build(),
+                        )
+                    };
+                }
                 Clients {
-                    ec2: aws_sdk_ec2::Client::from_conf(
-                        aws_sdk_ec2::config::Builder::from(&self.config)
-                            .interceptor(self.counter.clone())
-                            .region(r.clone())
-                            .build(),
-                    ),
-                    kms: aws_sdk_kms::Client::from_conf(
-                        aws_sdk_kms::config::Builder::from(&self.config)
-                            .interceptor(self.counter.clone())
-                            .region(r.clone())
-                            .build(),
-                    ),
-                    cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
-                        aws_sdk_cloudtrail::config::Builder::from(&self.config)
-                            .interceptor(self.counter.clone())
-                            .region(r.clone())
-                            .build(),
-                    ),
-                    sns: aws_sdk_sns::Client::from_conf(
-                        aws_sdk_sns::config::Builder::from(&self.config)
-                            .interceptor(self.counter.clone())
-                            .region(r.clone())
-                            .build(),
-                    ),
-                    securityhub: aws_sdk_securityhub::Client::from_conf(
-                        aws_sdk_securityhub::config::Builder::from(&self.config)
-                            .interceptor(self.counter.clone())
-                            .region(r.clone())
-                            .build(),
-                    ),
-                    eventbridge: aws_sdk_eventbridge::Client::from_conf(
-                        aws_sdk_eventbridge::config::Builder::from(&self.config)
-                            .interceptor(self.counter.clone())
-                            .region(r.clone())
-                            .build(),
-                    ),
-                    sqs: aws_sdk_sqs::Client::from_conf(
-                        aws_sdk_sqs::config::Builder::from(&self.config)
-                            .interceptor(self.counter.clone())
-                            .region(r)
-                            .build(),
-                    ),
+                    ec2: regional!(aws_sdk_ec2),
+                    kms: regional!(aws_sdk_kms),
+                    cloudtrail: regional!(aws_sdk_cloudtrail),
+                    sns: regional!(aws_sdk_sns),
+                    securityhub: regional!(aws_sdk_securityhub),
+                    eventbridge: regional!(aws_sdk_eventbridge),
+                    sqs: regional!(aws_sdk_sqs),
                 }
             })
             .clone()

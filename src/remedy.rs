@@ -217,6 +217,26 @@ pub fn permission_set_name(role_name: &str) -> Option<&str> {
     (!name.is_empty() && !suffix.is_empty()).then_some(name)
 }
 
+/// Prints a key's policy (GetKeyPolicy takes only the name `default`).
+fn get_key_policy_command(key: &KeyArn) -> String {
+    let k = key.to_string();
+    cmd(&[
+        "aws",
+        "kms",
+        "get-key-policy",
+        "--region",
+        key.region(),
+        "--key-id",
+        &k,
+        "--policy-name",
+        "default",
+        "--query",
+        "Policy",
+        "--output",
+        "text",
+    ])
+}
+
 /// Add one statement to the key policy (for whoever administers the key).
 pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
     let k = key.to_string();
@@ -224,21 +244,7 @@ pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
     let commands = vec![
         format!(
             "{} | jq --argjson s {} '.Statement += [$s]' > key-policy.json",
-            cmd(&[
-                "aws",
-                "kms",
-                "get-key-policy",
-                "--region",
-                key.region(),
-                "--key-id",
-                &k,
-                "--policy-name",
-                "default",
-                "--query",
-                "Policy",
-                "--output",
-                "text"
-            ]),
+            get_key_policy_command(key),
             shell_quote(&stmt)
         ),
         cmd(&[
@@ -407,22 +413,7 @@ pub fn review_deny(principal_arn: Option<&str>, account: &str, key: &KeyArn, in_
         }
     }
     if in_key_policy || commands.is_empty() {
-        let k = key.to_string();
-        commands.push(cmd(&[
-            "aws",
-            "kms",
-            "get-key-policy",
-            "--region",
-            key.region(),
-            "--key-id",
-            &k,
-            "--policy-name",
-            "default",
-            "--query",
-            "Policy",
-            "--output",
-            "text",
-        ]));
+        commands.push(get_key_policy_command(key));
     }
     commands.push(cmd(&[
         "aws",

@@ -85,12 +85,7 @@ fn finding(out: &mut String, f: &Finding, with_policies: bool) {
     if !f.remediations.is_empty() {
         out.push_str("\n  Fix:\n");
         for r in &f.remediations {
-            let _ = writeln!(
-                out,
-                "  - {} on {}",
-                serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-                r.target
-            );
+            let _ = writeln!(out, "  - {} on {}", r.action.as_str().to_owned(), r.target);
             if let (true, Some(doc)) = (with_policies, &r.policy_document) {
                 let pretty = serde_json::to_string_pretty(doc).unwrap_or_default();
                 for line in pretty.lines() {

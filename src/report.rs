@@ -208,6 +208,23 @@ pub enum RemediationAction {
     ReviewDenyStatement,
 }
 
+impl RemediationAction {
+    /// The contract's name for the action (`put-user-policy`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PutUserPolicy => "put-user-policy",
+            Self::PutRolePolicy => "put-role-policy",
+            Self::AddKeyPolicyStatement => "add-key-policy-statement",
+            Self::EnableKey => "enable-key",
+            Self::CancelKeyDeletion => "cancel-key-deletion",
+            Self::UpdatePermissionSet => "update-permission-set",
+            Self::ImportKeyMaterial => "import-key-material",
+            Self::ConnectCustomKeyStore => "connect-custom-key-store",
+            Self::ReviewDenyStatement => "review-deny-statement",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RemediationStatus {
@@ -221,6 +238,18 @@ pub enum RemediationStatus {
     Refused,
     /// An AWS call failed; `note` says which.
     Failed,
+}
+
+impl RemediationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proposed => "proposed",
+            Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// The StartInstances after a verified fix.

@@ -103,10 +103,8 @@ pub fn table(report: &Report, colour: bool) -> String {
             .remediations
             .first()
             .map(|r| {
-                let action =
-                    serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                let status =
-                    serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                let action = r.action.as_str().to_owned();
+                let status = r.status.as_str().to_owned();
                 if status == "proposed" {
                     action
                 } else {

@@ -276,8 +276,7 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
         .remediations
         .first()
         .map(|r| {
-            let action =
-                serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let action = r.action.as_str().to_owned();
             format!(
                 " Fix: {action} on {}{}",
                 r.target,
@@ -377,8 +376,7 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
 fn recommendation_text(f: &Finding) -> String {
     match f.remediations.first() {
         Some(r) => {
-            let action =
-                serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let action = r.action.as_str().to_owned();
             let more = if f.remediations.len() > 1 {
                 format!(" (and {} more)", f.remediations.len() - 1)
             } else {
