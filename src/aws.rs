@@ -31,7 +31,14 @@ pub async fn load_config(region: Option<&str>) -> SdkConfig {
         .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)
-        .retry_config(RetryConfig::adaptive().with_max_attempts(4))
+        // Bounded attempts with exponential backoff and jitter. (Adaptive mode's client-side rate
+        // limiter, starting from no measured rate, held a call ~27 s after two throttles.)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(4)
+                .with_initial_backoff(StdDuration::from_millis(200))
+                .with_max_backoff(StdDuration::from_secs(5)),
+        )
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(StdDuration::from_secs(3))
@@ -93,7 +100,10 @@ impl AwsCloud {
     pub fn new(config: SdkConfig) -> Self {
         let counter = crate::stats::CallCounter::default();
         let iam = aws_sdk_iam::Client::from_conf(
-            aws_sdk_iam::config::Builder::from(&config).interceptor(counter.clone()).build(),
+            aws_sdk_iam::config::Builder::from(&config)
+                .interceptor(counter.clone())
+                .retry_classifier(crate::stats::TooManyRequests)
+                .build(),
         );
         Self { config, counter, iam, clients: Arc::default(), buckets: Arc::default() }
     }
@@ -121,6 +131,7 @@ impl AwsCloud {
                         $sdk::Client::from_conf(
                             $sdk::config::Builder::from(&self.config)
                                 .interceptor(self.counter.clone())
+                                .retry_classifier(crate::stats::TooManyRequests)
                                 .region(r.clone())
                                 .build(),
                         )
@@ -288,14 +299,23 @@ impl AwsCloud {
             }
             match resp.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => return Ok(out),
+                _ => break,
             }
         }
+        // EC2 answers an unknown id with InvalidInstanceID.NotFound, never by leaving it out: an
+        // id missing from a successful answer means the answer was cut short or unreadable.
+        if let Some(absent) = ids.iter().find(|id| !out.iter().any(|i| i.id == **id)) {
+            return Err(other(
+                "ec2:DescribeInstances",
+                format!("the response does not describe {absent} (partial or unreadable answer)"),
+            ));
+        }
+        Ok(out)
     }
-}
 
-impl Cloud for AwsCloud {
-    async fn describe_instances(&self, region: &str, ids: &[String]) -> Result<Vec<Instance>, CallError> {
+    /// DescribeInstances, falling back to one id at a time when one id is unknown; ids EC2 does
+    /// not know are left out.
+    async fn describe_instances_by_id(&self, region: &str, ids: &[String]) -> Result<Vec<Instance>, CallError> {
         match self.describe_instances_page(region, ids).await {
             // One unknown id fails the whole call: ask for each id alone to keep the others.
             Err(e) if e.kind == FailureKind::NotFound && ids.len() > 1 => {
@@ -312,6 +332,12 @@ impl Cloud for AwsCloud {
             Err(e) if e.kind == FailureKind::NotFound => Ok(Vec::new()),
             other => other,
         }
+    }
+}
+
+impl Cloud for AwsCloud {
+    async fn describe_instances(&self, region: &str, ids: &[String]) -> Result<Vec<Instance>, CallError> {
+        self.describe_instances_by_id(region, ids).await
     }
 
     async fn describe_failed_instances(&self, region: &str) -> Result<Vec<Instance>, CallError> {

@@ -275,7 +275,14 @@ async fn describe_volumes<C: Cloud>(
     let mut out = BTreeMap::new();
     for (chunk, result) in results {
         match result {
-            Ok(infos) => out.extend(infos.into_iter().map(|v| (v.volume_id.clone(), v))),
+            Ok(infos) => {
+                // A volume left out of a successful answer: the answer was cut short.
+                for id in chunk.iter().filter(|id| !infos.iter().any(|v| v.volume_id == **id)) {
+                    let reason = "not in the response (partial or unreadable answer)".to_owned();
+                    gaps.note(id, Missing { call: "ec2:DescribeVolumes".to_owned(), target: id.clone(), reason });
+                }
+                out.extend(infos.into_iter().map(|v| (v.volume_id.clone(), v)));
+            }
             Err(e) => {
                 for id in &chunk {
                     gaps.note(
@@ -632,6 +639,19 @@ async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) 
                         })
                         .cloned()
                         .collect();
+                    // Every (action, key) asked about must have an answer.
+                    let unanswered = req.resources.iter().filter(|r| mine.contains(*r)).any(|r| {
+                        actions.iter().any(|a| {
+                            !f.simulations.iter().any(|s| s.resource == *r && s.action.eq_ignore_ascii_case(a))
+                        })
+                    });
+                    if unanswered {
+                        f.missing.push(Missing {
+                            call: "iam:SimulatePrincipalPolicy".to_owned(),
+                            target: req.principal_arn.clone(),
+                            reason: "the response lacks some decisions (partial or unreadable answer)".to_owned(),
+                        });
+                    }
                 }
                 Err(e) => f.missing.push(Missing {
                     call: e.call.to_owned(),

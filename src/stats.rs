@@ -56,3 +56,26 @@ impl Intercept for CallCounter {
 pub fn line(counts: &BTreeMap<String, u64>) -> String {
     serde_json::json!({"api_calls": counts, "total": counts.values().sum::<u64>()}).to_string()
 }
+
+/// Retries a bare HTTP 429 as throttling. The SDK retries 500/502/503/504 and throttling error
+/// codes, but a 429 without a recognised error code (a proxy, a gateway) would otherwise fail
+/// at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TooManyRequests;
+
+impl aws_smithy_runtime_api::client::retries::classifiers::ClassifyRetry for TooManyRequests {
+    fn classify_retry(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::InterceptorContext,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryAction {
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryAction;
+        match ctx.response() {
+            Some(r) if r.status().as_u16() == 429 => RetryAction::throttling_error(),
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "TooManyRequests"
+    }
+}

@@ -83,7 +83,7 @@ pub fn http(method: &str, path: &str, body: Option<&Value>) -> Value {
     let url = emulator_url();
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(hostport).expect("connect to emulator");
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(180))).unwrap();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         stream,
