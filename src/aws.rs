@@ -1,6 +1,6 @@
 //! The AWS adapter: [`Cloud`] on the AWS SDKs. Credentials, region and endpoint come from the
 //! standard aws-config chain, so `AWS_ENDPOINT_URL` points the tool at an emulator with no code
-//! change. Every call has a timeout and bounded, adaptive retries; CloudTrail's LookupEvents is
+//! change. Every call has a timeout and bounded retries with backoff; CloudTrail's LookupEvents is
 //! held to its 2 requests per second per region.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use crate::arn::KeyArn;
 use crate::cloud::{CallError, Cloud, FailureKind, SimulationRequest, TrailEvent, TrailPage, TrailQuery, VolumeInfo};
 use crate::facts::{Attachment, Decision, EndState, Instance, KeyMetadata, KeyState, Simulation, StateReason};
 
-/// Loads the shared SDK configuration: one HTTPS client (rustls + ring), adaptive retries,
+/// Loads the shared SDK configuration: one HTTPS client (rustls + ring), bounded retries,
 /// and timeouts so that an unreachable endpoint fails in seconds, not minutes.
 pub async fn load_config(region: Option<&str>) -> SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
