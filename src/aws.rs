@@ -12,7 +12,6 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
@@ -201,8 +200,15 @@ where
                     format!("could not reach the endpoint: {chain}")
                 }
             }
-            SdkError::ResponseError(_) => format!("unreadable response: {}", DisplayErrorContext(&err)),
-            _ => DisplayErrorContext(&err).to_string(),
+            // No error code: say what the answer was, not the SDK's debug dump of it.
+            SdkError::ResponseError(_) | SdkError::ServiceError(_) => {
+                match err.raw_response().map(|r| r.status().as_u16()) {
+                    Some(status) if (200..300).contains(&status) => format!("unreadable response (HTTP {status})"),
+                    Some(status) => format!("HTTP {status} with no error code"),
+                    None => format!("unreadable response: {}", error_chain(&err)),
+                }
+            }
+            _ => error_chain(&err),
         },
     };
     CallError { call, kind, message: one_line(&message) }
@@ -402,7 +408,7 @@ impl Cloud for AwsCloud {
             .filter_map(|v| {
                 Some(VolumeInfo {
                     volume_id: v.volume_id()?.to_owned(),
-                    encrypted: v.encrypted().unwrap_or(false),
+                    encrypted: v.encrypted(),
                     kms_key_id: v.kms_key_id().map(str::to_owned),
                 })
             })
@@ -553,6 +559,16 @@ impl Cloud for AwsCloud {
     }
 }
 
+/// Query-protocol answers (IAM, SNS) end with their request id: without it, the body was cut
+/// short and whatever was parsed from it cannot be trusted.
+fn complete<T: aws_sdk_iam::operation::RequestId>(call: &'static str, out: T) -> Result<T, CallError> {
+    if out.request_id().is_some_and(|id| !id.is_empty()) {
+        Ok(out)
+    } else {
+        Err(other(call, "the response was cut short (no request id at its end)"))
+    }
+}
+
 fn other(call: &'static str, message: impl Into<String>) -> CallError {
     CallError { call, kind: FailureKind::Other, message: message.into() }
 }
@@ -643,7 +659,8 @@ impl crate::cloud::Effects for AwsCloud {
                 .map_err(|e| other("sns:Publish", e.to_string()))?;
             req = req.message_attributes(*k, value);
         }
-        let resp = req.send().await.map_err(|e| call_error("sns:Publish", e))?;
+        let resp =
+            req.send().await.map_err(|e| call_error("sns:Publish", e)).and_then(|r| complete("sns:Publish", r))?;
         resp.message_id().map(str::to_owned).ok_or_else(|| other("sns:Publish", "response has no MessageId"))
     }
 
@@ -737,7 +754,8 @@ impl crate::cloud::IamWrites for AwsCloud {
                         .set_marker(marker.take())
                         .send()
                         .await
-                        .map_err(|e| call_error("iam:ListUserTags", e))?;
+                        .map_err(|e| call_error("iam:ListUserTags", e))
+                        .and_then(|r| complete("iam:ListUserTags", r))?;
                     (
                         r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(),
                         r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten(),
@@ -751,7 +769,8 @@ impl crate::cloud::IamWrites for AwsCloud {
                         .set_marker(marker.take())
                         .send()
                         .await
-                        .map_err(|e| call_error("iam:ListRoleTags", e))?;
+                        .map_err(|e| call_error("iam:ListRoleTags", e))
+                        .and_then(|r| complete("iam:ListRoleTags", r))?;
                     (
                         r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(),
                         r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten(),
@@ -780,7 +799,8 @@ impl crate::cloud::IamWrites for AwsCloud {
                         .set_marker(marker.take())
                         .send()
                         .await
-                        .map_err(|e| call_error("iam:ListUserPolicies", e))?;
+                        .map_err(|e| call_error("iam:ListUserPolicies", e))
+                        .and_then(|r| complete("iam:ListUserPolicies", r))?;
                     (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
                 }
                 Principal::Role(n) => {
@@ -791,7 +811,8 @@ impl crate::cloud::IamWrites for AwsCloud {
                         .set_marker(marker.take())
                         .send()
                         .await
-                        .map_err(|e| call_error("iam:ListRolePolicies", e))?;
+                        .map_err(|e| call_error("iam:ListRolePolicies", e))
+                        .and_then(|r| complete("iam:ListRolePolicies", r))?;
                     (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
                 }
             };
@@ -811,7 +832,7 @@ impl crate::cloud::IamWrites for AwsCloud {
         use crate::cloud::Principal;
         let doc = match principal {
             Principal::User(n) => match self.iam.get_user_policy().user_name(n).policy_name(name).send().await {
-                Ok(r) => Some(r.policy_document().to_owned()),
+                Ok(r) => Some(complete("iam:GetUserPolicy", r)?.policy_document().to_owned()),
                 Err(e) => {
                     let e = call_error("iam:GetUserPolicy", e);
                     if e.kind == FailureKind::NotFound {
@@ -822,7 +843,7 @@ impl crate::cloud::IamWrites for AwsCloud {
                 }
             },
             Principal::Role(n) => match self.iam.get_role_policy().role_name(n).policy_name(name).send().await {
-                Ok(r) => Some(r.policy_document().to_owned()),
+                Ok(r) => Some(complete("iam:GetRolePolicy", r)?.policy_document().to_owned()),
                 Err(e) => {
                     let e = call_error("iam:GetRolePolicy", e);
                     if e.kind == FailureKind::NotFound {
@@ -853,7 +874,8 @@ impl crate::cloud::IamWrites for AwsCloud {
                     .policy_document(document)
                     .send()
                     .await
-                    .map_err(|e| call_error("iam:PutUserPolicy", e))?;
+                    .map_err(|e| call_error("iam:PutUserPolicy", e))
+                    .and_then(|r| complete("iam:PutUserPolicy", r))?;
             }
             Principal::Role(n) => {
                 self.iam
@@ -863,7 +885,8 @@ impl crate::cloud::IamWrites for AwsCloud {
                     .policy_document(document)
                     .send()
                     .await
-                    .map_err(|e| call_error("iam:PutRolePolicy", e))?;
+                    .map_err(|e| call_error("iam:PutRolePolicy", e))
+                    .and_then(|r| complete("iam:PutRolePolicy", r))?;
             }
         }
         Ok(())
@@ -878,12 +901,18 @@ impl crate::cloud::IamWrites for AwsCloud {
             .send()
             .await
             .map_err(|e| call_error("ec2:StartInstances", e))?;
-        Ok(r.starting_instances()
-            .first()
+        r.starting_instances()
+            .iter()
+            .find(|i| i.instance_id() == Some(instance_id))
             .and_then(|i| i.current_state())
             .and_then(|s| s.name())
             .map(|n| n.as_str().to_owned())
-            .unwrap_or_else(|| "unknown".to_owned()))
+            .ok_or_else(|| {
+                other(
+                    "ec2:StartInstances",
+                    "the response does not say the instance is starting (partial or unreadable answer)",
+                )
+            })
     }
 }
 

@@ -38,7 +38,8 @@ pub struct CallError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
     pub volume_id: String,
-    pub encrypted: bool,
+    /// `None` when the answer did not say (EC2 always does: the answer was cut short).
+    pub encrypted: Option<bool>,
     pub kms_key_id: Option<String>,
 }
 

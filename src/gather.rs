@@ -316,10 +316,18 @@ fn volumes_of(instance: &Instance, infos: &BTreeMap<String, VolumeInfo>, gaps: &
                     })
                     .ok()
             });
+            if info.is_some_and(|v| v.encrypted.is_none()) {
+                let reason =
+                    "the response does not say whether it is encrypted (partial or unreadable answer)".to_owned();
+                gaps.note(
+                    &a.volume_id,
+                    Missing { call: "ec2:DescribeVolumes".to_owned(), target: a.volume_id.clone(), reason },
+                );
+            }
             Volume {
                 volume_id: a.volume_id.clone(),
                 device: a.device.clone(),
-                encrypted: info.map(|v| v.encrypted),
+                encrypted: info.and_then(|v| v.encrypted),
                 kms_key_arn,
             }
         })

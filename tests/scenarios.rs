@@ -120,6 +120,27 @@ async fn article_scenario_needs_at_most_seven_calls() {
 }
 
 #[tokio::test]
+async fn a_bare_key_id_on_the_volume_is_reported_as_an_arn() {
+    let s = Scenario::new("barekey").await;
+    let key = s.key(None).await;
+    let bare = key.rsplit('/').next().unwrap().to_owned();
+    let user_arn = s.user("barekey-dev", &[("ec2-full", ec2_full_access())]).await;
+    let instance = s.instance(&[Some(&bare)]).await;
+    s.fail_launch(&instance, "stopped");
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "barekey-dev"),
+        Duration::minutes(2),
+    )]);
+    let (_, report, _) = s.diagnose(&[&instance]);
+    let f = only_finding(&report);
+    assert_eq!(f["volumes"][0]["kms_key_arn"], key.as_str());
+    assert_eq!(f["keys"][0]["arn"], key.as_str());
+    assert_eq!(cause_codes(f), ["caller-lacks-create-grant"]);
+}
+
+#[tokio::test]
 async fn text_format_reads_as_a_diagnosis() {
     let a = article("text").await;
     let out = run_tool(
@@ -652,3 +673,6 @@ mod lambda;
 
 #[path = "scenarios/scan.rs"]
 mod scan;
+
+#[path = "scenarios/faults.rs"]
+mod faults;
