@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 fn tool() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kms-launch-doctor"));
-    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_LAMBDA_RUNTIME_API"] {
+    for var in
+        ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_LAMBDA_RUNTIME_API"]
+    {
         cmd.env_remove(var);
     }
     // Nothing answers here: neither the API endpoint nor instance metadata (never the real one).
@@ -23,7 +25,8 @@ fn tool() -> Command {
 #[test]
 fn no_credentials_fail_fast_with_one_line() {
     let started = Instant::now();
-    let out = tool().args(["diagnose", "--region", "eu-west-1", "--instance-id", "i-0123456789abcdef0"]).output().unwrap();
+    let out =
+        tool().args(["diagnose", "--region", "eu-west-1", "--instance-id", "i-0123456789abcdef0"]).output().unwrap();
     let elapsed = started.elapsed();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -972,7 +972,9 @@ fn unreachable_path() -> Observed {
     };
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
-    let cases: [(&str, u16, &[(&str, &str)], &str, Duration); 3] = [
+    /// (what the endpoint does, its port, extra environment, timeouts in force, time bound)
+    type Case<'a> = (&'a str, u16, &'a [(&'a str, &'a str)], &'a str, Duration);
+    let cases: [Case; 3] = [
         ("connection refused", refused, &[], "default", UNREACHABLE_BOUND),
         ("accepts, never answers", silent_port, TIMEOUT_ENV, "attempt 1 s, operation 3 s", UNREACHABLE_BOUND),
         ("accepts, never answers", silent_port, &[], "default", UNREACHABLE_DEFAULT_BOUND),
