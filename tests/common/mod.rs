@@ -78,24 +78,50 @@ pub fn emulator_url() -> &'static str {
     })
 }
 
-/// A minimal HTTP/1.1 JSON client for the emulator's control routes.
+/// A minimal HTTP/1.1 JSON client for the emulator's control routes. The response is read up
+/// to its Content-Length (not to the end of the connection, which a keep-alive server may hold
+/// open); a stuck request fails with its route named.
 pub fn http(method: &str, path: &str, body: Option<&Value>) -> Value {
     let url = emulator_url();
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(hostport).expect("connect to emulator");
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(180))).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
         payload.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    let mut length: Option<usize> = None;
+    loop {
+        let mut line = String::new();
+        let n =
+            reader.read_line(&mut line).unwrap_or_else(|e| panic!("{method} {path}: no answer from the emulator: {e}"));
+        if n == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok();
+            }
+        }
+        head.push_str(&line);
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            reader.read_exact(&mut body).unwrap_or_else(|e| panic!("{method} {path}: body cut short: {e}"));
+        }
+        None => {
+            reader.read_to_end(&mut body).unwrap_or_else(|e| panic!("{method} {path}: body not ended: {e}"));
+        }
+    }
+    let body = String::from_utf8_lossy(&body);
     assert!(head.starts_with("HTTP/1.1 2") || head.starts_with("HTTP/1.0 2"), "{method} {path} failed: {head}\n{body}");
-    serde_json::from_str(body).unwrap_or(Value::Null)
+    serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
