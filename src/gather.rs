@@ -188,8 +188,10 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
         volumes.push(vols);
     }
     let keys: Vec<KeyArn> = keys.into_iter().collect();
-    let key_facts: Vec<(KeyFacts, Vec<Missing>)> =
-        stream::iter(keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect().await;
+    // The keys and CloudTrail do not depend on each other: ask both at once.
+    let key_work = stream::iter(keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect();
+    let (key_facts, trails): (Vec<(KeyFacts, Vec<Missing>)>, Vec<Trail>) =
+        tokio::join!(key_work, trail_evidence(cloud, &candidates, &volumes, opts));
     let mut key_map = BTreeMap::new();
     for (facts, missing) in key_facts {
         for m in missing {
@@ -197,8 +199,6 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
         }
         key_map.insert(facts.arn.clone(), facts);
     }
-
-    let trails = trail_evidence(cloud, &candidates, &volumes, opts).await;
 
     let mut all_facts: Vec<Facts> = candidates
         .into_iter()
