@@ -519,7 +519,9 @@ class TemplateTest(unittest.TestCase):
         (event,) = fn["Properties"]["Events"].values()
         self.assertEqual(event["Type"], "SQS")
         props = event["Properties"]
-        self.assertEqual(int(props["BatchSize"]), 10)
+        # A storm is diagnosed in few invocations that share CloudTrail pages (BENCHMARKS.md).
+        self.assertGreaterEqual(int(props["BatchSize"]), 50)
+        self.assertGreaterEqual(int(props["MaximumBatchingWindowInSeconds"]), 1)
         self.assertIn("ReportBatchItemFailures", props["FunctionResponseTypes"])
 
     # --- Function -----------------------------------------------------------------------------
