@@ -74,3 +74,36 @@ build: $(LINT_STAMP)
 ## First deployment: asks for the stack name, region and parameters and saves them to samconfig.toml.
 deploy: build
 	$(SAM) deploy --guided
+
+# --- Benchmarks (not part of .ci/run) ------------------------------------------------------------
+# `make bench` measures on this machine and writes BENCHMARKS.md: API calls per diagnosis, a storm
+# of 200 failures (scan and one SQS batch), process and start-up times, criterion benches of the
+# pure core, artifact sizes, and Cloud Custodian side by side. It reuses target/ (cold, the builds
+# alone take ~50 minutes here; warm it finishes in a few). A third venv holds the peer (c7n) and
+# cargo-lambda for the arm64 build: bench/requirements.txt.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cksum < bench/requirements.txt | cut -d' ' -f1)
+
+.PHONY: bench bench-profiles
+
+$(BENCH_STAMP): bench/requirements.txt
+	rm -rf $(BENCH_VENV)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+## Benchmarks -> BENCHMARKS.md (builds only what is missing or stale, then measures: ~5 minutes warm).
+bench: $(STAMP) $(BENCH_STAMP)
+	export KLD_BENCH_STARTED=$$(date +%s); \
+	$(PYTHON) bench/steps.py build; \
+	$(PYTHON) bench/steps.py criterion; \
+	$(PYTHON) bench/steps.py artifacts; \
+	$(EMULATOR) $(PY) bench/run.py; \
+	$(PYTHON) bench/render.py
+
+## The release profile's trade-off (opt-level, LTO, codegen units, panic): four cold release builds
+## into target/kld-*/ (~1.5 hours here), then timed against the emulator; BENCHMARKS.md re-rendered.
+bench-profiles: $(STAMP)
+	$(PYTHON) bench/profiles.py build
+	$(EMULATOR) $(PY) bench/profiles.py measure
+	$(PYTHON) bench/render.py

@@ -1,0 +1,819 @@
+"""`make bench`, the part that needs the AWS emulator: API calls per diagnosis, concurrency,
+whole-process time of `diagnose`, Lambda start-up, a storm of 200 failures (`scan` and one SQS
+batch), and Cloud Custodian side by side over the same 200 instances.
+
+Runs under ``tests/emulator.py run --`` (which sets AWS_ENDPOINT_URL, KLD_EMULATOR_URL and fake
+credentials; nothing here talks to real AWS) and writes one JSON file of raw figures, which
+bench/render.py turns into BENCHMARKS.md:
+
+    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/run.py \
+        --bin target/release/kms-launch-doctor --custodian .venv-bench/bin/custodian \
+        --out bench/results/run.json
+
+Seeding follows tests/demo.py (boto3 against moto, plus the emulator's /_kld/ control routes)
+and, for the storm, tests/scenarios/lambda.rs. Call counts come from the tool's own SDK
+interceptor (KLD_CALL_STATS=1) and are cross-checked against what the emulator recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runtime_api import RuntimeApi  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "123456789012"
+AMI = "ami-12c6146b"
+FAILURE = {"code": "Client.InternalError", "message": "Client.InternalError: Client error on launch"}
+
+# One region per scenario, so that call counts and CloudTrail windows never mix.
+REGION_ARTICLE = "eu-west-1"
+REGION_TWO_KEYS = "eu-west-2"
+REGION_ROLE = "eu-west-3"
+REGION_STORM = "ap-south-1"
+STORM_SIZE = 200
+REGION_NOISY = "ap-northeast-1"
+NOISE_GRANTS, NOISE_STARTS = 1000, 300
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- The emulator's control routes ----------------------------------------------------------
+
+def http(method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(os.environ["KLD_EMULATOR_URL"] + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.load(resp)
+
+
+def recorded_calls() -> list[dict]:
+    return http("GET", "/_kld/calls")["calls"]
+
+
+def reset_calls() -> None:
+    http("POST", "/_kld/calls/reset", {})
+
+
+def call_counts(calls: list[dict]) -> dict[str, int]:
+    return dict(sorted(Counter(f"{c['service']}:{c['action']}" for c in calls).items()))
+
+
+def stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- Seeding ----------------------------------------------------------------------------------
+
+def clients(region: str) -> tuple[Any, Any, Any]:
+    return (boto3.client("iam", region_name=region), boto3.client("kms", region_name=region),
+            boto3.client("ec2", region_name=region))
+
+
+EC2_FULL = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]})
+
+
+def user_identity(arn: str, name: str) -> dict:
+    return {"type": "IAMUser", "principalId": "AIDACKCEVSQ6C2EXAMPLE", "arn": arn, "accountId": ACCOUNT,
+            "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "userName": name}
+
+
+def role_identity(role_arn: str, role_name: str, session: str) -> dict:
+    return {"type": "AssumedRole", "principalId": f"AROAEXAMPLE:{session}",
+            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{session}", "accountId": ACCOUNT,
+            "accessKeyId": "ASIAEXAMPLE",
+            "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAEXAMPLE", "arn": role_arn,
+                                                 "accountId": ACCOUNT, "userName": role_name},
+                               "attributes": {"creationDate": stamp(datetime.now(UTC) - timedelta(minutes=30)),
+                                              "mfaAuthenticated": "false"}}}
+
+
+def launch_record(region: str, instance: str, identity: dict, at: datetime) -> dict:
+    return {"eventVersion": "1.09", "userIdentity": identity, "eventTime": stamp(at),
+            "eventSource": "ec2.amazonaws.com", "eventName": "StartInstances", "awsRegion": region,
+            "sourceIPAddress": "203.0.113.10", "userAgent": "aws-cli/2.15.0",
+            "requestParameters": {"instancesSet": {"items": [{"instanceId": instance}]}},
+            "responseElements": {"instancesSet": {"items": [{"instanceId": instance,
+                                                             "currentState": {"code": 0, "name": "pending"},
+                                                             "previousState": {"code": 80, "name": "stopped"}}]}},
+            "requestID": str(uuid.uuid4()), "eventID": str(uuid.uuid4()), "readOnly": False,
+            "eventType": "AwsApiCall", "managementEvent": True, "recipientAccountId": ACCOUNT,
+            "eventCategory": "Management"}
+
+
+def denied_grant(region: str, key_arn: str, identity: dict, caller_arn: str, at: datetime) -> dict:
+    return {"eventVersion": "1.09", "userIdentity": identity, "eventTime": stamp(at),
+            "eventSource": "kms.amazonaws.com", "eventName": "CreateGrant", "awsRegion": region,
+            "sourceIPAddress": "ec2.amazonaws.com", "userAgent": "ec2.amazonaws.com", "errorCode": "AccessDenied",
+            "errorMessage": f"User: {caller_arn} is not authorized to perform: kms:CreateGrant on resource: {key_arn} "
+                            "because no identity-based policy allows the kms:CreateGrant action",
+            "requestParameters": {"keyId": key_arn, "granteePrincipal": "ec2.amazonaws.com", "constraints": {}},
+            "responseElements": None, "requestID": str(uuid.uuid4()), "eventID": str(uuid.uuid4()),
+            "readOnly": False, "resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": key_arn}],
+            "eventType": "AwsApiCall", "managementEvent": True, "recipientAccountId": ACCOUNT}
+
+
+def fail_launch(region: str, instance: str) -> None:
+    http("POST", "/_kld/ec2/launch-failure", {"region": region, "instance_id": instance, "state": "stopped", **FAILURE})
+
+
+def run_instance(ec2: Any, keys: list[str]) -> str:
+    mappings = [{"DeviceName": f"/dev/xvd{chr(ord('a') + i)}", "Ebs": {"VolumeSize": 8, "Encrypted": True, "KmsKeyId": k}}
+                for i, k in enumerate(keys)]
+    return ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                             BlockDeviceMappings=mappings)["Instances"][0]["InstanceId"]
+
+
+def seed_user_scenario(region: str, user: str, n_keys: int) -> dict:
+    """The article's scenario (n_keys=1): IAM user with EC2 full access starts an instance whose
+    volumes are encrypted with customer managed keys it may not kms:CreateGrant on."""
+    iam, kms, ec2 = clients(region)
+    arn = iam.create_user(UserName=user)["User"]["Arn"]
+    iam.put_user_policy(UserName=user, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
+    keys = [kms.create_key(Description=f"EBS volume key {i}")["KeyMetadata"]["Arn"] for i in range(n_keys)]
+    instance = run_instance(ec2, keys)
+    fail_launch(region, instance)
+    started = datetime.now(UTC) - timedelta(minutes=4)
+    identity = user_identity(arn, user)
+    events = [launch_record(region, instance, identity, started)]
+    events += [denied_grant(region, k, identity, arn, started + timedelta(seconds=2)) for k in keys]
+    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": events})
+    return {"region": region, "instance_id": instance, "principal": arn, "keys": keys}
+
+
+def seed_role_scenario(region: str, role: str) -> dict:
+    """An assumed-role caller: the fix belongs on the role, not on the session."""
+    iam, kms, ec2 = clients(region)
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                                                                "Action": "sts:AssumeRole"}]})
+    arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
+    key = kms.create_key(Description="EBS volume key")["KeyMetadata"]["Arn"]
+    instance = run_instance(ec2, [key])
+    fail_launch(region, instance)
+    started = datetime.now(UTC) - timedelta(minutes=4)
+    identity = role_identity(arn, role, "deploy-session")
+    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": [
+        launch_record(region, instance, identity, started),
+        denied_grant(region, key, identity, identity["arn"], started + timedelta(seconds=2)),
+    ]})
+    return {"region": region, "instance_id": instance, "principal": arn, "keys": [key]}
+
+
+def seed_storm(region: str, user: str) -> dict:
+    """200 failed launches in one region on one key, launched by one user within ~40 minutes
+    (as tests/scenarios/lambda.rs a_storm_of_200_failures_is_diagnosed_within_cloudtrail_limits)."""
+    iam, kms, ec2 = clients(region)
+    arn = iam.create_user(UserName=user)["User"]["Arn"]
+    iam.put_user_policy(UserName=user, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
+    key = kms.create_key(Description="storm key")["KeyMetadata"]["Arn"]
+    ids: list[str] = []
+    for _ in range(STORM_SIZE // 100):
+        run = ec2.run_instances(ImageId=AMI, MinCount=100, MaxCount=100, InstanceType="t3.micro",
+                                BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
+                                                      "Ebs": {"VolumeSize": 8, "Encrypted": True, "KmsKeyId": key}}])
+        ids += [i["InstanceId"] for i in run["Instances"]]
+    identity = user_identity(arn, user)
+    now = datetime.now(UTC)
+    events = []
+    for n, instance in enumerate(ids):
+        fail_launch(region, instance)
+        ago = timedelta(minutes=1 + n % 40)
+        events.append(launch_record(region, instance, identity, now - ago))
+        events.append(denied_grant(region, key, identity, arn, now - ago + timedelta(seconds=2)))
+    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": events})
+    return {"region": region, "instance_ids": ids, "principal": arn, "keys": [key]}
+
+
+def seed_background(region: str, key_arn: str, grants: int, starts: int) -> dict:
+    """Unrelated CloudTrail traffic in the same hour: successful CreateGrant calls (every launch
+    or attach of an encrypted volume makes one) and StartInstances of healthy instances. The
+    tool queries by event name and matches locally, so these cost pages (50 records each)."""
+    now = datetime.now(UTC)
+    ident = user_identity(f"arn:aws:iam::{ACCOUNT}:user/ops", "ops")
+    events = []
+    for n in range(grants):
+        at = now - timedelta(seconds=30 + (n * 2917) % 3000)
+        events.append({**denied_grant(region, key_arn, ident, ident["arn"], at), "errorCode": None, "errorMessage": None,
+                       "responseElements": {"grantId": uuid.uuid4().hex, "keyId": key_arn}})
+    for n in range(starts):
+        at = now - timedelta(seconds=30 + (n * 1931) % 3000)
+        events.append(launch_record(region, f"i-{n:017x}", ident, at))
+    for e in events:
+        if e.get("errorCode") is None:
+            e.pop("errorCode", None)
+            e.pop("errorMessage", None)
+    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": events})
+    return {"grants": grants, "starts": starts}
+
+
+# --- Running processes ------------------------------------------------------------------------
+
+@dataclass
+class Proc:
+    argv: list[str]
+    rc: int
+    wall: float
+    maxrss_kb: int
+    stdout: str
+    stderr: str
+    extra: dict = field(default_factory=dict)
+
+
+def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    for k in ("AWS_LAMBDA_RUNTIME_API", "AWS_PROFILE", "RUST_LOG", "LOG_LEVEL"):
+        env.pop(k, None)
+    env.update({"KLD_CALL_STATS": "1", "NO_COLOR": "1", "AWS_EC2_METADATA_DISABLED": "true"})
+    env.update(extra or {})
+    return env
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+def vm_hwm_kb(pid: int) -> int | None:
+    """The process's own peak RSS so far (VmHWM: per address space, so it starts afresh at exec)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def rss_method() -> str:
+    return "GNU time %M" if Path(GNU_TIME).exists() else "VmHWM polled every 5 ms"
+
+
+def run_process(argv: list[str], env: dict[str, str], timeout: float = 600) -> Proc:
+    """Runs argv to completion: wall time from just before exec to its exit, and its peak RSS.
+
+    Not wait4's rusage of the child: Linux carries the forking process's high-water mark across
+    exec into ru_maxrss, so a child of this Python process would report at least the Python
+    process's RSS. GNU time (fork from a small process, then wait4) reports the command's own;
+    without it, /proc/<pid>/status VmHWM is polled (a peak in the last 5 ms could be missed)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        use_time = Path(GNU_TIME).exists()
+        full = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv] if use_time else argv
+        peak = [0]
+        t0 = time.perf_counter()
+        p = subprocess.Popen(full, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                v = vm_hwm_kb(p.pid)
+                if v:
+                    peak[0] = max(peak[0], v)
+                done.wait(0.005)
+
+        poller = None if use_time else threading.Thread(target=poll, daemon=True)
+        if poller:
+            poller.start()
+        try:
+            rc = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+        wall = time.perf_counter() - t0
+        done.set()
+        if use_time:
+            lines = [ln for ln in Path(rss_file.name).read_text().splitlines() if ln.strip().isdigit()]
+            peak[0] = int(lines[-1]) if lines else 0
+        out.seek(0)
+        err.seek(0)
+        return Proc(argv, rc, wall, peak[0], out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+def stats_line(text: str) -> dict | None:
+    """The tool's call counts: the CLI's `{"api_calls": ..., "total": N}` on stderr, or Lambda's
+    `{"message": "api calls", "stats": {...}}` on stdout (the last one)."""
+    found = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(v, dict) and "api_calls" in v:
+            found = v
+        elif isinstance(v, dict) and v.get("message") == "api calls":
+            found = v.get("stats")
+    return found
+
+
+def summary(values: list[float]) -> dict:
+    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": values}
+
+
+def lookup_windows(calls: list[dict]) -> int:
+    """The most LookupEvents calls the emulator received within any one second."""
+    times = sorted(c["time"] for c in calls if c["action"] == "LookupEvents")
+    return max((sum(1 for u in times[i:] if u < t + 1.0) for i, t in enumerate(times)), default=0)
+
+
+def lookup_min_gap(calls: list[dict]) -> float | None:
+    """The shortest time between two LookupEvents calls as the emulator received them."""
+    times = sorted(c["time"] for c in calls if c["action"] == "LookupEvents")
+    return min((b - a for a, b in zip(times, times[1:])), default=None)
+
+
+def settle_throttle() -> None:
+    """CloudTrail's 2 requests/s bucket (the emulator enforces it like AWS) refills in 1 s: start
+    every measured run as a user's first run would."""
+    time.sleep(1.1)
+
+
+# --- Measurements -----------------------------------------------------------------------------
+
+def diagnose_argv(binary: str, s: dict) -> list[str]:
+    return [binary, "diagnose", "--instance-id", s["instance_id"], "--region", s["region"], "--format", "json"]
+
+
+def measure_calls(binary: str, name: str, s: dict) -> dict:
+    settle_throttle()
+    reset_calls()
+    p = run_process(diagnose_argv(binary, s), tool_env())
+    emulated = recorded_calls()
+    report = json.loads(p.stdout)
+    finding = report["findings"][0]
+    tool = stats_line(p.stderr) or {}
+    return {
+        "scenario": name,
+        "command": "KLD_CALL_STATS=1 " + shlex.join(["kms-launch-doctor", *p.argv[1:]]),
+        "rc": p.rc,
+        "interceptor": tool.get("api_calls", {}),
+        "total": tool.get("total"),
+        "emulator": call_counts(emulated),
+        "emulator_total": len(emulated),
+        "cause": [c["code"] for c in finding["causes"]],
+        "caller": (finding.get("launch") or {}).get("caller", {}).get("principal_arn"),
+        "fix": [r["action"] for r in finding["remediations"]],
+        "keys": len(finding["keys"]),
+    }
+
+
+def measure_waves(binary: str, s: dict, delay: float) -> dict:
+    """Every call delayed by `delay` s in the emulator: calls arriving together are concurrent,
+    and the number of waves is the critical path in round trips."""
+    settle_throttle()
+    http("POST", "/_kld/faults", {"kind": "delay", "delay_seconds": delay})
+    try:
+        reset_calls()
+        p = run_process(diagnose_argv(binary, s), tool_env())
+        calls = recorded_calls()
+    finally:
+        http("DELETE", "/_kld/faults")
+    calls.sort(key=lambda c: c["time"])
+    waves: list[list[dict]] = []
+    for c in calls:
+        if waves and c["time"] - waves[-1][0]["time"] < delay / 2:
+            waves[-1].append(c)
+        else:
+            waves.append([c])
+    t0 = calls[0]["time"] if calls else 0.0
+    return {
+        "delay_seconds": delay,
+        "wall": p.wall,
+        "waves": [{"at": round(w[0]["time"] - t0, 3), "calls": [f"{c['service']}:{c['action']}" for c in w]}
+                  for w in waves],
+    }
+
+
+def measure_diagnose_time(binary: str, s: dict, runs: int) -> dict:
+    argv = diagnose_argv(binary, s)
+    settle_throttle()
+    run_process(argv, tool_env())  # warm-up (not counted)
+    walls, rss, totals = [], [], []
+    for _ in range(runs):
+        settle_throttle()
+        p = run_process(argv, tool_env())
+        assert p.rc == 0, p.stderr
+        walls.append(p.wall)
+        rss.append(p.maxrss_kb)
+        totals.append((stats_line(p.stderr) or {}).get("total"))
+    return {"command": shlex.join(["kms-launch-doctor", *argv[1:]]), "wall": summary(walls),
+            "maxrss_kb": summary(rss), "calls_per_run": sorted(set(t for t in totals if t is not None))}
+
+
+def lambda_env(api: RuntimeApi, region: str) -> dict[str, str]:
+    return tool_env({
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "AWS_LAMBDA_FUNCTION_NAME": "kms-launch-doctor",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_REGION": region,
+    })
+
+
+def run_lambda(binary: str, events: list[Any], region: str, timeout: float = 300,
+               env_extra: dict[str, str] | None = None) -> Proc:
+    """Starts the binary in Lambda mode against a Runtime API stub serving `events`; returns once
+    every invocation has an outcome (or, with no events, once it asked for the first one), after
+    stopping it. `extra` has the stub's timings relative to exec."""
+    with RuntimeApi(events) as api, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        env = {**lambda_env(api, region), **(env_extra or {})}
+        t0 = time.perf_counter()
+        p = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        waited = api.first_next_seen if not events else api.all_done
+        finished = waited.wait(timeout)
+        t_done = time.perf_counter()
+        peak = vm_hwm_kb(p.pid) or 0  # alive until now: its own high-water mark, exactly
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        out.seek(0)
+        err.seek(0)
+        extra = {
+            "finished": finished,
+            "startup": (api.first_next - t0) if api.first_next is not None else None,
+            "invocations": [{"request_id": rid, "seconds": api.completed[rid] - api.delivered[rid],
+                             "outcome": api.outcomes[rid][0], "body": api.outcomes[rid][1]}
+                            for rid in sorted(api.completed) if rid in api.delivered],
+        }
+        return Proc([binary], p.returncode, t_done - t0, peak, out.read().decode(errors="replace"),
+                    err.read().decode(errors="replace"), extra)
+
+
+def measure_startup(binary: str, runs: int) -> dict:
+    values = []
+    for _ in range(runs):
+        p = run_lambda(binary, [], "us-east-1", timeout=30)
+        assert p.extra["startup"] is not None, p.stdout + p.stderr
+        values.append(p.extra["startup"])
+    return {"what": "exec to the first GET /2018-06-01/runtime/invocation/next", "seconds": summary(values)}
+
+
+def eventbridge_event(instance: str, region: str) -> dict:
+    e = json.loads((ROOT / "events" / "stopped.json").read_text())
+    e["id"] = str(uuid.uuid4())
+    e["detail"] = {"instance-id": instance, "state": "stopped"}
+    e["region"] = region
+    e["time"] = stamp(datetime.now(UTC))
+    e["resources"] = [f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{instance}"]
+    return e
+
+
+def sqs_batch(instances: list[str], region: str) -> dict:
+    batch = json.loads((ROOT / "events" / "sqs-batch.json").read_text())
+    template = batch["Records"][0]
+    records = []
+    for i, instance in enumerate(instances):
+        r = json.loads(json.dumps(template))
+        r["messageId"] = f"msg-{i}-{instance}"
+        r["body"] = json.dumps(eventbridge_event(instance, region))
+        r["awsRegion"] = region
+        records.append(r)
+    batch["Records"] = records
+    return batch
+
+
+def finding_lines(stdout: str) -> list[dict]:
+    out = []
+    for line in stdout.splitlines():
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(v, dict) and v.get("message") == "finding":
+            out.append(v["finding"])
+    return out
+
+
+def measure_sqs(binary: str, storm: dict, size: int, runs: int) -> dict:
+    region = storm["region"]
+    results = []
+    for _ in range(runs):
+        settle_throttle()
+        reset_calls()
+        p = run_lambda(binary, [sqs_batch(storm["instance_ids"][:size], region)], region)
+        calls = recorded_calls()
+        inv = p.extra["invocations"][0] if p.extra["invocations"] else {}
+        findings = finding_lines(p.stdout)
+        results.append({
+            "finished": p.extra["finished"],
+            "outcome": inv.get("outcome"),
+            "batch_item_failures": len((inv.get("body") or {}).get("batchItemFailures", [])) if isinstance(inv.get("body"), dict) else None,
+            "invocation_seconds": inv.get("seconds"),
+            "exec_to_response_seconds": p.wall,
+            "maxrss_kb": p.maxrss_kb,
+            "findings": len(findings),
+            "causes": dict(Counter(f["causes"][0]["code"] for f in findings if f.get("causes"))),
+            "interceptor": (stats_line(p.stdout) or {}).get("api_calls", {}),
+            "total": (stats_line(p.stdout) or {}).get("total"),
+            "emulator": call_counts(calls),
+            "lookup_events_max_per_second": lookup_windows(calls),
+            "lookup_events_min_gap_seconds": lookup_min_gap(calls),
+        })
+    first = results[0]
+    return {
+        "records": size,
+        "command": f"Lambda mode (AWS_LAMBDA_RUNTIME_API=<stub>, 256 MB) invoked with one SQS event of {size} record(s)",
+        "runs": results,
+        "invocation_seconds": summary([r["invocation_seconds"] for r in results if r["invocation_seconds"] is not None]),
+        "maxrss_kb": summary([r["maxrss_kb"] for r in results]),
+        "interceptor": first["interceptor"],
+        "total": first["total"],
+        "emulator": first["emulator"],
+        "findings": first["findings"],
+        "causes": first["causes"],
+        "lookup_events_max_per_second": max(r["lookup_events_max_per_second"] for r in results),
+        "lookup_events_min_gap_seconds": min((r["lookup_events_min_gap_seconds"] for r in results
+                                              if r["lookup_events_min_gap_seconds"] is not None), default=None),
+    }
+
+
+def custodian_policy(path: Path) -> str:
+    text = """\
+# Cloud Custodian's view of the same storm: stopped EC2 instances whose state reason is a launch
+# failure and that have an encrypted EBS volume. The filters match the ones `scan` sends
+# server-side (instance-state-name, state-reason-code) plus the encryption check.
+policies:
+  - name: kms-launch-failures
+    resource: ec2
+    filters:
+      - "State.Name": stopped
+      - type: value
+        key: StateReason.Code
+        op: in
+        value: [Client.InternalError, Server.InternalError]
+      - type: ebs
+        key: Encrypted
+        value: true
+"""
+    path.write_text(text)
+    return text
+
+
+def measure_storm(binary: str, custodian: str | None, storm: dict, runs: int, work: Path) -> dict:
+    region = storm["region"]
+    scan_argv = [binary, "scan", "--region", region, "--format", "json", "--quiet"]
+    policy_file = work / "custodian-policy.yml"
+    policy_text = custodian_policy(policy_file)
+    c7n_out = work / "custodian-out"
+    c7n_argv = [custodian, "run", "--cache-period", "0", "-s", str(c7n_out), "-r", region, str(policy_file)] if custodian else None
+    c7n_env = dict(os.environ, AWS_DEFAULT_REGION=region, AWS_REGION=region)
+    c7n_env.pop("AWS_PROFILE", None)
+
+    scans, c7ns = [], []
+    first_scan: dict = {}
+    first_c7n: dict = {}
+    for i in range(runs):
+        settle_throttle()
+        reset_calls()
+        p = run_process(scan_argv, tool_env())
+        calls = recorded_calls()
+        assert p.rc == 0, p.stderr
+        scans.append(p)
+        if i == 0:
+            report = json.loads(p.stdout)
+            findings = report["findings"]
+            first_scan = {
+                "findings": len(findings),
+                "instances": sorted(f["instance_id"] for f in findings),
+                "causes": dict(Counter(f["causes"][0]["code"] for f in findings if f["causes"])),
+                "callers": dict(Counter((f.get("launch") or {}).get("caller", {}).get("principal_arn") for f in findings)),
+                "fixes": dict(Counter(r["action"] for f in findings for r in f["remediations"])),
+                "interceptor": (stats_line(p.stderr) or {}).get("api_calls", {}),
+                "total": (stats_line(p.stderr) or {}).get("total"),
+                "emulator": call_counts(calls),
+                "lookup_events_max_per_second": lookup_windows(calls),
+                "lookup_events_min_gap_seconds": lookup_min_gap(calls),
+            }
+        if c7n_argv:
+            reset_calls()
+            if c7n_out.exists():
+                subprocess.run(["rm", "-rf", str(c7n_out)], check=True)
+            q = run_process(c7n_argv, c7n_env)
+            calls = recorded_calls()
+            c7ns.append(q)
+            if i == 0:
+                res_file = c7n_out / "kms-launch-failures" / "resources.json"
+                found = json.loads(res_file.read_text()) if res_file.exists() else []
+                first_c7n = {
+                    "rc": q.rc,
+                    "found": len(found),
+                    "instances": sorted(r["InstanceId"] for r in found),
+                    "emulator": call_counts(calls),
+                    "total": len(calls),
+                    "stderr_tail": q.stderr.strip().splitlines()[-5:],
+                }
+    storm_ids = sorted(storm["instance_ids"])
+    out: dict = {
+        "region": region,
+        "instances": len(storm_ids),
+        "scan": {
+            "command": "KLD_CALL_STATS=1 " + shlex.join(["kms-launch-doctor", *scan_argv[1:]]),
+            "wall": summary([p.wall for p in scans]),
+            "maxrss_kb": summary([p.maxrss_kb for p in scans]),
+            "same_instances_as_seeded": first_scan.get("instances") == storm_ids,
+            **{k: v for k, v in first_scan.items() if k != "instances"},
+        },
+    }
+    if c7n_argv:
+        out["custodian"] = {
+            "command": shlex.join(["custodian", *c7n_argv[1:]]).replace(str(work), "<tmp>"),
+            "policy": policy_text,
+            "wall": summary([q.wall for q in c7ns]),
+            "maxrss_kb": summary([q.maxrss_kb for q in c7ns]),
+            "same_instances_as_seeded": first_c7n.get("instances") == storm_ids,
+            **{k: v for k, v in first_c7n.items() if k != "instances"},
+        }
+        out["ratio_scan_over_custodian"] = out["scan"]["wall"]["median"] / out["custodian"]["wall"]["median"]
+    return out
+
+
+def all_stats_lines(stdout: str) -> list[dict]:
+    out = []
+    for line in stdout.splitlines():
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(v, dict) and v.get("message") == "api calls":
+            out.append(v.get("stats") or {})
+    return out
+
+
+def queued_batches(storm: dict, batch_size: int) -> tuple[str, list[dict]]:
+    """The storm's events as real messages of an SQS queue in the emulator (as the EventBridge
+    rule puts them there), received in batches of `batch_size` as the event source mapping
+    would: real message ids and receipt handles, so a deferral's ChangeMessageVisibility works."""
+    region = storm["region"]
+    sqs = boto3.client("sqs", region_name=region)
+    url = sqs.create_queue(QueueName=f"kld-bench-events-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    ids = storm["instance_ids"]
+    for i in range(0, len(ids), 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": json.dumps(eventbridge_event(x, region))}
+                                                      for n, x in enumerate(ids[i:i + 10])])
+    messages: list[dict] = []
+    while len(messages) < len(ids):
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=900,
+                                  AttributeNames=["All"]).get("Messages", [])
+        if not got:
+            break
+        messages += got
+    template = json.loads((ROOT / "events" / "sqs-batch.json").read_text())["Records"][0]
+    records = []
+    for m in messages:
+        r = json.loads(json.dumps(template))
+        r.update({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                  "md5OfBody": m["MD5OfBody"], "eventSourceARN": arn, "awsRegion": region})
+        r["attributes"]["ApproximateReceiveCount"] = "1"
+        records.append(r)
+    return url, [{"Records": records[i:i + batch_size]} for i in range(0, len(records), batch_size)]
+
+
+def measure_deployed(binary: str, storm: dict, batch_size: int, functions: int) -> dict:
+    """The storm as template.yaml delivers it: SQS batches of `batch_size`, spread over
+    `functions` concurrent function instances (ScalingConfig.MaximumConcurrency), each a process
+    taking its batches one after the other. Each process paces its own CloudTrail calls; the
+    emulator's 2/s bucket is per account and region, shared, as in AWS."""
+    region = storm["region"]
+    queue_url, batches = queued_batches(storm, batch_size)
+    shares = [batches[i::functions] for i in range(functions)]
+    settle_throttle()
+    reset_calls()
+    results: list[Proc | None] = [None] * functions
+
+    def one(i: int) -> None:
+        results[i] = run_lambda(binary, shares[i], region, timeout=900, env_extra={"EVENTS_QUEUE_URL": queue_url})
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(functions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    calls = recorded_calls()
+    procs = [r for r in results if r is not None]
+    invocations = [inv for p in procs for inv in p.extra["invocations"]]
+    interceptor: Counter = Counter()
+    for p in procs:
+        for st in all_stats_lines(p.stdout):
+            interceptor.update(st.get("api_calls", {}))
+    findings = [f for p in procs for f in finding_lines(p.stdout)]
+    failures = sum(len(inv["body"].get("batchItemFailures", [])) for inv in invocations if isinstance(inv["body"], dict))
+    return {
+        "batch_size": batch_size, "functions": functions, "batches": len(batches),
+        "finished": all(p.extra["finished"] for p in procs),
+        "wall": wall,
+        "invocation_seconds": summary([inv["seconds"] for inv in invocations]) if invocations else None,
+        "maxrss_kb": max(p.maxrss_kb for p in procs),
+        "interceptor": dict(sorted(interceptor.items())), "total": sum(interceptor.values()),
+        "emulator": call_counts(calls),
+        "lookup_events_max_per_second": lookup_windows(calls),
+        "findings": len(findings),
+        "distinct_instances": len({f["instance_id"] for f in findings}),
+        "causes": dict(Counter(f["causes"][0]["code"] for f in findings if f.get("causes"))),
+        "batch_item_failures": failures,
+    }
+
+
+def measure_noisy(binary: str, storm: dict, noise: dict) -> dict:
+    """One `scan` and one SQS batch of 200 over the storm region plus unrelated CloudTrail traffic."""
+    region = storm["region"]
+    settle_throttle()
+    reset_calls()
+    p = run_process([binary, "scan", "--region", region, "--format", "json", "--quiet"], tool_env())
+    calls = recorded_calls()
+    findings = json.loads(p.stdout)["findings"]
+    scan = {"wall": p.wall, "maxrss_kb": p.maxrss_kb, "findings": len(findings),
+            "causes": dict(Counter(f["causes"][0]["code"] for f in findings if f["causes"])),
+            "interceptor": (stats_line(p.stderr) or {}).get("api_calls", {}),
+            "total": (stats_line(p.stderr) or {}).get("total"), "emulator": call_counts(calls)}
+    sqs = measure_sqs(binary, storm, STORM_SIZE, 1)
+    return {"region": region, "background": noise, "scan": scan,
+            "sqs": {k: sqs[k] for k in ("invocation_seconds", "maxrss_kb", "interceptor", "total", "findings", "causes")}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "kms-launch-doctor"))
+    ap.add_argument("--custodian", default=str(ROOT / ".venv-bench" / "bin" / "custodian"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "run.json"))
+    ap.add_argument("--diagnose-runs", type=int, default=15)
+    ap.add_argument("--startup-runs", type=int, default=25)
+    ap.add_argument("--storm-runs", type=int, default=5)
+    ap.add_argument("--sqs-runs", type=int, default=3)
+    args = ap.parse_args()
+    binary = str(Path(args.bin).resolve())
+    custodian = args.custodian if Path(args.custodian).exists() else None
+    started = datetime.now(UTC)
+    t_start = time.perf_counter()
+    results: dict = {"started": started.isoformat(timespec="seconds"), "binary": binary,
+                     "loadavg_start": os.getloadavg(), "rss_method": rss_method()}
+
+    with tempfile.TemporaryDirectory(prefix="kld-bench-") as tmp:
+        work = Path(tmp)
+        http("POST", "/_kld/reset", {})
+        suffix = uuid.uuid4().hex[:6]
+        log("seeding: the article's scenario, two keys, an assumed role, a storm of 200")
+        article = seed_user_scenario(REGION_ARTICLE, f"test-{suffix}", 1)
+        two_keys = seed_user_scenario(REGION_TWO_KEYS, f"two-keys-{suffix}", 2)
+        role = seed_role_scenario(REGION_ROLE, f"launcher-{suffix}")
+        storm = seed_storm(REGION_STORM, f"storm-{suffix}")
+        results["seeding_seconds"] = time.perf_counter() - t_start
+
+        log("API calls per diagnosis")
+        results["calls"] = [measure_calls(binary, "article: one volume, one key, IAM user", article),
+                            measure_calls(binary, "two volumes on two keys, IAM user", two_keys),
+                            measure_calls(binary, "assumed-role caller, one key", role)]
+        log("concurrency (every call delayed 300 ms)")
+        results["waves"] = measure_waves(binary, article, 0.3)
+        log(f"diagnose whole-process time x{args.diagnose_runs}")
+        results["diagnose"] = measure_diagnose_time(binary, article, args.diagnose_runs)
+        log(f"Lambda start-up x{args.startup_runs}")
+        results["startup"] = measure_startup(binary, args.startup_runs)
+        log(f"storm: scan x{args.storm_runs}" + (" and Cloud Custodian" if custodian else " (no custodian)"))
+        results["storm"] = measure_storm(binary, custodian, storm, args.storm_runs, work)
+        log(f"storm: one SQS batch of {STORM_SIZE} x{args.sqs_runs}, and of 1 x{args.sqs_runs}")
+        results["sqs_storm"] = measure_sqs(binary, storm, STORM_SIZE, args.sqs_runs)
+        results["sqs_one"] = measure_sqs(binary, storm, 1, args.sqs_runs)
+        log("storm as deployed: SQS batches of 10 over 2 concurrent functions")
+        results["sqs_deployed"] = measure_deployed(binary, storm, 10, 2)
+        log("storm with background CloudTrail traffic: scan x1, SQS batch x1")
+        noisy = seed_storm(REGION_NOISY, f"noisy-{suffix}")
+        noise = seed_background(REGION_NOISY, noisy["keys"][0], NOISE_GRANTS, NOISE_STARTS)
+        results["storm_noisy"] = measure_noisy(binary, noisy, noise)
+
+    results["loadavg_end"] = os.getloadavg()
+    results["seconds"] = time.perf_counter() - t_start
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {args.out} in {results['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

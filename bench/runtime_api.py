@@ -1,0 +1,124 @@
+"""A Lambda Runtime API (2018-06-01) stub on 127.0.0.1 for the benchmarks.
+
+``GET /2018-06-01/runtime/invocation/next`` hands out the queued events one by one, with the
+headers the runtime client needs; once the queue is empty it holds the request open until
+``close()``. ``POST .../invocation/<id>/response`` and ``.../error`` (and ``/init/error``)
+record the outcome. Each connection is served in its own thread (the runtime's HTTP client may
+open a new connection for a response while an idle one stays open).
+
+Times are ``time.perf_counter()`` values, so the caller can relate them to when it started the
+process: ``first_next`` (the first ``invocation/next`` request: start-up is over),
+``delivered[i]`` and ``completed[i]`` per invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:kms-launch-doctor"
+
+
+class RuntimeApi:
+    def __init__(self, events: list[Any]) -> None:
+        self.events = list(events)
+        self.lock = threading.Lock()
+        self.next_index = 0
+        self.first_next: float | None = None
+        self.delivered: dict[str, float] = {}
+        self.completed: dict[str, float] = {}
+        self.outcomes: dict[str, tuple[str, Any]] = {}
+        self.all_done = threading.Event()
+        self.first_next_seen = threading.Event()
+        self.closing = threading.Event()
+        if not self.events:
+            self.all_done.set()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
+                pass
+
+            def _reply(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if not self.path.endswith("/runtime/invocation/next"):
+                    self._reply(404, b'{"error": "not found"}')
+                    return
+                now = time.perf_counter()
+                with api.lock:
+                    if api.first_next is None:
+                        api.first_next = now
+                        api.first_next_seen.set()
+                    index = api.next_index
+                    if index < len(api.events):
+                        api.next_index += 1
+                if index >= len(api.events):
+                    # Nothing more to do: hold the function here until the benchmark stops it.
+                    api.closing.wait(600)
+                    self.close_connection = True
+                    return
+                request_id = f"bench-{index}"
+                payload = json.dumps(api.events[index]).encode()
+                deadline = int(time.time() * 1000) + 900_000
+                with api.lock:
+                    api.delivered[request_id] = time.perf_counter()
+                self._reply(200, payload, {
+                    "Lambda-Runtime-Aws-Request-Id": request_id,
+                    "Lambda-Runtime-Deadline-Ms": str(deadline),
+                    "Lambda-Runtime-Invoked-Function-Arn": FUNCTION_ARN,
+                    "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000;Sampled=0",
+                })
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                now = time.perf_counter()
+                parts = self.path.rstrip("/").split("/")
+                kind = parts[-1]
+                request_id = parts[-2] if len(parts) >= 2 else ""
+                try:
+                    body: Any = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                with api.lock:
+                    api.completed[request_id] = now
+                    api.outcomes[request_id] = (kind, body)
+                    if len(api.outcomes) >= len(api.events) or kind == "error" and request_id == "init":
+                        api.all_done.set()
+                self._reply(202)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # the function is killed mid-connection at the end of every run
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> RuntimeApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
