@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -421,7 +422,7 @@ def measure_diagnose_time(binary: str, s: dict, runs: int) -> dict:
         walls.append(p.wall)
         rss.append(p.maxrss_kb)
         totals.append((stats_line(p.stderr) or {}).get("total"))
-    return {"command": shlex.join(["kms-launch-doctor", *argv[1:]]), "wall": summary(walls),
+    return {"command": "KLD_CALL_STATS=1 " + shlex.join(["kms-launch-doctor", *argv[1:]]), "wall": summary(walls),
             "maxrss_kb": summary(rss), "calls_per_run": sorted(set(t for t in totals if t is not None))}
 
 
@@ -693,6 +694,17 @@ def queued_batches(storm: dict, batch_size: int) -> tuple[str, list[dict]]:
     return url, [{"Records": records[i:i + batch_size]} for i in range(0, len(records), batch_size)]
 
 
+def template_delivery() -> tuple[int, int, int]:
+    """BatchSize and ScalingConfig.MaximumConcurrency of the function's SQS event source, and its
+    Timeout, as template.yaml has them now (defaults: Lambda's own for SQS, 10 and 1000)."""
+    text = (ROOT / "template.yaml").read_text()
+
+    def find(key: str, default: int) -> int:
+        m = re.search(rf"^\s*{key}:\s*(\d+)\s*$", text, re.MULTILINE)
+        return int(m.group(1)) if m else default
+    return find("BatchSize", 10), find("MaximumConcurrency", 1000), find("Timeout", 3)
+
+
 def measure_deployed(binary: str, storm: dict, batch_size: int, functions: int) -> dict:
     """The storm as template.yaml delivers it: SQS batches of `batch_size`, spread over
     `functions` concurrent function instances (ScalingConfig.MaximumConcurrency), each a process
@@ -800,8 +812,11 @@ def main() -> int:
         log(f"storm: one SQS batch of {STORM_SIZE} x{args.sqs_runs}, and of 1 x{args.sqs_runs}")
         results["sqs_storm"] = measure_sqs(binary, storm, STORM_SIZE, args.sqs_runs)
         results["sqs_one"] = measure_sqs(binary, storm, 1, args.sqs_runs)
-        log("storm as deployed: SQS batches of 10 over 2 concurrent functions")
-        results["sqs_deployed"] = measure_deployed(binary, storm, 10, 2)
+        batch_size, concurrency, timeout = template_delivery()
+        functions = max(1, min(concurrency, -(-STORM_SIZE // batch_size)))
+        log(f"storm as template.yaml delivers it: SQS batches of {batch_size} over {functions} concurrent functions")
+        results["sqs_deployed"] = {**measure_deployed(binary, storm, batch_size, functions),
+                                   "template": {"BatchSize": batch_size, "MaximumConcurrency": concurrency, "Timeout": timeout}}
         log("storm with background CloudTrail traffic: scan x1, SQS batch x1")
         noisy = seed_storm(REGION_NOISY, f"noisy-{suffix}")
         noise = seed_background(REGION_NOISY, noisy["keys"][0], NOISE_GRANTS, NOISE_STARTS)
