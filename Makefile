@@ -63,13 +63,15 @@ lint: $(LINT_STAMP)
 	$(LINT_BIN)/cfn-lint template.yaml
 	$(SAM) validate --lint --region us-east-1
 	$(LINT_BIN)/checkov -f template.yaml --compact --quiet --skip-download
-	$(LINT_BIN)/python -m unittest tests/test_template.py
+	$(LINT_BIN)/python -m unittest tests/test_template.py tests/test_check_artifact.py
 
 ## The Lambda artifact in .aws-sam/build: sam build runs, in this directory,
-## `cargo lambda build --release --arm64 --bin kms-launch-doctor` (cold: 12+ minutes).
+## `cargo lambda build --release --arm64 --bin kms-launch-doctor` (cold: 12+ minutes), then
+## tests/check_artifact.py checks the bootstrap's architecture and glibc against the runtime.
 build: $(LINT_STAMP)
 	rustup target add aarch64-unknown-linux-gnu
 	$(SAM) build --beta-features
+	$(LINT_BIN)/python tests/check_artifact.py .aws-sam/build
 
 ## First deployment: asks for the stack name, region and parameters and saves them to samconfig.toml.
 deploy: build
