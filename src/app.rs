@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::cloud::{CallError, Cloud, Effects, IamWrites};
-use crate::deliver::{deliver, Sinks};
+use crate::deliver::{deliver, Outbox, Sinks};
 use crate::event;
 use crate::gather::{self, Options, Target};
 use crate::remediate::{remediate, Guardrails};
@@ -54,12 +54,14 @@ pub async fn diagnose_event<C: Cloud>(
 }
 
 /// Remediates (per the guardrails) and delivers (per the sinks) one finding. Returns the
-/// delivery failures; remediation outcomes are recorded in the finding itself.
-pub async fn act<A: Cloud + Effects + IamWrites>(aws: &A, plan: &Plan, finding: &mut Finding) -> Vec<CallError> {
+/// delivery failures and what is left to send (empty unless a sink failed); remediation
+/// outcomes are recorded in the finding itself.
+pub async fn act<A: Cloud + Effects + IamWrites>(
+    aws: &A,
+    plan: &Plan,
+    finding: &mut Finding,
+) -> (Vec<CallError>, Outbox) {
     remediate(aws, aws, &plan.guardrails, finding).await;
-    if !plan.sinks.any() {
-        return Vec::new();
-    }
     let now = crate::decide::rfc3339(Utc::now());
     deliver(aws, finding, &plan.sinks, &now).await
 }
@@ -75,7 +77,7 @@ pub async fn handle_event<A: Cloud + Effects + IamWrites>(
     let mut report = diagnose_event(aws, event, default_region, &plan.options).await?;
     let mut failures = Vec::new();
     for f in &mut report.findings {
-        failures.extend(act(aws, plan, f).await);
+        failures.extend(act(aws, plan, f).await.0);
     }
     Ok((report, failures))
 }

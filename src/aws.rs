@@ -647,7 +647,7 @@ impl crate::cloud::Effects for AwsCloud {
         topic_arn: &str,
         subject: &str,
         body: &str,
-        attributes: &std::collections::BTreeMap<&'static str, String>,
+        attributes: &std::collections::BTreeMap<String, String>,
     ) -> Result<String, CallError> {
         use aws_sdk_sns::types::MessageAttributeValue;
         let region = region_of(topic_arn).or_else(|| self.default_region()).unwrap_or_default();
@@ -658,7 +658,7 @@ impl crate::cloud::Effects for AwsCloud {
                 .string_value(v)
                 .build()
                 .map_err(|e| other("sns:Publish", e.to_string()))?;
-            req = req.message_attributes(*k, value);
+            req = req.message_attributes(k, value);
         }
         let resp =
             req.send().await.map_err(|e| call_error("sns:Publish", e)).and_then(|r| complete("sns:Publish", r))?;
@@ -919,16 +919,7 @@ impl crate::cloud::IamWrites for AwsCloud {
 
 impl crate::cloud::Queue for AwsCloud {
     async fn defer(&self, queue_url: &str, receipt_handle: &str, seconds: i32) -> Result<(), CallError> {
-        // The URL's host names the region (sqs.<region>.amazonaws.com); otherwise use ours.
-        let region = queue_url
-            .split('/')
-            .nth(2)
-            .and_then(|host| host.split('.').nth(1))
-            .filter(|r| crate::event::is_region(r))
-            .map(str::to_owned)
-            .or_else(|| self.default_region())
-            .unwrap_or_default();
-        self.clients(&region)
+        self.clients(&self.queue_region(queue_url))
             .sqs
             .change_message_visibility()
             .queue_url(queue_url)
@@ -938,6 +929,20 @@ impl crate::cloud::Queue for AwsCloud {
             .await
             .map_err(|e| call_error("sqs:ChangeMessageVisibility", e))?;
         Ok(())
+    }
+
+    async fn send(&self, queue_url: &str, body: &str, delay_seconds: i32) -> Result<String, CallError> {
+        let resp = self
+            .clients(&self.queue_region(queue_url))
+            .sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .delay_seconds(delay_seconds)
+            .send()
+            .await
+            .map_err(|e| call_error("sqs:SendMessage", e))?;
+        resp.message_id().map(str::to_owned).ok_or_else(|| other("sqs:SendMessage", "response has no MessageId"))
     }
 
     async fn queue_url(&self, queue_arn: &str) -> Result<String, CallError> {
@@ -956,6 +961,19 @@ impl crate::cloud::Queue for AwsCloud {
 }
 
 impl AwsCloud {
+    /// The region of a queue URL, whose host names it (`sqs.<region>.amazonaws.com`); ours
+    /// for any other host (an emulator's).
+    fn queue_region(&self, queue_url: &str) -> String {
+        queue_url
+            .split('/')
+            .nth(2)
+            .and_then(|host| host.split('.').nth(1))
+            .filter(|r| crate::event::is_region(r))
+            .map(str::to_owned)
+            .or_else(|| self.default_region())
+            .unwrap_or_default()
+    }
+
     /// GetCallerIdentity: the ARN of the credentials in use.
     pub async fn caller_arn(&self) -> Result<String, CallError> {
         let sts = aws_sdk_sts::Client::from_conf(

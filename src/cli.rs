@@ -242,7 +242,7 @@ pub async fn main() -> ExitCode {
             };
             let mut failures = Vec::new();
             for f in &mut report.findings {
-                failures.extend(act(&cloud, &plan, f).await);
+                failures.extend(act(&cloud, &plan, f).await.0);
             }
             report_calls(&cloud);
             finish(&report, &failures, format)

@@ -131,7 +131,7 @@ pub trait Effects: Sync {
         topic_arn: &str,
         subject: &str,
         body: &str,
-        attributes: &std::collections::BTreeMap<&'static str, String>,
+        attributes: &std::collections::BTreeMap<String, String>,
     ) -> impl Future<Output = Result<String, CallError>> + Send;
     /// Security Hub GetFindings by Id: the existing finding's CreatedAt, if any.
     fn finding_created_at(
@@ -205,6 +205,14 @@ pub trait Queue: Sync {
         receipt_handle: &str,
         seconds: i32,
     ) -> impl Future<Output = Result<(), CallError>> + Send;
+    /// SendMessage of `body`, visible after `delay_seconds`; returns the message id. Used only
+    /// to put an unfinished delivery back on the function's own queue.
+    fn send(
+        &self,
+        queue_url: &str,
+        body: &str,
+        delay_seconds: i32,
+    ) -> impl Future<Output = Result<String, CallError>> + Send;
     /// GetQueueUrl for a queue ARN, when EVENTS_QUEUE_URL is not set.
     fn queue_url(&self, queue_arn: &str) -> impl Future<Output = Result<String, CallError>> + Send;
 }

@@ -20,6 +20,9 @@ pub struct Settings {
     pub guardrails: Guardrails,
     /// `EVENTS_QUEUE_URL`: the queue whose messages' visibility is extended for retries.
     pub events_queue_url: Option<String>,
+    /// `KLD_REDELIVERY_DELAY_SECONDS` (default 60, 0 to 900): how long a finding's unsent part
+    /// waits on the queue before the sinks that failed are tried again.
+    pub redelivery_delay: i32,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -32,6 +35,17 @@ fn minutes(name: &str, default: i64, max: i64) -> Result<Duration, String> {
         Some(v) => match v.parse::<i64>() {
             Ok(m) if (1..=max).contains(&m) => Ok(Duration::minutes(m)),
             _ => Err(format!("{name}={v:?}: expected whole minutes from 1 to {max}")),
+        },
+    }
+}
+
+/// Whole seconds from 0 to `max` (SQS delays go up to 900).
+fn seconds(name: &str, default: i32, max: i32) -> Result<i32, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<i32>() {
+            Ok(n) if (0..=max).contains(&n) => Ok(n),
+            _ => Err(format!("{name}={v:?}: expected whole seconds from 0 to {max}")),
         },
     }
 }
@@ -69,6 +83,7 @@ impl Settings {
                 restart: flag("RESTART_AFTER_REMEDIATION")?,
             },
             events_queue_url: var("EVENTS_QUEUE_URL"),
+            redelivery_delay: seconds("KLD_REDELIVERY_DELAY_SECONDS", 60, 900)?,
         })
     }
 

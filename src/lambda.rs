@@ -8,6 +8,12 @@
 //! have passed; only then is the finding emitted, as `caller-unknown`. So no event is lost and
 //! a failure yields one finding, not a premature one and a later one.
 //!
+//! A sink can fail after others succeeded. Retrying the whole event would send the finding
+//! again to the sinks that have it (SNS and EventBridge cannot tell a repeat), so instead the
+//! unsent part of the delivery (its [`Outbox`]) goes back on the queue as a message of its own
+//! and the event is done; that message's retries send it to the missing sinks only, and after
+//! the queue's `maxReceiveCount` it rests in the dead-letter queue with the payloads in it.
+//!
 //! Logs are JSON lines on stdout (CloudWatch Logs), one per finding, with stable field names.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,12 +21,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tracing::{info_span, Instrument};
 
 use crate::app::{act, handle_event, Plan};
 use crate::aws::{load_config, AwsCloud};
-use crate::cloud::{Cloud, Effects, IamWrites, Queue};
+use crate::cloud::{CallError, Cloud, Effects, FailureKind, IamWrites, Queue};
 use crate::config::Settings;
+use crate::deliver::{self, Outbox};
 use crate::event::Trigger;
 use crate::gather::{self, Target};
 use crate::report::Finding;
@@ -85,8 +94,65 @@ enum Outcome {
     Done,
     /// Not yet: retry after this many seconds.
     Defer(i32),
-    /// Failed: let SQS retry it at its own pace (and dead-letter it eventually).
-    Retry,
+    /// Acted on and logged, but these sinks are still to be reached.
+    Unfinished(Box<Outbox>),
+}
+
+/// Names the format of the messages the function puts on its own queue; an EventBridge event
+/// never has this member, so the two cannot be confused.
+const REDELIVERY_TAG: &str = "kms-launch-doctor";
+const REDELIVERY_FORMAT: &str = "redelivery/1";
+
+/// SQS's largest message (256 KiB). An outbox is a few kilobytes, bounded by the sinks' own
+/// limits; one that would not fit is retried the old way (whole event) rather than lost.
+const SQS_MAX_BYTES: usize = 262_144;
+
+/// The body of a redelivery message: what is left of one finding's delivery.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Redelivery {
+    #[serde(rename = "kms-launch-doctor")]
+    format: String,
+    outbox: Outbox,
+}
+
+/// A parsed queue message.
+#[derive(Debug)]
+enum Work {
+    Event(Trigger),
+    Redelivery(Box<Outbox>),
+}
+
+/// Reads one message body. `Ok(None)`: not for us, skip it (retrying would not help).
+/// `Err`: a redelivery we cannot read; it is kept (returned as a failure) so that the
+/// dead-letter queue ends up holding it, payloads and all.
+fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
+    let event = match body.map(serde_json::from_str::<Value>) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            tracing::warn!(message_id = %id, error = %e, "message body is not JSON: skipped");
+            return Ok(None);
+        }
+        None => {
+            tracing::warn!(message_id = %id, "message without body: skipped");
+            return Ok(None);
+        }
+    };
+    if let Some(format) = event.get(REDELIVERY_TAG) {
+        if format.as_str() != Some(REDELIVERY_FORMAT) {
+            return Err(format!("redelivery format {format}, this version reads {REDELIVERY_FORMAT:?}"));
+        }
+        return match serde_json::from_value::<Redelivery>(event) {
+            Ok(r) => Ok(Some(Work::Redelivery(Box::new(r.outbox)))),
+            Err(e) => Err(format!("unreadable redelivery: {e}")),
+        };
+    }
+    match crate::event::parse(&event) {
+        Ok(t) => Ok(Some(Work::Event(t))),
+        Err(s) => {
+            tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped");
+            Ok(None)
+        }
+    }
 }
 
 async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
@@ -98,28 +164,28 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
     // Parse every message; those we do not handle are done (retrying would not help).
+    let mut response = SqsBatchResponse::default();
     let mut work: Vec<(SqsMessage, String, Trigger)> = Vec::new();
+    let mut redeliveries: Vec<(SqsMessage, String, Outbox)> = Vec::new();
     for message in batch.records {
         let Some(id) = message.message_id.clone() else {
             tracing::warn!("SQS record without messageId skipped");
             continue;
         };
-        let event = match message.body.as_deref().map(serde_json::from_str::<Value>) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                tracing::warn!(message_id = %id, error = %e, "message body is not JSON: skipped");
-                continue;
+        match parse_message(&id, message.body.as_deref()) {
+            Ok(Some(Work::Event(t))) => work.push((message, id, t)),
+            Ok(Some(Work::Redelivery(outbox))) => redeliveries.push((message, id, *outbox)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "kept for the dead-letter queue");
+                response.batch_item_failures.push(failure(&id));
             }
-            None => {
-                tracing::warn!(message_id = %id, "message without body: skipped");
-                continue;
-            }
-        };
-        match crate::event::parse(&event) {
-            Ok(t) => work.push((message, id, t)),
-            Err(s) => {
-                tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped")
-            }
+        }
+    }
+
+    for (message, id, outbox) in redeliveries {
+        if !redeliver(aws, &message, &id, settings, outbox, now).await {
+            response.batch_item_failures.push(failure(&id));
         }
     }
 
@@ -155,8 +221,9 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
         }
     }
 
-    let mut response = SqsBatchResponse::default();
-    let mut emitted = BTreeSet::new();
+    // The same failure twice in one batch: the first message carries it, whatever becomes of
+    // it (done, deferred or retried); the others are done, so it is acted on once.
+    let mut seen = BTreeSet::new();
     for (message, id, t) in work {
         let Some(r) = t.region.clone().or_else(|| region.map(str::to_owned)) else { continue };
         if failed_regions.contains(&r) {
@@ -165,15 +232,16 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
         }
         let key = (r, t.instance_id.clone());
         let Some(finding) = findings.get_mut(&key) else { continue };
-        // The same failure twice in one batch: one finding.
-        if emitted.contains(&key) {
+        if !seen.insert(key) {
             continue;
         }
         match settle(aws, finding, plan, settings, now, receive_count(&message.attributes)).await {
-            Outcome::Done => {
-                emitted.insert(key);
+            Outcome::Done => {}
+            Outcome::Unfinished(outbox) => {
+                if !requeue(aws, &message, &id, settings, &outbox).await {
+                    response.batch_item_failures.push(failure(&id));
+                }
             }
-            Outcome::Retry => response.batch_item_failures.push(failure(&id)),
             Outcome::Defer(seconds) => {
                 defer(aws, &message, &id, settings, seconds).await;
                 response.batch_item_failures.push(failure(&id));
@@ -183,27 +251,99 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     response
 }
 
+/// The URL of the queue a message came from.
+async fn queue_of<A: Queue>(aws: &A, message: &SqsMessage, settings: &Settings) -> Result<String, CallError> {
+    match (&settings.events_queue_url, message.event_source_arn.as_deref()) {
+        (Some(u), _) => Ok(u.clone()),
+        (None, Some(arn)) => aws.queue_url(arn).await,
+        (None, None) => {
+            Err(CallError { call: "sqs:GetQueueUrl", kind: FailureKind::Other, message: "no queue URL".into() })
+        }
+    }
+}
+
 /// Extends the message's visibility so it comes back after `seconds`.
 async fn defer<A: Queue>(aws: &A, message: &SqsMessage, id: &str, settings: &Settings, seconds: i32) {
     if let Some(handle) = message.receipt_handle.as_deref() {
-        let url = match (&settings.events_queue_url, message.event_source_arn.as_deref()) {
-            (Some(u), _) => Ok(u.clone()),
-            (None, Some(arn)) => aws.queue_url(arn).await,
-            (None, None) => Err(crate::cloud::CallError {
-                call: "sqs:GetQueueUrl",
-                kind: crate::cloud::FailureKind::Other,
-                message: "no queue URL".into(),
-            }),
-        };
         // Without the longer visibility the message still comes back, just sooner.
-        if let Err(e) = match url {
-            Ok(u) => aws.defer(&u, handle, seconds).await,
+        let extended = match queue_of(aws, message, settings).await {
+            Ok(u) => aws.defer(&u, handle, seconds).instrument(info_span!("sqs.ChangeMessageVisibility")).await,
             Err(e) => Err(e),
-        } {
+        };
+        if let Err(e) = extended {
             tracing::warn!(message_id = %id, error = %e, "could not extend visibility");
         }
     }
     tracing::info!(message_id = %id, retry_in_seconds = seconds, "launch record not in CloudTrail yet: retrying later");
+}
+
+/// Puts the unsent part of a delivery on the queue as a message of its own. True when it is
+/// there, so the message in hand is done; false when it could not be, and the message in hand
+/// must be retried whole (nothing lost, but sinks already reached may get the finding again).
+async fn requeue<A: Queue>(aws: &A, message: &SqsMessage, id: &str, settings: &Settings, outbox: &Outbox) -> bool {
+    let body = match serde_json::to_string(&Redelivery { format: REDELIVERY_FORMAT.to_owned(), outbox: outbox.clone() })
+    {
+        Ok(b) if b.len() <= SQS_MAX_BYTES => b,
+        Ok(b) => {
+            tracing::warn!(message_id = %id, bytes = b.len(), "unsent delivery too large for SQS: retrying the whole event");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(message_id = %id, error = %e, "unsent delivery not serializable: retrying the whole event");
+            return false;
+        }
+    };
+    let sent = match queue_of(aws, message, settings).await {
+        Ok(url) => aws.send(&url, &body, settings.redelivery_delay).instrument(info_span!("sqs.SendMessage")).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(new_id) => {
+            tracing::info!(message_id = %id, finding_id = %outbox.finding_id, pending = ?outbox.pending(), requeued_as = %new_id, retry_in_seconds = settings.redelivery_delay, "delivery unfinished: the rest is queued");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(message_id = %id, finding_id = %outbox.finding_id, error = %e, "could not queue the unsent delivery: retrying the whole event");
+            false
+        }
+    }
+}
+
+/// Sends a queued remainder of a delivery to the sinks it has not reached. True when the
+/// message is done: everything sent, or what is left queued anew. False (retry this message)
+/// when no sink succeeded, or the smaller remainder could not be queued.
+async fn redeliver<A: Effects + Queue>(
+    aws: &A,
+    message: &SqsMessage,
+    id: &str,
+    settings: &Settings,
+    mut outbox: Outbox,
+    now: DateTime<Utc>,
+) -> bool {
+    let before = outbox.pending().len();
+    let (delivered, failures) = deliver::send(aws, &mut outbox, &crate::decide::rfc3339(now)).await;
+    let line = json!({
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "level": if failures.is_empty() { "INFO" } else { "WARN" },
+        "target": "kms_launch_doctor::delivery",
+        "message": "finding redelivered",
+        "message_id": id,
+        "finding_id": outbox.finding_id,
+        "instance_id": outbox.instance_id,
+        "region": outbox.region,
+        "delivered": delivered,
+        "pending": outbox.pending(),
+        "errors": failures.iter().map(|e| format!("{}: {}", e.call, e.message)).collect::<Vec<_>>(),
+    });
+    println!("{line}");
+    if outbox.is_empty() {
+        true
+    } else if outbox.pending().len() == before {
+        // No progress: the same message comes back after its visibility timeout.
+        false
+    } else {
+        requeue(aws, message, id, settings, &outbox).await
+    }
 }
 
 fn failure(id: &str) -> BatchItemFailure {
@@ -241,12 +381,12 @@ async fn settle<A: Cloud + Effects + IamWrites>(
             return Outcome::Defer(backoff(receives, deadline - now));
         }
     }
-    let failed = !act(aws, plan, f).await.is_empty();
+    let (failures, unsent) = act(aws, plan, f).await;
     log_finding(f);
-    if failed {
-        Outcome::Retry
-    } else {
+    if failures.is_empty() {
         Outcome::Done
+    } else {
+        Outcome::Unfinished(Box::new(unsent))
     }
 }
 
@@ -265,6 +405,51 @@ pub fn log_finding(f: &Finding) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outbox() -> Outbox {
+        Outbox {
+            finding_id: "kld-1".into(),
+            instance_id: "i-0abc".into(),
+            region: "eu-west-1".into(),
+            sns: None,
+            security_hub: None,
+            eventbridge: Some(deliver::BusEvent {
+                bus: "default".into(),
+                detail: r#"{"finding":{}}"#.into(),
+                resources: vec!["arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc".into()],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_redelivery_reads_back_as_the_outbox_it_was_written_from() {
+        let body = serde_json::to_string(&Redelivery { format: REDELIVERY_FORMAT.into(), outbox: outbox() }).unwrap();
+        assert!(body.starts_with(r#"{"kms-launch-doctor":"redelivery/1","#), "{body}");
+        match parse_message("m", Some(&body)) {
+            Ok(Some(Work::Redelivery(o))) => {
+                assert_eq!(*o, outbox());
+                assert_eq!(o.pending(), ["eventbridge"]);
+            }
+            _ => panic!("not read as a redelivery: {body}"),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_redelivery_is_kept_not_skipped() {
+        let newer = r#"{"kms-launch-doctor":"redelivery/2","outbox":{}}"#;
+        assert!(parse_message("m", Some(newer)).unwrap_err().contains("redelivery/2"));
+        let broken = r#"{"kms-launch-doctor":"redelivery/1","outbox":{"finding_id":1}}"#;
+        assert!(parse_message("m", Some(broken)).unwrap_err().starts_with("unreadable redelivery"));
+    }
+
+    #[test]
+    fn events_and_strangers_are_told_apart_from_redeliveries() {
+        let event = include_str!("../events/stopped.json");
+        assert!(matches!(parse_message("m", Some(event)), Ok(Some(Work::Event(_)))));
+        assert!(matches!(parse_message("m", Some(r#"{"detail-type":"Other"}"#)), Ok(None)));
+        assert!(matches!(parse_message("m", Some("{not json")), Ok(None)));
+        assert!(matches!(parse_message("m", None), Ok(None)));
+    }
 
     #[test]
     fn backoff_grows_and_respects_the_deadline() {

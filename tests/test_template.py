@@ -428,6 +428,17 @@ class TemplateTest(unittest.TestCase):
                     [{"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"}],
                 )
 
+    def test_requeue_only_with_a_sink_and_only_to_the_events_queue(self):
+        queue = {"Fn::GetAtt": [self.events_queue_name(), "Arn"]}
+        for params, ev in self.combos:
+            sink_on = bool(params["NotificationEmail"] or params["ExistingTopicArn"]) \
+                or params["EnableSecurityHub"] == "true" or bool(params["EventBusName"])
+            sends = self.active_allows(ev, "sqs:SendMessage")
+            self.assertEqual(bool(sends), sink_on, params)
+            for s in sends:
+                self.assertEqual(s.resources, [queue], params)
+                self.assertEqual(s.actions, ["sqs:SendMessage"], params)
+
     def test_diagnosis_permissions(self):
         _, ev = self.combos[0]
         granted = {}

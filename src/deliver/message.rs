@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::arn::{Arn, IamEntity};
@@ -108,12 +108,12 @@ pub fn sns_body(f: &Finding) -> String {
 }
 
 /// Message attributes for subscription filter policies.
-pub fn sns_attributes(f: &Finding) -> BTreeMap<&'static str, String> {
+pub fn sns_attributes(f: &Finding) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("cause", primary(f).as_str().to_owned()),
-        ("account", f.account.clone()),
-        ("instance_id", f.instance_id.clone()),
-        ("severity", severity(primary(f)).to_owned()),
+        ("cause".to_owned(), primary(f).as_str().to_owned()),
+        ("account".to_owned(), f.account.clone()),
+        ("instance_id".to_owned(), f.instance_id.clone()),
+        ("severity".to_owned(), severity(primary(f)).to_owned()),
     ])
 }
 
@@ -206,7 +206,7 @@ pub fn product_arn(f: &Finding) -> String {
 }
 
 /// An AWS Security Finding Format document (the subset we fill), PascalCase like ASFF.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Asff {
     pub schema_version: String,
@@ -228,26 +228,26 @@ pub struct Asff {
     pub region: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AsffSeverity {
     pub label: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AsffRemediation {
     pub recommendation: AsffRecommendation,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AsffRecommendation {
     pub text: String,
     pub url: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AsffResource {
     #[serde(rename = "Type")]
@@ -255,7 +255,7 @@ pub struct AsffResource {
     pub id: String,
     pub partition: String,
     pub region: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
 }
 

@@ -4,7 +4,9 @@
 
 pub mod message;
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use tracing::{info_span, Instrument};
 
 use crate::cloud::{CallError, Effects};
@@ -37,41 +39,120 @@ pub struct Delivered {
     pub eventbridge: Option<String>,
 }
 
-/// Sends one finding to every configured sink, records what it reached in
-/// `finding.delivered`, and returns the failures (each names its call and why).
-pub async fn deliver<E: Effects>(effects: &E, finding: &mut Finding, sinks: &Sinks, now: &str) -> Vec<CallError> {
+/// What each configured sink is to receive for one finding, rendered once.
+///
+/// Serializable because a delivery may outlive an invocation: when some sinks fail, the Lambda
+/// handler puts the unsent part back on its queue, and the retry sends exactly these payloads
+/// to exactly the sinks still missing. Nothing is diagnosed again, so a sink never gets the
+/// same failure twice and the others are not left waiting on a new diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbox {
+    pub finding_id: String,
+    pub instance_id: String,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<SnsMessage>,
+    /// Its `CreatedAt` and `UpdatedAt` are set when it is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_hub: Option<message::Asff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventbridge: Option<BusEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnsMessage {
+    pub topic_arn: String,
+    pub subject: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusEvent {
+    pub bus: String,
+    pub detail: String,
+    pub resources: Vec<String>,
+}
+
+impl Outbox {
+    /// The payloads for every sink that is on.
+    pub fn render(finding: &Finding, sinks: &Sinks, now: &str) -> Self {
+        Self {
+            finding_id: finding.id.clone(),
+            instance_id: finding.instance_id.clone(),
+            region: finding.region.clone(),
+            sns: sinks.topic_arn.as_ref().map(|topic| SnsMessage {
+                topic_arn: topic.clone(),
+                subject: message::sns_subject(finding),
+                body: message::sns_body(finding),
+                attributes: message::sns_attributes(finding),
+            }),
+            security_hub: sinks.security_hub.then(|| message::asff(finding, None, now)),
+            eventbridge: sinks.event_bus.as_ref().map(|bus| BusEvent {
+                bus: bus.clone(),
+                detail: message::eventbridge_detail(finding),
+                resources: vec![message::instance_arn(finding)],
+            }),
+        }
+    }
+
+    /// True when every sink has what it should.
+    pub fn is_empty(&self) -> bool {
+        self.sns.is_none() && self.security_hub.is_none() && self.eventbridge.is_none()
+    }
+
+    /// The sinks still to be reached, by name (`sns`, `security_hub`, `eventbridge`).
+    pub fn pending(&self) -> Vec<&'static str> {
+        [
+            ("sns", self.sns.is_some()),
+            ("security_hub", self.security_hub.is_some()),
+            ("eventbridge", self.eventbridge.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+}
+
+/// Sends what the outbox holds. Each sink that succeeds is taken out of the outbox and
+/// recorded in the returned [`Delivered`]; each failure is returned and stays in the outbox.
+pub async fn send<E: Effects>(effects: &E, outbox: &mut Outbox, now: &str) -> (Delivered, Vec<CallError>) {
+    let mut delivered = Delivered::default();
     let mut failures = Vec::new();
-    let span = info_span!("deliver", finding_id = %finding.id);
+    let span = info_span!("deliver", finding_id = %outbox.finding_id);
     async {
-        if let Some(topic) = &sinks.topic_arn {
-            let attrs = message::sns_attributes(finding);
+        if let Some(m) = &outbox.sns {
             let sent = effects
-                .publish(topic, &message::sns_subject(finding), &message::sns_body(finding), &attrs)
+                .publish(&m.topic_arn, &m.subject, &m.body, &m.attributes)
                 .instrument(info_span!("sns.Publish"))
                 .await;
             match sent {
-                Ok(id) => finding.delivered.sns = Some(id),
+                Ok(id) => {
+                    delivered.sns = Some(id);
+                    outbox.sns = None;
+                }
                 Err(e) => failures.push(e),
             }
         }
-        if sinks.security_hub {
-            match security_hub(effects, finding, now).await {
-                Ok(()) => finding.delivered.security_hub = Some("ok".to_owned()),
+        if let Some(doc) = &outbox.security_hub {
+            match security_hub(effects, doc, now).await {
+                Ok(()) => {
+                    delivered.security_hub = Some("ok".to_owned());
+                    outbox.security_hub = None;
+                }
                 Err(e) => failures.push(e),
             }
         }
-        if let Some(bus) = &sinks.event_bus {
+        if let Some(e) = &outbox.eventbridge {
             let sent = effects
-                .put_event(
-                    &finding.region,
-                    bus,
-                    &message::eventbridge_detail(finding),
-                    &[message::instance_arn(finding)],
-                )
+                .put_event(&outbox.region, &e.bus, &e.detail, &e.resources)
                 .instrument(info_span!("events.PutEvents"))
                 .await;
             match sent {
-                Ok(id) => finding.delivered.eventbridge = Some(id),
+                Ok(id) => {
+                    delivered.eventbridge = Some(id);
+                    outbox.eventbridge = None;
+                }
                 Err(e) => failures.push(e),
             }
         }
@@ -79,18 +160,34 @@ pub async fn deliver<E: Effects>(effects: &E, finding: &mut Finding, sinks: &Sin
     .instrument(span)
     .await;
     for e in &failures {
-        tracing::error!(finding_id = %finding.id, call = e.call, error = %e.message, "delivery failed");
+        tracing::error!(finding_id = %outbox.finding_id, call = e.call, error = %e.message, "delivery failed");
     }
-    failures
+    (delivered, failures)
+}
+
+/// Sends one finding to every configured sink and records what it reached in
+/// `finding.delivered`. Returns the failures (each names its call and why) and what is left
+/// to send: empty unless something failed.
+pub async fn deliver<E: Effects>(
+    effects: &E,
+    finding: &mut Finding,
+    sinks: &Sinks,
+    now: &str,
+) -> (Vec<CallError>, Outbox) {
+    let mut outbox = Outbox::render(finding, sinks, now);
+    let (delivered, failures) = send(effects, &mut outbox, now).await;
+    finding.delivered = delivered;
+    (failures, outbox)
 }
 
 /// Upserts the finding by its stable Id, keeping the first import's CreatedAt.
-async fn security_hub<E: Effects>(effects: &E, finding: &Finding, now: &str) -> Result<(), CallError> {
-    let product = message::product_arn(finding);
+async fn security_hub<E: Effects>(effects: &E, doc: &message::Asff, now: &str) -> Result<(), CallError> {
     let created = effects
-        .finding_created_at(&finding.region, &product, &finding.id)
+        .finding_created_at(&doc.region, &doc.product_arn, &doc.id)
         .instrument(info_span!("securityhub.GetFindings"))
         .await?;
-    let doc = message::asff(finding, created.as_deref(), now);
-    effects.import_finding(&finding.region, &doc).instrument(info_span!("securityhub.BatchImportFindings")).await
+    let mut doc = doc.clone();
+    doc.created_at = created.unwrap_or_else(|| now.to_owned());
+    doc.updated_at = now.to_owned();
+    effects.import_finding(&doc.region, &doc).instrument(info_span!("securityhub.BatchImportFindings")).await
 }

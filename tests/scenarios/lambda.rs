@@ -12,17 +12,31 @@ use crate::common::*;
 async fn sqs_batch(s: &Scenario, queue_url: &str, queue_arn: &str, event: &Value, receive_count: u32) -> Value {
     s.sqs.send_message().queue_url(queue_url).message_body(event.to_string()).send().await.unwrap();
     let got = s.sqs.receive_message().queue_url(queue_url).wait_time_seconds(2).send().await.unwrap();
-    let m = &got.messages()[0];
+    batch_for(s, &got.messages()[0], queue_arn, receive_count)
+}
+
+/// `events/sqs-batch.json` carrying one received message, as Lambda's poller would.
+fn batch_for(s: &Scenario, m: &aws_sdk_sqs::types::Message, queue_arn: &str, receive_count: u32) -> Value {
     let mut batch: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
     let rec = &mut batch["Records"][0];
     rec["messageId"] = json!(m.message_id().unwrap());
     rec["receiptHandle"] = json!(m.receipt_handle().unwrap());
-    rec["body"] = json!(event.to_string());
+    rec["body"] = json!(m.body().unwrap());
     rec["eventSourceARN"] = json!(queue_arn);
     rec["awsRegion"] = json!(s.region);
     rec["attributes"]["ApproximateReceiveCount"] = json!(receive_count.to_string());
     batch
+}
+
+/// What Lambda's poller does with a message the function did not report as failed.
+async fn delete_handled(s: &Scenario, queue_url: &str, batch: &Value) {
+    let handle = batch["Records"][0]["receiptHandle"].as_str().unwrap();
+    s.sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.unwrap();
+}
+
+fn lines_with(stdout: &str, message: &str) -> Vec<Value> {
+    stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["message"] == message).collect()
 }
 
 fn finding_lines(stdout: &str) -> Vec<Value> {
@@ -319,4 +333,101 @@ async fn no_credential_reaches_the_logs() {
         // Only the caller's own policy document (the fix) appears; the key policy is never logged.
         assert!(!stdout.contains("\"kms:*\""), "the key policy was logged at {level}");
     }
+}
+
+/// One sink fails after another succeeded: the event is done, the unsent part waits on the
+/// queue, and its retries reach only the sink that lacks the finding, once.
+#[tokio::test]
+async fn a_failed_sink_is_retried_alone_and_no_sink_gets_the_finding_twice() {
+    let a = super::article_isolated("redeliver").await;
+    let s = &a.s;
+    let (topic, sns_inbox) = s.topic_with_queue("kld-redeliver-topic").await;
+    let (bus, bus_inbox) = s.bus_with_queue("kld-redeliver-bus").await;
+    let (queue_url, queue_arn) = s.queue("redeliver-events").await;
+    let env = [
+        ("FINDINGS_TOPIC_ARN", topic.as_str()),
+        ("FINDINGS_EVENT_BUS", bus.as_str()),
+        ("EVENTS_QUEUE_URL", queue_url.as_str()),
+        ("KLD_REDELIVERY_DELAY_SECONDS", "0"),
+    ];
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &a.instance, &s.region)).unwrap())
+            .unwrap();
+    let denied = json!({"service": "events", "action": "PutEvents", "code": "AccessDeniedException",
+        "message": "not authorized to perform events:PutEvents", "times": 1});
+
+    // EventBridge refuses; SNS takes it. The event is done (not a batch failure).
+    let first = sqs_batch(s, &queue_url, &queue_arn, &event, 1).await;
+    s.fault(denied.clone());
+    let (outcomes, stdout) = invoke(&s.region, vec![first.clone()], &env);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    delete_handled(s, &queue_url, &first).await;
+    let findings = finding_lines(&stdout);
+    assert_eq!(findings.len(), 1, "{stdout}");
+    let finding_id = findings[0]["finding"]["id"].as_str().unwrap().to_owned();
+    assert!(findings[0]["finding"]["delivered"]["sns"].is_string(), "{:#}", findings[0]);
+    assert!(findings[0]["finding"]["delivered"].get("eventbridge").is_none(), "{:#}", findings[0]);
+    assert_eq!(s.drain(&sns_inbox).await.len(), 1);
+    assert!(s.drain(&bus_inbox).await.is_empty());
+
+    // What waits on the queue is the unsent EventBridge entry, not the event.
+    let queued = s.sqs.receive_message().queue_url(&queue_url).wait_time_seconds(2).send().await.unwrap();
+    assert_eq!(queued.messages().len(), 1, "exactly the remainder is queued");
+    let body: Value = serde_json::from_str(queued.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(body["kms-launch-doctor"], "redelivery/1", "{body:#}");
+    assert_eq!(body["outbox"]["finding_id"], finding_id.as_str());
+    assert!(body["outbox"].get("sns").is_none(), "SNS has it already: {body:#}");
+    assert!(body["outbox"]["eventbridge"]["detail"].is_string(), "{body:#}");
+
+    // Still refused: no progress, so the same message is a batch failure and nothing is
+    // queued in its place.
+    let second = batch_for(s, &queued.messages()[0], &queue_arn, 1);
+    let second_id = second["Records"][0]["messageId"].as_str().unwrap().to_owned();
+    s.fault(denied);
+    s.reset_calls();
+    let (outcomes, stdout) = invoke(&s.region, vec![second.clone()], &env);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": [{"itemIdentifier": second_id}]}), "{stdout}");
+    assert!(!s.calls().iter().any(|c| c == "sqs:SendMessage"), "nothing requeued without progress");
+    assert!(finding_lines(&stdout).is_empty(), "the finding is not logged again:\n{stdout}");
+    assert!(s.drain(&sns_inbox).await.is_empty(), "SNS not sent again");
+
+    // The same message comes back and EventBridge takes it: done, nothing left, SNS untouched.
+    s.reset_calls();
+    let (outcomes, stdout) = invoke(&s.region, vec![second], &env);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    let redelivered = lines_with(&stdout, "finding redelivered");
+    assert_eq!(redelivered.len(), 1, "{stdout}");
+    assert_eq!(redelivered[0]["finding_id"], finding_id.as_str());
+    assert_eq!(redelivered[0]["pending"], json!([]));
+    assert!(finding_lines(&stdout).is_empty(), "the finding is logged once, on the first attempt");
+    assert!(!s.calls().iter().any(|c| c.starts_with("ec2:") || c.starts_with("cloudtrail:")), "not diagnosed again");
+    let events = s.drain(&bus_inbox).await;
+    assert_eq!(events.len(), 1);
+    let event: Value = serde_json::from_str(events[0].body().unwrap()).unwrap();
+    assert_eq!(event["detail"]["id"], finding_id.as_str(), "{event:#}");
+    assert!(s.drain(&sns_inbox).await.is_empty(), "SNS got the finding once in all");
+}
+
+/// When the unsent part cannot be queued, nothing is dropped: the whole event is retried.
+#[tokio::test]
+async fn if_the_unsent_part_cannot_be_queued_the_event_is_retried_whole() {
+    let a = super::article_isolated("requeuefail").await;
+    let s = &a.s;
+    let (bus, bus_inbox) = s.bus_with_queue("kld-requeuefail-bus").await;
+    let (queue_url, queue_arn) = s.queue("requeuefail-events").await;
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &a.instance, &s.region)).unwrap())
+            .unwrap();
+    let batch = sqs_batch(s, &queue_url, &queue_arn, &event, 1).await;
+    let message_id = batch["Records"][0]["messageId"].as_str().unwrap().to_owned();
+    s.fault(json!({"service": "events", "action": "PutEvents", "code": "AccessDeniedException", "times": 1}));
+    s.fault(json!({"service": "sqs", "action": "SendMessage", "code": "AccessDenied", "times": 1}));
+    let (outcomes, stdout) = invoke(
+        &s.region,
+        vec![batch],
+        &[("FINDINGS_EVENT_BUS", &bus), ("EVENTS_QUEUE_URL", &queue_url), ("KLD_REDELIVERY_DELAY_SECONDS", "0")],
+    );
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": [{"itemIdentifier": message_id}]}), "{stdout}");
+    assert!(stdout.contains("could not queue the unsent delivery"), "{stdout}");
+    assert!(s.drain(&bus_inbox).await.is_empty());
 }
