@@ -262,7 +262,8 @@ def storm_section(run: dict) -> list[str]:
                   "the batching window assumed to fill them),",
                   f"{dp['batches']} invocations over {dp['functions']} concurrent function instances (`ScalingConfig.MaximumConcurrency` "
                   f"{tpl.get('MaximumConcurrency', '?')}), each a process taking its batches in turn. Each",
-                  "process paces its own CloudTrail calls at 2/s; the account's 2/s is shared (the emulator enforces it per",
+                  f"process paces its own CloudTrail calls at {tpl.get('CLOUDTRAIL_CALLS_PER_SECOND') or 'the default 1.5'}/s "
+                  "(`CLOUDTRAIL_CALLS_PER_SECOND`); the account's 2/s is shared (the emulator enforces it per",
                   "account and region, as AWS does), so throttled calls are retried and show as extra attempts. The events",
                   "are real messages of a queue in the emulator, with `EVENTS_QUEUE_URL` set as the template does:", "",
                   f"| | {dp['batches']} batches of {dp['batch_size']}, {dp['functions']} function(s) |", "|---|---|",

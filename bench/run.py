@@ -694,18 +694,22 @@ def queued_batches(storm: dict, batch_size: int) -> tuple[str, list[dict]]:
     return url, [{"Records": records[i:i + batch_size]} for i in range(0, len(records), batch_size)]
 
 
-def template_delivery() -> tuple[int, int, int]:
-    """BatchSize and ScalingConfig.MaximumConcurrency of the function's SQS event source, and its
-    Timeout, as template.yaml has them now (defaults: Lambda's own for SQS, 10 and 1000)."""
+def template_delivery() -> tuple[int, int, int, str | None]:
+    """BatchSize and ScalingConfig.MaximumConcurrency of the function's SQS event source, its
+    Timeout (defaults: Lambda's own for SQS, 10 and 1000, and 3 s), and the CloudTrail pace it
+    gives each function (CLOUDTRAIL_CALLS_PER_SECOND; None: the binary's default), as
+    template.yaml has them now."""
     text = (ROOT / "template.yaml").read_text()
 
     def find(key: str, default: int) -> int:
         m = re.search(rf"^\s*{key}:\s*(\d+)\s*$", text, re.MULTILINE)
         return int(m.group(1)) if m else default
-    return find("BatchSize", 10), find("MaximumConcurrency", 1000), find("Timeout", 3)
+    rate = re.search(r"^\s*CLOUDTRAIL_CALLS_PER_SECOND:\s*\"?([0-9.]+)\"?\s*$", text, re.MULTILINE)
+    return (find("BatchSize", 10), find("MaximumConcurrency", 1000), find("Timeout", 3),
+            rate.group(1) if rate else None)
 
 
-def measure_deployed(binary: str, storm: dict, batch_size: int, functions: int) -> dict:
+def measure_deployed(binary: str, storm: dict, batch_size: int, functions: int, rate: str | None) -> dict:
     """The storm as template.yaml delivers it: SQS batches of `batch_size`, spread over
     `functions` concurrent function instances (ScalingConfig.MaximumConcurrency), each a process
     taking its batches one after the other. Each process paces its own CloudTrail calls; the
@@ -718,7 +722,8 @@ def measure_deployed(binary: str, storm: dict, batch_size: int, functions: int) 
     results: list[Proc | None] = [None] * functions
 
     def one(i: int) -> None:
-        results[i] = run_lambda(binary, shares[i], region, timeout=900, env_extra={"EVENTS_QUEUE_URL": queue_url})
+        env = {"EVENTS_QUEUE_URL": queue_url, **({"CLOUDTRAIL_CALLS_PER_SECOND": rate} if rate else {})}
+        results[i] = run_lambda(binary, shares[i], region, timeout=900, env_extra=env)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(functions)]
@@ -812,11 +817,12 @@ def main() -> int:
         log(f"storm: one SQS batch of {STORM_SIZE} x{args.sqs_runs}, and of 1 x{args.sqs_runs}")
         results["sqs_storm"] = measure_sqs(binary, storm, STORM_SIZE, args.sqs_runs)
         results["sqs_one"] = measure_sqs(binary, storm, 1, args.sqs_runs)
-        batch_size, concurrency, timeout = template_delivery()
+        batch_size, concurrency, timeout, rate = template_delivery()
         functions = max(1, min(concurrency, -(-STORM_SIZE // batch_size)))
         log(f"storm as template.yaml delivers it: SQS batches of {batch_size} over {functions} concurrent functions")
-        results["sqs_deployed"] = {**measure_deployed(binary, storm, batch_size, functions),
-                                   "template": {"BatchSize": batch_size, "MaximumConcurrency": concurrency, "Timeout": timeout}}
+        results["sqs_deployed"] = {**measure_deployed(binary, storm, batch_size, functions, rate),
+                                   "template": {"BatchSize": batch_size, "MaximumConcurrency": concurrency, "Timeout": timeout,
+                                                "CLOUDTRAIL_CALLS_PER_SECOND": rate}}
         log("storm with background CloudTrail traffic: scan x1, SQS batch x1")
         noisy = seed_storm(REGION_NOISY, f"noisy-{suffix}")
         noise = seed_background(REGION_NOISY, noisy["keys"][0], NOISE_GRANTS, NOISE_STARTS)

@@ -81,8 +81,10 @@ struct Bucket {
 
 /// Under the limit with a margin: requests leave ~670 ms apart, so that however late one
 /// arrives (a loaded machine, a slow network), CloudTrail does not see three in one second.
-/// (At 1.8/s a loaded test machine once delivered three within a second.)
-const TRAIL_RATE: f64 = 1.5;
+/// (At 1.8/s a loaded test machine once delivered three within a second.) Processes running
+/// side by side share the account's 2/s, so the Lambda takes its share from the template
+/// (`CLOUDTRAIL_CALLS_PER_SECOND`, see [`AwsCloud::with_trail_rate`]).
+pub const TRAIL_RATE: f64 = 1.5;
 /// No burst.
 const TRAIL_BURST: f64 = 1.0;
 
@@ -94,6 +96,7 @@ pub struct AwsCloud {
     iam: aws_sdk_iam::Client,
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     buckets: Arc<tokio::sync::Mutex<HashMap<String, Bucket>>>,
+    trail_rate: f64,
 }
 
 impl AwsCloud {
@@ -105,7 +108,17 @@ impl AwsCloud {
                 .retry_classifier(crate::stats::TooManyRequests)
                 .build(),
         );
-        Self { config, counter, iam, clients: Arc::default(), buckets: Arc::default() }
+        Self { config, counter, iam, clients: Arc::default(), buckets: Arc::default(), trail_rate: TRAIL_RATE }
+    }
+
+    /// LookupEvents per second per region for this process. With N processes at once (the
+    /// SQS event source's MaximumConcurrency), each must keep under 2/N, or CloudTrail
+    /// throttles them all and the retries make it worse.
+    pub fn with_trail_rate(mut self, per_second: f64) -> Self {
+        if per_second.is_finite() && per_second > 0.0 {
+            self.trail_rate = per_second;
+        }
+        self
     }
 
     /// Calls made since the last time this was asked, per `service:Operation`.
@@ -157,13 +170,13 @@ impl AwsCloud {
                 let mut buckets = self.buckets.lock().await;
                 let now = Instant::now();
                 let b = buckets.entry(region.to_owned()).or_insert(Bucket { tokens: TRAIL_BURST, last: now });
-                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * TRAIL_RATE).min(TRAIL_BURST);
+                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.trail_rate).min(TRAIL_BURST);
                 b.last = now;
                 if b.tokens >= 1.0 {
                     b.tokens -= 1.0;
                     return;
                 }
-                StdDuration::from_secs_f64((1.0 - b.tokens) / TRAIL_RATE)
+                StdDuration::from_secs_f64((1.0 - b.tokens) / self.trail_rate)
             };
             tokio::time::sleep(wait).await;
         }

@@ -23,6 +23,10 @@ pub struct Settings {
     /// `KLD_REDELIVERY_DELAY_SECONDS` (default 60, 0 to 900): how long a finding's unsent part
     /// waits on the queue before the sinks that failed are tried again.
     pub redelivery_delay: i32,
+    /// `CLOUDTRAIL_CALLS_PER_SECOND` (default 1.5, from 0.1 to 2): this process's share of
+    /// CloudTrail's 2 LookupEvents per second per account and region. The SAM template sets
+    /// it so that its concurrent functions together stay under 2.
+    pub cloudtrail_rate: f64,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -46,6 +50,17 @@ fn seconds(name: &str, default: i32, max: i32) -> Result<i32, String> {
         Some(v) => match v.parse::<i32>() {
             Ok(n) if (0..=max).contains(&n) => Ok(n),
             _ => Err(format!("{name}={v:?}: expected whole seconds from 0 to {max}")),
+        },
+    }
+}
+
+/// Calls per second, from 0.1 to CloudTrail's own 2.
+fn rate(name: &str, default: f64) -> Result<f64, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<f64>() {
+            Ok(r) if (0.1..=2.0).contains(&r) => Ok(r),
+            _ => Err(format!("{name}={v:?}: expected calls per second from 0.1 to 2")),
         },
     }
 }
@@ -84,6 +99,7 @@ impl Settings {
             },
             events_queue_url: var("EVENTS_QUEUE_URL"),
             redelivery_delay: seconds("KLD_REDELIVERY_DELAY_SECONDS", 60, 900)?,
+            cloudtrail_rate: rate("CLOUDTRAIL_CALLS_PER_SECOND", crate::aws::TRAIL_RATE)?,
         })
     }
 

@@ -36,11 +36,11 @@ use crate::report::Finding;
 
 pub async fn run() -> Result<(), Error> {
     let settings = Settings::from_env().map_err(|e| format!("configuration: {e}"))?;
-    let cloud = AwsCloud::new(load_config(None).await);
+    let cloud = AwsCloud::new(load_config(None).await).with_trail_rate(settings.cloudtrail_rate);
     let region = cloud.default_region();
     let plan =
         Plan { options: settings.options(), sinks: settings.sinks.clone(), guardrails: settings.guardrails.clone() };
-    tracing::info!(remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
+    tracing::info!(cloudtrail_calls_per_second = settings.cloudtrail_rate, remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (cloud, region, plan, settings) = (cloud.clone(), region.clone(), plan.clone(), settings.clone());
         async move {

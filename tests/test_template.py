@@ -491,6 +491,16 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(as_list(st["Resource"]), [{"Fn::GetAtt": [queue, "Arn"]}])
         self.assertEqual(st["Condition"], {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_name, "Arn"]}}})
 
+    def test_concurrent_functions_share_cloudtrail_rate(self):
+        # LookupEvents allows 2 per second per account and region, shared by every function
+        # instance SQS runs at once: together they must stay under it.
+        _, fn = self.function()
+        (event,) = fn["Properties"]["Events"].values()
+        concurrency = int(event["Properties"]["ScalingConfig"]["MaximumConcurrency"])
+        rate = float(fn["Properties"]["Environment"]["Variables"]["CLOUDTRAIL_CALLS_PER_SECOND"])
+        self.assertLess(rate * concurrency, 2.0, (rate, concurrency))
+        self.assertGreaterEqual(rate, 0.1)
+
     def test_events_queue(self):
         queue = self.res[self.events_queue_name()]["Properties"]
         _, fn = self.function()
