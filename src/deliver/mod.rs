@@ -21,12 +21,6 @@ pub struct Sinks {
     pub event_bus: Option<String>,
 }
 
-impl Sinks {
-    pub fn any(&self) -> bool {
-        self.topic_arn.is_some() || self.security_hub || self.event_bus.is_some()
-    }
-}
-
 /// Which sinks a finding reached: the SNS message id, `ok` for Security Hub, the EventBridge
 /// event id. A sink that was off or failed is absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
