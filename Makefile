@@ -81,8 +81,8 @@ deploy: build
 # `make bench` measures on this machine and writes BENCHMARKS.md: API calls per diagnosis, a storm
 # of 200 failures (scan and one SQS batch), process and start-up times, criterion benches of the
 # pure core, artifact sizes, and Cloud Custodian side by side. It reuses target/ (cold, the builds
-# alone take ~50 minutes here; warm it finishes in a few). A third venv holds the peer (c7n) and
-# cargo-lambda for the arm64 build: bench/requirements.txt.
+# alone take ~50 minutes here; warm it finishes in a few). A third venv holds the peer (c7n):
+# bench/requirements.txt; the arm64 build uses the lint venv's cargo-lambda, as `make build` does.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cksum < bench/requirements.txt | cut -d' ' -f1)
 
@@ -95,7 +95,7 @@ $(BENCH_STAMP): bench/requirements.txt
 	touch $@
 
 ## Benchmarks -> BENCHMARKS.md (builds only what is missing or stale, then measures: ~5 minutes warm).
-bench: $(STAMP) $(BENCH_STAMP)
+bench: $(STAMP) $(BENCH_STAMP) $(LINT_STAMP)
 	export KLD_BENCH_STARTED=$$(date +%s); \
 	$(PYTHON) bench/steps.py build; \
 	$(PYTHON) bench/steps.py criterion; \

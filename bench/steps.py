@@ -27,7 +27,8 @@ BIN = "kms-launch-doctor"
 HOST_BIN = ROOT / "target" / "release" / BIN
 ARM64_BOOTSTRAP = ROOT / "target" / "lambda" / BIN / "bootstrap"
 ARM64_BUILD = ["cargo", "lambda", "build", "--release", "--arm64", "--bin", BIN]
-BENCH_VENV_BIN = ROOT / ".venv-bench" / "bin"
+# cargo-lambda (and zig) from the lint venv, as `make build`: one toolchain path, one cache.
+LINT_VENV_BIN = ROOT / ".venv-lint" / "bin"
 
 
 def log(msg: str) -> None:
@@ -91,7 +92,7 @@ def build() -> None:
     # Cargo's fingerprints decide whether the arm64 bootstrap is stale: a no-op takes a second.
     subprocess.run(["rustup", "target", "add", "aarch64-unknown-linux-gnu"], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
-    env = dict(os.environ, PATH=f"{BENCH_VENV_BIN}:{os.environ.get('PATH', '')}")
+    env = dict(os.environ, PATH=f"{LINT_VENV_BIN}:{os.environ.get('PATH', '')}")
     steps.append({"step": "arm64 bootstrap (cargo lambda)", **timed(ARM64_BUILD, env)})
     write("builds.json", {"at": datetime.now(UTC).isoformat(timespec="seconds"), "steps": steps})
 
