@@ -312,10 +312,8 @@ def run_process(argv: list[str], env: dict[str, str], timeout: float = 600) -> P
         return Proc(argv, rc, wall, peak[0], out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
-def stats_line(text: str) -> dict | None:
-    """The tool's call counts: the CLI's `{"api_calls": ..., "total": N}` on stderr, or Lambda's
-    `{"message": "api calls", "stats": {...}}` on stdout (the last one)."""
-    found = None
+def json_lines(text: str):
+    """The JSON objects among `text`'s lines (the tool's structured logs and reports)."""
     for line in text.splitlines():
         line = line.strip()
         if not line.startswith("{"):
@@ -324,9 +322,23 @@ def stats_line(text: str) -> dict | None:
             v = json.loads(line)
         except ValueError:
             continue
-        if isinstance(v, dict) and "api_calls" in v:
+        if isinstance(v, dict):
+            yield v
+
+
+def log_lines(text: str, message: str) -> list[dict]:
+    """The structured log lines whose `message` is `message`, in order."""
+    return [v for v in json_lines(text) if v.get("message") == message]
+
+
+def stats_line(text: str) -> dict | None:
+    """The tool's call counts: the CLI's `{"api_calls": ..., "total": N}` on stderr, or Lambda's
+    `{"message": "api calls", "stats": {...}}` on stdout (the last one)."""
+    found = None
+    for v in json_lines(text):
+        if "api_calls" in v:
             found = v
-        elif isinstance(v, dict) and v.get("message") == "api calls":
+        elif v.get("message") == "api calls":
             found = v.get("stats")
     return found
 
@@ -498,15 +510,7 @@ def sqs_batch(instances: list[str], region: str) -> dict:
 
 
 def finding_lines(stdout: str) -> list[dict]:
-    out = []
-    for line in stdout.splitlines():
-        try:
-            v = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(v, dict) and v.get("message") == "finding":
-            out.append(v["finding"])
-    return out
+    return [v["finding"] for v in log_lines(stdout, "finding")]
 
 
 def measure_sqs(binary: str, storm: dict, size: int, runs: int) -> dict:
@@ -653,15 +657,7 @@ def measure_storm(binary: str, custodian: str | None, storm: dict, runs: int, wo
 
 
 def all_stats_lines(stdout: str) -> list[dict]:
-    out = []
-    for line in stdout.splitlines():
-        try:
-            v = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(v, dict) and v.get("message") == "api calls":
-            out.append(v.get("stats") or {})
-    return out
+    return [v.get("stats") or {} for v in log_lines(stdout, "api calls")]
 
 
 def queued_batches(storm: dict, batch_size: int) -> tuple[str, list[dict]]:
