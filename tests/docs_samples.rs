@@ -4,53 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use chrono::{TimeZone, Utc};
-use kms_launch_doctor::arn::KeyArn;
-use kms_launch_doctor::cloudtrail::Record;
 use kms_launch_doctor::decide::decide;
 use kms_launch_doctor::deliver::message;
-use kms_launch_doctor::facts::*;
 use serde_json::json;
 
-const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a";
-const USER: &str = "arn:aws:iam::123456789012:user/test";
+#[path = "fixtures/article.rs"]
+mod fixture;
 
 fn article() -> kms_launch_doctor::report::Finding {
-    let identity = json!({"type": "IAMUser", "principalId": "AIDACKCEVSQ6C2EXAMPLE", "arn": USER, "accountId": "123456789012", "userName": "test"});
-    let start = Record::parse(&json!({"eventVersion": "1.09", "eventID": "2a6f8e1c-3b4d-4e5f-8a9b-0c1d2e3f4a5b", "eventName": "StartInstances",
-        "eventTime": "2026-11-28T10:00:05Z", "userIdentity": identity,
-        "requestParameters": {"instancesSet": {"items": [{"instanceId": "i-0abcd1234ef567890"}]}}}).to_string()).unwrap();
-    let denied = Record::parse(&json!({"eventVersion": "1.09", "eventID": "9c8b7a6f-5e4d-4c3b-2a1f-0e9d8c7b6a59", "eventName": "CreateGrant",
-        "eventTime": "2026-11-28T10:00:07Z", "userIdentity": identity, "errorCode": "AccessDenied",
-        "errorMessage": format!("User: {USER} is not authorized to perform: kms:CreateGrant on resource: {KEY} because no identity-based policy allows the kms:CreateGrant action"),
-        "requestParameters": {"keyId": KEY}}).to_string()).unwrap();
-    let key = KeyArn::parse(KEY).unwrap();
-    let facts = Facts {
-        instance: Instance {
-            id: "i-0abcd1234ef567890".into(),
-            account: "123456789012".into(),
-            partition: "aws".into(),
-            region: "eu-west-1".into(),
-            state: Some(EndState::Stopped),
-            state_name: "stopped".into(),
-            state_reason: None,
-            attachments: vec![Attachment { volume_id: "vol-0a1b2c3d4e5f67890".into(), device: "/dev/xvda".into() }],
-        },
-        state: EndState::Stopped,
-        state_reason: StateReason { code: "Client.InternalError".into(), message: "Client.InternalError: Client error on launch".into() },
-        observed_at: Utc.with_ymd_and_hms(2026, 11, 28, 10, 1, 12).unwrap(),
-        volumes: vec![Volume { volume_id: "vol-0a1b2c3d4e5f67890".into(), device: "/dev/xvda".into(), encrypted: Some(true), kms_key_arn: Some(key.clone()) }],
-        keys: vec![KeyFacts {
-            arn: key,
-            metadata: Some(KeyMetadata { state: KeyState::Enabled, manager: Some("CUSTOMER".into()), origin: Some("AWS_KMS".into()), deletion_date: None, valid_to: None, custom_key_store_id: None }),
-            policy: Some(r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"}]}"#.into()),
-        }],
-        launch: Some(start),
-        kms_denials: vec![denied],
-        simulations: vec![Simulation { principal_arn: USER.into(), action: "kms:CreateGrant".into(), resource: KEY.into(), decision: Decision::ImplicitDeny, matched_statements: vec![] }],
-        missing: vec![],
-    };
-    decide(&facts)
+    decide(&fixture::article())
 }
 
 fn check(file: &str, rendered: &str) {
