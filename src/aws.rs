@@ -297,6 +297,11 @@ fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> O
         state_name,
         state_reason,
         attachments,
+        tags: i
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .collect(),
     })
 }
 
@@ -795,6 +800,27 @@ impl crate::cloud::IamWrites for AwsCloud {
             match next {
                 Some(m) => marker = Some(m),
                 None => return Ok(out),
+            }
+        }
+    }
+
+    async fn key_tags(&self, key: &KeyArn) -> Result<Vec<(String, String)>, CallError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let r = self
+                .clients(key.region())
+                .kms
+                .list_resource_tags()
+                .key_id(key.to_string())
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| call_error("kms:ListResourceTags", e))?;
+            out.extend(r.tags().iter().map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned())));
+            match r.next_marker() {
+                Some(m) if r.truncated() && !m.is_empty() => marker = Some(m.to_owned()),
+                _ => return Ok(out),
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Exit codes: 0 the diagnosis ran (with or without findings), 1 AWS could not be reached or
 //! would not describe the instances, 2 usage errors (including an unreadable event file).
+//! A reader that goes away (`| head`) is a normal end: output stops and the exit code is 0.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -169,13 +171,31 @@ fn aws_failure(e: &CallError) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn print(report: &Report, format: Format) {
+/// Writes to stdout. `Err` carries the exit code to end with: 0 when the reader went away
+/// (a closed pipe is how `| head` says it has enough, as ripgrep treats it), 1 for any other
+/// write error. `print!` would panic on either.
+fn emit(text: &str) -> Result<(), ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot write the output: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn print(report: &Report, format: Format) -> Result<(), ExitCode> {
     match format {
         Format::Json => match serde_json::to_string_pretty(report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: could not render the report: {e}"),
+            Ok(s) => emit(&format!("{s}\n")),
+            Err(e) => {
+                eprintln!("error: could not render the report: {e}");
+                Err(ExitCode::from(1))
+            }
         },
-        Format::Text => print!("{}", render::text(report)),
+        Format::Text => emit(&render::text(report)),
     }
 }
 
@@ -203,7 +223,9 @@ fn report_calls(cloud: &AwsCloud) {
 
 /// Prints the report; delivery failures go to stderr, one line each, and make the exit code 1.
 fn finish(report: &Report, failures: &[CallError], format: Format) -> ExitCode {
-    print(report, format);
+    if let Err(code) = print(report, format) {
+        return code;
+    }
     for e in failures {
         eprintln!("error: {e}");
     }
@@ -285,27 +307,26 @@ pub async fn main() -> ExitCode {
                 act(&cloud, &plan, f).await;
             }
             report_calls(&cloud);
-            match format {
+            let printed = match format {
                 ScanFormat::Json => print(&report, Format::Json),
                 ScanFormat::Text => print(&report, Format::Text),
-                ScanFormat::Table => print!("{}", crate::scan::table(&report, crate::scan::use_colour())),
-            }
-            ExitCode::SUCCESS
+                ScanFormat::Table => emit(&crate::scan::table(&report, crate::scan::use_colour())),
+            };
+            printed.err().unwrap_or(ExitCode::SUCCESS)
         }
         Command::CheckPermissions { remediate, region } => {
             let cloud = AwsCloud::new(load_config(region.as_deref()).await);
             match crate::permissions::check(&cloud, remediate == Mode::Apply).await {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
-                }
+                Ok(table) => emit(&table).err().unwrap_or(ExitCode::SUCCESS),
                 Err(e) => aws_failure(&e),
             }
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "kms-launch-doctor", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            // Into memory first: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kms-launch-doctor", &mut script);
+            emit(&String::from_utf8_lossy(&script)).err().unwrap_or(ExitCode::SUCCESS)
         }
         Command::Replay { event, region, format, actions } => {
             let bytes = match std::fs::read(&event) {
@@ -324,8 +345,7 @@ pub async fn main() -> ExitCode {
                         }],
                         ..Report::default()
                     };
-                    print(&report, format);
-                    return ExitCode::SUCCESS;
+                    return print(&report, format).err().unwrap_or(ExitCode::SUCCESS);
                 }
             };
             let options = match Settings::from_env() {

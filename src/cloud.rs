@@ -177,6 +177,8 @@ pub trait IamWrites: Sync {
         &self,
         principal: &Principal,
     ) -> impl Future<Output = Result<Vec<(String, String)>, CallError>> + Send;
+    /// KMS ListResourceTags: the key's tags (the key side of the opt-in).
+    fn key_tags(&self, key: &KeyArn) -> impl Future<Output = Result<Vec<(String, String)>, CallError>> + Send;
     fn inline_policy_names(&self, principal: &Principal)
         -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
     /// The URL-decoded document, or `None` when no such policy exists.

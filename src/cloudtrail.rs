@@ -121,6 +121,11 @@ pub struct Record {
     /// CreateGrant for a volume carries it, which ties a KMS record to one instance.
     #[serde(skip)]
     pub volume_ids: Vec<String>,
+    /// The instance whose launch EC2's own identity acted for, when the caller is that
+    /// identity (role `aws:ec2-infrastructure`, session named after the instance, or
+    /// `userIdentity.inScopeOf.credentialsIssuedTo` naming it).
+    #[serde(skip)]
+    pub ec2_infrastructure_for: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,6 +178,7 @@ impl Record {
                 }
             }
         }
+        let ec2_infrastructure_for = v.get("userIdentity").and_then(ec2_infrastructure_instance);
         Ok(Self {
             event_id,
             event_name,
@@ -183,6 +189,7 @@ impl Record {
             instance_ids,
             key,
             volume_ids,
+            ec2_infrastructure_for,
         })
     }
 
@@ -195,6 +202,29 @@ impl Record {
     pub fn mentions_explicit_deny(&self) -> bool {
         self.error_message.as_deref().is_some_and(|m| m.contains("explicit deny"))
     }
+}
+
+/// EC2's identity-only role, with which EC2 itself decrypts a volume's data key at launch.
+pub const EC2_INFRASTRUCTURE_ROLE: &str = "aws:ec2-infrastructure";
+
+/// The instance EC2's infrastructure identity acted for, if that is who made the call. The
+/// session is `assumed-role/aws:ec2-infrastructure/<instance id>`; CloudTrail also names the
+/// instance in `inScopeOf.credentialsIssuedTo` (an `arn:…:ec2:…:instance/<id>`). An instance
+/// profile's role carries `inScopeOf` too, so the role name must be EC2's own.
+fn ec2_infrastructure_instance(identity: &Value) -> Option<String> {
+    let arn = identity.get("arn").and_then(Value::as_str)?;
+    let (_, resource) = arn.split_once(":assumed-role/")?;
+    let (role, session) = resource.split_once('/')?;
+    if role != EC2_INFRASTRUCTURE_ROLE {
+        return None;
+    }
+    let scoped = identity
+        .pointer("/inScopeOf/credentialsIssuedTo")
+        .and_then(Value::as_str)
+        .and_then(|a| a.split_once(":instance/"))
+        .map(|(_, id)| id.to_owned());
+    let from_session = crate::event::is_instance_id(session).then(|| session.to_owned());
+    scoped.filter(|id| crate::event::is_instance_id(id)).or(from_session)
 }
 
 /// Maps `userIdentity` to the IAM entity a fix belongs on.
@@ -360,6 +390,20 @@ mod tests {
             let c = caller_of(&id);
             assert!(c.principal_arn.is_none(), "{id}");
         }
+    }
+
+    #[test]
+    fn ec2_infrastructure_identity_names_its_instance_and_an_instance_profile_does_not() {
+        // Shapes from the CloudTrail userIdentity reference (inScopeOf) and public records of
+        // instance credentials: role session named after the instance, credentialsIssuedTo its ARN.
+        let ec2 = json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/aws:ec2-infrastructure/i-0abcd1234ef567890",
+            "inScopeOf": {"issuerType": "AWS::EC2::Instance", "credentialsIssuedTo": "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abcd1234ef567890"}});
+        assert_eq!(ec2_infrastructure_instance(&ec2).as_deref(), Some("i-0abcd1234ef567890"));
+        let bare = json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/aws:ec2-infrastructure/i-0abcd1234ef567890"});
+        assert_eq!(ec2_infrastructure_instance(&bare).as_deref(), Some("i-0abcd1234ef567890"));
+        let profile = json!({"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/AppRole/i-0abcd1234ef567890",
+            "inScopeOf": {"issuerType": "AWS::EC2::Instance", "credentialsIssuedTo": "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abcd1234ef567890"}});
+        assert_eq!(ec2_infrastructure_instance(&profile), None);
     }
 
     #[test]

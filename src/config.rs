@@ -23,6 +23,10 @@ pub struct Settings {
     /// `KLD_REDELIVERY_DELAY_SECONDS` (default 60, 0 to 900): how long a finding's unsent part
     /// waits on the queue before the sinks that failed are tried again.
     pub redelivery_delay: i32,
+    /// `EVENTS_QUEUE_RETENTION_SECONDS` (default 345600, the template's 4 days; 60 to
+    /// 1209600): an event whose time is older than this cannot have come through the queue
+    /// honestly, and is skipped.
+    pub queue_retention: Duration,
     /// `CLOUDTRAIL_CALLS_PER_SECOND` (default 1.5, from 0.1 to 2): this process's share of
     /// CloudTrail's 2 LookupEvents per second per account and region. The SAM template sets
     /// it so that its concurrent functions together stay under 2.
@@ -45,11 +49,15 @@ fn minutes(name: &str, default: i64, max: i64) -> Result<Duration, String> {
 
 /// Whole seconds from 0 to `max` (SQS delays go up to 900).
 fn seconds(name: &str, default: i32, max: i32) -> Result<i32, String> {
+    seconds_in(name, default, 0, max)
+}
+
+fn seconds_in(name: &str, default: i32, min: i32, max: i32) -> Result<i32, String> {
     match var(name) {
         None => Ok(default),
         Some(v) => match v.parse::<i32>() {
-            Ok(n) if (0..=max).contains(&n) => Ok(n),
-            _ => Err(format!("{name}={v:?}: expected whole seconds from 0 to {max}")),
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!("{name}={v:?}: expected whole seconds from {min} to {max}")),
         },
     }
 }
@@ -94,11 +102,17 @@ impl Settings {
                 mode,
                 tag_key: var("REMEDIATION_TAG_KEY").unwrap_or_else(|| DEFAULT_TAG_KEY.to_owned()),
                 allowed_principals: var("REMEDIATION_ALLOWED_PRINCIPALS").map(|v| patterns(&v)).unwrap_or_default(),
-                allowed_keys: var("REMEDIATION_ALLOWED_KEYS").map(|v| patterns(&v)),
+                allowed_keys: var("REMEDIATION_ALLOWED_KEYS").map(|v| patterns(&v)).unwrap_or_default(),
                 restart: flag("RESTART_AFTER_REMEDIATION")?,
             },
             events_queue_url: var("EVENTS_QUEUE_URL"),
             redelivery_delay: seconds("KLD_REDELIVERY_DELAY_SECONDS", 60, 900)?,
+            queue_retention: Duration::seconds(i64::from(seconds_in(
+                "EVENTS_QUEUE_RETENTION_SECONDS",
+                345_600,
+                60,
+                1_209_600,
+            )?)),
             cloudtrail_rate: rate("CLOUDTRAIL_CALLS_PER_SECOND", crate::aws::TRAIL_RATE)?,
         })
     }

@@ -290,6 +290,11 @@ fn caller_unknown(ctx: &Ctx<'_>, key: &KeyArn, caller: Option<&Caller>, evidence
             "CloudTrail could not be searched, so the {api} caller and its permissions on KMS key {} are unknown.",
             key_label(key)
         ),
+        None if !f.kms_denials.is_empty() => format!(
+            "No {api} record naming {} was found in CloudTrail (records arrive about 5 minutes after the call). CloudTrail shows denied KMS calls on key {} (in the evidence), but a denied call never names the caller, so the caller's permissions could not be checked.",
+            f.instance.id,
+            key_label(key)
+        ),
         None => format!(
             "No {api} record naming {} was found in CloudTrail (records arrive about 5 minutes after the call), so the caller's permissions on KMS key {} could not be checked.",
             f.instance.id,

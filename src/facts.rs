@@ -60,6 +60,8 @@ pub struct Instance {
     pub state_name: String,
     pub state_reason: Option<StateReason>,
     pub attachments: Vec<Attachment>,
+    /// The instance's tags: remediation restarts only an instance that opted in.
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,9 +200,10 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// The caller whose permissions matter: the launch record's, else the one CloudTrail
-    /// recorded on a denied KMS call.
+    /// The caller whose permissions matter: the one the launch record names, and nobody else.
+    /// A denied KMS call never stands in for it: whoever is denied a KMS call near a failed
+    /// launch is not thereby the one who launched it, and remediation writes for the caller.
     pub fn caller(&self) -> Option<&Caller> {
-        self.launch.as_ref().map(|r| &r.caller).or_else(|| self.kms_denials.first().map(|r| &r.caller))
+        self.launch.as_ref().map(|r| &r.caller)
     }
 }

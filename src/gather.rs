@@ -407,12 +407,16 @@ fn pick_launch<'a>(records: impl Iterator<Item = &'a Record> + Clone, c: &Candid
 const MAX_DENIALS: usize = 5;
 
 /// The denied KMS calls that belong to this instance's launch, newest first, at most
-/// [`MAX_DENIALS`]. A record naming volumes (EC2's grant constraint `aws:ebs:id`) must name one
-/// of ours; otherwise it must come from the launch's caller within seconds to minutes of the
-/// launch, as EC2's CreateGrant does. Without a launch record, the most recent denials stand.
+/// [`MAX_DENIALS`]. A denial belongs to it when it names one of the instance's volumes (EC2's
+/// grant constraint `aws:ebs:id`), when EC2's own identity made it for this instance, or when
+/// the launch's caller (the same principal or session) made it within seconds to minutes of
+/// the launch, as EC2's CreateGrant on the caller's behalf is. Without a launch record only the
+/// first two can tie a denial to the instance: anyone else denied a KMS call on the same key
+/// near the failure is unrelated, and never evidence, in instance and window mode alike.
 fn relevant_denials<'a>(
     records: impl Iterator<Item = &'a Record>,
     launch: Option<&Record>,
+    instance_id: &str,
     volumes: &[Volume],
 ) -> Vec<Record> {
     let mut out: Vec<Record> = records
@@ -420,18 +424,16 @@ fn relevant_denials<'a>(
             if !r.volume_ids.is_empty() {
                 return r.volume_ids.iter().any(|id| volumes.iter().any(|v| v.volume_id == *id));
             }
-            match launch {
-                Some(l) => {
-                    let same_caller = match (&r.caller.principal_arn, &l.caller.principal_arn) {
-                        (Some(a), Some(b)) => a == b,
-                        _ => true,
-                    };
-                    same_caller
-                        && r.event_time >= l.event_time - Duration::seconds(5)
-                        && r.event_time <= l.event_time + Duration::minutes(3)
-                }
-                None => true,
+            if r.ec2_infrastructure_for.as_deref() == Some(instance_id) {
+                return true;
             }
+            let Some(l) = launch else { return false };
+            let same = |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a == b);
+            let same_caller =
+                same(&r.caller.principal_arn, &l.caller.principal_arn) || same(&r.caller.arn, &l.caller.arn);
+            same_caller
+                && r.event_time >= l.event_time - Duration::seconds(5)
+                && r.event_time <= l.event_time + Duration::minutes(3)
         })
         .cloned()
         .collect();
@@ -482,7 +484,7 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
         found.append(&mut d);
         missing.append(&mut m);
     }
-    let denials = relevant_denials(found.iter(), launch.as_ref(), volumes);
+    let denials = relevant_denials(found.iter(), launch.as_ref(), &c.instance.id, volumes);
     Trail { launch, denials, missing }
 }
 
@@ -515,19 +517,8 @@ async fn window_trail<C: Cloud>(
         .map(|(c, vols)| {
             let launch = pick_launch(launches.iter(), c);
             let keys: Vec<&KeyArn> = vols.iter().filter_map(|v| v.kms_key_arn.as_ref()).collect();
-            let denials = grants
-                .0
-                .iter()
-                .filter(|r| keys.iter().any(|k| record_key_matches(r, k)))
-                .filter(|r| match &launch {
-                    Some(l) => {
-                        r.event_time >= l.event_time - Duration::minutes(1)
-                            && r.event_time <= l.event_time + Duration::minutes(15)
-                    }
-                    None => true,
-                })
-                .cloned()
-                .collect();
+            let on_our_keys = grants.0.iter().filter(|r| keys.iter().any(|k| record_key_matches(r, k)));
+            let denials = relevant_denials(on_our_keys, launch.as_ref(), &c.instance.id, vols);
             Trail { launch, denials, missing: shared_missing.clone() }
         })
         .collect()

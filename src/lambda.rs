@@ -4,9 +4,12 @@
 //! CloudTrail delivers records about 5 minutes after a call, with no guarantee, while the
 //! state-change event arrives within seconds. From SQS, a record whose launch call is not in
 //! CloudTrail yet is returned as a batch item failure with its visibility extended (growing
-//! backoff), until the caller is found or `CLOUDTRAIL_WAIT_MINUTES` after the state change
-//! have passed; only then is the finding emitted, as `caller-unknown`. So no event is lost and
-//! a failure yields one finding, not a premature one and a later one.
+//! backoff), until the caller is found or `CLOUDTRAIL_WAIT_MINUTES` after SQS first received
+//! the message (its `SentTimestamp`) have passed; only then is the finding emitted, as
+//! `caller-unknown`. The wait is measured from SQS's own clock, not from the event's `time`,
+//! which whoever wrote the event chose: an event claiming to be old must not skip the wait.
+//! An event whose time is in the future, or older than the queue keeps messages, cannot have
+//! come from the rule through the queue, and is skipped with a reason.
 //!
 //! A sink can fail after others succeeded. Retrying the whole event would send the finding
 //! again to the sinks that have it (SNS and EventBridge cannot tell a repeat), so instead the
@@ -166,6 +169,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     // Parse every message; those we do not handle are done (retrying would not help).
     let mut response = SqsBatchResponse::default();
     let mut work: Vec<(SqsMessage, String, Trigger)> = Vec::new();
+    let retention = settings.queue_retention;
     let mut redeliveries: Vec<(SqsMessage, String, Outbox)> = Vec::new();
     for message in batch.records {
         let Some(id) = message.message_id.clone() else {
@@ -173,7 +177,12 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
             continue;
         };
         match parse_message(&id, message.body.as_deref()) {
-            Ok(Some(Work::Event(t))) => work.push((message, id, t)),
+            Ok(Some(Work::Event(t))) => match implausible_time(t.time, now, retention) {
+                Some(reason) => {
+                    tracing::warn!(message_id = %id, instance_id = %t.instance_id, reason = %reason, "event skipped");
+                }
+                None => work.push((message, id, t)),
+            },
             Ok(Some(Work::Redelivery(outbox))) => redeliveries.push((message, id, *outbox)),
             Ok(None) => {}
             Err(e) => {
@@ -235,7 +244,8 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
         if !seen.insert(key) {
             continue;
         }
-        match settle(aws, finding, plan, settings, now, receive_count(&message.attributes)).await {
+        let first_received = sent_timestamp(&message.attributes).unwrap_or(now);
+        match settle(aws, finding, plan, settings, now, first_received, receive_count(&message.attributes)).await {
             Outcome::Done => {}
             Outcome::Unfinished(outbox) => {
                 if !requeue(aws, &message, &id, settings, &outbox).await {
@@ -356,6 +366,33 @@ fn receive_count(attributes: &std::collections::HashMap<String, String>) -> u32 
     attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1)
 }
 
+/// When SQS first received the message: `SentTimestamp`, epoch milliseconds, set by SQS (a
+/// sender cannot choose it).
+fn sent_timestamp(attributes: &std::collections::HashMap<String, String>) -> Option<DateTime<Utc>> {
+    let ms: i64 = attributes.get("SentTimestamp")?.trim().parse().ok()?;
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// How far ahead of our clock an event's time may be (clock skew between AWS's and ours).
+const FUTURE_SKEW: Duration = Duration::minutes(5);
+
+/// Why an event's claimed time cannot be right, if it cannot: in the future, or older than
+/// the queue keeps a message (so it did not wait in our queue since it happened).
+fn implausible_time(time: Option<DateTime<Utc>>, now: DateTime<Utc>, retention: Duration) -> Option<String> {
+    let t = time?;
+    if t > now + FUTURE_SKEW {
+        Some(format!("event time {} is in the future (now {})", crate::decide::rfc3339(t), crate::decide::rfc3339(now)))
+    } else if now - t > retention {
+        Some(format!(
+            "event time {} is older than the queue keeps messages ({} s): not a state change this queue received",
+            crate::decide::rfc3339(t),
+            retention.num_seconds()
+        ))
+    } else {
+        None
+    }
+}
+
 /// Backoff for a deferred event: 1, 2, 4, 8 minutes, at most 15 (SQS allows 12 hours), and
 /// never much past the deadline.
 pub fn backoff(receive_count: u32, until_deadline: Duration) -> i32 {
@@ -365,18 +402,18 @@ pub fn backoff(receive_count: u32, until_deadline: Duration) -> i32 {
 }
 
 /// Waits for the launch record while the budget lasts (emitting nothing meanwhile), else
-/// acts on the finding and logs it.
+/// acts on the finding and logs it. The budget runs from when SQS first received the event.
 async fn settle<A: Cloud + Effects + IamWrites>(
     aws: &A,
     f: &mut Finding,
     plan: &Plan,
     settings: &Settings,
     now: DateTime<Utc>,
+    first_received: DateTime<Utc>,
     receives: u32,
 ) -> Outcome {
     if f.launch.is_none() {
-        let changed = DateTime::parse_from_rfc3339(&f.observed_at).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
-        let deadline = changed + settings.cloudtrail_wait;
+        let deadline = first_received.min(now) + settings.cloudtrail_wait;
         if now < deadline {
             return Outcome::Defer(backoff(receives, deadline - now));
         }
@@ -449,6 +486,26 @@ mod tests {
         assert!(matches!(parse_message("m", Some(r#"{"detail-type":"Other"}"#)), Ok(None)));
         assert!(matches!(parse_message("m", Some("{not json")), Ok(None)));
         assert!(matches!(parse_message("m", None), Ok(None)));
+    }
+
+    #[test]
+    fn the_wait_runs_from_sqs_sent_timestamp_and_implausible_times_are_refused() {
+        let now = DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z").unwrap().with_timezone(&Utc);
+        let mut attrs = std::collections::HashMap::new();
+        assert_eq!(sent_timestamp(&attrs), None);
+        attrs.insert("SentTimestamp".to_owned(), (now.timestamp_millis() - 60_000).to_string());
+        assert_eq!(sent_timestamp(&attrs), Some(now - Duration::minutes(1)));
+        attrs.insert("SentTimestamp".to_owned(), "yesterday".to_owned());
+        assert_eq!(sent_timestamp(&attrs), None);
+
+        let retention = Duration::days(4);
+        assert_eq!(implausible_time(None, now, retention), None);
+        assert_eq!(implausible_time(Some(now - Duration::days(3)), now, retention), None);
+        assert_eq!(implausible_time(Some(now + Duration::minutes(4)), now, retention), None);
+        assert!(implausible_time(Some(now + Duration::hours(1)), now, retention).unwrap().contains("in the future"));
+        assert!(implausible_time(Some(now - Duration::days(5)), now, retention)
+            .unwrap()
+            .contains("older than the queue"));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub const WRITE_SET: &[&str] = &[
     "iam:GetRolePolicy",
     "iam:PutUserPolicy",
     "iam:PutRolePolicy",
+    "kms:ListResourceTags",
     "ec2:StartInstances",
 ];
 

@@ -4,8 +4,13 @@
 //! reported as `apply` would treat it, and nothing is written. In `apply` the only write is
 //! PutUserPolicy/PutRolePolicy of the inline policy `kms-launch-doctor-<key id>` whose document
 //! is exactly the finding's scoped statement, for a `caller-lacks-create-grant` cause, on a
-//! same-account IAM user or role that opted in. It never overwrites a policy someone edited,
-//! never writes past IAM's size quota, and proves the result with the policy simulator.
+//! same-account IAM user or role that the launch record names as the caller. Both sides must
+//! opt in: the principal (tag or `REMEDIATION_ALLOWED_PRINCIPALS`) and the key (tag or
+//! `REMEDIATION_ALLOWED_KEYS`), so that whoever can tag a principal cannot thereby reach every
+//! key that delegates to IAM. It never overwrites a policy someone edited, never writes past
+//! IAM's size quota, and proves the result with a policy simulation made after the write.
+//!
+//! See docs/security.md for who can trigger each write and which guard stops what.
 
 use serde_json::Value;
 
@@ -48,8 +53,8 @@ pub struct Guardrails {
     pub tag_key: String,
     /// `REMEDIATION_ALLOWED_PRINCIPALS`: ARN patterns that opt in without a tag.
     pub allowed_principals: Vec<String>,
-    /// `REMEDIATION_ALLOWED_KEYS`: when set, only keys matching one of these patterns.
-    pub allowed_keys: Option<Vec<String>>,
+    /// `REMEDIATION_ALLOWED_KEYS`: key ARN patterns that opt in without a tag.
+    pub allowed_keys: Vec<String>,
     /// `RESTART_AFTER_REMEDIATION`: start the stopped instance after a verified fix.
     pub restart: bool,
 }
@@ -60,7 +65,7 @@ impl Default for Guardrails {
             mode: Mode::Off,
             tag_key: DEFAULT_TAG_KEY.to_owned(),
             allowed_principals: Vec::new(),
-            allowed_keys: None,
+            allowed_keys: Vec::new(),
             restart: false,
         }
     }
@@ -69,6 +74,13 @@ impl Default for Guardrails {
 /// Comma-separated patterns; empty entries ignored.
 pub fn patterns(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect()
+}
+
+/// Whether `tags` carry the opt-in tag. IAM's `StringEquals` on `iam:ResourceTag/<key>` (the
+/// template's condition on the write) and `aws:ResourceTag/<key>` compare case-sensitively,
+/// so only `true` counts: `True` would pass here and then fail in IAM.
+pub fn opted_in(tags: &[(String, String)], tag_key: &str) -> bool {
+    tags.iter().any(|(k, v)| k == tag_key && v == "true")
 }
 
 /// Characters IAM counts toward the quota: everything but whitespace.
@@ -130,7 +142,7 @@ fn policy_actions(doc: &Value) -> Vec<String> {
 }
 
 /// The guardrails that need no AWS call. `Err` is the refusal note.
-fn static_checks(g: &Guardrails, f: &Finding, r: &Remediation) -> Result<(Principal, KeyArn), String> {
+fn static_checks(f: &Finding, r: &Remediation) -> Result<(Principal, KeyArn), String> {
     if !matches!(r.action, RemediationAction::PutUserPolicy | RemediationAction::PutRolePolicy) {
         return Err(never_applied(r.action).to_owned());
     }
@@ -148,8 +160,23 @@ fn static_checks(g: &Guardrails, f: &Finding, r: &Remediation) -> Result<(Princi
         Some(other) => return Err(format!("only caller-lacks-create-grant is remediated, not {}", other.as_str())),
         None => return Err("no cause names this policy's key".to_owned()),
     }
-    let caller_kind = f.launch.as_ref().map(|l| l.caller.principal_kind);
-    if caller_kind == Some(PrincipalKind::Federated) {
+    // Only the caller a launch record names is ever written for: a KMS denial, or anything
+    // else, never stands in for it.
+    let Some(launch) = f.launch.as_ref() else {
+        return Err(format!(
+            "no {} record naming {} was found in CloudTrail, so nobody is known to have launched it; nothing is written without one",
+            f.instance_state.launch_api().as_str(),
+            f.instance_id
+        ));
+    };
+    if launch.caller.principal_arn.as_deref() != Some(r.target.as_str()) {
+        return Err(format!(
+            "{} is not the caller the launch record names ({}); only the launch caller is remediated",
+            r.target,
+            launch.caller.principal_arn.as_deref().unwrap_or("an unmapped identity")
+        ));
+    }
+    if launch.caller.principal_kind == PrincipalKind::Federated {
         return Err("the caller is a federated user: its session policy also limits it, so a fix on the federating user may not help".to_owned());
     }
     let arn = Arn::parse(&r.target).map_err(|e| e.to_string())?;
@@ -175,12 +202,6 @@ fn static_checks(g: &Guardrails, f: &Finding, r: &Remediation) -> Result<(Princi
             f.account
         ));
     }
-    if let Some(allowed) = &g.allowed_keys {
-        let k = key.to_string();
-        if !allowed.iter().any(|p| glob(p, &k, true)) {
-            return Err(format!("key {k} is not in REMEDIATION_ALLOWED_KEYS"));
-        }
-    }
     Ok((principal, key))
 }
 
@@ -194,7 +215,7 @@ pub async fn remediate<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardr
         one(cloud, writes, g, &snapshot, r).await;
     }
     if g.restart && g.mode == Mode::Apply {
-        restart(writes, f).await;
+        restart(cloud, writes, &g.tag_key, f).await;
     }
 }
 
@@ -207,7 +228,7 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
         r.status = RemediationStatus::Failed;
         r.note = Some(e.to_string());
     };
-    let (principal, key) = match static_checks(g, f, r) {
+    let (principal, key) = match static_checks(f, r) {
         Ok(v) => v,
         Err(note) => return refuse(r, note),
     };
@@ -215,22 +236,41 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
         return refuse(r, "no policy name or document".to_owned());
     };
 
-    // Opt-in: an allowed-principals pattern, else the tag.
+    // Opt-in, principal side: an allowed-principals pattern, else the tag.
     let by_pattern = g.allowed_principals.iter().any(|p| glob(p, &r.target, true));
     if !by_pattern {
         match writes.principal_tags(&principal).await {
-            Ok(tags) => {
-                let opted_in = tags.iter().any(|(k, v)| *k == g.tag_key && v.eq_ignore_ascii_case("true"));
-                if !opted_in {
-                    return refuse(
-                        r,
-                        format!(
-                            "{} has not opted in: tag it {}=true or list it in REMEDIATION_ALLOWED_PRINCIPALS",
-                            r.target, g.tag_key
-                        ),
-                    );
-                }
+            Ok(tags) if opted_in(&tags, &g.tag_key) => {}
+            Ok(_) => {
+                return refuse(
+                    r,
+                    format!(
+                        "{} has not opted in: tag it {}=true or list it in REMEDIATION_ALLOWED_PRINCIPALS",
+                        r.target, g.tag_key
+                    ),
+                )
             }
+            Err(e) => return fail(r, e),
+        }
+    }
+
+    // Opt-in, key side: an allowed-keys pattern, else the key's own tag. In dry-run the role
+    // may lack kms:ListResourceTags (the template grants it with apply only): say so.
+    let mut caveat = None;
+    let k = key.to_string();
+    if !g.allowed_keys.iter().any(|p| glob(p, &k, true)) {
+        match writes.key_tags(&key).await {
+            Ok(tags) if opted_in(&tags, &g.tag_key) => {}
+            Ok(_) => {
+                return refuse(
+                    r,
+                    format!(
+                        "key {k} has not opted in: tag it {}=true or list it in REMEDIATION_ALLOWED_KEYS",
+                        g.tag_key
+                    ),
+                )
+            }
+            Err(e) if g.mode == Mode::DryRun => caveat = Some(format!("the key's opt-in tag could not be read ({e})")),
             Err(e) => return fail(r, e),
         }
     }
@@ -252,13 +292,14 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
     }
 
     // The diagnosis already showed IAM allows it now (by another policy): nothing to write.
+    // Verified only by a simulation made now, not by the diagnosis's own.
     if already_allowed(f, &key) {
         r.status = RemediationStatus::Unchanged;
-        r.verified = Some(true);
         r.note = Some(format!(
             "IAM already allows {} on the key through another policy; nothing written",
             policy_actions(&doc).join(", ")
         ));
+        r.verified = verify(cloud, &r.target, &key, &doc, &mut r.note).await;
         return;
     }
 
@@ -294,8 +335,9 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
     if g.mode == Mode::DryRun {
         r.status = RemediationStatus::Proposed;
         r.note = Some(format!(
-            "dry-run: apply would {call} {name} on {} ({total} of {quota} characters); nothing was written",
-            r.target
+            "dry-run: apply would {call} {name} on {} ({total} of {quota} characters); nothing was written{}",
+            r.target,
+            caveat.map(|c| format!("; {c}")).unwrap_or_default()
         ));
         return;
     }
@@ -384,8 +426,26 @@ async fn verify<C: Cloud>(
     }
 }
 
+/// Why the restart's own grant would be refused: the function's `kms:CreateGrant` is allowed
+/// only on keys that carry the opt-in tag (the template's condition), so a key opted in by
+/// `REMEDIATION_ALLOWED_KEYS` alone would fail the start exactly like the launch diagnosed.
+async fn untagged_key<W: IamWrites>(writes: &W, keys: &[KeyArn], tag_key: &str) -> Option<String> {
+    for key in keys {
+        match writes.key_tags(key).await {
+            Ok(tags) if opted_in(&tags, tag_key) => {}
+            Ok(_) => {
+                return Some(format!(
+                    "not started: key {key} carries no {tag_key}=true tag, and the restart's own kms:CreateGrant is allowed only on tagged keys"
+                ))
+            }
+            Err(e) => return Some(format!("not started: {e}")),
+        }
+    }
+    None
+}
+
 /// Starts the instance once every cause was a missing grant and every fix is verified.
-async fn restart<W: IamWrites>(writes: &W, f: &mut Finding) {
+async fn restart<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, tag_key: &str, f: &mut Finding) {
     if f.instance_state != EndState::Stopped {
         return;
     }
@@ -402,11 +462,36 @@ async fn restart<W: IamWrites>(writes: &W, f: &mut Finding) {
     if !(all_grants && all_verified) {
         return;
     }
-    let outcome = match writes.start_instance(&f.region, &f.instance_id).await {
-        Ok(state) => Restart { ok: true, detail: format!("StartInstances: {} is {state}", f.instance_id) },
-        Err(e) => Restart { ok: false, detail: e.to_string() },
+    let fixed_keys: Vec<KeyArn> =
+        fixed.iter().filter_map(|r| r.policy_document.as_ref().and_then(policy_key)).collect();
+    // The instance must opt in too (the template allows StartInstances only under the same
+    // tag), and still be the stopped instance it was: read it again, now.
+    let not_started = |detail: String| Some(Restart { ok: false, detail: format!("not started: {detail}") });
+    let refusal = match cloud.describe_instances(&f.region, std::slice::from_ref(&f.instance_id)).await {
+        Err(e) => not_started(e.to_string()),
+        Ok(found) => match found.iter().find(|i| i.id == f.instance_id) {
+            None => not_started(format!("{} no longer exists", f.instance_id)),
+            Some(i) if i.state != Some(EndState::Stopped) => {
+                not_started(format!("{} is {} now", f.instance_id, i.state_name))
+            }
+            Some(i) if !opted_in(&i.tags, tag_key) => not_started(format!(
+                "instance {} has not opted in (tag it {tag_key}=true to allow restarts)",
+                f.instance_id
+            )),
+            Some(_) => untagged_key(writes, &fixed_keys, tag_key).await.map(|d| Restart { ok: false, detail: d }),
+        },
     };
-    tracing::info!(target: "kms_launch_doctor::audit", finding_id = %f.id, who = %f.instance_id, what = "ec2:StartInstances", before = "stopped", after = %outcome.detail, result = if outcome.ok { "applied" } else { "failed" }, "restart");
+    let outcome = match refusal {
+        Some(r) => r,
+        None => {
+            let outcome = match writes.start_instance(&f.region, &f.instance_id).await {
+                Ok(state) => Restart { ok: true, detail: format!("StartInstances: {} is {state}", f.instance_id) },
+                Err(e) => Restart { ok: false, detail: e.to_string() },
+            };
+            tracing::info!(target: "kms_launch_doctor::audit", finding_id = %f.id, who = %f.instance_id, what = "ec2:StartInstances", before = "stopped", after = %outcome.detail, result = if outcome.ok { "applied" } else { "failed" }, "restart");
+            outcome
+        }
+    };
     if let Some(r) = f
         .remediations
         .iter_mut()
@@ -504,14 +589,14 @@ mod guardrail_tests {
 
     fn refusal(principal: &str, kind: PrincipalKind, code: CauseCode, key: &str) -> String {
         let (f, r) = case(principal, kind, code, key);
-        static_checks(&Guardrails { mode: Mode::Apply, ..Guardrails::default() }, &f, &r).err().unwrap_or_default()
+        static_checks(&f, &r).err().unwrap_or_default()
     }
 
     #[test]
     fn same_account_user_with_missing_grant_passes() {
         let (f, r) =
             case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
-        let (p, k) = static_checks(&Guardrails::default(), &f, &r).unwrap();
+        let (p, k) = static_checks(&f, &r).unwrap();
         assert_eq!(p, Principal::User("test".into()));
         assert_eq!(k.to_string(), KEY);
     }
@@ -570,21 +655,317 @@ mod guardrail_tests {
             crate::remedy::cancel_key_deletion(&key),
             crate::remedy::review_deny(None, "123456789012", &key, true),
         ] {
-            assert!(static_checks(&Guardrails::default(), &f, &r).is_err());
+            assert!(static_checks(&f, &r).is_err());
         }
     }
 
     #[test]
-    fn allowed_keys_limit_what_is_written() {
-        let (f, r) =
-            case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
-        let only_other =
-            Guardrails { allowed_keys: Some(vec!["arn:aws:kms:*:*:key/other".into()]), ..Guardrails::default() };
-        assert!(static_checks(&only_other, &f, &r).unwrap_err().contains("REMEDIATION_ALLOWED_KEYS"));
-        let this_one = Guardrails {
-            allowed_keys: Some(vec!["arn:aws:kms:eu-west-1:123456789012:key/*".into()]),
-            ..Guardrails::default()
-        };
-        assert!(static_checks(&this_one, &f, &r).is_ok());
+    fn only_the_caller_a_launch_record_names_is_remediated() {
+        let user = "arn:aws:iam::123456789012:user/test";
+        let (mut f, r) = case(user, PrincipalKind::User, CauseCode::CallerLacksCreateGrant, KEY);
+        if let Some(l) = f.launch.as_mut() {
+            l.caller.principal_arn = Some("arn:aws:iam::123456789012:user/someone-else".into());
+        }
+        assert!(static_checks(&f, &r).unwrap_err().contains("is not the caller the launch record names"));
+        f.launch = None;
+        assert!(static_checks(&f, &r).unwrap_err().contains("no StartInstances record naming i-0abc"));
+    }
+}
+
+/// The remediation path in-process, against an in-memory IAM/KMS/EC2: which opt-ins it needs,
+/// what it writes, what it proves, and when it restarts.
+#[cfg(test)]
+mod in_memory {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::cloud::{CallError, FailureKind, TrailPage, TrailQuery, VolumeInfo};
+    use crate::facts::{Instance, KeyMetadata, Simulation};
+
+    const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a";
+    const USER: &str = "arn:aws:iam::123456789012:user/test";
+    const TAG: &str = DEFAULT_TAG_KEY;
+
+    #[derive(Default)]
+    struct World {
+        principal_tags: Vec<(String, String)>,
+        /// `None`: ListResourceTags is denied.
+        key_tags: Option<Vec<(String, String)>>,
+        instance_tags: Vec<(String, String)>,
+        /// Whether a simulation allows CreateGrant: before any write, and after one.
+        allowed_before: bool,
+        allowed_after_write: bool,
+        policies: Mutex<BTreeMap<String, String>>,
+        started: Mutex<Vec<String>>,
+        simulations: Mutex<u32>,
+    }
+
+    fn unused(call: &'static str) -> CallError {
+        CallError { call, kind: FailureKind::Other, message: "not part of remediation".into() }
+    }
+
+    impl Cloud for World {
+        async fn describe_instances(&self, region: &str, ids: &[String]) -> Result<Vec<Instance>, CallError> {
+            Ok(ids
+                .iter()
+                .map(|id| Instance {
+                    id: id.clone(),
+                    account: "123456789012".into(),
+                    partition: "aws".into(),
+                    region: region.into(),
+                    state: Some(EndState::Stopped),
+                    state_name: "stopped".into(),
+                    state_reason: None,
+                    attachments: vec![],
+                    tags: self.instance_tags.clone(),
+                })
+                .collect())
+        }
+        async fn describe_failed_instances(&self, _: &str) -> Result<Vec<Instance>, CallError> {
+            Err(unused("ec2:DescribeInstances"))
+        }
+        async fn describe_volumes(&self, _: &str, _: &[String]) -> Result<Vec<VolumeInfo>, CallError> {
+            Err(unused("ec2:DescribeVolumes"))
+        }
+        async fn describe_regions(&self) -> Result<Vec<String>, CallError> {
+            Err(unused("ec2:DescribeRegions"))
+        }
+        async fn describe_key(&self, _: &KeyArn) -> Result<KeyMetadata, CallError> {
+            Err(unused("kms:DescribeKey"))
+        }
+        async fn get_key_policy(&self, _: &KeyArn) -> Result<String, CallError> {
+            Err(unused("kms:GetKeyPolicy"))
+        }
+        async fn lookup_events(&self, _: &str, _: &TrailQuery, _: Option<&str>) -> Result<TrailPage, CallError> {
+            Err(unused("cloudtrail:LookupEvents"))
+        }
+        async fn simulate(&self, request: &SimulationRequest) -> Result<Vec<Simulation>, CallError> {
+            *self.simulations.lock().unwrap() += 1;
+            let written = !self.policies.lock().unwrap().is_empty();
+            let allowed = if written { self.allowed_after_write } else { self.allowed_before };
+            Ok(request
+                .actions
+                .iter()
+                .map(|a| Simulation {
+                    principal_arn: request.principal_arn.clone(),
+                    action: a.clone(),
+                    resource: KEY.into(),
+                    decision: if allowed { Decision::Allowed } else { Decision::ImplicitDeny },
+                    matched_statements: vec![],
+                })
+                .collect())
+        }
+    }
+
+    impl IamWrites for World {
+        async fn principal_tags(&self, _: &Principal) -> Result<Vec<(String, String)>, CallError> {
+            Ok(self.principal_tags.clone())
+        }
+        async fn key_tags(&self, _: &KeyArn) -> Result<Vec<(String, String)>, CallError> {
+            self.key_tags.clone().ok_or(CallError {
+                call: "kms:ListResourceTags",
+                kind: FailureKind::Denied,
+                message: "AccessDeniedException".into(),
+            })
+        }
+        async fn inline_policy_names(&self, _: &Principal) -> Result<Vec<String>, CallError> {
+            Ok(self.policies.lock().unwrap().keys().cloned().collect())
+        }
+        async fn inline_policy(&self, _: &Principal, name: &str) -> Result<Option<String>, CallError> {
+            Ok(self.policies.lock().unwrap().get(name).cloned())
+        }
+        async fn put_inline_policy(&self, _: &Principal, name: &str, document: &str) -> Result<(), CallError> {
+            self.policies.lock().unwrap().insert(name.into(), document.into());
+            Ok(())
+        }
+        async fn start_instance(&self, _: &str, id: &str) -> Result<String, CallError> {
+            self.started.lock().unwrap().push(id.into());
+            Ok("pending".into())
+        }
+    }
+
+    fn tag(v: &str) -> Vec<(String, String)> {
+        vec![(TAG.to_owned(), v.to_owned())]
+    }
+
+    /// Both sides opted in; the write makes the simulation allow CreateGrant.
+    fn opted_in_world() -> World {
+        World {
+            principal_tags: tag("true"),
+            key_tags: Some(tag("true")),
+            allowed_after_write: true,
+            ..World::default()
+        }
+    }
+
+    fn finding() -> Finding {
+        let key = KeyArn::parse(KEY).unwrap();
+        let mut f = super::guardrail_tests_support::finding(USER, &key);
+        f.remediations =
+            vec![crate::remedy::put_identity_policy(USER, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
+                .unwrap()];
+        f
+    }
+
+    async fn run(world: &World, g: &Guardrails) -> Remediation {
+        let mut f = finding();
+        remediate(world, world, g, &mut f).await;
+        f.remediations.remove(0)
+    }
+
+    fn apply() -> Guardrails {
+        Guardrails { mode: Mode::Apply, ..Guardrails::default() }
+    }
+
+    #[tokio::test]
+    async fn both_sides_opted_in_is_applied_and_verified_after_the_write() {
+        let w = opted_in_world();
+        let r = run(&w, &apply()).await;
+        assert_eq!((r.status, r.verified), (RemediationStatus::Applied, Some(true)), "{r:?}");
+        let written =
+            w.policies.lock().unwrap().get(&crate::remedy::policy_name(&KeyArn::parse(KEY).unwrap())).cloned();
+        assert_eq!(written.map(|d| serde_json::from_str::<Value>(&d).unwrap()), r.policy_document);
+    }
+
+    #[tokio::test]
+    async fn a_key_that_did_not_opt_in_is_refused_and_nothing_written() {
+        for key_tags in [vec![], tag("True"), tag("yes"), vec![("other".to_owned(), "true".to_owned())]] {
+            let w = World { key_tags: Some(key_tags.clone()), ..opted_in_world() };
+            let r = run(&w, &apply()).await;
+            assert_eq!(r.status, RemediationStatus::Refused, "{key_tags:?}");
+            assert!(r.note.as_deref().unwrap().contains("has not opted in: tag it kms-launch-doctor:auto-remediate=true or list it in REMEDIATION_ALLOWED_KEYS"), "{r:?}");
+            assert!(w.policies.lock().unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn tag_values_compare_as_iam_does() {
+        let w = World { principal_tags: tag("True"), ..opted_in_world() };
+        let r = run(&w, &apply()).await;
+        assert_eq!(r.status, RemediationStatus::Refused);
+        assert!(r.note.as_deref().unwrap().contains("has not opted in"), "{r:?}");
+        assert!(w.policies.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn allowed_keys_opt_a_key_in_without_a_tag() {
+        let w = World { key_tags: Some(vec![]), ..opted_in_world() };
+        let g = Guardrails { allowed_keys: vec!["arn:aws:kms:eu-west-1:123456789012:key/*".into()], ..apply() };
+        assert_eq!(run(&w, &g).await.status, RemediationStatus::Applied);
+        let w = World { key_tags: Some(vec![]), ..opted_in_world() };
+        let g = Guardrails { allowed_keys: vec!["arn:aws:kms:*:*:key/other".into()], ..apply() };
+        assert_eq!(run(&w, &g).await.status, RemediationStatus::Refused);
+    }
+
+    #[tokio::test]
+    async fn unreadable_key_tags_fail_apply_and_are_a_caveat_in_dry_run() {
+        let w = World { key_tags: None, ..opted_in_world() };
+        let r = run(&w, &apply()).await;
+        assert_eq!(r.status, RemediationStatus::Failed, "{r:?}");
+        assert!(w.policies.lock().unwrap().is_empty());
+        let r = run(&w, &Guardrails { mode: Mode::DryRun, ..Guardrails::default() }).await;
+        assert_eq!(r.status, RemediationStatus::Proposed);
+        assert!(r.note.as_deref().unwrap().contains("the key's opt-in tag could not be read"), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_fix_that_does_not_verify_after_the_write_is_not_verified_and_not_restarted() {
+        let w = World { allowed_after_write: false, instance_tags: tag("true"), ..opted_in_world() };
+        let g = Guardrails { restart: true, ..apply() };
+        let r = run(&w, &g).await;
+        assert_eq!((r.status, r.verified), (RemediationStatus::Applied, Some(false)), "{r:?}");
+        assert!(r.restart.is_none());
+        assert!(w.started.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn already_allowed_is_verified_by_a_new_simulation_not_the_diagnosis() {
+        // The diagnosis's evidence says allowed; the simulation made now says denied.
+        let w = World { allowed_before: false, ..opted_in_world() };
+        let mut f = finding();
+        f.causes[0].evidence.push(crate::report::Evidence::Simulation {
+            principal_arn: USER.into(),
+            action: "kms:CreateGrant".into(),
+            resource: KEY.into(),
+            decision: Decision::Allowed,
+            matched_statements: vec![],
+        });
+        remediate(&w, &w, &apply(), &mut f).await;
+        let r = &f.remediations[0];
+        assert_eq!((r.status, r.verified), (RemediationStatus::Unchanged, Some(false)), "{r:?}");
+        assert_eq!(*w.simulations.lock().unwrap(), 1);
+        assert!(w.policies.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn restart_only_an_instance_that_opted_in() {
+        let g = Guardrails { restart: true, ..apply() };
+        let w = opted_in_world();
+        let r = run(&w, &g).await;
+        let restart = r.restart.unwrap();
+        assert!(!restart.ok && restart.detail.contains("instance i-0abc has not opted in"), "{restart:?}");
+        assert!(w.started.lock().unwrap().is_empty());
+
+        let w = World { instance_tags: tag("true"), ..opted_in_world() };
+        let r = run(&w, &g).await;
+        assert!(r.restart.unwrap().ok);
+        assert_eq!(*w.started.lock().unwrap(), vec!["i-0abc".to_owned()]);
+
+        // A key opted in by pattern only: the fix is written, but the restart's own grant
+        // would be refused (the template allows it on tagged keys), so no start is tried.
+        let w = World { instance_tags: tag("true"), key_tags: Some(vec![]), ..opted_in_world() };
+        let g = Guardrails { allowed_keys: vec![KEY.into()], ..g };
+        let r = run(&w, &g).await;
+        assert_eq!(r.status, RemediationStatus::Applied);
+        let restart = r.restart.unwrap();
+        assert!(
+            !restart.ok && restart.detail.contains("carries no kms-launch-doctor:auto-remediate=true tag"),
+            "{restart:?}"
+        );
+        assert!(w.started.lock().unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod guardrail_tests_support {
+    use super::*;
+
+    /// A stopped instance's finding whose cause is a missing grant on `key`, launched by `user`.
+    pub fn finding(user: &str, key: &KeyArn) -> Finding {
+        Finding {
+            schema: crate::report::FINDING_SCHEMA,
+            id: "kld-test".into(),
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+            instance_id: "i-0abc".into(),
+            instance_state: EndState::Stopped,
+            state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
+            observed_at: "2026-11-28T10:00:00Z".into(),
+            launch: Some(crate::report::Launch {
+                api: crate::cloudtrail::LaunchApi::StartInstances,
+                event_id: "e".into(),
+                event_time: "2026-11-28T10:00:00Z".into(),
+                caller: crate::cloudtrail::Caller {
+                    identity_type: "IAMUser".into(),
+                    arn: Some(user.into()),
+                    principal_arn: Some(user.into()),
+                    principal_kind: PrincipalKind::User,
+                    account: Some("123456789012".into()),
+                    invoked_by: None,
+                },
+            }),
+            volumes: vec![],
+            keys: vec![],
+            causes: vec![crate::report::Cause {
+                code: CauseCode::CallerLacksCreateGrant,
+                key_arn: Some(key.clone()),
+                summary: String::new(),
+                evidence: vec![],
+            }],
+            remediations: vec![],
+            missing_evidence: vec![],
+            delivered: Default::default(),
+        }
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! Every policy is scoped to one key ARN. `kms:CreateGrant` carries
 //! `kms:GrantIsForAWSResource = true`, so the caller can only create grants for an AWS service
-//! acting for it (EC2), never for an arbitrary grantee. That condition key exists only on grant
-//! operations, so other actions (the data-key calls a RunInstances needs) get their own
-//! statement, limited to use through EC2 with `kms:ViaService`; putting the grant condition on
-//! them would produce a policy that silently allows nothing.
+//! acting for it, never for an arbitrary grantee, and `kms:ViaService =
+//! ec2.<region>.amazonaws.com`, so that service is EC2 and no other integrated service. The
+//! grant condition key exists only on grant operations, so other actions (the data-key calls a
+//! RunInstances needs) get their own statement, limited to use through EC2 with
+//! `kms:ViaService` alone; putting the grant condition on them would produce a policy that
+//! silently allows nothing.
 
 use serde_json::{json, Value};
 
@@ -29,6 +31,11 @@ fn via_ec2(key: &KeyArn) -> String {
     format!("ec2.{}.amazonaws.com", key.region())
 }
 
+/// The condition on `kms:CreateGrant`: a grant for an AWS resource, asked for through EC2.
+fn grant_for_ec2(key: &KeyArn) -> Value {
+    json!({"Bool": {"kms:GrantIsForAWSResource": true}, "StringEquals": {"kms:ViaService": via_ec2(key)}})
+}
+
 /// The identity policy that lets a caller have EC2 use `key` on its behalf.
 pub fn identity_policy(key: &KeyArn, actions: &[String]) -> Value {
     let (create_grant, others) = grant_actions_first(actions);
@@ -38,7 +45,7 @@ pub fn identity_policy(key: &KeyArn, actions: &[String]) -> Value {
             "Effect": "Allow",
             "Action": ["kms:CreateGrant"],
             "Resource": [key.to_string()],
-            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}
+            "Condition": grant_for_ec2(key)
         }));
     }
     if !others.is_empty() {
@@ -63,7 +70,7 @@ pub fn key_policy_statements(key: &KeyArn, principal: &str, actions: &[String]) 
             "Principal": {"AWS": principal},
             "Action": "kms:CreateGrant",
             "Resource": "*",
-            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}
+            "Condition": grant_for_ec2(key)
         }));
     }
     if !others.is_empty() {
@@ -174,6 +181,11 @@ pub fn put_identity_policy(
     })
 }
 
+/// A jq program over the JSON string GetInlinePolicyForPermissionSet returns (`""` or null
+/// when the set has none): the current document with `$add`'s statements appended, each once,
+/// so that whatever is there (guardrail Denies included) stays.
+const MERGE_INLINE_POLICY: &str = r#"(. // "") as $p | if $p == "" then $add else ($p | fromjson) | ([.Statement] | flatten) as $old | .Statement = $old + [$add.Statement[] | select(. as $s | $old | index([$s]) | not)] end"#;
+
 /// IAM Identity Center roles are managed by their permission set: edits to the role are undone.
 pub fn update_permission_set(role_arn: &str, account: &str, key: &KeyArn, actions: &[String]) -> Option<Remediation> {
     let arn = Arn::parse(role_arn).ok()?;
@@ -187,11 +199,12 @@ pub fn update_permission_set(role_arn: &str, account: &str, key: &KeyArn, action
             "PERMISSION_SET_ARN=$(for ps in $(aws sso-admin list-permission-sets --instance-arn \"$INSTANCE_ARN\" --query 'PermissionSets[]' --output text); do [ \"$(aws sso-admin describe-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$ps\" --query 'PermissionSet.Name' --output text)\" = {} ] && echo \"$ps\"; done)",
             shell_quote(set)
         ),
-        "# put-inline-policy replaces the permission set's inline policy: merge this statement into the current one (get-inline-policy-for-permission-set) if it has one".to_owned(),
-        format!(
-            "aws sso-admin put-inline-policy-to-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$PERMISSION_SET_ARN\" --inline-policy {}",
-            shell_quote(&doc)
-        ),
+        // put-inline-policy-to-permission-set replaces the whole inline policy (guardrail
+        // Denies included, in every account the set is assigned to): read what is there, add
+        // the statements, put the merged document back.
+        "aws sso-admin get-inline-policy-for-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$PERMISSION_SET_ARN\" --query InlinePolicy --output json > permission-set-policy.json".to_owned(),
+        format!("jq --argjson add {} {} permission-set-policy.json > permission-set-policy.merged.json", shell_quote(&doc), shell_quote(MERGE_INLINE_POLICY)),
+        "[ -s permission-set-policy.merged.json ] && aws sso-admin put-inline-policy-to-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$PERMISSION_SET_ARN\" --inline-policy file://permission-set-policy.merged.json".to_owned(),
         format!(
             "aws sso-admin provision-permission-set --instance-arn \"$INSTANCE_ARN\" --permission-set-arn \"$PERMISSION_SET_ARN\" --target-type AWS_ACCOUNT --target-id {}",
             shell_quote(account)
@@ -446,12 +459,13 @@ mod tests {
     }
 
     #[test]
-    fn create_grant_policy_is_the_articles_policy() {
+    fn create_grant_policy_is_the_articles_policy_limited_to_ec2() {
         let expected: Value = serde_json::from_str(
             r#"{"Version": "2012-10-17",
           "Statement": [{"Effect": "Allow", "Action": ["kms:CreateGrant"],
             "Resource": ["arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a"],
-            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}]}"#,
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true},
+                          "StringEquals": {"kms:ViaService": "ec2.eu-west-1.amazonaws.com"}}}]}"#,
         )
         .unwrap();
         assert_eq!(identity_policy(&key(), &["kms:CreateGrant".into()]), expected);
@@ -487,6 +501,33 @@ mod tests {
         assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
         assert_eq!(shell_quote("a;b c"), "'a;b c'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn permission_set_commands_merge_into_the_current_inline_policy_before_putting_it() {
+        let r = update_permission_set(
+            "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Ops_0123456789abcdef",
+            "123456789012",
+            &key(),
+            &["kms:CreateGrant".into()],
+        )
+        .unwrap();
+        let at = |needle: &str| {
+            r.commands.iter().position(|c| c.contains(needle)).unwrap_or_else(|| panic!("{needle}: {:#?}", r.commands))
+        };
+        let (get, merge, put, provision) = (
+            at("get-inline-policy-for-permission-set"),
+            at("jq --argjson add"),
+            at("put-inline-policy-to-permission-set"),
+            at("provision-permission-set"),
+        );
+        assert!(get < merge && merge < put && put < provision, "{:#?}", r.commands);
+        assert!(r.commands[put].contains("file://permission-set-policy.merged.json"), "{}", r.commands[put]);
+        assert!(
+            r.commands[put].starts_with("[ -s "),
+            "an empty merge must not replace the policy: {}",
+            r.commands[put]
+        );
     }
 
     #[test]
@@ -537,7 +578,7 @@ mod properties {
                 for a in &acts {
                     prop_assert!(!a.contains('*'));
                     if a == "kms:CreateGrant" {
-                        prop_assert_eq!(&st["Condition"], &json!({"Bool": {"kms:GrantIsForAWSResource": true}}));
+                        prop_assert_eq!(&st["Condition"], &json!({"Bool": {"kms:GrantIsForAWSResource": true}, "StringEquals": {"kms:ViaService": format!("ec2.{}.amazonaws.com", key.region())}}));
                     } else {
                         prop_assert_eq!(&st["Condition"], &json!({"StringEquals": {"kms:ViaService": format!("ec2.{}.amazonaws.com", key.region())}}));
                     }

@@ -195,6 +195,8 @@ from moto.iam.models import IAMBackend, ManagedPolicy
 from moto.iam.responses import IamResponse
 from moto.kms.exceptions import NotFoundException as KmsNotFoundException
 from moto.kms.models import Key, kms_backends
+from moto.sns.exceptions import InvalidParameterValue as SnsInvalidParameterValue
+from moto.sns.responses import SNSResponse
 from moto.kms.responses import KmsResponse
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -1389,6 +1391,30 @@ def kms_get_key_policy(self: KmsResponse) -> str:
     return _original_get_key_policy(self)
 
 
+_original_sns_publish = SNSResponse.publish
+
+
+def sns_publish(self: SNSResponse) -> str:
+    """Publish that checks the Subject as SNS does; moto accepts any subject.
+
+    https://docs.aws.amazon.com/sns/latest/api/API_Publish.html, Subject: "Constraints:
+    Subjects must be ASCII text that begins with a letter, number, or punctuation mark; must
+    not include line breaks or control characters; and must be less than 100 characters long."
+    The error is InvalidParameter (listed under the same page's Errors).
+    """
+    subject = self._get_param("Subject")
+    if subject is not None:
+        bad = (
+            len(subject) >= 100
+            or not subject.isascii()
+            or any(ord(c) < 32 or ord(c) == 127 for c in subject)
+            or not (subject[:1].isalnum() or (subject[:1].isprintable() and not subject[:1].isspace()))
+        )
+        if bad:
+            raise SnsInvalidParameterValue("Invalid parameter: Subject")
+    return _original_sns_publish(self)
+
+
 def install_patches() -> None:
     """Patch moto in-process; must run before the server handles requests.
 
@@ -1399,6 +1425,7 @@ def install_patches() -> None:
     IamResponse.simulate_principal_policy = simulate_principal_policy
     KmsResponse.describe_key = kms_describe_key
     KmsResponse.get_key_policy = kms_get_key_policy
+    SNSResponse.publish = sns_publish
 
 
 # --------------------------------------------------------------------------------------

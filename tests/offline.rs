@@ -51,3 +51,25 @@ fn unreachable_endpoint_fails_within_the_timeouts() {
     assert!(stderr.contains("could not reach the endpoint"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }
+
+/// Runs the tool with its stdout already closed (a reader that went away, as `| head` does once
+/// it has its lines): every format must end quietly with 0, never with a panic.
+fn with_closed_stdout(cmd: &mut Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = with_closed_stdout(tool().args(["completions", shell]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{shell}: {stderr}");
+    }
+    // Usage errors still say so (stderr is open) and keep their exit code.
+    let out = with_closed_stdout(tool().args(["diagnose", "--instance-id", "nope"]));
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -88,7 +88,8 @@ async fn article_scenario_caller_lacks_create_grant() {
     assert_eq!(
         r["policy_document"],
         json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kms:CreateGrant"], "Resource": [a.key],
-            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}]})
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": true},
+                          "StringEquals": {"kms:ViaService": format!("ec2.{}.amazonaws.com", a.s.region)}}}]})
     );
     assert!(r["commands"][0].as_str().unwrap().starts_with("aws iam put-user-policy --user-name article-test "));
     assert_eq!(f["missing_evidence"], json!([]));
@@ -676,3 +677,6 @@ mod scan;
 
 #[path = "scenarios/faults.rs"]
 mod faults;
+
+#[path = "scenarios/security.rs"]
+mod security;

@@ -899,6 +899,30 @@ class KmsTests(EmulatorTestCase):
         self.control("POST", "kms/key", {"region": "us-east-1", "state": "Melted"}, expect=400)
 
 
+class SnsTests(EmulatorTestCase):
+    def test_publish_subject_must_be_under_100_ascii_characters(self) -> None:
+        # https://docs.aws.amazon.com/sns/latest/api/API_Publish.html (Subject constraints).
+        sns = self.client("sns")
+        topic = sns.create_topic(Name="subjects")["TopicArn"]
+        sns.publish(TopicArn=topic, Message="m", Subject="x" * 99)
+        for bad in ("x" * 100, "line\nbreak", "caf\u00e9", " leading space"):
+            with self.subTest(subject=bad):
+                self.assertClientError("InvalidParameter", sns.publish, TopicArn=topic, Message="m", Subject=bad)
+        sns.publish(TopicArn=topic, Message="no subject at all")
+
+
+class KmsTagTests(EmulatorTestCase):
+    def test_list_resource_tags_by_key_arn_or_id(self) -> None:
+        # https://docs.aws.amazon.com/kms/latest/APIReference/API_ListResourceTags.html: KeyId is
+        # a key ID or key ARN. moto 5.2.5 answers both; this pins that for remediation's key opt-in.
+        kms = self.client("kms")
+        meta = kms.create_key()["KeyMetadata"]
+        kms.tag_resource(KeyId=meta["KeyId"], Tags=[{"TagKey": "kms-launch-doctor:auto-remediate", "TagValue": "true"}])
+        for key in (meta["KeyId"], meta["Arn"]):
+            tags = kms.list_resource_tags(KeyId=key)["Tags"]
+            self.assertEqual(tags, [{"TagKey": "kms-launch-doctor:auto-remediate", "TagValue": "true"}])
+
+
 class CommandLineTests(unittest.TestCase):
     """The ``serve`` and ``run`` entry points, as make and cargo tests use them."""
 

@@ -62,7 +62,7 @@ fn short_key(arn: &str) -> String {
     }
 }
 
-/// Printable ASCII only, at most `max` characters (SNS subjects must be ASCII, ≤ 100).
+/// Printable ASCII only, at most `max` characters.
 fn ascii(s: &str, max: usize) -> String {
     let clean: String = s.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
     if clean.len() <= max {
@@ -95,9 +95,14 @@ fn headline(f: &Finding) -> String {
     format!("EC2 {} {verb}: {why}", f.instance_id)
 }
 
-/// SNS subject: plain ASCII, at most 100 characters.
+/// SNS Publish: "Subjects must be ASCII text that begins with a letter, number, or
+/// punctuation mark; must not include line breaks or control characters; and must be less
+/// than 100 characters long." Less than 100: at most 99.
+pub const SNS_SUBJECT_MAX: usize = 99;
+
+/// SNS subject: plain ASCII, at most [`SNS_SUBJECT_MAX`] characters.
 pub fn sns_subject(f: &Finding) -> String {
-    ascii(&headline(f), 100)
+    ascii(&headline(f), SNS_SUBJECT_MAX)
 }
 
 /// SNS body: for a person reading e-mail or chat.

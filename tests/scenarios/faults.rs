@@ -591,11 +591,27 @@ fn user_name(a: &Article) -> String {
     a.user_arn.rsplit('/').next().unwrap().to_owned()
 }
 
+/// Everything remediation's opt-ins ask for: the principal, the key and (for the restart) the
+/// instance carry the tag with value `true`.
 async fn opt_in(a: &Article) {
     a.s.iam
         .tag_user()
         .user_name(user_name(a))
         .tags(aws_sdk_iam::types::Tag::builder().key(TAG).value("true").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    a.s.kms
+        .tag_resource()
+        .key_id(key_id(a))
+        .tags(aws_sdk_kms::types::Tag::builder().tag_key(TAG).tag_value("true").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    a.s.ec2
+        .create_tags()
+        .resources(&a.instance)
+        .tags(aws_sdk_ec2::types::Tag::builder().key(TAG).value("true").build())
         .send()
         .await
         .unwrap();
@@ -891,8 +907,9 @@ async fn remediation_path() -> Observed {
         ),
     ));
 
-    let calls: [(&'static str, Proto); 5] = [
+    let calls: [(&'static str, Proto); 6] = [
         ("iam:ListUserTags", Proto::Query),
+        ("kms:ListResourceTags", Proto::Json),
         ("iam:GetUserPolicy", Proto::Query),
         ("iam:ListUserPolicies", Proto::Query),
         ("iam:PutUserPolicy", Proto::Query),
@@ -904,7 +921,13 @@ async fn remediation_path() -> Observed {
             n += 1;
             let what = format!("remediation: {name} / {fault:?}");
             let a = remediation_article(&region, n).await;
-            let matching = if name.starts_with("iam:") { user_name(&a) } else { a.instance.clone() };
+            let matching = if name.starts_with("iam:") {
+                user_name(&a)
+            } else if name.starts_with("kms:") {
+                key_id(&a)
+            } else {
+                a.instance.clone()
+            };
             let call = Call::new(name, proto, &matching);
             let args = diagnose_args(&a.s.region, &a.instance, &["--remediate", "apply"]);
             let Some((run, used)) = run_cell(&mut obs, &what, &a.s.region, &call, fault, &args, env) else { continue };

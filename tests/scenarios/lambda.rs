@@ -9,9 +9,23 @@ use crate::common::runtime_api::RuntimeApi;
 use crate::common::*;
 
 /// `events/sqs-batch.json` carrying `event` in a real message of `queue`.
-async fn sqs_batch(s: &Scenario, queue_url: &str, queue_arn: &str, event: &Value, receive_count: u32) -> Value {
+pub(crate) async fn sqs_batch(
+    s: &Scenario,
+    queue_url: &str,
+    queue_arn: &str,
+    event: &Value,
+    receive_count: u32,
+) -> Value {
     s.sqs.send_message().queue_url(queue_url).message_body(event.to_string()).send().await.unwrap();
-    let got = s.sqs.receive_message().queue_url(queue_url).wait_time_seconds(2).send().await.unwrap();
+    let got = s
+        .sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
     batch_for(s, &got.messages()[0], queue_arn, receive_count)
 }
 
@@ -26,7 +40,21 @@ fn batch_for(s: &Scenario, m: &aws_sdk_sqs::types::Message, queue_arn: &str, rec
     rec["eventSourceARN"] = json!(queue_arn);
     rec["awsRegion"] = json!(s.region);
     rec["attributes"]["ApproximateReceiveCount"] = json!(receive_count.to_string());
+    // SQS's own clock: when the queue first received the message.
+    let sent = m
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp))
+        .cloned()
+        .unwrap_or_else(|| Utc::now().timestamp_millis().to_string());
+    rec["attributes"]["SentTimestamp"] = json!(sent);
     batch
+}
+
+/// Makes the batch's messages look first received by SQS `ago` before now.
+pub(crate) fn sent_ago(batch: &mut Value, ago: Duration) {
+    for r in batch["Records"].as_array_mut().unwrap() {
+        r["attributes"]["SentTimestamp"] = json!((Utc::now() - ago).timestamp_millis().to_string());
+    }
 }
 
 /// What Lambda's poller does with a message the function did not report as failed.
@@ -39,12 +67,12 @@ fn lines_with(stdout: &str, message: &str) -> Vec<Value> {
     stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["message"] == message).collect()
 }
 
-fn finding_lines(stdout: &str) -> Vec<Value> {
+pub(crate) fn finding_lines(stdout: &str) -> Vec<Value> {
     stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["message"] == "finding").collect()
 }
 
 /// Runs the binary in Lambda mode over `events`; returns the outcomes and its stdout.
-fn invoke(region: &str, events: Vec<Value>, env: &[(&str, &str)]) -> (Vec<runtime_api::Outcome>, String) {
+pub(crate) fn invoke(region: &str, events: Vec<Value>, env: &[(&str, &str)]) -> (Vec<runtime_api::Outcome>, String) {
     let (outcomes, stdout, _) = invoke_all(region, events, env);
     (outcomes, stdout)
 }
@@ -99,6 +127,7 @@ fn batch_of(events: &[Value], region: &str) -> Value {
             r["messageId"] = json!(format!("msg-{i}-{}", e["detail"]["instance-id"].as_str().unwrap_or("x")));
             r["body"] = json!(e.to_string());
             r["awsRegion"] = json!(region);
+            r["attributes"]["SentTimestamp"] = json!(Utc::now().timestamp_millis().to_string());
             r
         })
         .collect();
@@ -106,7 +135,7 @@ fn batch_of(events: &[Value], region: &str) -> Value {
     batch
 }
 
-fn event_for(instance: &str, region: &str, state: &str) -> Value {
+pub(crate) fn event_for(instance: &str, region: &str, state: &str) -> Value {
     let mut e: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("events/stopped.json")).unwrap()).unwrap();
     e["detail"] = json!({"instance-id": instance, "state": state});
@@ -167,13 +196,55 @@ async fn after_the_wait_budget_the_finding_is_caller_unknown() {
         serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &instance, &s.region)).unwrap())
             .unwrap();
     event["time"] = json!(rfc3339(Utc::now() - Duration::minutes(30)));
-    let batch = sqs_batch(&s, &queue_url, &queue_arn, &event, 9).await;
+    let mut batch = sqs_batch(&s, &queue_url, &queue_arn, &event, 9).await;
+    // The budget runs from when SQS first received the event, 30 minutes ago.
+    sent_ago(&mut batch, Duration::minutes(30));
     let (outcomes, stdout) =
         invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url), ("CLOUDTRAIL_WAIT_MINUTES", "20")]);
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}));
     let lines = finding_lines(&stdout);
     assert_eq!(lines.len(), 1, "{stdout}");
     assert_eq!(lines[0]["finding"]["causes"][0]["code"], "caller-unknown");
+}
+
+#[tokio::test]
+async fn an_event_claiming_to_be_old_still_waits_for_cloudtrail() {
+    // Issue 12: the wait is measured from SQS's SentTimestamp, not from the event's own `time`,
+    // which a sender chooses. Forged 30 minutes old, received now: deferred, no finding.
+    let s = Scenario::new("oldclaim").await;
+    let key = s.key(None).await;
+    let instance = s.instance(&[Some(&key)]).await;
+    s.fail_launch(&instance, "stopped");
+    let (queue_url, queue_arn) = s.queue("oldclaim-events").await;
+    let mut event = event_for(&instance, &s.region, "stopped");
+    event["time"] = json!(rfc3339(Utc::now() - Duration::minutes(30)));
+    let batch = sqs_batch(&s, &queue_url, &queue_arn, &event, 1).await;
+    let message_id = batch["Records"][0]["messageId"].as_str().unwrap().to_owned();
+    let (outcomes, stdout) =
+        invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url), ("CLOUDTRAIL_WAIT_MINUTES", "20")]);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": [{"itemIdentifier": message_id}]}), "{stdout}");
+    assert!(finding_lines(&stdout).is_empty(), "{stdout}");
+}
+
+#[tokio::test]
+async fn events_in_the_future_or_older_than_the_queue_keeps_them_are_skipped_with_a_reason() {
+    let s = Scenario::new("badtime").await;
+    let key = s.key(None).await;
+    let instance = s.instance(&[Some(&key)]).await;
+    s.fail_launch(&instance, "stopped");
+    let mut future = event_for(&instance, &s.region, "stopped");
+    future["time"] = json!(rfc3339(Utc::now() + Duration::hours(2)));
+    let mut ancient = event_for(&instance, &s.region, "stopped");
+    ancient["time"] = json!(rfc3339(Utc::now() - Duration::days(5)));
+    for (event, why) in [(future, "in the future"), (ancient, "older than the queue keeps messages")] {
+        let (outcomes, stdout) = invoke(&s.region, vec![batch_of(&[event], &s.region)], &[]);
+        assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+        assert!(finding_lines(&stdout).is_empty(), "{stdout}");
+        let skips = lines_with(&stdout, "event skipped");
+        assert_eq!(skips.len(), 1, "{stdout}");
+        assert_eq!(skips[0]["level"], "WARN");
+        assert!(skips[0]["reason"].as_str().unwrap().contains(why), "{:#}", skips[0]);
+    }
 }
 
 #[tokio::test]
@@ -229,6 +300,7 @@ async fn duplicate_and_reordered_events_give_one_finding_and_one_write() {
         .send()
         .await
         .unwrap();
+    super::remediation::opt_in_key(&a.s, &a.key, "kms-launch-doctor:auto-remediate").await;
     // A terminated event before the stopped one, and the stopped one twice.
     let events = [
         event_for(&a.instance, &a.s.region, "terminated"),

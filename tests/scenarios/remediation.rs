@@ -7,12 +7,32 @@ use crate::common::*;
 
 const TAG: &str = "kms-launch-doctor:auto-remediate";
 
+/// Both sides opt in: the principal and the key carry the tag with value `true`.
 async fn opt_in(a: &Article) {
+    opt_in_with(a, TAG).await;
+}
+
+async fn opt_in_with(a: &Article, tag: &str) {
+    opt_in_principal(a, tag).await;
+    opt_in_key(&a.s, &a.key, tag).await;
+}
+
+async fn opt_in_principal(a: &Article, tag: &str) {
     let user = a.user_arn.rsplit('/').next().unwrap();
     a.s.iam
         .tag_user()
         .user_name(user)
-        .tags(aws_sdk_iam::types::Tag::builder().key(TAG).value("true").build().unwrap())
+        .tags(aws_sdk_iam::types::Tag::builder().key(tag).value("true").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+}
+
+pub(crate) async fn opt_in_key(s: &Scenario, key: &str, tag: &str) {
+    s.kms
+        .tag_resource()
+        .key_id(key.rsplit('/').next().unwrap())
+        .tags(aws_sdk_kms::types::Tag::builder().tag_key(tag).tag_value("true").build().unwrap())
         .send()
         .await
         .unwrap();
@@ -34,8 +54,10 @@ async fn stored_policy(a: &Article) -> Option<Value> {
 }
 
 fn expected_policy(key: &str) -> Value {
+    let region = key.split(':').nth(3).unwrap();
     json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kms:CreateGrant"], "Resource": [key],
-        "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}]})
+        "Condition": {"Bool": {"kms:GrantIsForAWSResource": true},
+                      "StringEquals": {"kms:ViaService": format!("ec2.{region}.amazonaws.com")}}}]})
 }
 
 fn remediation(report: &Value) -> Value {
@@ -111,7 +133,8 @@ async fn a_principal_that_did_not_opt_in_is_refused() {
     assert!(r["note"].as_str().unwrap().contains("has not opted in"), "{r:#}");
     assert_eq!(stored_policy(&a).await, None);
 
-    // The allowed-principals pattern opts in without a tag; a key outside the allowed keys does not.
+    // The allowed-principals pattern opts the principal in without a tag; the key must opt in
+    // too, by its tag or an allowed-keys pattern, and a pattern for another key does not.
     let pattern = format!("arn:aws:iam::{ACCOUNT}:user/noconsent-*");
     let (_, report, _) = a.s.diagnose_with(
         &[&a.instance],
@@ -124,8 +147,13 @@ async fn a_principal_that_did_not_opt_in_is_refused() {
     let r = remediation(&report);
     assert_eq!(r["status"], "refused");
     assert!(r["note"].as_str().unwrap().contains("REMEDIATION_ALLOWED_KEYS"), "{r:#}");
-    let (_, report, _) =
-        a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("REMEDIATION_ALLOWED_PRINCIPALS", &pattern)]);
+    assert_eq!(stored_policy(&a).await, None);
+    let keys = format!("arn:aws:kms:{}:{ACCOUNT}:key/*", a.s.region);
+    let (_, report, _) = a.s.diagnose_with(
+        &[&a.instance],
+        &["--remediate", "apply"],
+        &[("REMEDIATION_ALLOWED_PRINCIPALS", &pattern), ("REMEDIATION_ALLOWED_KEYS", &keys)],
+    );
     assert_eq!(remediation(&report)["status"], "applied");
     assert_eq!(stored_policy(&a).await, Some(expected_policy(&a.key)));
 }
@@ -133,13 +161,7 @@ async fn a_principal_that_did_not_opt_in_is_refused() {
 #[tokio::test]
 async fn a_custom_tag_key_is_honoured() {
     let a = article("customtag").await;
-    a.s.iam
-        .tag_user()
-        .user_name(user_name(&a))
-        .tags(aws_sdk_iam::types::Tag::builder().key("team:autofix").value("TRUE").build().unwrap())
-        .send()
-        .await
-        .unwrap();
+    opt_in_with(&a, "team:autofix").await;
     let (_, report, _) =
         a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("REMEDIATION_TAG_KEY", "team:autofix")]);
     assert_eq!(remediation(&report)["status"], "applied");
@@ -192,10 +214,27 @@ async fn the_inline_quota_is_checked_before_writing() {
 async fn restart_after_a_verified_fix() {
     let a = article("restart").await;
     opt_in(&a).await;
+    // Without the instance's own opt-in, the fix is applied and the instance left alone.
+    let (_, report, _) =
+        a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("RESTART_AFTER_REMEDIATION", "true")]);
+    let r = remediation(&report);
+    assert_eq!((r["status"].as_str(), r["verified"].as_bool()), (Some("applied"), Some(true)), "{r:#}");
+    assert_eq!(r["restart"]["ok"], false, "{r:#}");
+    assert!(r["restart"]["detail"].as_str().unwrap().contains("has not opted in"), "{r:#}");
+    let d = a.s.ec2.describe_instances().instance_ids(&a.instance).send().await.unwrap();
+    assert_eq!(d.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str(), "stopped");
+    a.s.ec2
+        .create_tags()
+        .resources(&a.instance)
+        .tags(aws_sdk_ec2::types::Tag::builder().key(TAG).value("true").build())
+        .send()
+        .await
+        .unwrap();
     let (_, report, stderr) =
         a.s.diagnose_with(&[&a.instance], &["--remediate", "apply"], &[("RESTART_AFTER_REMEDIATION", "true")]);
     let r = remediation(&report);
-    assert_eq!(r["status"], "applied");
+    // The policy is in place from the first run; verified again now, then the restart.
+    assert_eq!((r["status"].as_str(), r["verified"].as_bool()), (Some("unchanged"), Some(true)), "{r:#}");
     assert_eq!(r["restart"]["ok"], true, "{r:#} {stderr}");
     let d = a.s.ec2.describe_instances().instance_ids(&a.instance).send().await.unwrap();
     let state = d.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_owned();
@@ -214,6 +253,7 @@ async fn a_role_gets_a_role_policy() {
         .send()
         .await
         .unwrap();
+    opt_in_key(&s, &key, TAG).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
     s.trail(vec![s.launch_record(

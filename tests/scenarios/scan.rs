@@ -208,3 +208,30 @@ fn completions_are_generated_for_each_shell() {
         assert!(script.contains("kms-launch-doctor") && script.contains("check-permissions"), "{shell}");
     }
 }
+
+#[tokio::test]
+async fn a_closed_pipe_ends_every_scan_format_quietly() {
+    // `scan … | head`: the reader goes away; the scan ends with 0 and no panic, in every format.
+    let s = Scenario::new("closedpipe").await;
+    let key = s.key(None).await;
+    let instance = s.instance(&[Some(&key)]).await;
+    s.fail_launch(&instance, "stopped");
+    for format in ["table", "json", "text"] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kms-launch-doctor"));
+        cmd.args(["scan", "--region", &s.region, "--quiet", "--format", format])
+            .env("AWS_ENDPOINT_URL", emulator_url())
+            .env("AWS_ACCESS_KEY_ID", "kld-emulator")
+            .env("AWS_SECRET_ACCESS_KEY", "kld-emulator")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{format}: {stderr}");
+    }
+}
