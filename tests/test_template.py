@@ -40,6 +40,7 @@ EXPECTED_PARAMETERS = {
     "EnableSecurityHub": ("false", {"true", "false"}),
     "EventBusName": ("", None),
     "CloudTrailWaitMinutes": ("20", None),
+    "QueueRedrivePrincipalArn": ("", None),
     "LogLevel": ("info", {"error", "warn", "info", "debug"}),
     "LogRetentionDays": ("30", None),
     "EnableTracing": ("false", {"true", "false"}),
@@ -59,6 +60,9 @@ SWITCHES = {
     "EnableSecurityHub": ["false", "true"],
     "EventBusName": ["", "default"],
     "EnableTracing": ["false", "true"],
+    "QueueRedrivePrincipalArn": ["", "arn:aws:iam::123456789012:role/ops/dlq-redrive"],
+    # A non-default opt-in tag key: the tag conditions must follow the parameter.
+    "RemediationTagKey": ["kms-launch-doctor:auto-remediate", "team/opt-in"],
 }
 
 # The only actions that may be granted on Resource "*": IAM offers no resource-level
@@ -87,8 +91,19 @@ IAM_ACTIONS_ALLOWED = {
     "iam:PutRolePolicy",
 }
 
+# Every KMS and EC2 action the function may be granted (read the keys and instances; with
+# apply, read a key's opt-in tag; with restart, start an opted-in instance and let EC2 make the
+# grant it needs). Anything else (kms:Decrypt, kms:PutKeyPolicy, ec2:RunInstances, ...) fails.
+KMS_ACTIONS_ALLOWED = {"kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListResourceTags", "kms:CreateGrant"}
+EC2_ACTIONS_ALLOWED = {"ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:StartInstances"}
+
 PUT_POLICY = {"iam:PutUserPolicy", "iam:PutRolePolicy"}
 TAG_CONDITION_KEY = "iam:ResourceTag/${RemediationTagKey}"
+RESOURCE_TAG_CONDITION_KEY = "aws:ResourceTag/${RemediationTagKey}"
+INSTANCES_OF_REGION = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"
+KEYS_OF_REGION = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"
+KEYS_OF_ACCOUNT = "arn:${AWS::Partition}:kms:*:${AWS::AccountId}:key/*"
+ACCOUNT = "123456789012"
 IAM_PRINCIPAL_RESOURCE = re.compile(
     r"^arn:\$\{AWS::Partition\}:iam::\$\{AWS::AccountId\}:(user|role)/\*$"
 )
@@ -218,7 +233,59 @@ class Evaluator:
             return self.value(a if self.condition(cond) else b)
         if node == NO_VALUE:
             return NO_VALUE
+        if is_fn(node, "Fn::FindInMap"):
+            name, top, second = (str(self.value(x)) for x in node["Fn::FindInMap"])
+            return str(self.template["Mappings"][name][top][second])
         return ref_value(node, self.params)
+
+    def resolve(self, node):
+        """node with every Fn::If decided, AWS::NoValue dropped, Refs to parameters replaced."""
+        node = self.value(node) if isinstance(node, dict) and len(node) == 1 else node
+        if isinstance(node, dict):
+            if node == NO_VALUE:
+                return NO_VALUE
+            out = {k: self.resolve(v) for k, v in node.items()}
+            return {k: v for k, v in out.items() if v != NO_VALUE}
+        if isinstance(node, list):
+            return [v for v in (self.resolve(x) for x in node) if v != NO_VALUE]
+        return node
+
+    def render(self, document):
+        """A PolicyDocument as IAM would get it: Fn::Sub substituted with these parameters."""
+        document = self.value(document) if is_fn(document, "Fn::If") else document
+        if is_fn(document, "Fn::Sub"):
+            body = document["Fn::Sub"]
+            text, names = (body[0], body[1]) if isinstance(body, list) else (body, {})
+
+            def sub(match):
+                name = match.group(1)
+                if name in names:
+                    return str(ref_value(names[name], self.params))
+                return str(self.params[name])
+
+            return json.loads(re.sub(r"\$\{([A-Za-z0-9:]+)\}", sub, text))
+        if isinstance(document, str):
+            return json.loads(document)
+        return self.resolve(document)
+
+    def rendered_statements(self):
+        """(resource name, statement) of every identity policy that exists with these parameters."""
+        out = []
+        for name, res in self.template["Resources"].items():
+            if not self.resource_exists(name):
+                continue
+            props = res.get("Properties", {})
+            docs = []
+            if res["Type"] == "AWS::IAM::Role":
+                for item in props.get("Policies", []):
+                    policy = self.value(item)
+                    if policy != NO_VALUE:
+                        docs.append(policy["PolicyDocument"])
+            elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"):
+                docs.append(props["PolicyDocument"])
+            for doc in docs:
+                out.extend((name, st) for st in as_list(self.render(doc)["Statement"]))
+        return out
 
     def active(self, guards):
         return all(self.condition(g) for g in guards)
@@ -250,6 +317,87 @@ def arn_text(resource):
 
 def service_wildcard(action):
     return action == "*" or action.endswith(":*") or "*" in action.split(":", 1)[0]
+
+
+def _matches(pattern, value, ignore_case=False):
+    """IAM's string match with the * and ? wildcards (ArnLike/StringLike and, for ARNs, ArnEquals)."""
+    if ignore_case:
+        pattern, value = pattern.lower(), value.lower()
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+CONDITION_OPERATORS = {
+    # name: (negated, compare(policy value, request value))
+    "StringEquals": (False, lambda p, v: p == v),
+    "StringNotEquals": (True, lambda p, v: p == v),
+    "StringEqualsIgnoreCase": (False, lambda p, v: p.lower() == v.lower()),
+    "StringLike": (False, _matches),
+    "StringNotLike": (True, _matches),
+    "ArnEquals": (False, _matches),
+    "ArnLike": (False, _matches),
+    "ArnNotEquals": (True, _matches),
+    "ArnNotLike": (True, _matches),
+    "Bool": (False, lambda p, v: str(p).lower() == str(v).lower()),
+}
+
+
+def condition_holds(condition, context):
+    """IAM's rules for one Condition block: operators and keys ANDed, a key's values ORed (NORed
+    for a negated operator); a key absent from the request fails a positive operator and passes a
+    negated one. https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_multi-value-conditions.html
+    """
+    for operator, pairs in (condition or {}).items():
+        if operator not in CONDITION_OPERATORS:
+            raise AssertionError(f"the test evaluator does not know {operator}")
+        negated, compare = CONDITION_OPERATORS[operator]
+        for key, values in pairs.items():
+            if key not in context:
+                holds = negated
+            else:
+                hit = any(compare(str(v), str(context[key])) for v in as_list(values))
+                holds = not hit if negated else hit
+            if not holds:
+                return False
+    return True
+
+
+def principal_matches(principal, caller):
+    if principal == "*" or principal == {"AWS": "*"}:
+        return True
+    kind, value = caller
+    return value in [str(p) for p in as_list(principal.get(kind, []))]
+
+
+def resource_policy_decision(policy, caller, context, resource, action, same_account, identity_allows):
+    """'allow', 'explicit-deny' or 'implicit-deny' for one request to a resource with this policy.
+
+    caller: ("Service", "events.amazonaws.com") or ("AWS", principal ARN). identity_allows: the
+    caller's own identity policy allows the action. A service principal needs the resource
+    policy's Allow; a principal of the resource's account needs either Allow; another account's
+    needs both. Enough of IAM's evaluation logic for one queue policy, nothing more.
+    """
+    allowed = denied = False
+    for st in as_list(policy["Statement"]):
+        if not principal_matches(st.get("Principal", {}), caller):
+            continue
+        if not any(_matches(a, action, ignore_case=True) for a in as_list(st["Action"])):
+            continue
+        if not any(r == "*" or r == resource for r in as_list(st["Resource"])):
+            continue
+        if not condition_holds(st.get("Condition"), context):
+            continue
+        if st["Effect"] == "Deny":
+            denied = True
+        elif st["Effect"] == "Allow":
+            allowed = True
+    if denied:
+        return "explicit-deny"
+    if caller[0] == "Service":
+        return "allow" if allowed else "implicit-deny"
+    if same_account:
+        return "allow" if allowed or identity_allows else "implicit-deny"
+    return "allow" if allowed and identity_allows else "implicit-deny"
 
 
 class TemplateTest(unittest.TestCase):
@@ -286,6 +434,24 @@ class TemplateTest(unittest.TestCase):
             if s.effect == "Allow" and action in s.actions and ev.active(s.guards) and ev.resource_exists(s.resource)
         ]
 
+    @staticmethod
+    def rendered_allows(ev, action):
+        """The Allow statements granting action, as IAM gets them with these parameters."""
+        return [
+            st for _, st in ev.rendered_statements()
+            if st.get("Effect") == "Allow" and action in as_list(st.get("Action", []))
+        ]
+
+    def role_name(self):
+        _, fn = self.function()
+        return fn["Properties"]["Role"]["Fn::GetAtt"][0]
+
+    def queue_policy(self):
+        policies = self.of_type("AWS::SQS::QueuePolicy")
+        self.assertEqual(len(policies), 1)
+        (policy,) = policies.values()
+        return policy
+
     # --- IAM: global properties ---------------------------------------------------------------
 
     def test_statements_were_found(self):
@@ -315,6 +481,16 @@ class TemplateTest(unittest.TestCase):
                 for verb in ("Delete", "Attach", "Detach", "Create", "Update", "PassRole", "Tag", "Untag"):
                     if a.lower().startswith("iam:"):
                         self.assertFalse(a.split(":", 1)[1].startswith(verb), f"{s}: {a}")
+
+    def test_kms_and_ec2_actions_are_limited(self):
+        for s in self.statements:
+            if s.effect != "Allow":
+                continue
+            for a in s.actions:
+                if a.lower().startswith("kms:"):
+                    self.assertIn(a, KMS_ACTIONS_ALLOWED, f"{s}: {a} is not an allowed KMS action")
+                if a.lower().startswith("ec2:"):
+                    self.assertIn(a, EC2_ACTIONS_ALLOWED, f"{s}: {a} is not an allowed EC2 action")
 
     def test_star_resource_only_where_unavoidable(self):
         for s in self.statements:
@@ -355,6 +531,15 @@ class TemplateTest(unittest.TestCase):
                 self.assertEqual(granted & PUT_POLICY, PUT_POLICY, params)
             else:
                 self.assertEqual(active, [], f"Put*Policy granted with RemediationMode={params['RemediationMode']}")
+            # As IAM gets it: the tag key is the parameter's value, compared with StringEquals
+            # (exact and case-sensitive: "True" is not an opt-in, and the code agrees).
+            for action in PUT_POLICY:
+                for st in self.rendered_allows(ev, action):
+                    self.assertEqual(
+                        st["Condition"],
+                        {"StringEquals": {f"iam:ResourceTag/{params['RemediationTagKey']}": "true"}},
+                        params,
+                    )
 
     def test_function_cannot_rewrite_its_own_role(self):
         denies = [
@@ -364,22 +549,84 @@ class TemplateTest(unittest.TestCase):
         self.assertTrue(denies, "expected a Deny of iam:PutRolePolicy on the function's own role")
         self.assertTrue(any(r == "${OwnRoleArn}" or is_fn(r, "Fn::GetAtt") for s in denies for r in s.resources))
 
-    def test_start_instances_only_when_restart_and_apply(self):
-        for s in self.statements:
-            if "ec2:StartInstances" in s.actions:
-                for r in s.resources:
-                    self.assertEqual(
-                        r, {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"}, s
-                    )
+    def test_list_resource_tags_only_when_apply_on_own_keys(self):
+        # The key's side of the opt-in: its tags, read only in apply, only on this account's keys
+        # (another account's key is never remediated, and ListResourceTags is not cross-account).
+        reads = [s for s in self.statements if "kms:ListResourceTags" in s.actions]
+        self.assertTrue(reads, "no statement grants kms:ListResourceTags: the key opt-in cannot be read")
+        for s in reads:
+            self.assertEqual(s.effect, "Allow", s)
+            self.assertEqual(s.actions, ["kms:ListResourceTags"], s)
+            self.assertEqual(s.resources, [KEYS_OF_ACCOUNT], s)
         for params, ev in self.combos:
-            active = self.active_allows(ev, "ec2:StartInstances")
+            active = self.active_allows(ev, "kms:ListResourceTags")
+            self.assertEqual(bool(active), params["RemediationMode"] == "apply", params)
+            for st in self.rendered_allows(ev, "kms:ListResourceTags"):
+                self.assertEqual(as_list(st["Resource"]), [f"arn:aws:kms:*:{ACCOUNT}:key/*"], params)
+
+    def test_start_instances_only_when_restart_and_apply_on_opted_in_instances(self):
+        starts = [s for s in self.statements if "ec2:StartInstances" in s.actions]
+        self.assertTrue(starts, "no statement grants ec2:StartInstances: the restart cannot work")
+        for s in starts:
+            self.assertEqual(s.effect, "Allow", s)
+            self.assertEqual(s.actions, ["ec2:StartInstances"], s)
+            self.assertEqual(s.resources, [INSTANCES_OF_REGION], s)
+            # Only instances carrying the opt-in tag; the key is the parameter, so Fn::Sub.
+            self.assertEqual(s.body.get("Condition"), {"StringEquals": {RESOURCE_TAG_CONDITION_KEY: "true"}}, s)
+            self.assertTrue(s.substituted, f"{s}: the tag condition key must be inside Fn::Sub")
+        for params, ev in self.combos:
             want = params["RemediationMode"] == "apply" and params["RestartAfterRemediation"] == "true"
-            self.assertEqual(bool(active), want, params)
-            # The restart's own kms:CreateGrant must come with it and only with it.
-            grants = self.active_allows(ev, "kms:CreateGrant")
-            self.assertEqual(bool(grants), want, params)
-            for s in grants:
-                self.assertEqual(s.body["Condition"]["Bool"], {"kms:GrantIsForAWSResource": "true"})
+            self.assertEqual(bool(self.active_allows(ev, "ec2:StartInstances")), want, params)
+            rendered = self.rendered_allows(ev, "ec2:StartInstances")
+            self.assertEqual(bool(rendered), want, params)
+            for st in rendered:
+                self.assertEqual(
+                    st["Condition"],
+                    {"StringEquals": {f"aws:ResourceTag/{params['RemediationTagKey']}": "true"}},
+                    params,
+                )
+                self.assertEqual(as_list(st["Resource"]), [f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/*"])
+
+    def test_restart_create_grant_only_for_ec2_on_opted_in_keys(self):
+        # The restart's own kms:CreateGrant: with it and only with it, only grants EC2 makes for
+        # itself in this region (both conditions), only on this account's keys of this region that
+        # carry the opt-in tag.
+        grants = [s for s in self.statements if "kms:CreateGrant" in s.actions]
+        self.assertTrue(grants)
+        for s in grants:
+            self.assertEqual(s.effect, "Allow", s)
+            self.assertEqual(s.actions, ["kms:CreateGrant"], s)
+            self.assertEqual(s.resources, [KEYS_OF_REGION], s)
+            self.assertTrue(s.substituted, f"{s}: the tag condition key must be inside Fn::Sub")
+            self.assertEqual(
+                s.body.get("Condition"),
+                {
+                    "Bool": {"kms:GrantIsForAWSResource": "true"},
+                    "StringEquals": {
+                        RESOURCE_TAG_CONDITION_KEY: "true",
+                        "kms:ViaService": "ec2.${AWS::Region}.amazonaws.com",
+                    },
+                },
+                s,
+            )
+        for params, ev in self.combos:
+            want = params["RemediationMode"] == "apply" and params["RestartAfterRemediation"] == "true"
+            self.assertEqual(bool(self.active_allows(ev, "kms:CreateGrant")), want, params)
+            rendered = self.rendered_allows(ev, "kms:CreateGrant")
+            self.assertEqual(bool(rendered), want, params)
+            for st in rendered:
+                self.assertEqual(
+                    st["Condition"],
+                    {
+                        "Bool": {"kms:GrantIsForAWSResource": "true"},
+                        "StringEquals": {
+                            f"aws:ResourceTag/{params['RemediationTagKey']}": "true",
+                            "kms:ViaService": "ec2.us-east-1.amazonaws.com",
+                        },
+                    },
+                    params,
+                )
+                self.assertEqual(as_list(st["Resource"]), [f"arn:aws:kms:us-east-1:{ACCOUNT}:key/*"])
 
     # --- IAM: sinks -----------------------------------------------------------------------------
 
@@ -478,18 +725,88 @@ class TemplateTest(unittest.TestCase):
     def test_queue_policy_allows_only_the_rule(self):
         rule_name, _ = self.one("AWS::Events::Rule")
         queue = self.events_queue_name()
-        policies = self.of_type("AWS::SQS::QueuePolicy")
-        self.assertEqual(len(policies), 1)
-        (policy,) = policies.values()
+        policy = self.queue_policy()
         self.assertEqual(policy["Properties"]["Queues"], [{"Ref": queue}])
         statements = as_list(policy["Properties"]["PolicyDocument"]["Statement"])
-        self.assertEqual(len(statements), 1, statements)
-        (st,) = statements
-        self.assertEqual(st["Effect"], "Allow")
+        allows = [st for st in statements if st["Effect"] == "Allow"]
+        self.assertEqual(len(allows), 1, statements)
+        (st,) = allows
         self.assertEqual(st["Principal"], {"Service": "events.amazonaws.com"})
         self.assertEqual(as_list(st["Action"]), ["sqs:SendMessage"])
         self.assertEqual(as_list(st["Resource"]), [{"Fn::GetAtt": [queue, "Arn"]}])
-        self.assertEqual(st["Condition"], {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_name, "Arn"]}}})
+        self.assertEqual(st.get("Condition"), {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_name, "Arn"]}}})
+
+    def test_queue_policy_denies_every_other_sender(self):
+        # One Deny, in every parameter combination, exempting exactly the rule (aws:SourceArn),
+        # the function's role and, only when set, the redrive principal (aws:PrincipalArn). Both
+        # keys sit under one negated operator: ANDed, so the Deny applies only to a request that
+        # is neither from the rule nor from an exempt principal.
+        rule = f"<getatt:{self.one('AWS::Events::Rule')[0]}.Arn>"
+        role = f"<getatt:{self.role_name()}.Arn>"
+        queue = f"<getatt:{self.events_queue_name()}.Arn>"
+        document = self.queue_policy()["Properties"]["PolicyDocument"]
+        for params, ev in self.combos:
+            statements = as_list(ev.resolve(document)["Statement"])
+            self.assertEqual(len(statements), 2, params)
+            denies = [st for st in statements if st["Effect"] == "Deny"]
+            self.assertEqual(len(denies), 1, params)
+            (deny,) = denies
+            self.assertEqual(deny["Principal"], "*")
+            self.assertEqual(as_list(deny["Action"]), ["sqs:SendMessage"])
+            self.assertEqual(as_list(deny["Resource"]), [queue])
+            self.assertEqual(set(deny["Condition"]), {"ArnNotEquals"}, params)
+            exempt = deny["Condition"]["ArnNotEquals"]
+            self.assertEqual(set(exempt), {"aws:SourceArn", "aws:PrincipalArn"}, params)
+            self.assertEqual(as_list(exempt["aws:SourceArn"]), [rule], params)
+            expected = {role} | ({params["QueueRedrivePrincipalArn"]} if params["QueueRedrivePrincipalArn"] else set())
+            principals = as_list(exempt["aws:PrincipalArn"])
+            self.assertEqual(len(principals), len(expected), params)
+            self.assertEqual(set(principals), expected, params)
+            for p in principals:
+                self.assertNotIn("*", p, params)
+                self.assertNotIn("?", p, params)
+
+    def test_queue_policy_decisions(self):
+        # The decision for a few callers, by a small evaluator of that one policy (plus the
+        # caller's identity policy): only the rule's delivery, the function's role and the
+        # configured redrive principal may send.
+        rule = f"<getatt:{self.one('AWS::Events::Rule')[0]}.Arn>"
+        role = f"<getatt:{self.role_name()}.Arn>"
+        queue = f"<getatt:{self.events_queue_name()}.Arn>"
+        document = self.queue_policy()["Properties"]["PolicyDocument"]
+        redrive = SWITCHES["QueueRedrivePrincipalArn"][1]
+        other_rule = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/forged-ec2-events"
+        for params, ev in self.combos:
+            if params["RemediationTagKey"] != EXPECTED_PARAMETERS["RemediationTagKey"][0]:
+                continue  # the tag key plays no part in the queue policy
+            policy = ev.resolve(document)
+            callers = [
+                # (who, caller, request context, same account, identity policy allows, expected)
+                ("EventBridge delivering for the state-change rule", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": rule, "aws:SourceAccount": ACCOUNT}, True, False, "allow"),
+                ("EventBridge delivering for another rule of the account", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": other_rule, "aws:SourceAccount": ACCOUNT}, True, False, "explicit-deny"),
+                ("the function's role (redelivery)", ("AWS", role),
+                 {"aws:PrincipalArn": role, "aws:PrincipalAccount": ACCOUNT}, True, True, "allow"),
+                ("another IAM user of the account allowed sqs:SendMessage",
+                 ("AWS", f"arn:aws:iam::{ACCOUNT}:user/mallory"),
+                 {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:user/mallory", "aws:PrincipalAccount": ACCOUNT},
+                 True, True, "explicit-deny"),
+                ("an administrator role of the account", ("AWS", f"arn:aws:iam::{ACCOUNT}:role/Admin"),
+                 {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/Admin", "aws:PrincipalAccount": ACCOUNT},
+                 True, True, "explicit-deny"),
+                ("a principal of another account", ("AWS", "arn:aws:iam::210987654321:role/eve"),
+                 {"aws:PrincipalArn": "arn:aws:iam::210987654321:role/eve", "aws:PrincipalAccount": "210987654321"},
+                 False, True, "explicit-deny"),
+                ("the DLQ redrive principal", ("AWS", redrive),
+                 {"aws:PrincipalArn": redrive, "aws:PrincipalAccount": ACCOUNT}, True, True,
+                 "allow" if params["QueueRedrivePrincipalArn"] == redrive else "explicit-deny"),
+            ]
+            for who, caller, context, same_account, identity_allows, expected in callers:
+                got = resource_policy_decision(
+                    policy, caller, context, queue, "sqs:SendMessage", same_account, identity_allows
+                )
+                self.assertEqual(got, expected, f"{who}: {params}")
 
     def test_concurrent_functions_share_cloudtrail_rate(self):
         # LookupEvents allows 2 per second per account and region, shared by every function
@@ -513,11 +830,11 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(self.res[dlq]["Type"], "AWS::SQS::Queue")
         self.assertIs(self.res[dlq]["Properties"].get("SqsManagedSseEnabled"), True)
         self.assertGreaterEqual(int(redrive["maxReceiveCount"]), 30)
-        # A redriven message keeps its enqueue time: the DLQ must keep messages longer.
-        self.assertGreater(
-            int(self.res[dlq]["Properties"]["MessageRetentionPeriod"]),
-            int(queue.get("MessageRetentionPeriod", 345600)),
-        )
+        # The DLQ must keep a message longer than the events queue did.
+        _, ev = self.combos[0]
+        retention = int(ev.value(queue["MessageRetentionPeriod"]))
+        self.assertEqual(retention, 345600)
+        self.assertGreater(int(self.res[dlq]["Properties"]["MessageRetentionPeriod"]), retention)
 
     def test_dlq_alarm(self):
         queue = self.res[self.events_queue_name()]["Properties"]
@@ -572,6 +889,7 @@ class TemplateTest(unittest.TestCase):
         _, fn = self.function()
         env = fn["Properties"]["Environment"]["Variables"]
         queue = self.events_queue_name()
+        retention = self.res[queue]["Properties"]["MessageRetentionPeriod"]
         for params, ev in self.combos:
             got = {k: ev.value(v) for k, v in env.items()}
             topic = params["ExistingTopicArn"] or ("<ref:FindingsTopic>" if params["NotificationEmail"] else "")
@@ -584,6 +902,8 @@ class TemplateTest(unittest.TestCase):
                 "FINDINGS_EVENT_BUS": params["EventBusName"],
                 "CLOUDTRAIL_WAIT_MINUTES": params["CloudTrailWaitMinutes"],
                 "EVENTS_QUEUE_URL": f"<ref:{queue}>",
+                # The function skips events older than what the queue can hold: the same number.
+                "EVENTS_QUEUE_RETENTION_SECONDS": str(ev.value(retention)),
                 "LOG_LEVEL": params["LogLevel"],
             }
             self.assertEqual({k: got.get(k) for k in expected}, expected, params)
@@ -606,6 +926,15 @@ class TemplateTest(unittest.TestCase):
         self.assertTrue(pattern.fullmatch("kms-launch-doctor:auto-remediate"))
         for bad in ['a"b', "a\\b", "", "x" * 129]:
             self.assertFalse(pattern.fullmatch(bad), bad)
+        # The redrive principal is compared with ArnNotEquals, where * and ? are wildcards: only
+        # one exact IAM role or user ARN, or nothing.
+        redrive = re.compile(params["QueueRedrivePrincipalArn"]["AllowedPattern"])
+        for good in ("", "arn:aws:iam::123456789012:role/ops/dlq-redrive", "arn:aws:iam::123456789012:user/ops"):
+            self.assertTrue(redrive.fullmatch(good), good)
+        for bad in ("*", "arn:aws:iam::123456789012:role/*", "arn:aws:iam::123456789012:role/a?c",
+                    "arn:aws:sts::123456789012:assumed-role/ops/session", "arn:aws:iam::123456789012:root",
+                    "arn:aws:iam::*:role/ops"):
+            self.assertFalse(redrive.fullmatch(bad), bad)
 
     def test_topic_resources_follow_parameters(self):
         topics = self.of_type("AWS::SNS::Topic")
@@ -681,6 +1010,129 @@ class MutationSmokeTest(unittest.TestCase):
         def mutate(t):
             st = t["Resources"]["FunctionRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"][0]
             st["Action"] = ["ec2:*"]
+        self.assertTrue(self.broken(mutate))
+
+    # --- issue 12: the queue admits only the rule; restart and key reads only what opted in ---
+
+    @staticmethod
+    def queue_statements(t):
+        return t["Resources"]["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+
+    @classmethod
+    def queue_deny(cls, t):
+        (deny,) = [st for st in cls.queue_statements(t) if st["Effect"] == "Deny"]
+        return deny
+
+    @staticmethod
+    def edit_sub_document(t, resource, edit):
+        """Apply edit(document dict) to a Fn::Sub JSON policy document of the template."""
+        doc = t["Resources"][resource]["Properties"]["PolicyDocument"]
+        body = doc["Fn::Sub"]
+        text = body[0] if isinstance(body, list) else body
+        d = json.loads(text)
+        edit(d)
+        if isinstance(body, list):
+            body[0] = json.dumps(d)
+        else:
+            doc["Fn::Sub"] = json.dumps(d)
+
+    @staticmethod
+    def statement(d, sid):
+        (st,) = [st for st in d["Statement"] if st.get("Sid") == sid]
+        return st
+
+    def test_drop_queue_deny(self):
+        def mutate(t):
+            statements = self.queue_statements(t)
+            statements.remove(self.queue_deny(t))
+        self.assertTrue(self.broken(mutate))
+
+    def test_queue_deny_exempts_any_principal_of_the_account(self):
+        def mutate(t):
+            self.queue_deny(t)["Condition"] = {
+                "ArnNotEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StateChangeRule", "Arn"]}},
+                "ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:*"},
+            }
+        self.assertTrue(self.broken(mutate))
+
+    def test_queue_deny_split_in_two(self):
+        # Two keys in two Deny statements are ORed, not ANDed: the rule itself would be denied.
+        def mutate(t):
+            deny = self.queue_deny(t)
+            exempt = deny["Condition"]["ArnNotEquals"]
+            second = dict(deny, Sid="Second", Condition={"ArnNotEquals": {"aws:PrincipalArn": exempt.pop("aws:PrincipalArn")}})
+            self.queue_statements(t).append(second)
+        self.assertTrue(self.broken(mutate))
+
+    def test_queue_redrive_principal_always_exempt(self):
+        def mutate(t):
+            principals = self.queue_deny(t)["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+            principals[-1] = {"Ref": "QueueRedrivePrincipalArn"}
+        self.assertTrue(self.broken(mutate))
+
+    def test_drop_start_instances_tag_condition(self):
+        def mutate(t):
+            self.edit_sub_document(
+                t, "RestartPolicy", lambda d: self.statement(d, "RestartOptedInInstances").pop("Condition")
+            )
+        self.assertTrue(self.broken(mutate))
+
+    def test_start_instances_fixed_tag_key(self):
+        # The condition must follow RemediationTagKey, not the default spelled out.
+        def mutate(t):
+            def edit(d):
+                self.statement(d, "RestartOptedInInstances")["Condition"] = {
+                    "StringEquals": {"aws:ResourceTag/kms-launch-doctor:auto-remediate": "true"}
+                }
+            self.edit_sub_document(t, "RestartPolicy", edit)
+        self.assertTrue(self.broken(mutate))
+
+    def test_restart_create_grant_without_via_service(self):
+        def mutate(t):
+            self.edit_sub_document(
+                t, "RestartPolicy",
+                lambda d: self.statement(d, "LetEc2DecryptVolumesOnRestart")["Condition"]["StringEquals"].pop("kms:ViaService"),
+            )
+        self.assertTrue(self.broken(mutate))
+
+    def test_restart_create_grant_on_untagged_keys(self):
+        def mutate(t):
+            self.edit_sub_document(
+                t, "RestartPolicy",
+                lambda d: self.statement(d, "LetEc2DecryptVolumesOnRestart")["Condition"]["StringEquals"].pop(
+                    "aws:ResourceTag/${RemediationTagKey}"
+                ),
+            )
+        self.assertTrue(self.broken(mutate))
+
+    def test_list_resource_tags_of_every_account(self):
+        def mutate(t):
+            def edit(d):
+                self.statement(d, "ReadKeyOptInTag")["Resource"] = ["arn:${AWS::Partition}:kms:*:*:key/*"]
+            self.edit_sub_document(t, "RemediationPolicy", edit)
+        self.assertTrue(self.broken(mutate))
+
+    def test_list_resource_tags_without_apply(self):
+        def mutate(t):
+            statements = t["Resources"]["FunctionRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"]
+            statements.append({
+                "Sid": "ReadKeyTagsAlways", "Effect": "Allow", "Action": "kms:ListResourceTags",
+                "Resource": {"Fn::Sub": "arn:${AWS::Partition}:kms:*:${AWS::AccountId}:key/*"},
+            })
+        self.assertTrue(self.broken(mutate))
+
+    def test_put_policy_tag_ignores_case(self):
+        # StringEqualsIgnoreCase would accept "True", which the code refuses: both must agree.
+        def mutate(t):
+            def edit(d):
+                st = self.statement(d, "PutScopedInlinePolicyOnTaggedPrincipals")
+                st["Condition"] = {"StringEqualsIgnoreCase": st["Condition"]["StringEquals"]}
+            self.edit_sub_document(t, "RemediationPolicy", edit)
+        self.assertTrue(self.broken(mutate))
+
+    def test_retention_env_differs_from_queue(self):
+        def mutate(t):
+            t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["EVENTS_QUEUE_RETENTION_SECONDS"] = "1209600"
         self.assertTrue(self.broken(mutate))
 
 
