@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::arn::KeyArn;
-use crate::cloud::{CallError, Cloud, FailureKind, SimulationRequest, TrailEvent, TrailPage, TrailQuery, VolumeInfo};
+use crate::cloud::{
+    CallError, Cloud, FailureKind, SimulationRequest, TrailEvent, TrailPage, TrailQuery, VolumeInfo, VolumeKeys,
+};
 use crate::facts::{Attachment, Decision, EndState, Instance, KeyMetadata, KeyState, Simulation, StateReason};
 
 /// Loads the shared SDK configuration: one HTTPS client (rustls + ring), bounded retries,
@@ -302,6 +304,7 @@ fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> O
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
             .collect(),
+        image_id: i.image_id().map(str::to_owned),
     })
 }
 
@@ -516,19 +519,163 @@ impl Cloud for AwsCloud {
     }
 
     async fn simulate(&self, request: &SimulationRequest) -> Result<Vec<Simulation>, CallError> {
+        // kms:GrantIsForAWSResource exists only on grant operations: it goes with those alone,
+        // so that a condition on it in some other statement is judged as AWS would (key absent).
+        let (grants, others): (Vec<String>, Vec<String>) =
+            request.actions.iter().cloned().partition(|a| crate::policy::is_grant_action(a));
+        let mut out = Vec::new();
+        for (actions, grant) in [(grants, true), (others, false)] {
+            if !actions.is_empty() {
+                out.extend(self.simulate_actions(request, actions, grant).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn permissions_boundary(&self, principal_arn: &str) -> Result<Option<String>, CallError> {
+        use crate::arn::{Arn, IamEntity};
+        let entity =
+            Arn::parse(principal_arn).map(|a| IamEntity::of(&a)).map_err(|e| other("iam:GetUser", e.to_string()))?;
+        match entity {
+            IamEntity::User { name, .. } => {
+                let r = self.iam.get_user().user_name(name).send().await.map_err(|e| call_error("iam:GetUser", e))?;
+                Ok(r.user()
+                    .and_then(|u| u.permissions_boundary())
+                    .and_then(|b| b.permissions_boundary_arn())
+                    .map(str::to_owned))
+            }
+            IamEntity::Role { name, .. } => {
+                let r = self.iam.get_role().role_name(name).send().await.map_err(|e| call_error("iam:GetRole", e))?;
+                Ok(r.role()
+                    .and_then(|u| u.permissions_boundary())
+                    .and_then(|b| b.permissions_boundary_arn())
+                    .map(str::to_owned))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn key_arn(&self, region: &str, key_id: &str) -> Result<KeyArn, CallError> {
+        let resp = self
+            .clients(region)
+            .kms
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| call_error("kms:DescribeKey", e))?;
+        let arn = resp
+            .key_metadata()
+            .and_then(|m| m.arn())
+            .ok_or_else(|| other("kms:DescribeKey", "response has no KeyMetadata.Arn"))?;
+        KeyArn::parse(arn).map_err(|e| other("kms:DescribeKey", e.to_string()))
+    }
+
+    async fn launch_template_volumes(
+        &self,
+        region: &str,
+        template: &crate::cloudtrail::LaunchTemplateRef,
+    ) -> Result<VolumeKeys, CallError> {
+        const CALL: &str = "ec2:DescribeLaunchTemplateVersions";
+        let resp = self
+            .clients(region)
+            .ec2
+            .describe_launch_template_versions()
+            .set_launch_template_id(template.id.clone())
+            .set_launch_template_name(if template.id.is_some() { None } else { template.name.clone() })
+            .versions(template.version.clone().unwrap_or_else(|| "$Default".to_owned()))
+            .send()
+            .await
+            .map_err(|e| call_error(CALL, e))?;
+        let data = resp
+            .launch_template_versions()
+            .first()
+            .and_then(|v| v.launch_template_data())
+            .ok_or_else(|| other(CALL, "no such launch template version"))?;
+        let mut out = VolumeKeys { image_id: data.image_id().map(str::to_owned), ..VolumeKeys::default() };
+        for ebs in data.block_device_mappings().iter().filter_map(|m| m.ebs()) {
+            match (ebs.kms_key_id(), ebs.encrypted()) {
+                (Some(k), _) if !k.is_empty() => out.keys.push(k.to_owned()),
+                (_, Some(true)) => out.default_key = true,
+                _ => out.unencrypted = true,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn image_volumes(&self, region: &str, image_id: &str) -> Result<VolumeKeys, CallError> {
+        let ec2 = self.clients(region).ec2;
+        let resp =
+            ec2.describe_images().image_ids(image_id).send().await.map_err(|e| call_error("ec2:DescribeImages", e))?;
+        let image =
+            resp.images().first().ok_or_else(|| other("ec2:DescribeImages", format!("{image_id} not found")))?;
+        let mut out = VolumeKeys::default();
+        let mut snapshots = Vec::new();
+        for ebs in image.block_device_mappings().iter().filter_map(|m| m.ebs()) {
+            match (ebs.kms_key_id(), ebs.snapshot_id()) {
+                (Some(k), _) if !k.is_empty() => out.keys.push(k.to_owned()),
+                (_, Some(s)) => snapshots.push(s.to_owned()),
+                _ => out.unencrypted = true,
+            }
+        }
+        if !snapshots.is_empty() {
+            let resp = ec2
+                .describe_snapshots()
+                .set_snapshot_ids(Some(snapshots))
+                .send()
+                .await
+                .map_err(|e| call_error("ec2:DescribeSnapshots", e))?;
+            for snap in resp.snapshots() {
+                match snap.kms_key_id() {
+                    Some(k) if snap.encrypted() == Some(true) && !k.is_empty() => out.keys.push(k.to_owned()),
+                    _ => out.unencrypted = true,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ebs_default_key(&self, region: &str) -> Result<Option<String>, CallError> {
+        let ec2 = self.clients(region).ec2;
+        let on = ec2
+            .get_ebs_encryption_by_default()
+            .send()
+            .await
+            .map_err(|e| call_error("ec2:GetEbsEncryptionByDefault", e))?
+            .ebs_encryption_by_default()
+            .unwrap_or(false);
+        if !on {
+            return Ok(None);
+        }
+        let resp =
+            ec2.get_ebs_default_kms_key_id().send().await.map_err(|e| call_error("ec2:GetEbsDefaultKmsKeyId", e))?;
+        Ok(resp.kms_key_id().map(str::to_owned))
+    }
+}
+
+impl AwsCloud {
+    /// One SimulatePrincipalPolicy (all its pages) for `actions` on the request's resources.
+    async fn simulate_actions(
+        &self,
+        request: &SimulationRequest,
+        actions: Vec<String>,
+        grant: bool,
+    ) -> Result<Vec<Simulation>, CallError> {
         use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
-        let context = vec![
-            ContextEntry::builder()
-                .context_key_name("kms:GrantIsForAWSResource")
-                .context_key_type(ContextKeyTypeEnum::Boolean)
-                .context_key_values("true")
-                .build(),
-            ContextEntry::builder()
-                .context_key_name("kms:ViaService")
-                .context_key_type(ContextKeyTypeEnum::String)
-                .context_key_values(format!("ec2.{}.amazonaws.com", request.region))
-                .build(),
-        ];
+        let mut context = vec![ContextEntry::builder()
+            .context_key_name("kms:ViaService")
+            .context_key_type(ContextKeyTypeEnum::String)
+            .context_key_values(format!("ec2.{}.amazonaws.com", request.region))
+            .build()];
+        if grant {
+            context.push(
+                ContextEntry::builder()
+                    .context_key_name("kms:GrantIsForAWSResource")
+                    .context_key_type(ContextKeyTypeEnum::Boolean)
+                    .context_key_values("true")
+                    .build(),
+            );
+        }
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -536,7 +683,7 @@ impl Cloud for AwsCloud {
                 .iam
                 .simulate_principal_policy()
                 .policy_source_arn(&request.principal_arn)
-                .set_action_names(Some(request.actions.clone()))
+                .set_action_names(Some(actions.clone()))
                 .set_resource_arns(Some(request.resources.clone()))
                 .set_context_entries(Some(context.clone()))
                 .set_marker(marker.take())
@@ -547,6 +694,8 @@ impl Cloud for AwsCloud {
                 let statement_ids = |st: &[aws_sdk_iam::types::Statement]| -> Vec<String> {
                     st.iter().filter_map(|s| s.source_policy_id().map(str::to_owned)).collect()
                 };
+                let organizations = r.organizations_decision_detail().map(|d| d.allowed_by_organizations());
+                let boundary = r.permissions_boundary_decision_detail().map(|d| d.allowed_by_permissions_boundary());
                 // Per-resource decisions, when IAM gives them, are the precise ones.
                 let specific = r.resource_specific_results();
                 if specific.is_empty() {
@@ -557,6 +706,8 @@ impl Cloud for AwsCloud {
                         resource: r.eval_resource_name().unwrap_or("*").to_owned(),
                         decision,
                         matched_statements: statement_ids(r.matched_statements()),
+                        allowed_by_boundary: boundary,
+                        allowed_by_organizations: organizations,
                     });
                 }
                 for s in specific {
@@ -567,6 +718,11 @@ impl Cloud for AwsCloud {
                         resource: s.eval_resource_name().to_owned(),
                         decision,
                         matched_statements: statement_ids(s.matched_statements()),
+                        allowed_by_boundary: s
+                            .permissions_boundary_decision_detail()
+                            .map(|d| d.allowed_by_permissions_boundary())
+                            .or(boundary),
+                        allowed_by_organizations: organizations,
                     });
                 }
             }
@@ -578,8 +734,6 @@ impl Cloud for AwsCloud {
     }
 }
 
-/// Query-protocol answers (IAM, SNS) end with their request id: without it, the body was cut
-/// short and whatever was parsed from it cannot be trusted.
 fn complete<T: aws_sdk_iam::operation::RequestId>(call: &'static str, out: T) -> Result<T, CallError> {
     if out.request_id().is_some_and(|id| !id.is_empty()) {
         Ok(out)

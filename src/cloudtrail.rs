@@ -126,6 +126,45 @@ pub struct Record {
     /// `userIdentity.inScopeOf.credentialsIssuedTo` naming it).
     #[serde(skip)]
     pub ec2_infrastructure_for: Option<String>,
+    /// What a RunInstances request asked for: the keys its block device mappings name, and
+    /// whether one asked for encryption without naming a key (the account's EBS default key).
+    #[serde(skip)]
+    pub request_keys: Vec<String>,
+    #[serde(skip)]
+    pub request_default_key: bool,
+    /// The launch template a RunInstances request names.
+    #[serde(skip)]
+    pub launch_template: Option<LaunchTemplateRef>,
+    /// The AMI a RunInstances request names.
+    #[serde(skip)]
+    pub image_id: Option<String>,
+    /// EC2 made the call on the caller's behalf (`invokedBy`, `sourceIPAddress` or
+    /// `userAgent` is `ec2.amazonaws.com`), as for the grant and data key of a launch.
+    #[serde(skip)]
+    pub via_ec2: bool,
+}
+
+/// A launch template as a RunInstances request names it: by id or by name, and a version
+/// (`$Default`, `$Latest` or a number; absent means the default version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchTemplateRef {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Where CloudTrail's AccessDenied message says an explicit Deny stands ("... with an
+/// explicit deny in a service control policy"), as the IAM user guide's "Access denied error
+/// messages" page words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenySource {
+    IdentityPolicy,
+    ResourcePolicy,
+    PermissionsBoundary,
+    ServiceControlPolicy,
+    ResourceControlPolicy,
+    SessionPolicy,
+    VpcEndpointPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,6 +218,30 @@ impl Record {
             }
         }
         let ec2_infrastructure_for = v.get("userIdentity").and_then(ec2_infrastructure_instance);
+        const EC2: &str = "ec2.amazonaws.com";
+        let via_ec2 = caller.invoked_by.as_deref() == Some(EC2)
+            || s("sourceIPAddress").as_deref() == Some(EC2)
+            || s("userAgent").as_deref() == Some(EC2);
+        let mappings = v.pointer("/requestParameters/blockDeviceMapping/items").and_then(Value::as_array);
+        let mut request_keys = Vec::new();
+        let mut request_default_key = false;
+        for ebs in mappings.into_iter().flatten().filter_map(|m| m.get("ebs")) {
+            match ebs.get("kmsKeyId").and_then(Value::as_str) {
+                Some(k) if !k.is_empty() => request_keys.push(k.to_owned()),
+                _ => {
+                    request_default_key |= ebs.get("encrypted").is_some_and(|e| e == &Value::Bool(true) || e == "true")
+                }
+            }
+        }
+        let launch_template = v.pointer("/requestParameters/launchTemplate").filter(|t| t.is_object()).map(|t| {
+            let s = |k: &str| t.get(k).and_then(Value::as_str).map(str::to_owned);
+            LaunchTemplateRef { id: s("launchTemplateId"), name: s("launchTemplateName"), version: s("version") }
+        });
+        let image_id = v
+            .pointer("/requestParameters/instancesSet/items")
+            .and_then(Value::as_array)
+            .and_then(|items| items.iter().find_map(|i| i.get("imageId").and_then(Value::as_str)))
+            .map(str::to_owned);
         Ok(Self {
             event_id,
             event_name,
@@ -190,6 +253,11 @@ impl Record {
             key,
             volume_ids,
             ec2_infrastructure_for,
+            request_keys,
+            request_default_key,
+            launch_template,
+            image_id,
+            via_ec2,
         })
     }
 
@@ -201,6 +269,24 @@ impl Record {
     /// Whether the denial message blames an explicit Deny.
     pub fn mentions_explicit_deny(&self) -> bool {
         self.error_message.as_deref().is_some_and(|m| m.contains("explicit deny"))
+    }
+
+    /// Which policy type the denial message names for an explicit Deny, if it names one.
+    pub fn explicit_deny_in(&self) -> Option<DenySource> {
+        let m = self.error_message.as_deref()?;
+        let (_, rest) = m.split_once("explicit deny in ")?;
+        let rest = rest.trim_start_matches("a ").trim_start_matches("an ");
+        [
+            ("service control policy", DenySource::ServiceControlPolicy),
+            ("resource control policy", DenySource::ResourceControlPolicy),
+            ("resource-based policy", DenySource::ResourcePolicy),
+            ("identity-based policy", DenySource::IdentityPolicy),
+            ("permissions boundary", DenySource::PermissionsBoundary),
+            ("session policy", DenySource::SessionPolicy),
+            ("VPC endpoint policy", DenySource::VpcEndpointPolicy),
+        ]
+        .into_iter()
+        .find_map(|(words, source)| rest.starts_with(words).then_some(source))
     }
 }
 
@@ -288,17 +374,23 @@ fn role_behind(issuer: Option<&str>, session_arn: Option<&str>) -> (Option<Strin
         }
     };
     match from_issuer.or_else(from_session) {
+        // AWS-internal identities are never IAM principals: nothing to simulate or fix there.
+        Some((_, path, name)) if role_kind(&path, &name) == PrincipalKind::Service => (None, PrincipalKind::Service),
         Some((arn, path, name)) => (Some(arn), role_kind(&path, &name)),
         None => (None, PrincipalKind::Unknown),
     }
 }
 
 /// Service-linked roles live under `/aws-service-role/`; IAM Identity Center creates roles
-/// named `AWSReservedSSO_<permission set>_<suffix>`.
+/// named `AWSReservedSSO_<permission set>_<suffix>` under `/aws-reserved/sso.amazonaws.com/`
+/// (with or without a region segment), and either mark is enough. A role name with `:` (IAM
+/// names cannot contain one), such as EC2's `aws:ec2-infrastructure`, is AWS's own identity.
 pub fn role_kind(path: &str, name: &str) -> PrincipalKind {
-    if path.starts_with("/aws-service-role/") {
+    if name.contains(':') {
+        PrincipalKind::Service
+    } else if path.starts_with("/aws-service-role/") {
         PrincipalKind::ServiceLinkedRole
-    } else if name.starts_with("AWSReservedSSO_") {
+    } else if name.starts_with("AWSReservedSSO_") || path.starts_with("/aws-reserved/sso.amazonaws.com/") {
         PrincipalKind::SsoRole
     } else {
         PrincipalKind::Role

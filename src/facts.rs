@@ -62,6 +62,22 @@ pub struct Instance {
     pub attachments: Vec<Attachment>,
     /// The instance's tags: remediation restarts only an instance that opted in.
     pub tags: Vec<(String, String)>,
+    /// The AMI it was launched from.
+    pub image_id: Option<String>,
+}
+
+impl Instance {
+    /// The launch template EC2 tagged the instance with (`aws:ec2launchtemplate:id` and
+    /// `aws:ec2launchtemplate:version`), if it was launched from one.
+    pub fn launch_template(&self) -> Option<crate::cloudtrail::LaunchTemplateRef> {
+        let tag = |k: &str| self.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let id = tag("aws:ec2launchtemplate:id")?;
+        Some(crate::cloudtrail::LaunchTemplateRef {
+            id: Some(id),
+            name: None,
+            version: tag("aws:ec2launchtemplate:version"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +188,12 @@ pub struct Simulation {
     pub resource: String,
     pub decision: Decision,
     pub matched_statements: Vec<String>,
+    /// `PermissionsBoundaryDecisionDetail.AllowedByPermissionsBoundary`: present when the
+    /// principal has a permissions boundary.
+    pub allowed_by_boundary: Option<bool>,
+    /// `OrganizationsDecisionDetail.AllowedByOrganizations`: present when the account is in
+    /// an organization (the simulator evaluates its SCPs).
+    pub allowed_by_organizations: Option<bool>,
 }
 
 /// Evidence we tried and failed to gather: which call, on what, and why.
@@ -196,6 +218,13 @@ pub struct Facts {
     /// Denied KMS calls on the instance's keys in the launch window.
     pub kms_denials: Vec<Record>,
     pub simulations: Vec<Simulation>,
+    /// The caller's permissions boundary (GetUser/GetRole), looked up when a simulation says
+    /// the boundary blocks.
+    pub boundary_arn: Option<String>,
+    /// Where each key of the launch came from (the attached volumes, or for an instance that
+    /// no longer shows them, the launch request, its template, the AMI, the EBS default key
+    /// or CloudTrail).
+    pub key_sources: Vec<(KeyArn, crate::report::KeySource)>,
     pub missing: Vec<Missing>,
 }
 

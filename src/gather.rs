@@ -17,11 +17,11 @@ use futures_util::stream::{self, StreamExt};
 use tracing::{info_span, Instrument};
 
 use crate::arn::KeyArn;
-use crate::cloud::{CallError, Cloud, SimulationRequest, TrailKey, TrailQuery, VolumeInfo};
+use crate::cloud::{CallError, Cloud, SimulationRequest, TrailKey, TrailQuery, VolumeInfo, VolumeKeys};
 use crate::cloudtrail::{LaunchApi, PrincipalKind, Record};
 use crate::decide::{decide, needed_actions};
 use crate::facts::{EndState, Facts, Instance, KeyFacts, KeyState, Missing, StateReason, Volume};
-use crate::report::{Finding, Report, Skipped};
+use crate::report::{Finding, KeySource, Report, Skipped};
 
 /// An instance to diagnose, and when its state change was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,13 +232,53 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
                 launch: trail.launch,
                 kms_denials: trail.denials,
                 simulations: Vec::new(),
+                boundary_arn: None,
+                key_sources: inst_keys.iter().map(|k| (k.clone(), crate::report::KeySource::Volume)).collect(),
                 missing,
             }
         })
         .collect();
 
+    discover_keys(cloud, &mut all_facts, &mut key_map, opts).await;
     simulate_all(cloud, &mut all_facts, opts).await;
+    boundaries(cloud, &mut all_facts, opts).await;
     all_facts.iter().map(decide).collect()
+}
+
+/// GetUser/GetRole for the principals whose simulation says their permissions boundary blocks
+/// what the launch needs, once per principal: the fix names the boundary policy.
+async fn boundaries<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) {
+    let principals: BTreeSet<String> = facts
+        .iter()
+        .flat_map(|f| f.simulations.iter())
+        .filter(|s| s.allowed_by_boundary == Some(false))
+        .map(|s| s.principal_arn.clone())
+        .collect();
+    let results: Vec<(String, Result<Option<String>, CallError>)> =
+        stream::iter(principals.into_iter().map(|p| async move {
+            let r = cloud
+                .permissions_boundary(&p)
+                .instrument(info_span!("iam.GetPermissionsBoundary", principal = %p))
+                .await;
+            (p, r)
+        }))
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    for (principal, result) in results {
+        for f in
+            facts.iter_mut().filter(|f| f.caller().and_then(|c| c.principal_arn.as_deref()) == Some(principal.as_str()))
+        {
+            match &result {
+                Ok(b) => f.boundary_arn = b.clone(),
+                Err(e) => f.missing.push(Missing {
+                    call: e.call.to_owned(),
+                    target: principal.clone(),
+                    reason: e.message.clone(),
+                }),
+            }
+        }
+    }
 }
 
 /// DescribeVolumes for every attached volume, 200 ids per call.
@@ -660,4 +700,217 @@ async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) 
             }
         }
     }
+}
+
+/// Whether a finding must look beyond the attached volumes for its keys: a terminated instance
+/// that shows none (AWS removes a terminated instance's block device mappings and deletes its
+/// DeleteOnTermination volumes), or whose volumes are gone.
+fn needs_key_sources(f: &Facts) -> bool {
+    f.state == EndState::Terminated
+        && f.keys.is_empty()
+        && (f.instance.attachments.is_empty() || f.volumes.iter().any(|v| v.encrypted.is_none()))
+}
+
+/// Answers asked once per region and batch: the same template, AMI or default key serves every
+/// instance launched from it.
+#[derive(Default)]
+struct SourceCache {
+    templates: BTreeMap<String, Result<VolumeKeys, CallError>>,
+    images: BTreeMap<String, Result<VolumeKeys, CallError>>,
+    default_key: BTreeMap<String, Result<Option<String>, CallError>>,
+}
+
+/// The keys a launch needed when the instance no longer shows its volumes, each with where it
+/// came from, in this order: the RunInstances request's block device mappings, its launch
+/// template, the AMI's snapshots, the account's EBS default key (when encryption by default
+/// is on), and only when none of these names a key, the KMS calls EC2 made for the launch.
+async fn discover_keys<C: Cloud>(
+    cloud: &C,
+    facts: &mut [Facts],
+    key_map: &mut BTreeMap<KeyArn, KeyFacts>,
+    opts: &Options,
+) {
+    let mut cache = SourceCache::default();
+    let mut new_keys = BTreeSet::new();
+    for f in facts.iter_mut().filter(|f| needs_key_sources(f)) {
+        let found = key_sources(cloud, f, &mut cache, opts).await;
+        for (key, source) in found {
+            if !key_map.contains_key(&key) {
+                new_keys.insert(key.clone());
+            }
+            if !f.key_sources.contains(&(key.clone(), source)) {
+                f.key_sources.push((key, source));
+            }
+        }
+    }
+    let fetched: Vec<(KeyFacts, Vec<Missing>)> =
+        stream::iter(new_keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect().await;
+    let mut key_missing: BTreeMap<KeyArn, Vec<Missing>> = BTreeMap::new();
+    for (kf, missing) in fetched {
+        key_missing.insert(kf.arn.clone(), missing);
+        key_map.insert(kf.arn.clone(), kf);
+    }
+    for f in facts.iter_mut() {
+        let keys: Vec<KeyArn> =
+            f.key_sources.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        for k in &keys {
+            if f.keys.iter().any(|kf| kf.arn == *k) {
+                continue;
+            }
+            if let Some(kf) = key_map.get(k) {
+                f.keys.push(kf.clone());
+            }
+            for m in key_missing.get(k).into_iter().flatten() {
+                if !f.missing.contains(m) {
+                    f.missing.push(m.clone());
+                }
+            }
+            // The denied KMS calls on this key that belong to the launch.
+            let window = match &f.launch {
+                Some(l) => (l.event_time - Duration::minutes(1), l.event_time + Duration::minutes(15)),
+                None => (f.observed_at - opts.lookback, f.observed_at + opts.slack),
+            };
+            let q = TrailQuery { key: TrailKey::ResourceName(k.to_string()), start: window.0, end: window.1 };
+            let (records, mut missing) = trail_records(cloud, k.region(), &q, opts.max_pages.min(2), |r| {
+                r.is_access_denied() && is_kms_use(&r.event_name)
+            })
+            .await;
+            let mut denials = relevant_denials(records.iter(), f.launch.as_ref(), &f.instance.id, &f.volumes);
+            f.kms_denials.append(&mut denials);
+            f.missing.append(&mut missing);
+        }
+    }
+}
+
+/// One instance's keys from the sources, resolved to ARNs (ids and aliases via DescribeKey).
+async fn key_sources<C: Cloud>(
+    cloud: &C,
+    f: &mut Facts,
+    cache: &mut SourceCache,
+    opts: &Options,
+) -> Vec<(KeyArn, KeySource)> {
+    let region = f.instance.region.clone();
+    let mut raw: Vec<(String, KeySource)> = Vec::new();
+    let mut wants_default = false;
+    let launch = f.launch.clone().filter(|l| l.event_name == LaunchApi::RunInstances.as_str());
+    if let Some(l) = &launch {
+        raw.extend(l.request_keys.iter().map(|k| (k.clone(), KeySource::RunInstancesRequest)));
+        wants_default |= l.request_default_key;
+    }
+    let template = launch.as_ref().and_then(|l| l.launch_template.clone()).or_else(|| f.instance.launch_template());
+    let mut image = launch.as_ref().and_then(|l| l.image_id.clone());
+    if let Some(t) = template {
+        let label = format!(
+            "{}@{}",
+            t.id.as_deref().or(t.name.as_deref()).unwrap_or("?"),
+            t.version.as_deref().unwrap_or("$Default")
+        );
+        if !cache.templates.contains_key(&label) {
+            let r = cloud
+                .launch_template_volumes(&region, &t)
+                .instrument(info_span!("ec2.DescribeLaunchTemplateVersions", template = %label))
+                .await;
+            cache.templates.insert(label.clone(), r);
+        }
+        match cache.templates.get(&label) {
+            Some(Ok(v)) => {
+                raw.extend(v.keys.iter().map(|k| (k.clone(), KeySource::LaunchTemplate)));
+                wants_default |= v.default_key || v.unencrypted;
+                image = image.or_else(|| v.image_id.clone());
+            }
+            Some(Err(e)) => {
+                f.missing.push(Missing { call: e.call.to_owned(), target: label, reason: e.message.clone() })
+            }
+            None => {}
+        }
+    }
+    if let Some(image_id) = image.or_else(|| f.instance.image_id.clone()) {
+        if !cache.images.contains_key(&image_id) {
+            let r = cloud
+                .image_volumes(&region, &image_id)
+                .instrument(info_span!("ec2.DescribeImages", image = %image_id))
+                .await;
+            cache.images.insert(image_id.clone(), r);
+        }
+        match cache.images.get(&image_id) {
+            Some(Ok(v)) => {
+                raw.extend(v.keys.iter().map(|k| (k.clone(), KeySource::AmiSnapshot)));
+                wants_default |= v.unencrypted;
+            }
+            Some(Err(e)) => {
+                f.missing.push(Missing { call: e.call.to_owned(), target: image_id.clone(), reason: e.message.clone() })
+            }
+            None => {}
+        }
+    }
+    if wants_default || raw.is_empty() {
+        if !cache.default_key.contains_key(&region) {
+            let r = cloud.ebs_default_key(&region).instrument(info_span!("ec2.GetEbsDefaultKmsKeyId")).await;
+            cache.default_key.insert(region.clone(), r);
+        }
+        match cache.default_key.get(&region) {
+            Some(Ok(Some(k))) => raw.push((k.clone(), KeySource::EbsDefault)),
+            Some(Ok(None)) | None => {}
+            Some(Err(e)) => {
+                f.missing.push(Missing { call: e.call.to_owned(), target: region.clone(), reason: e.message.clone() })
+            }
+        }
+    }
+    if raw.is_empty() {
+        raw.extend(ec2_kms_calls(cloud, f, opts).await.into_iter().map(|k| (k, KeySource::Cloudtrail)));
+    }
+    let mut out: Vec<(KeyArn, KeySource)> = Vec::new();
+    for (id, source) in raw {
+        let resolved = match KeyArn::resolve(&id, &f.instance.partition, &region, &f.instance.account) {
+            Ok(k) => Ok(k),
+            // An alias (name or ARN): DescribeKey knows its key.
+            Err(_) => cloud.key_arn(&region, &id).instrument(info_span!("kms.DescribeKey", alias = %id)).await,
+        };
+        match resolved {
+            Ok(k) if !out.contains(&(k.clone(), source)) => out.push((k, source)),
+            Ok(_) => {}
+            Err(e) => f.missing.push(Missing { call: e.call.to_owned(), target: id, reason: e.message }),
+        }
+    }
+    out
+}
+
+/// The keys of the KMS calls EC2 made for this launch: by the launch caller through EC2, by
+/// EC2's own identity for the instance, or naming one of its volumes (`aws:ebs:id`), within
+/// minutes of the launch.
+async fn ec2_kms_calls<C: Cloud>(cloud: &C, f: &mut Facts, opts: &Options) -> Vec<String> {
+    let (start, end) = match &f.launch {
+        Some(l) => (l.event_time - Duration::minutes(1), l.event_time + Duration::minutes(5)),
+        None => (f.observed_at - opts.lookback, f.observed_at + opts.slack),
+    };
+    let mut keys = Vec::new();
+    for name in ["CreateGrant", "GenerateDataKeyWithoutPlaintext", "Decrypt"] {
+        let q = TrailQuery { key: TrailKey::EventName(name.to_owned()), start, end };
+        let launch = f.launch.clone();
+        let instance = f.instance.id.clone();
+        let volumes = f.volumes.clone();
+        let (records, missing) = trail_records(cloud, &f.instance.region, &q, opts.max_pages.min(2), move |r| {
+            let by_caller = launch.as_ref().is_some_and(|l| {
+                r.via_ec2 && matches!((&r.caller.principal_arn, &l.caller.principal_arn), (Some(a), Some(b)) if a == b)
+            });
+            let ours = r.volume_ids.iter().any(|v| volumes.iter().any(|x| x.volume_id == *v));
+            by_caller || ours || r.ec2_infrastructure_for.as_deref() == Some(instance.as_str())
+        })
+        .await;
+        f.missing.extend(missing);
+        for r in &records {
+            if let Some(k) = &r.key {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+            if r.is_access_denied() && !f.kms_denials.iter().any(|d| d.event_id == r.event_id) {
+                f.kms_denials.push(r.clone());
+            }
+        }
+        if !keys.is_empty() {
+            break;
+        }
+    }
+    keys
 }

@@ -100,10 +100,16 @@ pub enum CauseCode {
     ServiceLinkedRoleNeedsKeyAccess,
     CallerUnknown,
     NoKmsCauseFound,
+    /// The identity policy allows the action; the caller's permissions boundary does not.
+    PermissionsBoundaryBlocks,
+    /// A service control policy denies the action or does not allow it.
+    ScpBlocks,
+    /// EC2's own identity (`aws:ec2-infrastructure`) was denied the volume's key.
+    Ec2InfrastructureDenied,
 }
 
 impl CauseCode {
-    pub const ALL: [CauseCode; 11] = [
+    pub const ALL: [CauseCode; 14] = [
         Self::CallerLacksCreateGrant,
         Self::KeyPolicyDeniesCaller,
         Self::ExplicitDeny,
@@ -115,6 +121,9 @@ impl CauseCode {
         Self::ServiceLinkedRoleNeedsKeyAccess,
         Self::CallerUnknown,
         Self::NoKmsCauseFound,
+        Self::PermissionsBoundaryBlocks,
+        Self::ScpBlocks,
+        Self::Ec2InfrastructureDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +139,9 @@ impl CauseCode {
             Self::ServiceLinkedRoleNeedsKeyAccess => "service-linked-role-needs-key-access",
             Self::CallerUnknown => "caller-unknown",
             Self::NoKmsCauseFound => "no-kms-cause-found",
+            Self::PermissionsBoundaryBlocks => "permissions-boundary-blocks",
+            Self::ScpBlocks => "scp-blocks",
+            Self::Ec2InfrastructureDenied => "ec2-infrastructure-denied",
         }
     }
 }
@@ -164,6 +176,12 @@ pub enum Evidence {
         resource: String,
         decision: crate::facts::Decision,
         matched_statements: Vec<String>,
+        /// Whether the caller's permissions boundary allows it (absent: no boundary).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allowed_by_boundary: Option<bool>,
+        /// Whether the organization's SCPs allow it (absent: not in an organization).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allowed_by_organizations: Option<bool>,
     },
     KeyState {
         key_arn: String,
@@ -191,6 +209,25 @@ pub enum Evidence {
     Note {
         text: String,
     },
+    /// Where the tool learned that the launch needed this key.
+    KeySource {
+        key_arn: String,
+        source: KeySource,
+    },
+}
+
+/// Where a key of the launch came from, most direct first: the attached volume, the
+/// RunInstances request, its launch template, the AMI's snapshots, the account's EBS default
+/// key, or KMS calls EC2 made for the launch (CloudTrail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    Volume,
+    RunInstancesRequest,
+    LaunchTemplate,
+    AmiSnapshot,
+    EbsDefault,
+    Cloudtrail,
 }
 
 /// The fixes a person (or, later, the opt-in remediation) can apply.
@@ -206,6 +243,12 @@ pub enum RemediationAction {
     ImportKeyMaterial,
     ConnectCustomKeyStore,
     ReviewDenyStatement,
+    /// A new default version of the caller's permissions boundary with the scoped statement.
+    UpdatePermissionsBoundary,
+    /// An SCP blocks the action: for the organization's administrators; never applied.
+    ReviewScp,
+    /// A KMS grant for a service-linked role on another account's key.
+    CreateGrant,
 }
 
 impl RemediationAction {
@@ -221,6 +264,9 @@ impl RemediationAction {
             Self::ImportKeyMaterial => "import-key-material",
             Self::ConnectCustomKeyStore => "connect-custom-key-store",
             Self::ReviewDenyStatement => "review-deny-statement",
+            Self::UpdatePermissionsBoundary => "update-permissions-boundary",
+            Self::ReviewScp => "review-scp",
+            Self::CreateGrant => "create-grant",
         }
     }
 }

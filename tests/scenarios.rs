@@ -680,3 +680,6 @@ mod faults;
 
 #[path = "scenarios/security.rs"]
 mod security;
+
+#[path = "scenarios/diagnosis.rs"]
+mod diagnosis;

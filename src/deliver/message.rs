@@ -43,7 +43,10 @@ pub fn severity(code: CauseCode) -> &'static str {
         | CauseCode::KeyPolicyDeniesCaller
         | CauseCode::ExplicitDeny
         | CauseCode::CrossAccountKey
-        | CauseCode::ServiceLinkedRoleNeedsKeyAccess => "MEDIUM",
+        | CauseCode::ServiceLinkedRoleNeedsKeyAccess
+        | CauseCode::PermissionsBoundaryBlocks
+        | CauseCode::ScpBlocks
+        | CauseCode::Ec2InfrastructureDenied => "MEDIUM",
         CauseCode::CallerUnknown => "LOW",
         CauseCode::NoKmsCauseFound => "INFORMATIONAL",
     }
@@ -87,6 +90,9 @@ fn headline(f: &Finding) -> String {
         CauseCode::ServiceLinkedRoleNeedsKeyAccess => format!("service-linked role needs access to key {key}"),
         CauseCode::CallerUnknown => format!("caller unknown, key {key}"),
         CauseCode::NoKmsCauseFound => "no KMS cause found".to_owned(),
+        CauseCode::PermissionsBoundaryBlocks => format!("permissions boundary of {} blocks key {key}", who(f)),
+        CauseCode::ScpBlocks => format!("an SCP blocks {} on key {key}", who(f)),
+        CauseCode::Ec2InfrastructureDenied => format!("key {key} policy denies EC2's own identity"),
     };
     let verb = match f.instance_state {
         crate::facts::EndState::Stopped => "failed to start",
