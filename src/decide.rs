@@ -556,11 +556,12 @@ fn guardrail_cause(
             .filter(|s| pred(s))
             .collect()
     };
+    // CloudTrail's own words, explicit or not ("because no permissions boundary allows …").
     let trail = |source: DenySource| -> Vec<&Record> {
         denials
             .iter()
             .copied()
-            .filter(|r| r.explicit_deny_in() == Some(source) && r.ec2_infrastructure_for.is_none())
+            .filter(|r| r.denied_by().map(|(s, _)| s) == Some(source) && r.ec2_infrastructure_for.is_none())
             .collect()
     };
     let actions_of = |sims: &[&crate::facts::Simulation], records: &[&Record]| -> Vec<String> {

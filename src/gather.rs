@@ -464,7 +464,7 @@ fn relevant_denials<'a>(
             if !r.volume_ids.is_empty() {
                 return r.volume_ids.iter().any(|id| volumes.iter().any(|v| v.volume_id == *id));
             }
-            if r.ec2_infrastructure_for.as_deref() == Some(instance_id) {
+            if r.acts_for_instance(instance_id) {
                 return true;
             }
             let Some(l) = launch else { return false };
@@ -776,6 +776,7 @@ async fn discover_keys<C: Cloud>(
             })
             .await;
             let mut denials = relevant_denials(records.iter(), f.launch.as_ref(), &f.instance.id, &f.volumes);
+            denials.retain(|d| !f.kms_denials.iter().any(|known| known.event_id == d.event_id));
             f.kms_denials.append(&mut denials);
             f.missing.append(&mut missing);
         }
@@ -894,7 +895,7 @@ async fn ec2_kms_calls<C: Cloud>(cloud: &C, f: &mut Facts, opts: &Options) -> Ve
                 r.via_ec2 && matches!((&r.caller.principal_arn, &l.caller.principal_arn), (Some(a), Some(b)) if a == b)
             });
             let ours = r.volume_ids.iter().any(|v| volumes.iter().any(|x| x.volume_id == *v));
-            by_caller || ours || r.ec2_infrastructure_for.as_deref() == Some(instance.as_str())
+            by_caller || ours || r.acts_for_instance(&instance)
         })
         .await;
         f.missing.extend(missing);
