@@ -669,12 +669,13 @@ fn cross_account(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<E
         for st in remedy::key_policy_statements(key, principal, &actions) {
             fixes.push(remedy::add_key_policy_statement(key, st));
         }
+        // Both halves, always: the key owner's statement, and the caller's identity policy in
+        // its own account (the actions the simulator denies, or all of them when it allows or
+        // was not asked; an identity policy already in place then reads `unchanged`).
         let missing: Vec<String> =
             sims.iter().filter(|s| s.decision != Decision::Allowed).map(|s| s.action.clone()).collect();
-        let iam_actions = if sims.is_empty() { actions.clone() } else { missing };
-        if !iam_actions.is_empty() {
-            fixes.extend(identity_fix(ctx, caller, key, &iam_actions));
-        }
+        let iam_actions = if missing.is_empty() { actions.clone() } else { missing };
+        fixes.extend(identity_fix(ctx, caller, key, &iam_actions));
     }
     let summary = format!(
         "KMS key {} belongs to account {}, not the instance's account {}: the key policy there must allow {} kms:CreateGrant, and {}'s own IAM policy must allow it on that key ARN.",
