@@ -99,6 +99,8 @@ pub struct AwsCloud {
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     buckets: Arc<tokio::sync::Mutex<HashMap<String, Bucket>>>,
     trail_rate: f64,
+    /// LookupEvents answered with throttling since the last `take_trail_throttles`.
+    trail_throttles: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AwsCloud {
@@ -110,7 +112,15 @@ impl AwsCloud {
                 .retry_classifier(crate::stats::TooManyRequests)
                 .build(),
         );
-        Self { config, counter, iam, clients: Arc::default(), buckets: Arc::default(), trail_rate: TRAIL_RATE }
+        Self {
+            config,
+            counter,
+            iam,
+            clients: Arc::default(),
+            buckets: Arc::default(),
+            trail_rate: TRAIL_RATE,
+            trail_throttles: Arc::default(),
+        }
     }
 
     /// LookupEvents per second per region for this process. With N processes at once (the
@@ -121,6 +131,20 @@ impl AwsCloud {
             self.trail_rate = per_second;
         }
         self
+    }
+
+    /// Throttled LookupEvents attempts since the last time this was asked.
+    pub fn take_trail_throttles(&self) -> u64 {
+        self.trail_throttles.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// After a throttle, the region's bucket starts from empty: the next attempt waits a
+    /// full interval, and so does every other lookup of this process in that region.
+    async fn trail_backoff(&self, region: &str) {
+        let mut buckets = self.buckets.lock().await;
+        if let Some(b) = buckets.get_mut(region) {
+            b.tokens = b.tokens.min(0.0) - 1.0;
+        }
     }
 
     /// Calls made since the last time this was asked, per `service:Operation`.
@@ -155,7 +179,16 @@ impl AwsCloud {
                 Clients {
                     ec2: regional!(aws_sdk_ec2),
                     kms: regional!(aws_sdk_kms),
-                    cloudtrail: regional!(aws_sdk_cloudtrail),
+                    // No SDK retries: a retry would leave outside the pacing and spend the
+                    // account-region's 2 LookupEvents per second behind its back. Retries go
+                    // through `trail_slot` in `lookup_events` instead.
+                    cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
+                        aws_sdk_cloudtrail::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .retry_config(RetryConfig::disabled())
+                            .region(r.clone())
+                            .build(),
+                    ),
                     sns: regional!(aws_sdk_sns),
                     securityhub: regional!(aws_sdk_securityhub),
                     eventbridge: regional!(aws_sdk_eventbridge),
@@ -230,6 +263,18 @@ where
     CallError { call, kind, message: one_line(&message) }
 }
 
+/// What the SDK's standard retry strategy would retry: throttling (classified by the caller),
+/// 429, 5xx, timeouts and connection failures.
+fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+        _ => err.raw_response().is_some_and(|r| {
+            let status = r.status().as_u16();
+            status == 429 || status >= 500
+        }),
+    }
+}
+
 /// `outer: inner: root cause`, without the Debug dump `DisplayErrorContext` appends.
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -262,16 +307,6 @@ fn to_smithy(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
     aws_smithy_types::DateTime::from_secs(t.timestamp())
 }
 
-fn partition_of_region(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
-
 fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
     let id = i.instance_id()?.to_owned();
     let state_name =
@@ -293,7 +328,7 @@ fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> O
     Some(Instance {
         id,
         account: owner.to_owned(),
-        partition: partition_of_region(region).to_owned(),
+        partition: crate::arn::partition_of_region(region).to_owned(),
         region: region.to_owned(),
         state: EndState::parse(&state_name),
         state_name,
@@ -492,19 +527,37 @@ impl Cloud for AwsCloud {
         let attribute = LookupAttribute::builder().attribute_key(key).attribute_value(value).build().map_err(|e| {
             CallError { call: "cloudtrail:LookupEvents", kind: FailureKind::Other, message: e.to_string() }
         })?;
-        self.trail_slot(region).await;
-        let resp = self
-            .clients(region)
-            .cloudtrail
-            .lookup_events()
-            .lookup_attributes(attribute)
-            .start_time(to_smithy(query.start))
-            .end_time(to_smithy(query.end))
-            .max_results(50)
-            .set_next_token(next_token.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| call_error("cloudtrail:LookupEvents", e))?;
+        // Up to 4 attempts, as for every other call, but each one waits for its slot.
+        const ATTEMPTS: u32 = 4;
+        let client = self.clients(region).cloudtrail;
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            self.trail_slot(region).await;
+            let sent = client
+                .lookup_events()
+                .lookup_attributes(attribute.clone())
+                .start_time(to_smithy(query.start))
+                .end_time(to_smithy(query.end))
+                .max_results(50)
+                .set_next_token(next_token.map(str::to_owned))
+                .send()
+                .await;
+            match sent {
+                Ok(r) => break r,
+                Err(e) => {
+                    let transient = is_transient(&e);
+                    let err = call_error("cloudtrail:LookupEvents", e);
+                    if err.kind == FailureKind::Throttled {
+                        self.trail_throttles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.trail_backoff(region).await;
+                    }
+                    if attempt >= ATTEMPTS || !(transient || err.kind == FailureKind::Throttled) {
+                        return Err(err);
+                    }
+                }
+            }
+        };
         Ok(TrailPage {
             events: resp
                 .events()
@@ -837,7 +890,12 @@ impl crate::cloud::Effects for AwsCloud {
         resp.message_id().map(str::to_owned).ok_or_else(|| other("sns:Publish", "response has no MessageId"))
     }
 
-    async fn finding_created_at(&self, region: &str, product_arn: &str, id: &str) -> Result<Option<String>, CallError> {
+    async fn existing_finding(
+        &self,
+        region: &str,
+        product_arn: &str,
+        id: &str,
+    ) -> Result<Option<(String, String)>, CallError> {
         use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
         let eq = |v: &str| StringFilter::builder().value(v).comparison(StringFilterComparison::Equals).build();
         let resp = self
@@ -851,7 +909,10 @@ impl crate::cloud::Effects for AwsCloud {
             .map_err(|e| call_error("securityhub:GetFindings", e))?;
         // Match the Id here too: a filter the service ignored must not borrow another
         // finding's CreatedAt.
-        Ok(resp.findings().iter().find(|f| f.id() == Some(id)).and_then(|f| f.created_at()).map(str::to_owned))
+        Ok(resp.findings().iter().find(|f| f.id() == Some(id)).map(|f| {
+            let created = f.created_at().unwrap_or_default().to_owned();
+            (created.clone(), f.updated_at().map(str::to_owned).unwrap_or(created))
+        }))
     }
 
     async fn import_finding(&self, region: &str, finding: &crate::deliver::message::Asff) -> Result<(), CallError> {

@@ -256,8 +256,7 @@ pub async fn main() -> ExitCode {
                 return usage("no region: pass --region or set AWS_REGION");
             };
             let now = Utc::now();
-            let targets: Vec<Target> =
-                instance_ids.into_iter().map(|id| Target { instance_id: id, observed_at: now }).collect();
+            let targets: Vec<Target> = instance_ids.into_iter().map(|id| Target::new(id, now)).collect();
             let mut report = match gather::diagnose(&cloud, &region, &targets, &plan.options).await {
                 Ok(r) => r,
                 Err(e) => return aws_failure(&e),

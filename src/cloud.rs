@@ -165,13 +165,13 @@ pub trait Effects: Sync {
         body: &str,
         attributes: &std::collections::BTreeMap<String, String>,
     ) -> impl Future<Output = Result<String, CallError>> + Send;
-    /// Security Hub GetFindings by Id: the existing finding's CreatedAt, if any.
-    fn finding_created_at(
+    /// Security Hub GetFindings by Id: the existing finding's (CreatedAt, UpdatedAt), if any.
+    fn existing_finding(
         &self,
         region: &str,
         product_arn: &str,
         id: &str,
-    ) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
+    ) -> impl Future<Output = Result<Option<(String, String)>, CallError>> + Send;
     /// Security Hub BatchImportFindings of one finding; a rejected finding is an error.
     fn import_finding(
         &self,

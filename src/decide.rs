@@ -163,6 +163,8 @@ pub fn decide(f: &Facts) -> Finding {
         remediations,
         missing_evidence: f.missing.clone(),
         delivered: Default::default(),
+        decided_at: None,
+        digest: String::new(),
     }
 }
 

@@ -2,13 +2,13 @@
 //! could not return. Everything here is plain data; [`crate::decide`] turns it into a finding.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::arn::KeyArn;
 use crate::cloudtrail::{Caller, LaunchApi, Record};
 
 /// The two states in which a failed launch ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndState {
     Stopped,
@@ -33,7 +33,7 @@ impl EndState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateReason {
     pub code: String,
     pub message: String,
@@ -49,7 +49,7 @@ impl StateReason {
 }
 
 /// What DescribeInstances told us.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     pub account: String,
@@ -80,13 +80,13 @@ impl Instance {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub volume_id: String,
     pub device: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub volume_id: String,
     pub device: String,

@@ -28,6 +28,68 @@ use crate::report::{Finding, KeySource, Report, Skipped};
 pub struct Target {
     pub instance_id: String,
     pub observed_at: DateTime<Utc>,
+    /// What an earlier look learned of the failed launch: decided on again as it was then, not
+    /// on the instance's live state (it may have started since, or vanished).
+    pub known: Option<Box<Snapshot>>,
+}
+
+impl Target {
+    pub fn new(instance_id: String, observed_at: DateTime<Utc>) -> Self {
+        Self { instance_id, observed_at, known: None }
+    }
+}
+
+/// The facts of a failed launch that do not change while CloudTrail catches up: the instance
+/// as it was, its volumes and the keys its launch needed. Carried by a deferred event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub instance: Instance,
+    pub volumes: Vec<Volume>,
+    pub key_sources: Vec<(KeyArn, KeySource)>,
+}
+
+impl Snapshot {
+    /// From a finding: the instance as the finding saw it, its volumes, and its keys with the
+    /// sources the evidence names (a key without one came from its volume).
+    pub fn of(f: &Finding) -> Self {
+        let mut key_sources: Vec<(KeyArn, KeySource)> = f
+            .causes
+            .iter()
+            .flat_map(|c| &c.evidence)
+            .filter_map(|e| match e {
+                crate::report::Evidence::KeySource { key_arn, source } => Some((KeyArn::parse(key_arn).ok()?, *source)),
+                _ => None,
+            })
+            .collect();
+        for k in &f.keys {
+            if !key_sources.iter().any(|(known, _)| *known == k.arn) {
+                key_sources.push((k.arn.clone(), KeySource::Volume));
+            }
+        }
+        key_sources.sort();
+        key_sources.dedup();
+        let instance = Instance {
+            id: f.instance_id.clone(),
+            account: f.account.clone(),
+            partition: crate::arn::partition_of_region(&f.region).to_owned(),
+            region: f.region.clone(),
+            state: Some(f.instance_state),
+            state_name: match f.instance_state {
+                EndState::Stopped => "stopped",
+                EndState::Terminated => "terminated",
+            }
+            .to_owned(),
+            state_reason: Some(f.state_reason.clone()),
+            attachments: f
+                .volumes
+                .iter()
+                .map(|v| crate::facts::Attachment { volume_id: v.volume_id.clone(), device: v.device.clone() })
+                .collect(),
+            tags: Vec::new(),
+            image_id: None,
+        };
+        Self { instance, volumes: f.volumes.clone(), key_sources }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +104,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Above this many instances, CloudTrail is searched by event name over one window.
     pub window_threshold: usize,
+    /// Stop starting CloudTrail pages past this instant (the Lambda invocation's deadline
+    /// less a safety margin); what was not searched is missing evidence.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for Options {
@@ -52,6 +117,7 @@ impl Default for Options {
             max_pages: 10,
             concurrency: 4,
             window_threshold: 3,
+            deadline: None,
         }
     }
 }
@@ -63,6 +129,7 @@ struct Candidate {
     state: EndState,
     reason: StateReason,
     observed_at: DateTime<Utc>,
+    known: Option<Box<Snapshot>>,
 }
 
 /// Diagnoses `targets` in one region. Only a failed DescribeInstances is an error.
@@ -78,13 +145,32 @@ pub async fn diagnose<C: Cloud>(
     if targets.is_empty() {
         return Ok(report);
     }
-    let ids: Vec<String> = targets.iter().map(|t| t.instance_id.clone()).collect();
-    let instances = cloud
-        .describe_instances(region, &ids)
-        .instrument(info_span!("ec2.DescribeInstances", region, count = ids.len()))
-        .await?;
-
     let mut candidates = Vec::new();
+    // Those an earlier look confirmed are decided on what it saw.
+    for target in targets.iter().filter(|t| t.known.is_some()) {
+        if let Some(known) = &target.known {
+            if let Ok((state, reason)) = confirm(&known.instance) {
+                candidates.push(Candidate {
+                    instance: known.instance.clone(),
+                    state,
+                    reason,
+                    observed_at: target.observed_at,
+                    known: Some(known.clone()),
+                });
+            }
+        }
+    }
+    let targets: Vec<&Target> = targets.into_iter().filter(|t| t.known.is_none()).collect();
+    let ids: Vec<String> = targets.iter().map(|t| t.instance_id.clone()).collect();
+    let instances = if ids.is_empty() {
+        Vec::new()
+    } else {
+        cloud
+            .describe_instances(region, &ids)
+            .instrument(info_span!("ec2.DescribeInstances", region, count = ids.len()))
+            .await?
+    };
+
     for target in targets {
         let Some(instance) = instances.iter().find(|i| i.id == target.instance_id) else {
             report.skipped.push(Skipped {
@@ -100,6 +186,7 @@ pub async fn diagnose<C: Cloud>(
                 state,
                 reason,
                 observed_at: target.observed_at,
+                known: None,
             }),
             Err(reason) => {
                 report.skipped.push(Skipped { instance_id: Some(instance.id.clone()), region: None, reason })
@@ -127,7 +214,7 @@ pub async fn scan_region<C: Cloud>(
         .into_iter()
         .filter_map(|instance| {
             let (state, reason) = confirm(&instance).ok()?;
-            Some(Candidate { instance, state, reason, observed_at: now })
+            Some(Candidate { instance, state, reason, observed_at: now, known: None })
         })
         .collect();
     let opts = Options { lookback: since, slack: Duration::zero(), window_threshold: 0, ..opts.clone() };
@@ -183,8 +270,12 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
     let mut volumes: Vec<Vec<Volume>> = Vec::new();
     let mut keys = BTreeSet::new();
     for c in &candidates {
-        let vols = volumes_of(&c.instance, &volume_infos, &mut gaps);
+        let vols = match &c.known {
+            Some(k) => k.volumes.clone(),
+            None => volumes_of(&c.instance, &volume_infos, &mut gaps),
+        };
         keys.extend(vols.iter().filter_map(|v| v.kms_key_arn.clone()));
+        keys.extend(c.known.iter().flat_map(|k| k.key_sources.iter().map(|(arn, _)| arn.clone())));
         volumes.push(vols);
     }
     let keys: Vec<KeyArn> = keys.into_iter().collect();
@@ -205,8 +296,15 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
         .zip(volumes)
         .zip(trails)
         .map(|((c, vols), trail)| {
-            let inst_keys: Vec<KeyArn> =
-                vols.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            let known_sources: Vec<(KeyArn, KeySource)> =
+                c.known.as_ref().map(|k| k.key_sources.clone()).unwrap_or_default();
+            let inst_keys: Vec<KeyArn> = vols
+                .iter()
+                .filter_map(|v| v.kms_key_arn.clone())
+                .chain(known_sources.iter().map(|(k, _)| k.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let mut missing = gaps.for_targets(
                 std::iter::once(c.instance.id.as_str())
                     .chain(vols.iter().map(|v| v.volume_id.as_str()))
@@ -233,7 +331,11 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
                 kms_denials: trail.denials,
                 simulations: Vec::new(),
                 boundary_arn: None,
-                key_sources: inst_keys.iter().map(|k| (k.clone(), crate::report::KeySource::Volume)).collect(),
+                key_sources: if known_sources.is_empty() {
+                    inst_keys.iter().map(|k| (k.clone(), KeySource::Volume)).collect()
+                } else {
+                    known_sources
+                },
                 missing,
             }
         })
@@ -242,7 +344,16 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
     discover_keys(cloud, &mut all_facts, &mut key_map, opts).await;
     simulate_all(cloud, &mut all_facts, opts).await;
     boundaries(cloud, &mut all_facts, opts).await;
-    all_facts.iter().map(decide).collect()
+    // The moment of decision: sinks date the finding by it (never by when it is sent).
+    let decided = crate::decide::rfc3339(Utc::now());
+    all_facts
+        .iter()
+        .map(|f| {
+            let mut finding = decide(f);
+            finding.decided_at = Some(decided.clone());
+            finding
+        })
+        .collect()
 }
 
 /// GetUser/GetRole for the principals whose simulation says their permissions boundary blocks
@@ -293,6 +404,7 @@ async fn describe_volumes<C: Cloud>(
     };
     let ids: Vec<String> = candidates
         .iter()
+        .filter(|c| c.known.is_none())
         .flat_map(|c| c.instance.attachments.iter().map(|a| a.volume_id.clone()))
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -498,7 +610,7 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
         end: c.observed_at + opts.slack,
     };
     let region = c.instance.region.as_str();
-    let (records, mut missing) = trail_records(cloud, region, &window, opts.max_pages, |r| {
+    let (records, mut missing) = trail_records(cloud, region, &window, opts.max_pages, opts.deadline, |r| {
         r.error_code.is_none() && LaunchApi::parse(&r.event_name).is_some()
     })
     .await;
@@ -516,7 +628,10 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
             None => TrailQuery { key: TrailKey::ResourceName(k.to_string()), ..window.clone() },
         };
         async move {
-            trail_records(cloud, k.region(), &q, pages, |r| r.is_access_denied() && is_kms_use(&r.event_name)).await
+            trail_records(cloud, k.region(), &q, pages, opts.deadline, |r| {
+                r.is_access_denied() && is_kms_use(&r.event_name)
+            })
+            .await
         }
     });
     let mut found = Vec::new();
@@ -544,9 +659,9 @@ async fn window_trail<C: Cloud>(
     let pages = opts.max_pages.saturating_mul(5);
     let (q_start, q_run, q_grant) = (query("StartInstances"), query("RunInstances"), query("CreateGrant"));
     let (starts, runs, grants) = tokio::join!(
-        trail_records(cloud, region, &q_start, pages, |r| r.error_code.is_none()),
-        trail_records(cloud, region, &q_run, pages, |r| r.error_code.is_none()),
-        trail_records(cloud, region, &q_grant, pages, Record::is_access_denied),
+        trail_records(cloud, region, &q_start, pages, opts.deadline, |r| r.error_code.is_none()),
+        trail_records(cloud, region, &q_run, pages, opts.deadline, |r| r.error_code.is_none()),
+        trail_records(cloud, region, &q_grant, pages, opts.deadline, Record::is_access_denied),
     );
     let shared_missing: Vec<Missing> = [&starts.1, &runs.1, &grants.1].into_iter().flatten().cloned().collect();
     let mut launches: Vec<Record> = starts.0.into_iter().chain(runs.0).collect();
@@ -571,6 +686,7 @@ async fn trail_records<C: Cloud>(
     region: &str,
     query: &TrailQuery,
     max_pages: usize,
+    deadline: Option<std::time::Instant>,
     keep: impl Fn(&Record) -> bool,
 ) -> (Vec<Record>, Vec<Missing>) {
     let mut kept = Vec::new();
@@ -578,6 +694,14 @@ async fn trail_records<C: Cloud>(
     let mut token: Option<String> = None;
     let target = query.key.value().to_owned();
     for page_no in 0..max_pages {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            missing.push(Missing {
+                call: "cloudtrail:LookupEvents".to_owned(),
+                target: target.clone(),
+                reason: "not searched (further): the invocation's deadline was near".to_owned(),
+            });
+            break;
+        }
         let page = cloud
             .lookup_events(region, query, token.as_deref())
             .instrument(info_span!("cloudtrail.LookupEvents", lookup = %target, page = page_no))
@@ -771,10 +895,11 @@ async fn discover_keys<C: Cloud>(
                 None => (f.observed_at - opts.lookback, f.observed_at + opts.slack),
             };
             let q = TrailQuery { key: TrailKey::ResourceName(k.to_string()), start: window.0, end: window.1 };
-            let (records, mut missing) = trail_records(cloud, k.region(), &q, opts.max_pages.min(2), |r| {
-                r.is_access_denied() && is_kms_use(&r.event_name)
-            })
-            .await;
+            let (records, mut missing) =
+                trail_records(cloud, k.region(), &q, opts.max_pages.min(2), opts.deadline, |r| {
+                    r.is_access_denied() && is_kms_use(&r.event_name)
+                })
+                .await;
             let mut denials = relevant_denials(records.iter(), f.launch.as_ref(), &f.instance.id, &f.volumes);
             denials.retain(|d| !f.kms_denials.iter().any(|known| known.event_id == d.event_id));
             f.kms_denials.append(&mut denials);
@@ -890,14 +1015,16 @@ async fn ec2_kms_calls<C: Cloud>(cloud: &C, f: &mut Facts, opts: &Options) -> Ve
         let launch = f.launch.clone();
         let instance = f.instance.id.clone();
         let volumes = f.volumes.clone();
-        let (records, missing) = trail_records(cloud, &f.instance.region, &q, opts.max_pages.min(2), move |r| {
-            let by_caller = launch.as_ref().is_some_and(|l| {
-                r.via_ec2 && matches!((&r.caller.principal_arn, &l.caller.principal_arn), (Some(a), Some(b)) if a == b)
-            });
-            let ours = r.volume_ids.iter().any(|v| volumes.iter().any(|x| x.volume_id == *v));
-            by_caller || ours || r.acts_for_instance(&instance)
-        })
-        .await;
+        let (records, missing) =
+            trail_records(cloud, &f.instance.region, &q, opts.max_pages.min(2), opts.deadline, move |r| {
+                let by_caller = launch.as_ref().is_some_and(|l| {
+                    r.via_ec2
+                        && matches!((&r.caller.principal_arn, &l.caller.principal_arn), (Some(a), Some(b)) if a == b)
+                });
+                let ours = r.volume_ids.iter().any(|v| volumes.iter().any(|x| x.volume_id == *v));
+                by_caller || ours || r.acts_for_instance(&instance)
+            })
+            .await;
         f.missing.extend(missing);
         for r in &records {
             if let Some(k) = &r.key {

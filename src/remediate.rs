@@ -590,6 +590,8 @@ mod guardrail_tests {
             remediations: vec![fix.clone()],
             missing_evidence: vec![],
             delivered: Default::default(),
+            decided_at: None,
+            digest: String::new(),
         };
         (f, fix)
     }
@@ -997,6 +999,8 @@ mod guardrail_tests_support {
             remediations: vec![],
             missing_evidence: vec![],
             delivered: Default::default(),
+            decided_at: None,
+            digest: String::new(),
         }
     }
 }

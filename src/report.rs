@@ -62,6 +62,14 @@ pub struct Finding {
     pub missing_evidence: Vec<Missing>,
     /// Which sinks the finding reached (additive to finding/1).
     pub delivered: crate::deliver::Delivered,
+    /// RFC 3339: when the finding was decided. Sinks date it by this, not by when it was sent,
+    /// so a late or repeated delivery never passes for news (additive to finding/1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    /// A digest of what the finding says, set on what sinks receive: the same digest means the
+    /// same content, so a subscriber can drop a repeat (additive to finding/1).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -219,7 +227,7 @@ pub enum Evidence {
 /// Where a key of the launch came from, most direct first: the attached volume, the
 /// RunInstances request, its launch template, the AMI's snapshots, the account's EBS default
 /// key, or KMS calls EC2 made for the launch (CloudTrail).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeySource {
     Volume,

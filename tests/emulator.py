@@ -86,6 +86,10 @@ CloudTrail throttling is switched back on.
     Unavailable, ...); a new EXTERNAL key defaults to PendingImport.
     -> ``{"key_id", "arn", "account_id"}``; 404 for an unknown ``key_id``.
 
+``GET /_kld/sqs/messages?queue_name=&region=&account_id=`` -> ``{"messages": [{"body",
+"delayed_until_ms"}]}``: every message of the queue, delayed and in flight included (test
+inspection only; SQS has no such call).
+
 ``GET /_kld/calls?service=&region=&action=`` -> ``{"calls": [{"service", "action", "region",
 "time"}]}`` in arrival order, filtered by the given (exact) values.
 ``POST /_kld/calls/reset`` -> ``{"ok": true}``.
@@ -2423,6 +2427,27 @@ def sns_publish(self: SNSResponse) -> str:
     return _original_sns_publish(self)
 
 
+def peek_sqs_messages(args: Any) -> dict[str, Any]:
+    """Every message of a queue with its body and DelaySeconds, delayed or in flight included.
+
+    A test inspection route, not an AWS behaviour (SQS has no such call): it lets a test read
+    what the function put on its queue for later without waiting out the message's delay.
+    """
+    from moto.sqs.models import sqs_backends
+
+    backend = sqs_backends[args.get("account_id", DEFAULT_ACCOUNT_ID)][args.get("region", DEFAULT_REGION)]
+    name = args.get("queue_name") or ""
+    queue = backend.queues.get(name)
+    if queue is None:
+        raise ControlError(404, f"no queue {name!r}")
+    return {
+        "messages": [
+            {"body": m.body, "delayed_until_ms": getattr(m, "delayed_until", 0)}
+            for m in list(queue._messages)
+        ]
+    }
+
+
 def install_patches() -> None:
     """Patch moto in-process; must run before the server handles requests.
 
@@ -2459,6 +2484,7 @@ class Emulator:
             ("POST", "cloudtrail/throttle"): self.set_throttle,
             ("POST", "kms/key"): lambda request: upsert_kms_key(json_body(request)),
             ("GET", "calls"): self.list_calls,
+            ("GET", "sqs/messages"): lambda request: peek_sqs_messages(request.args),
             ("POST", "calls/reset"): self.reset_calls,
             ("GET", "faults"): lambda request: {"faults": [f.to_dict() for f in self.faults.list()]},
             ("POST", "faults"): lambda request: {"id": self.faults.add(json_body(request)).id},
