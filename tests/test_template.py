@@ -6,7 +6,10 @@ The template is read with cfn-lint's YAML loader, which understands !Ref, !Sub, 
 Template conditions are *evaluated*, not trusted by name: every IAM statement is collected with
 the template conditions (resource `Condition:` and enclosing `Fn::If`s) that must hold for it to
 exist, and each property is checked for every combination of the parameters that switch
-something on or off. Set KLD_TEMPLATE to check another file.
+something on or off. The alarms are checked by what they do: a small model of CloudWatch (metric
+math, alarm evaluation) runs each one over histories of metric data (a DLQ receiving messages,
+the events queue's oldest message at every allowed CloudTrailWaitMinutes). Set KLD_TEMPLATE to
+check another file.
 """
 
 import itertools
@@ -108,6 +111,18 @@ IAM_PRINCIPAL_RESOURCE = re.compile(
     r"^arn:\$\{AWS::Partition\}:iam::\$\{AWS::AccountId\}:(user|role)/\*$"
 )
 SINK_PREFIXES = ("sns:", "securityhub:", "events:")
+
+# The topics the stack can create: findings (for NotificationEmail, unless ExistingTopicArn), and
+# operations (for the alarms, when no topic is configured at all).
+FINDINGS_TOPIC = "FindingsTopic"
+OPERATIONS_TOPIC = "OperationsTopic"
+
+# What the function does that the template's numbers must fit (src/config.rs, src/lambda.rs):
+# one AWS call attempt takes at most KLD_ATTEMPT_TIMEOUT_SECONDS (default 10, not set by the
+# template); a deferred event goes back as a new message delayed at most 900 s (SQS's largest
+# DelaySeconds), for at most twice CloudTrailWaitMinutes while lookups fail.
+ATTEMPT_TIMEOUT_SECONDS = 10
+MAX_DEFERRAL_DELAY_SECONDS = 900
 
 
 def load_template():
@@ -400,6 +415,183 @@ def resource_policy_decision(policy, caller, context, resource, action, same_acc
     return "allow" if allowed and identity_allows else "implicit-deny"
 
 
+# --- CloudWatch alarms, simulated ----------------------------------------------------------------
+# Enough of CloudWatch to tell what an alarm of the template does with a given history of
+# metric data: statistics over periods, the metric math the template uses (arithmetic, DIFF,
+# RATE, FILL), and an alarm's evaluation (the most recent EvaluationPeriods datapoints in the
+# evaluation range, DatapointsToAlarm of them breaching; missing ones as TreatMissingData says).
+# https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/using-metric-math.html
+# https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/AlarmThatSendsEmail.html
+# Time is in minutes; a series is {period index: value}, sparse like CloudWatch's.
+
+def sub_text(node, params):
+    """A string, or a Fn::Sub string, with ${Parameter}s replaced."""
+    if is_fn(node, "Fn::Sub"):
+        body = node["Fn::Sub"]
+        text = body[0] if isinstance(body, list) else body
+        return re.sub(r"\$\{([A-Za-z0-9:]+)\}", lambda m: str(params[m.group(1)]), text)
+    if isinstance(node, str):
+        return node
+    raise AssertionError(f"not a string: {node!r}")
+
+
+def alarm_queries(props):
+    """The alarm's metric queries: [(id, metric dict or None, expression or None, return data)]."""
+    if "Metrics" in props:
+        out = []
+        for q in props["Metrics"]:
+            stat = q.get("MetricStat")
+            metric = None
+            if stat:
+                m = stat["Metric"]
+                metric = {"Namespace": m["Namespace"], "MetricName": m["MetricName"],
+                          "Dimensions": m.get("Dimensions", []), "Stat": stat["Stat"], "Period": int(stat["Period"])}
+            out.append((q["Id"], metric, q.get("Expression"), q.get("ReturnData", True)))
+        return out
+    metric = {"Namespace": props["Namespace"], "MetricName": props["MetricName"],
+              "Dimensions": props.get("Dimensions", []), "Stat": props["Statistic"], "Period": int(props["Period"])}
+    return [("m", metric, None, True)]
+
+
+def aggregate(samples, stat):
+    values = [v for v in samples if v is not None]
+    if not values:
+        return None
+    return {"Sum": sum(values), "Maximum": max(values), "Minimum": min(values),
+            "Average": sum(values) / len(values), "SampleCount": len(values)}[stat]
+
+
+def math_eval(expression, series, periods):
+    """Evaluate a metric math expression over sparse series ({index: value})."""
+    import ast
+
+    def arith(op, a, b):
+        f = {ast.Add: lambda x, y: x + y, ast.Sub: lambda x, y: x - y,
+             ast.Mult: lambda x, y: x * y, ast.Div: lambda x, y: x / y}[type(op)]
+        if isinstance(a, dict) and isinstance(b, dict):
+            # Two series: the union of their timestamps, a missing value counted as 0.
+            return {k: f(a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b))}
+        if isinstance(a, dict):
+            return {k: f(v, b) for k, v in a.items()}
+        if isinstance(b, dict):
+            return {k: f(a, v) for k, v in b.items()}
+        return f(a, b)
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in series:
+                raise AssertionError(f"unknown id {node.id} in {expression!r}")
+            return series[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return arith(ast.Mult(), -1, ev(node.operand))
+        if isinstance(node, ast.BinOp):
+            return arith(node.op, ev(node.left), ev(node.right))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            name, args = node.func.id, [ev(a) for a in node.args]
+            if name == "FILL":
+                ts, filler = args
+                return {k: ts.get(k, filler) for k in periods}
+            if name in ("DIFF", "RATE"):
+                (ts,) = args
+                keys = sorted(ts)
+                return {k: (ts[k] - ts[p]) / (1 if name == "DIFF" else (k - p) * 60) for p, k in zip(keys, keys[1:])}
+        raise AssertionError(f"the test's metric math does not know {ast.dump(node)} in {expression!r}")
+
+    return ev(ast.parse(expression, mode="eval"))
+
+
+def alarm_state(props, data, now, params, published_until=None):
+    """ALARM or OK for the alarm `props` at minute `now`. data(metric dict) gives the 1-minute
+    samples {minute: value}; samples after `published_until` (default: now) are not there yet."""
+    published_until = now if published_until is None else published_until
+    queries = alarm_queries(props)
+    periods_s = {m["Period"] for _, m, _, _ in queries if m}
+    assert len(periods_s) == 1, props
+    period = periods_s.pop() // 60
+    n = int(props["EvaluationPeriods"])
+    m_of_n = int(props.get("DatapointsToAlarm", n))
+    last = now // period
+    # CloudWatch retrieves more datapoints than EvaluationPeriods (the evaluation range).
+    periods = list(range(last - n - 4, last + 1))
+    series = {}
+    result = None
+    for qid, metric, expression, returns in queries:
+        if metric:
+            samples = data(metric)
+            series[qid] = {}
+            for p in periods:
+                minutes = range(p * period, (p + 1) * period)
+                v = aggregate([samples.get(t) for t in minutes if t <= published_until], metric["Stat"])
+                if v is not None:
+                    series[qid][p] = v
+        else:
+            series[qid] = math_eval(sub_text(expression, params), series, periods)
+        if returns:
+            result = series[qid]
+    threshold = float(props["Threshold"])
+    compare = {
+        "GreaterThanThreshold": lambda v: v > threshold,
+        "GreaterThanOrEqualToThreshold": lambda v: v >= threshold,
+        "LessThanThreshold": lambda v: v < threshold,
+        "LessThanOrEqualToThreshold": lambda v: v <= threshold,
+    }[props["ComparisonOperator"]]
+    existing = [p for p in periods if p in result][-n:]
+    breaching = sum(1 for p in existing if compare(result[p]))
+    missing = n - len(existing)
+    treat = props.get("TreatMissingData", "missing")
+    if treat == "breaching":
+        breaching += missing
+    elif treat != "notBreaching":
+        raise AssertionError(f"the test's evaluator does not model TreatMissingData={treat}")
+    return "ALARM" if breaching >= m_of_n else "OK"
+
+
+def dimension_target(node):
+    """What a dimension value names: ("function"|"queue"|"rule", logical id), or None."""
+    if is_fn(node, "Ref"):
+        return ("ref", node["Ref"])
+    if is_fn(node, "Fn::GetAtt"):
+        target = node["Fn::GetAtt"]
+        name, attr = target if isinstance(target, list) else target.split(".", 1)
+        return ("queue", name) if attr == "QueueName" else None
+    # The rule's name as the last part of its ARN (arn:...:rule/<name> on the default bus).
+    if is_fn(node, "Fn::Select"):
+        index, inner = node["Fn::Select"]
+        if str(index) == "1" and is_fn(inner, "Fn::Split") and inner["Fn::Split"][0] == "/":
+            arn = inner["Fn::Split"][1]
+            if is_fn(arn, "Fn::GetAtt") and arn["Fn::GetAtt"][1:] == ["Arn"]:
+                return ("rule", arn["Fn::GetAtt"][0])
+    return None
+
+
+def queue_history(arrivals_by_send, empty_is_inactive, queue, start=20, second=80, peek=50, end=120):
+    """1-minute samples of a DLQ that receives one message at `start` and one at `second`, keeps
+    them, and whose first message an operator reads (default visibility) at `peek`. SQS moving a
+    message there (redrive policy) is not a SendMessage; EventBridge putting one there is. An
+    empty queue publishes either zeros or, inactive, nothing."""
+    visible, inflight, sent = {}, {}, {}
+    for t in range(end):
+        held = (t >= start) + (t >= second)
+        if held == 0 and empty_is_inactive:
+            continue
+        reading = 1 if peek <= t < peek + 2 else 0
+        visible[t], inflight[t] = held - reading, reading
+        sent[t] = int(arrivals_by_send and t in (start, second))
+    metrics = {"ApproximateNumberOfMessagesVisible": visible, "ApproximateNumberOfMessagesNotVisible": inflight,
+               "NumberOfMessagesSent": sent}
+
+    def data(metric):
+        dims = {d["Name"]: dimension_target(d["Value"]) for d in metric["Dimensions"]}
+        if metric["Namespace"] != "AWS/SQS" or dims != {"QueueName": ("queue", queue)}:
+            return {}
+        return metrics.get(metric["MetricName"], {})
+    return data
+
+
 class TemplateTest(unittest.TestCase):
     @staticmethod
     def load():
@@ -446,11 +638,37 @@ class TemplateTest(unittest.TestCase):
         _, fn = self.function()
         return fn["Properties"]["Role"]["Fn::GetAtt"][0]
 
-    def queue_policy(self):
-        policies = self.of_type("AWS::SQS::QueuePolicy")
-        self.assertEqual(len(policies), 1)
-        (policy,) = policies.values()
+    def queue_policy(self, queue=None):
+        """The one QueuePolicy of `queue` (default: the events queue)."""
+        queue = queue or self.events_queue_name()
+        policies = [
+            p for p in self.of_type("AWS::SQS::QueuePolicy").values()
+            if {"Ref": queue} in as_list(p["Properties"]["Queues"])
+        ]
+        self.assertEqual(len(policies), 1, f"expected one queue policy for {queue}")
+        (policy,) = policies
+        self.assertEqual(policy["Properties"]["Queues"], [{"Ref": queue}], queue)
         return policy
+
+    def rule(self):
+        return self.one("AWS::Events::Rule")
+
+    def rule_target(self):
+        _, rule = self.rule()
+        (target,) = rule["Properties"]["Targets"]
+        return target
+
+    def events_dlq_name(self):
+        queue = self.res[self.events_queue_name()]["Properties"]
+        return queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+
+    def rule_dlq_name(self):
+        arn = self.rule_target().get("DeadLetterConfig", {}).get("Arn")
+        self.assertTrue(is_fn(arn, "Fn::GetAtt"), f"the rule target's DeadLetterConfig must name a queue: {arn!r}")
+        return arn["Fn::GetAtt"][0]
+
+    def alarms(self):
+        return self.of_type("AWS::CloudWatch::Alarm")
 
     # --- IAM: global properties ---------------------------------------------------------------
 
@@ -638,7 +856,7 @@ class TemplateTest(unittest.TestCase):
                     self.assertNotIn("*", arn_text(r), s)
 
     def test_sink_permissions_follow_their_switch(self):
-        topic_name = next(iter(self.of_type("AWS::SNS::Topic")))
+        topic_name = FINDINGS_TOPIC
         for params, ev in self.combos:
             has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
             sns = self.active_allows(ev, "sns:Publish")
@@ -675,16 +893,28 @@ class TemplateTest(unittest.TestCase):
                     [{"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"}],
                 )
 
-    def test_requeue_only_with_a_sink_and_only_to_the_events_queue(self):
+    def test_requeue_always_and_only_to_the_events_queue(self):
+        # The function puts deferred events (a new message with what the first receive learned)
+        # and unsent deliveries back on its own queue, whatever the sinks: sqs:SendMessage in
+        # every combination, on the events queue's ARN and nothing else, in a statement of its own.
         queue = {"Fn::GetAtt": [self.events_queue_name(), "Arn"]}
+        sends = [s for s in self.statements if any(_matches(a, "sqs:SendMessage", True) for a in s.actions)]
+        self.assertTrue(sends, "no statement grants sqs:SendMessage: deferred events cannot be requeued")
+        for s in sends:
+            self.assertEqual(s.effect, "Allow", s)
+            self.assertEqual(s.actions, ["sqs:SendMessage"], s)
+            self.assertEqual(s.resources, [queue], s)
+            self.assertNotIn("Condition", s.body, s)
+            # Unconditional: no template condition guards it.
+            self.assertEqual(s.guards, frozenset(), s)
+            self.assertNotIn("Condition", self.res[s.resource], s)
+        rendered_queue = f"<getatt:{self.events_queue_name()}.Arn>"
         for params, ev in self.combos:
-            sink_on = bool(params["NotificationEmail"] or params["ExistingTopicArn"]) \
-                or params["EnableSecurityHub"] == "true" or bool(params["EventBusName"])
-            sends = self.active_allows(ev, "sqs:SendMessage")
-            self.assertEqual(bool(sends), sink_on, params)
-            for s in sends:
-                self.assertEqual(s.resources, [queue], params)
-                self.assertEqual(s.actions, ["sqs:SendMessage"], params)
+            self.assertTrue(self.active_allows(ev, "sqs:SendMessage"), params)
+            rendered = self.rendered_allows(ev, "sqs:SendMessage")
+            self.assertTrue(rendered, params)
+            for st in rendered:
+                self.assertEqual(as_list(st["Resource"]), [rendered_queue], params)
 
     def test_diagnosis_permissions(self):
         _, ev = self.combos[0]
@@ -704,10 +934,22 @@ class TemplateTest(unittest.TestCase):
         for a in IAM_ACTIONS_ALLOWED - PUT_POLICY:
             self.assertEqual(granted.get(a), principals, a)
         queue = {"Fn::GetAtt": [self.events_queue_name(), "Arn"]}
-        for a in ("sqs:ChangeMessageVisibility", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        for a in ("sqs:ChangeMessageVisibility", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                  "sqs:SendMessage"):
             self.assertEqual(granted.get(a), [queue], a)
         for a in ("logs:CreateLogStream", "logs:PutLogEvents"):
             self.assertEqual(granted.get(a), [{"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}], a)
+
+    def test_metrics_need_no_extra_permission(self):
+        # The function's metrics are CloudWatch Embedded Metric Format lines in its own log group:
+        # CloudWatch Logs extracts them. Nothing grants cloudwatch:* (no PutMetricData), and logs
+        # actions are only the two writes, on the function's log group.
+        for s in self.statements:
+            for a in s.actions:
+                self.assertFalse(a.lower().startswith("cloudwatch:"), f"{s}: {a}")
+                if a.lower().startswith("logs:"):
+                    self.assertIn(a, {"logs:CreateLogStream", "logs:PutLogEvents"}, s)
+                    self.assertEqual(s.resources, [{"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}], s)
 
     # --- Event delivery -----------------------------------------------------------------------
 
@@ -721,6 +963,95 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(sorted(pattern["detail"]["state"]), ["stopped", "terminated"])
         targets = rule["Properties"]["Targets"]
         self.assertEqual([t["Arn"] for t in targets], [{"Fn::GetAtt": [self.events_queue_name(), "Arn"]}])
+
+    # --- issue 15: nothing dropped between EventBridge and the queue --------------------------
+
+    def test_rule_target_retries_then_dead_letters(self):
+        # In every combination: EventBridge retries within CloudFormation's limits (0-185
+        # attempts, 60-86,400 s), at most an hour so that a lasting fault reaches the DLQ and its
+        # alarm within the hour, and then (or at once, for a permission error) sends the event
+        # to a dead-letter queue of its own: a standard SSE queue, neither the events queue nor
+        # its DLQ, keeping messages 14 days.
+        rule_name, rule = self.rule()
+        dlq = self.rule_dlq_name()
+        self.assertNotIn(dlq, (self.events_queue_name(), self.events_dlq_name()))
+        for params, ev in self.combos:
+            (target,) = ev.resolve(rule["Properties"])["Targets"]
+            retry = target.get("RetryPolicy")
+            self.assertIsNotNone(retry, f"the rule target has no RetryPolicy: {params}")
+            attempts, age = int(retry["MaximumRetryAttempts"]), int(retry["MaximumEventAgeInSeconds"])
+            self.assertTrue(1 <= attempts <= 185, attempts)
+            self.assertTrue(60 <= age <= 3600, age)
+            self.assertEqual(target.get("DeadLetterConfig"), {"Arn": f"<getatt:{dlq}.Arn>"}, params)
+            self.assertTrue(ev.resource_exists(dlq), params)
+        queue = self.res[dlq]
+        self.assertEqual(queue["Type"], "AWS::SQS::Queue")
+        props = queue["Properties"]
+        self.assertNotIn("FifoQueue", props)  # EventBridge DLQs are standard queues
+        self.assertIs(props.get("SqsManagedSseEnabled"), True)
+        self.assertEqual(int(props["MessageRetentionPeriod"]), 1209600)
+        self.assertNotIn("Condition", queue)
+
+    def test_rule_dlq_policy_admits_only_the_rule(self):
+        # For every combination: one Allow (EventBridge, for this rule only) and one Deny of
+        # sqs:SendMessage for every other request, nobody exempt.
+        rule_name, _ = self.rule()
+        dlq = self.rule_dlq_name()
+        rule = f"<getatt:{rule_name}.Arn>"
+        arn = f"<getatt:{dlq}.Arn>"
+        policy = self.queue_policy(dlq)
+        self.assertNotIn("Condition", policy)
+        document = policy["Properties"]["PolicyDocument"]
+        for params, ev in self.combos:
+            statements = as_list(ev.resolve(document)["Statement"])
+            allows = [st for st in statements if st["Effect"] == "Allow"]
+            denies = [st for st in statements if st["Effect"] == "Deny"]
+            self.assertEqual(len(statements), 2, params)
+            self.assertEqual(len(allows), 1, params)
+            self.assertEqual(len(denies), 1, params)
+            (allow,), (deny,) = allows, denies
+            self.assertEqual(allow["Principal"], {"Service": "events.amazonaws.com"})
+            self.assertEqual(as_list(allow["Action"]), ["sqs:SendMessage"])
+            self.assertEqual(as_list(allow["Resource"]), [arn])
+            self.assertEqual(allow.get("Condition"), {"ArnEquals": {"aws:SourceArn": rule}}, params)
+            self.assertEqual(deny["Principal"], "*")
+            self.assertEqual(as_list(deny["Action"]), ["sqs:SendMessage"])
+            self.assertEqual(as_list(deny["Resource"]), [arn])
+            self.assertEqual(deny.get("Condition"), {"ArnNotEquals": {"aws:SourceArn": rule}}, params)
+
+    def test_rule_dlq_policy_decisions(self):
+        # Only EventBridge delivering for the state-change rule may send; the function's role,
+        # the redrive principal, administrators, other accounts and other rules may not.
+        rule = f"<getatt:{self.rule()[0]}.Arn>"
+        role = f"<getatt:{self.role_name()}.Arn>"
+        dlq = self.rule_dlq_name()
+        arn = f"<getatt:{dlq}.Arn>"
+        document = self.queue_policy(dlq)["Properties"]["PolicyDocument"]
+        redrive = SWITCHES["QueueRedrivePrincipalArn"][1]
+        checked = set()
+        for params, ev in self.combos:
+            policy = ev.resolve(document)
+            key = json.dumps(policy, sort_keys=True)
+            if key in checked:
+                continue
+            checked.add(key)
+            callers = [
+                ("EventBridge for the state-change rule", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": rule, "aws:SourceAccount": ACCOUNT}, True, False, "allow"),
+                ("EventBridge for another rule", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": f"arn:aws:events:us-east-1:{ACCOUNT}:rule/other", "aws:SourceAccount": ACCOUNT},
+                 True, False, "explicit-deny"),
+                ("the function's role", ("AWS", role), {"aws:PrincipalArn": role}, True, True, "explicit-deny"),
+                ("the redrive principal", ("AWS", redrive), {"aws:PrincipalArn": redrive}, True, True, "explicit-deny"),
+                ("an administrator", ("AWS", f"arn:aws:iam::{ACCOUNT}:role/Admin"),
+                 {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/Admin"}, True, True, "explicit-deny"),
+                ("another account", ("AWS", "arn:aws:iam::210987654321:role/eve"),
+                 {"aws:PrincipalArn": "arn:aws:iam::210987654321:role/eve"}, False, True, "explicit-deny"),
+            ]
+            for who, caller, context, same_account, identity_allows, expected in callers:
+                got = resource_policy_decision(policy, caller, context, arn, "sqs:SendMessage", same_account, identity_allows)
+                self.assertEqual(got, expected, f"{who}: {params}")
+        self.assertTrue(checked)
 
     def test_queue_policy_allows_only_the_rule(self):
         rule_name, _ = self.one("AWS::Events::Rule")
@@ -822,8 +1153,12 @@ class TemplateTest(unittest.TestCase):
         queue = self.res[self.events_queue_name()]["Properties"]
         _, fn = self.function()
         timeout = int(fn["Properties"]["Timeout"])
+        (event,) = fn["Properties"]["Events"].values()
+        window = int(event["Properties"].get("MaximumBatchingWindowInSeconds", 0))
         self.assertEqual(int(queue["DelaySeconds"]), 60)
-        self.assertGreaterEqual(int(queue["VisibilityTimeout"]), 6 * timeout)
+        # Lambda's six function timeouts, plus the batching window during which the messages'
+        # visibility timeout already runs.
+        self.assertGreaterEqual(int(queue["VisibilityTimeout"]), 6 * timeout + window)
         self.assertIs(queue.get("SqsManagedSseEnabled"), True)
         redrive = queue["RedrivePolicy"]
         dlq = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
@@ -836,21 +1171,188 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(retention, 345600)
         self.assertGreater(int(self.res[dlq]["Properties"]["MessageRetentionPeriod"]), retention)
 
-    def test_dlq_alarm(self):
-        queue = self.res[self.events_queue_name()]["Properties"]
-        dlq = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
-        _, alarm = self.one("AWS::CloudWatch::Alarm")
-        p = alarm["Properties"]
-        self.assertEqual((p["Namespace"], p["MetricName"]), ("AWS/SQS", "ApproximateNumberOfMessagesVisible"))
-        self.assertEqual(p["Dimensions"], [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq, "QueueName"]}}])
-        self.assertEqual((float(p["Threshold"]), p["ComparisonOperator"]), (0.0, "GreaterThanThreshold"))
+    # --- issue 15: alarms an operator would set, each with an action -------------------------
+
+    def alarm_topic(self, params):
+        """Where every alarm must notify with these parameters."""
+        if params["ExistingTopicArn"]:
+            return params["ExistingTopicArn"]
+        return f"<ref:{FINDINGS_TOPIC}>" if params["NotificationEmail"] else f"<ref:{OPERATIONS_TOPIC}>"
+
+    def alarm_watching(self, namespace, metric, dimension):
+        """The alarms that watch namespace/metric for dimension ((kind, logical id) pairs by name)."""
+        found = []
+        for name, alarm in self.alarms().items():
+            for _, m, _, _ in alarm_queries(alarm["Properties"]):
+                if not m or (m["Namespace"], m["MetricName"]) != (namespace, metric):
+                    continue
+                dims = {d["Name"]: dimension_target(d["Value"]) for d in m["Dimensions"]}
+                if dims == dimension:
+                    found.append(name)
+        return sorted(set(found))
+
+    def test_every_alarm_has_an_action_in_every_combination(self):
+        alarms = self.alarms()
+        self.assertGreaterEqual(len(alarms), 7, sorted(alarms))
+        for name, alarm in alarms.items():
+            self.assertNotIn("Condition", alarm, name)
+            self.assertTrue(alarm["Properties"].get("AlarmDescription"), name)
+            # Nothing but the actions depends on the parameters (checked once, below, for all).
+            rest = {k: v for k, v in alarm["Properties"].items() if k not in ("AlarmActions",)}
+            self.assertNotIn("Fn::If", json.dumps(rest), name)
         for params, ev in self.combos:
-            actions = ev.value(p.get("AlarmActions", NO_VALUE))
-            has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
-            if has_topic:
-                self.assertEqual([ev.value(a) for a in actions], [params["ExistingTopicArn"] or "<ref:FindingsTopic>"])
-            else:
-                self.assertEqual(actions, NO_VALUE, params)
+            expected = self.alarm_topic(params)
+            if expected.startswith("<ref:"):
+                self.assertTrue(ev.resource_exists(expected[5:-1]), params)
+            for name, alarm in alarms.items():
+                actions = ev.resolve(alarm["Properties"]).get("AlarmActions", [])
+                self.assertEqual(as_list(actions), [expected], f"{name}: {params}")
+
+    def test_operations_topic_exactly_when_no_topic_is_configured(self):
+        topics = self.of_type("AWS::SNS::Topic")
+        self.assertEqual(set(topics), {FINDINGS_TOPIC, OPERATIONS_TOPIC})
+        self.assertEqual(self.of_type("AWS::SNS::Subscription").keys() & {OPERATIONS_TOPIC}, set())
+        for params, ev in self.combos:
+            no_topic = not (params["NotificationEmail"] or params["ExistingTopicArn"])
+            self.assertEqual(ev.resource_exists(OPERATIONS_TOPIC), no_topic, params)
+            # Nobody is subscribed to it by the stack, and the function never publishes to it.
+            for name, sub in self.of_type("AWS::SNS::Subscription").items():
+                if ev.resource_exists(name):
+                    self.assertNotEqual(ev.value(sub["Properties"]["TopicArn"]), f"<ref:{OPERATIONS_TOPIC}>")
+            for st in self.rendered_allows(ev, "sns:Publish"):
+                self.assertNotIn(f"<ref:{OPERATIONS_TOPIC}>", as_list(st["Resource"]), params)
+
+    def test_function_alarms(self):
+        fn_name, fn = self.function()
+        timeout = int(fn["Properties"]["Timeout"])
+        function = {"FunctionName": ("ref", fn_name)}
+        for metric, stat, operator, threshold in (
+            ("Errors", "Sum", "GreaterThanThreshold", 0),
+            ("Throttles", "Sum", "GreaterThanThreshold", 0),
+            # Near the timeout: the last 10% of it (the function stops earlier by design).
+            ("Duration", "Maximum", "GreaterThanOrEqualToThreshold", 900 * timeout),
+        ):
+            names = self.alarm_watching("AWS/Lambda", metric, function)
+            self.assertEqual(len(names), 1, f"expected one alarm on {metric} of {fn_name}, got {names}")
+            p = self.alarms()[names[0]]["Properties"]
+            self.assertEqual((p["Statistic"], p["ComparisonOperator"], float(p["Threshold"])),
+                             (stat, operator, float(threshold)), metric)
+            self.assertEqual(p.get("TreatMissingData"), "notBreaching", metric)
+            self.assertLessEqual(int(p["Period"]) * int(p["EvaluationPeriods"]), 900, metric)
+
+    def test_deadline_margin_fits_the_timeout_and_the_duration_alarm(self):
+        # The function stops starting work DEADLINE_MARGIN_SECONDS before its deadline: a call
+        # started just before the stop must end (one attempt) before the timeout, and the stop
+        # must come before FunctionDurationAlarm's threshold, or every cut batch would alarm.
+        fn_name, fn = self.function()
+        timeout = int(fn["Properties"]["Timeout"])
+        margin = int(fn["Properties"]["Environment"]["Variables"]["DEADLINE_MARGIN_SECONDS"])
+        (name,) = self.alarm_watching("AWS/Lambda", "Duration", {"FunctionName": ("ref", fn_name)})
+        threshold_s = float(self.alarms()[name]["Properties"]["Threshold"]) / 1000
+        self.assertGreaterEqual(margin, ATTEMPT_TIMEOUT_SECONDS)
+        self.assertLess(timeout - margin, threshold_s)
+        self.assertLess(threshold_s, timeout)
+
+    def test_rule_failed_invocations_alarm(self):
+        rule_name, _ = self.rule()
+        names = self.alarm_watching("AWS/Events", "FailedInvocations", {"RuleName": ("rule", rule_name)}) \
+            + self.alarm_watching("AWS/Events", "FailedInvocations", {"RuleName": ("ref", rule_name)})
+        self.assertEqual(len(names), 1, names)
+        p = self.alarms()[names[0]]["Properties"]
+        self.assertEqual((p["Statistic"], p["ComparisonOperator"], float(p["Threshold"])), ("Sum", "GreaterThanThreshold", 0.0))
+        # EventBridge publishes the metric only when it is not zero.
+        self.assertEqual(p.get("TreatMissingData"), "notBreaching")
+
+    def test_queue_age_alarm_exceeds_the_wait_for_every_allowed_wait(self):
+        # ApproximateAgeOfOldestMessage of the events queue: never while the function is merely
+        # waiting for CloudTrail, always within an hour past the wait. Waiting, a message is at
+        # most one deferral old (a new message delayed at most 900 s, and never beyond twice the
+        # wait, then the batching window and an invocation), or, kept by visibility when that
+        # send fails, the wait, the 60 s delay, the batching window and a visibility timeout old
+        # (SQS leaves it out of the metric from its third receive).
+        queue_name = self.events_queue_name()
+        names = self.alarm_watching("AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": ("queue", queue_name)})
+        self.assertEqual(len(names), 1, names)
+        props = self.alarms()[names[0]]["Properties"]
+        queue = self.res[queue_name]["Properties"]
+        _, fn = self.function()
+        (event,) = fn["Properties"]["Events"].values()
+        window = int(event["Properties"]["MaximumBatchingWindowInSeconds"])
+        wait = self.t["Parameters"]["CloudTrailWaitMinutes"]
+        _, ev = self.combos[0]
+        for minutes in range(int(wait["MinValue"]), int(wait["MaxValue"]) + 1):
+            params = dict(ev.params, CloudTrailWaitMinutes=str(minutes))
+            healthy = max(
+                minutes * 60 + int(queue["DelaySeconds"]) + window + int(queue["VisibilityTimeout"]),
+                min(MAX_DEFERRAL_DELAY_SECONDS, 2 * minutes * 60 + 5) + window + int(fn["Properties"]["Timeout"]),
+            )
+            for age, expected in ((healthy, "OK"), (minutes * 60 + 3600, "ALARM")):
+                def data(metric, age=age):
+                    dims = {d["Name"]: dimension_target(d["Value"]) for d in metric["Dimensions"]}
+                    if (metric["MetricName"], dims) != ("ApproximateAgeOfOldestMessage", {"QueueName": ("queue", queue_name)}):
+                        return {}
+                    return {t: age for t in range(120)}
+                self.assertEqual(alarm_state(props, data, 119, params), expected, (minutes, age))
+
+    def dlq_alarm_states(self, queue, arrivals_by_send):
+        """States of the alarms watching `queue`, minute by minute, for each history variant."""
+        names = [n for n, a in self.alarms().items()
+                 if any(m and {d["Name"]: dimension_target(d["Value"]) for d in m["Dimensions"]} == {"QueueName": ("queue", queue)}
+                        for _, m, _, _ in alarm_queries(a["Properties"]))]
+        self.assertEqual(len(names), 1, f"expected one alarm on {queue}, got {names}")
+        props = self.alarms()[names[0]]["Properties"]
+        _, ev = self.combos[0]
+        out = []
+        for inactive in (True, False):
+            data = queue_history(arrivals_by_send, inactive, queue)
+            for lag in (0, 1, 2):
+                states = {t: alarm_state(props, data, t, ev.params, published_until=t - lag) for t in range(120)}
+                out.append(((inactive, lag), states))
+        return names[0], out
+
+    def assert_alarms_on_new_messages(self, queue, arrivals_by_send):
+        # One message arrives at minute 20 and stays; it is read (not removed) at 50; a second
+        # arrives at 80. The alarm must fire for each arrival, and be back to OK in between and
+        # after: a level alarm on a non-empty queue would stay in ALARM and never tell of the
+        # second.
+        name, variants = self.dlq_alarm_states(queue, arrivals_by_send)
+        for variant, states in variants:
+            where = f"{name} on {queue}, (inactive when empty, publication lag) = {variant}"
+            self.assertTrue(all(states[t] == "OK" for t in range(0, 20)), where)
+            self.assertIn("ALARM", [states[t] for t in range(20, 30)], f"{where}: the first arrival")
+            self.assertTrue(all(states[t] == "OK" for t in range(35, 80)), f"{where}: not back to OK, or a read taken for an arrival")
+            self.assertIn("ALARM", [states[t] for t in range(80, 90)], f"{where}: the second arrival")
+            self.assertTrue(all(states[t] == "OK" for t in range(95, 120)), f"{where}: not back to OK")
+
+    def test_events_dlq_alarms_on_new_messages(self):
+        # SQS moves messages here itself (redrive policy): not counted by NumberOfMessagesSent.
+        self.assert_alarms_on_new_messages(self.events_dlq_name(), arrivals_by_send=False)
+
+    def test_rule_dlq_alarms_on_new_messages(self):
+        # EventBridge sends here with SendMessage.
+        self.assert_alarms_on_new_messages(self.rule_dlq_name(), arrivals_by_send=True)
+
+    def test_alarm_set(self):
+        # The operator's set, one alarm each: function errors, throttles, near-timeouts; the
+        # events queue's oldest message; the rule's failed deliveries; arrivals in either DLQ.
+        fn_name, _ = self.function()
+        rule_name, _ = self.rule()
+        watched = set()
+        for name, alarm in self.alarms().items():
+            for _, m, _, _ in alarm_queries(alarm["Properties"]):
+                if m:
+                    dims = tuple(sorted((d["Name"], dimension_target(d["Value"])) for d in m["Dimensions"]))
+                    watched.add((m["Namespace"], m["MetricName"], dims))
+        expected = {
+            ("AWS/Lambda", "Errors", (("FunctionName", ("ref", fn_name)),)),
+            ("AWS/Lambda", "Throttles", (("FunctionName", ("ref", fn_name)),)),
+            ("AWS/Lambda", "Duration", (("FunctionName", ("ref", fn_name)),)),
+            ("AWS/SQS", "ApproximateAgeOfOldestMessage", (("QueueName", ("queue", self.events_queue_name())),)),
+        }
+        self.assertLessEqual(expected, watched)
+        self.assertTrue(any(w[:2] == ("AWS/Events", "FailedInvocations") for w in watched), watched)
+        for queue in (self.events_dlq_name(), self.rule_dlq_name()):
+            self.assertTrue(any(("QueueName", ("queue", queue)) in w[2] for w in watched), queue)
 
     def test_event_source(self):
         _, fn = self.function()
@@ -937,11 +1439,10 @@ class TemplateTest(unittest.TestCase):
             self.assertFalse(redrive.fullmatch(bad), bad)
 
     def test_topic_resources_follow_parameters(self):
-        topics = self.of_type("AWS::SNS::Topic")
         subs = self.of_type("AWS::SNS::Subscription")
         for params, ev in self.combos:
-            created = [n for n in topics if ev.resource_exists(n)]
-            self.assertEqual(bool(created), bool(params["NotificationEmail"]) and not params["ExistingTopicArn"], params)
+            created = ev.resource_exists(FINDINGS_TOPIC)
+            self.assertEqual(created, bool(params["NotificationEmail"]) and not params["ExistingTopicArn"], params)
             email = [n for n in subs if ev.resource_exists(n)]
             self.assertEqual(bool(email), bool(params["NotificationEmail"]), params)
             for n in email:
@@ -952,12 +1453,17 @@ class TemplateTest(unittest.TestCase):
 
     def test_outputs(self):
         outputs = self.t["Outputs"]
-        for name in ("FunctionArn", "EventsQueueUrl", "EventsQueueArn", "DeadLetterQueueUrl", "FindingsTopicArn"):
+        for name in ("FunctionArn", "EventsQueueUrl", "EventsQueueArn", "DeadLetterQueueUrl", "FindingsTopicArn",
+                     "RuleDeadLetterQueueUrl", "OperationsTopicArn"):
             self.assertIn(name, outputs)
+        self.assertEqual(outputs["RuleDeadLetterQueueUrl"]["Value"], {"Ref": self.rule_dlq_name()})
+        self.assertEqual(outputs["OperationsTopicArn"]["Value"], {"Ref": OPERATIONS_TOPIC})
         for params, ev in self.combos:
             has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
             cond = outputs["FindingsTopicArn"].get("Condition")
             self.assertEqual(cond is not None and ev.condition(cond), has_topic, params)
+            cond = outputs["OperationsTopicArn"].get("Condition")
+            self.assertEqual(cond is not None and ev.condition(cond), not has_topic, params)
 
     def test_samconfig_example_matches_defaults(self):
         with open(ROOT / "samconfig.toml.example", "rb") as f:
@@ -1134,6 +1640,164 @@ class MutationSmokeTest(unittest.TestCase):
         def mutate(t):
             t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["EVENTS_QUEUE_RETENTION_SECONDS"] = "1209600"
         self.assertTrue(self.broken(mutate))
+
+    # --- issue 15: rule target, its DLQ, requeue permission, alarms ---------------------------
+
+    @staticmethod
+    def target(t):
+        (target,) = t["Resources"]["StateChangeRule"]["Properties"]["Targets"]
+        return target
+
+    @staticmethod
+    def alarm(t, name):
+        return t["Resources"][name]["Properties"]
+
+    @staticmethod
+    def rule_dlq_statements(t):
+        return t["Resources"]["RuleDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+
+    @staticmethod
+    def sqs_metric(name, queue, stat, period=300):
+        return {"Namespace": "AWS/SQS", "MetricName": name, "Statistic": stat, "Period": period,
+                "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]}
+
+    def test_drop_rule_retry_policy(self):
+        self.assertTrue(self.broken(lambda t: self.target(t).pop("RetryPolicy")))
+
+    def test_rule_retries_for_a_day(self):
+        # EventBridge's default: a lasting fault would reach the DLQ, and an operator, a day late.
+        self.assertTrue(self.broken(lambda t: self.target(t)["RetryPolicy"].update(MaximumEventAgeInSeconds=86400)))
+
+    def test_drop_rule_dead_letter_config(self):
+        self.assertTrue(self.broken(lambda t: self.target(t).pop("DeadLetterConfig")))
+
+    def test_rule_dead_letters_into_the_events_dlq(self):
+        # The events queue's DLQ has no policy admitting only the rule.
+        def mutate(t):
+            self.target(t)["DeadLetterConfig"] = {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+        self.assertTrue(self.broken(mutate))
+
+    def test_drop_rule_dlq_deny(self):
+        def mutate(t):
+            statements = self.rule_dlq_statements(t)
+            statements[:] = [st for st in statements if st["Effect"] != "Deny"]
+        self.assertTrue(self.broken(mutate))
+
+    def test_rule_dlq_deny_exempts_the_function_role(self):
+        def mutate(t):
+            (deny,) = [st for st in self.rule_dlq_statements(t) if st["Effect"] == "Deny"]
+            deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] = [{"Fn::GetAtt": ["FunctionRole", "Arn"]}]
+        self.assertTrue(self.broken(mutate))
+
+    def test_rule_dlq_allows_any_rule(self):
+        def mutate(t):
+            (allow,) = [st for st in self.rule_dlq_statements(t) if st["Effect"] == "Allow"]
+            allow.pop("Condition")
+        self.assertTrue(self.broken(mutate))
+
+    def test_requeue_only_with_a_sink_again(self):
+        def mutate(t):
+            policies = t["Resources"]["FunctionRole"]["Properties"]["Policies"]
+            runtime = policies[0]["PolicyDocument"]["Statement"]
+            (send,) = [st for st in runtime if st.get("Sid") == "RequeueOnOwnQueue"]
+            runtime.remove(send)
+            t["Conditions"]["HasSink"] = {"Fn::Or": [{"Condition": "HasTopic"}, {"Condition": "SecurityHubEnabled"}]}
+            policies.append({"Fn::If": ["HasSink", {"PolicyName": "requeue", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": [send]}}, {"Ref": "AWS::NoValue"}]})
+        self.assertTrue(self.broken(mutate))
+
+    def test_requeue_to_the_dlq_too(self):
+        def mutate(t):
+            runtime = t["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            (send,) = [st for st in runtime if st.get("Sid") == "RequeueOnOwnQueue"]
+            send["Resource"] = [send["Resource"], {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]
+        self.assertTrue(self.broken(mutate))
+
+    def test_put_metric_data_granted(self):
+        def mutate(t):
+            runtime = t["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            runtime.append({"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"})
+        self.assertTrue(self.broken(mutate))
+
+    def test_alarm_without_action(self):
+        self.assertTrue(self.broken(lambda t: self.alarm(t, "FunctionThrottlesAlarm").pop("AlarmActions")))
+
+    def test_alarm_actions_only_with_a_topic(self):
+        # The old form: no action at all when no topic is configured.
+        def mutate(t):
+            self.alarm(t, "DeadLetterAlarm")["AlarmActions"] = {"Fn::If": [
+                "HasTopic",
+                [{"Fn::If": ["HasExistingTopic", {"Ref": "ExistingTopicArn"}, {"Ref": "FindingsTopic"}]}],
+                {"Ref": "AWS::NoValue"},
+            ]}
+        self.assertTrue(self.broken(mutate))
+
+    def test_operations_topic_always_created(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["OperationsTopic"].pop("Condition")))
+
+    def test_drop_errors_alarm(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"].pop("FunctionErrorsAlarm")))
+
+    def test_drop_failed_invocations_alarm(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"].pop("RuleFailedInvocationsAlarm")))
+
+    def test_duration_alarm_at_the_timeout(self):
+        # At 100% of the timeout it says nothing the Errors alarm does not; at 90% it also
+        # catches invocations that nearly timed out.
+        self.assertTrue(self.broken(lambda t: self.alarm(t, "FunctionDurationAlarm").update(Threshold=60000)))
+
+    def test_dlq_alarm_on_a_non_empty_queue(self):
+        # The old alarm: in ALARM while one message sits there; later failures never notify.
+        def mutate(t):
+            p = self.alarm(t, "DeadLetterAlarm")
+            for key in ("Metrics", "DatapointsToAlarm"):
+                p.pop(key)
+            p.update(self.sqs_metric("ApproximateNumberOfMessagesVisible", "DeadLetterQueue", "Maximum"), EvaluationPeriods=1)
+        self.assertTrue(self.broken(mutate))
+
+    def test_dlq_alarm_on_messages_sent(self):
+        # SQS's own moves into a DLQ are not SendMessage calls: this alarm would never fire.
+        def mutate(t):
+            p = self.alarm(t, "DeadLetterAlarm")
+            for key in ("Metrics", "DatapointsToAlarm"):
+                p.pop(key)
+            p.update(self.sqs_metric("NumberOfMessagesSent", "DeadLetterQueue", "Sum"), EvaluationPeriods=1)
+        self.assertTrue(self.broken(mutate))
+
+    def test_dlq_alarm_counts_a_read_as_an_arrival(self):
+        # Visible messages only: reading one (it goes in flight, then comes back) looks new.
+        def mutate(t):
+            metrics = self.alarm(t, "DeadLetterAlarm")["Metrics"]
+            metrics[:] = [metrics[0], {"Id": "arrivals", "Expression": "DIFF(FILL(visible, 0))", "ReturnData": True}]
+        self.assertTrue(self.broken(mutate))
+
+    def test_rule_dlq_alarm_on_a_non_empty_queue(self):
+        def mutate(t):
+            p = self.alarm(t, "RuleDeadLetterAlarm")
+            p.update(self.sqs_metric("ApproximateNumberOfMessagesVisible", "RuleDeadLetterQueue", "Maximum"))
+        self.assertTrue(self.broken(mutate))
+
+    def test_queue_age_threshold_ignores_the_wait(self):
+        # The default wait spelled out: with CloudTrailWaitMinutes=120 it fires on healthy waits.
+        def mutate(t):
+            metrics = self.alarm(t, "EventsQueueAgeAlarm")["Metrics"]
+            metrics[1]["Expression"] = "age / 60 - 20"
+        self.assertTrue(self.broken(mutate))
+
+    def test_queue_age_fixed_threshold(self):
+        def mutate(t):
+            p = self.alarm(t, "EventsQueueAgeAlarm")
+            p.pop("Metrics")
+            p.update(self.sqs_metric("ApproximateAgeOfOldestMessage", "EventsQueue", "Maximum"), Threshold=2100)
+        self.assertTrue(self.broken(mutate))
+
+    def test_deadline_margin_shorter_than_an_attempt(self):
+        def mutate(t):
+            t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["DEADLINE_MARGIN_SECONDS"] = "3"
+        self.assertTrue(self.broken(mutate))
+
+    def test_visibility_timeout_without_the_batching_window(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["EventsQueue"]["Properties"].update(VisibilityTimeout=360)))
 
 
 if __name__ == "__main__":
