@@ -389,17 +389,23 @@ fn record(metrics: &mut Metrics, f: &Finding, now: DateTime<Utc>, delivery_failu
 /// metrics of them from the function's own log group, no API call or permission needed.
 pub fn metric_lines(m: &Metrics, trail_throttles: u64, at: DateTime<Utc>) -> Vec<Value> {
     let ts = at.timestamp_millis();
-    let mut lines = vec![json!({
-        "_aws": {"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [[]], "Metrics": [
-            {"Name": "Deferrals", "Unit": "Count"},
-            {"Name": "DeliveryFailures", "Unit": "Count"},
-            {"Name": "CloudTrailThrottles", "Unit": "Count"},
-            {"Name": "SecondsToFinding", "Unit": "Seconds"}]}]},
+    let mut metrics = vec![
+        json!({"Name": "Deferrals", "Unit": "Count"}),
+        json!({"Name": "DeliveryFailures", "Unit": "Count"}),
+        json!({"Name": "CloudTrailThrottles", "Unit": "Count"}),
+    ];
+    let mut first = json!({
         "Deferrals": m.deferrals,
         "DeliveryFailures": m.delivery_failures,
         "CloudTrailThrottles": trail_throttles,
-        "SecondsToFinding": m.seconds_to_finding.iter().take(100).copied().collect::<Vec<f64>>(),
-    })];
+    });
+    // EMF takes up to 100 values for a metric; with none, the metric is left out of the line.
+    if !m.seconds_to_finding.is_empty() {
+        metrics.push(json!({"Name": "SecondsToFinding", "Unit": "Seconds"}));
+        first["SecondsToFinding"] = json!(m.seconds_to_finding.iter().take(100).copied().collect::<Vec<f64>>());
+    }
+    first["_aws"] = json!({"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [[]], "Metrics": metrics}]});
+    let mut lines = vec![first];
     for (cause, n) in &m.findings_by_cause {
         lines.push(json!({
             "_aws": {"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [["Cause"]],
@@ -837,6 +843,10 @@ mod look_tests {
         m.seconds_to_finding = vec![61.5];
         let lines = metric_lines(&m, 4, at("2026-11-30T12:00:00Z"));
         assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["SecondsToFinding"], json!([61.5]));
+        let quiet = metric_lines(&Metrics::default(), 0, at("2026-11-30T12:00:00Z"));
+        assert!(quiet[0].get("SecondsToFinding").is_none(), "{:#}", quiet[0]);
+        assert_eq!(quiet[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 3);
         assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "KmsLaunchDoctor");
         assert_eq!((lines[0]["Deferrals"].as_u64(), lines[0]["CloudTrailThrottles"].as_u64()), (Some(2), Some(4)));
         assert_eq!(lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Cause"]]));
