@@ -475,6 +475,27 @@ impl Cloud for AwsCloud {
         })
     }
 
+    async fn list_aliases(&self, key: &KeyArn) -> Result<Vec<String>, CallError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let r = self
+                .clients(key.region())
+                .kms
+                .list_aliases()
+                .key_id(key.to_string())
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| call_error("kms:ListAliases", e))?;
+            out.extend(r.aliases().iter().filter_map(|a| a.alias_name().map(str::to_owned)));
+            match r.next_marker() {
+                Some(m) if r.truncated() && !m.is_empty() => marker = Some(m.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     async fn lookup_events(
         &self,
         region: &str,

@@ -568,6 +568,8 @@ mod guardrail_tests {
             account: "123456789012".into(),
             region: "eu-west-1".into(),
             instance_id: "i-0abc".into(),
+            instance_name: None,
+            severity: "MEDIUM",
             instance_state: EndState::Stopped,
             state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
             observed_at: "2026-11-28T10:00:00Z".into(),
@@ -582,6 +584,7 @@ mod guardrail_tests {
             causes: vec![crate::report::Cause { code, key_arn: Some(key), summary: String::new(), evidence: vec![] }],
             remediations: vec![fix.clone()],
             missing_evidence: vec![],
+            cloudtrail_window: None,
             delivered: Default::default(),
         };
         (f, fix)
@@ -939,6 +942,8 @@ mod guardrail_tests_support {
             account: "123456789012".into(),
             region: "eu-west-1".into(),
             instance_id: "i-0abc".into(),
+            instance_name: None,
+            severity: "MEDIUM",
             instance_state: EndState::Stopped,
             state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
             observed_at: "2026-11-28T10:00:00Z".into(),
@@ -965,6 +970,7 @@ mod guardrail_tests_support {
             }],
             remediations: vec![],
             missing_evidence: vec![],
+            cloudtrail_window: None,
             delivered: Default::default(),
         }
     }
