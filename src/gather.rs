@@ -90,7 +90,7 @@ pub async fn diagnose<C: Cloud>(
             report.skipped.push(Skipped {
                 instance_id: Some(target.instance_id.clone()),
                 region: None,
-                reason: format!("instance no longer exists in {region} (DescribeInstances does not return it)"),
+                reason: format!("not found in {region}"),
             });
             continue;
         };

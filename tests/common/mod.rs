@@ -45,6 +45,11 @@ const ISOLATED_REGIONS: &[&str] = &[
     "il-central-1",
     "ca-west-1",
     "ap-southeast-4",
+    "ap-east-2",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "mx-central-1",
 ];
 static NEXT_SHARED: AtomicUsize = AtomicUsize::new(0);
 static NEXT_ISOLATED: AtomicUsize = AtomicUsize::new(0);
