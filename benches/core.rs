@@ -72,6 +72,8 @@ fn two_keys() -> Facts {
         resource: KEY2.into(),
         decision: Decision::ImplicitDeny,
         matched_statements: vec![],
+        allowed_by_boundary: None,
+        allowed_by_organizations: None,
     });
     f
 }
@@ -94,6 +96,7 @@ fn request(action: &str) -> Request<'_> {
         key_arn: KEY,
         region: "eu-west-1",
         action,
+        principal_type: Some("User"),
     }
 }
 

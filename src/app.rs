@@ -44,8 +44,7 @@ pub async fn diagnose_event<C: Cloud>(
             ..Report::default()
         });
     };
-    let target =
-        Target { instance_id: trigger.instance_id.clone(), observed_at: trigger.time.unwrap_or_else(Utc::now) };
+    let target = Target::new(trigger.instance_id.clone(), trigger.time.unwrap_or_else(Utc::now));
     let report = gather::diagnose(cloud, region, &[target], opts).await?;
     for s in &report.skipped {
         tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
@@ -120,7 +119,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
     let mut errors = Vec::new();
     for (region, instances) in by_region {
         let targets: Vec<Target> =
-            instances.into_iter().map(|(instance_id, observed_at)| Target { instance_id, observed_at }).collect();
+            instances.into_iter().map(|(instance_id, observed_at)| Target::new(instance_id, observed_at)).collect();
         match gather::diagnose(aws, &region, &targets, &plan.options).await {
             Ok(r) => report.merge(r),
             Err(e) => {

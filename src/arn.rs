@@ -112,6 +112,17 @@ fn truncate_for_error(s: &str) -> String {
     format!("{}…", s.get(..end).unwrap_or_default())
 }
 
+/// The partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn partition_of_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// A KMS key ARN (`arn:aws:kms:region:account:key/<key id>`), the only form the report uses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyArn(Arn);
@@ -170,6 +181,14 @@ impl fmt::Display for KeyArn {
 impl Serialize for KeyArn {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// Read back only as a valid key ARN (a deferred event carries its keys on the queue).
+impl<'de> serde::Deserialize<'de> for KeyArn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyArn::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::arn::KeyArn;
-use crate::cloud::{CallError, Cloud, FailureKind, SimulationRequest, TrailEvent, TrailPage, TrailQuery, VolumeInfo};
+use crate::cloud::{
+    CallError, Cloud, FailureKind, SimulationRequest, TrailEvent, TrailPage, TrailQuery, VolumeInfo, VolumeKeys,
+};
 use crate::facts::{Attachment, Decision, EndState, Instance, KeyMetadata, KeyState, Simulation, StateReason};
 
 /// Where the configuration comes from besides the environment: the CLI's `--region`,
@@ -242,6 +244,8 @@ pub struct AwsCloud {
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     buckets: Arc<tokio::sync::Mutex<HashMap<String, Bucket>>>,
     trail_rate: f64,
+    /// LookupEvents answered with throttling since the last `take_trail_throttles`.
+    trail_throttles: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AwsCloud {
@@ -254,7 +258,15 @@ impl AwsCloud {
                 .retry_classifier(crate::stats::TooManyRequests)
                 .build(),
         );
-        Self { config, counter, iam, clients: Arc::default(), buckets: Arc::default(), trail_rate: TRAIL_RATE }
+        Self {
+            config,
+            counter,
+            iam,
+            clients: Arc::default(),
+            buckets: Arc::default(),
+            trail_rate: TRAIL_RATE,
+            trail_throttles: Arc::default(),
+        }
     }
 
     /// LookupEvents per second per region for this process. With N processes at once (the
@@ -265,6 +277,20 @@ impl AwsCloud {
             self.trail_rate = per_second;
         }
         self
+    }
+
+    /// Throttled LookupEvents attempts since the last time this was asked.
+    pub fn take_trail_throttles(&self) -> u64 {
+        self.trail_throttles.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// After a throttle, the region's bucket starts from empty: the next attempt waits a
+    /// full interval, and so does every other lookup of this process in that region.
+    async fn trail_backoff(&self, region: &str) {
+        let mut buckets = self.buckets.lock().await;
+        if let Some(b) = buckets.get_mut(region) {
+            b.tokens = b.tokens.min(0.0) - 1.0;
+        }
     }
 
     /// Calls made since the last time this was asked, per `service:Operation`.
@@ -300,7 +326,16 @@ impl AwsCloud {
                 Clients {
                     ec2: regional!(aws_sdk_ec2),
                     kms: regional!(aws_sdk_kms),
-                    cloudtrail: regional!(aws_sdk_cloudtrail),
+                    // No SDK retries: a retry would leave outside the pacing and spend the
+                    // account-region's 2 LookupEvents per second behind its back. Retries go
+                    // through `trail_slot` in `lookup_events` instead.
+                    cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
+                        aws_sdk_cloudtrail::config::Builder::from(&self.config)
+                            .interceptor(self.counter.clone())
+                            .retry_config(RetryConfig::disabled())
+                            .region(r.clone())
+                            .build(),
+                    ),
                     sns: regional!(aws_sdk_sns),
                     securityhub: regional!(aws_sdk_securityhub),
                     eventbridge: regional!(aws_sdk_eventbridge),
@@ -378,6 +413,18 @@ where
     CallError { call, kind, message: one_line(&message) }
 }
 
+/// What the SDK's standard retry strategy would retry: throttling (classified by the caller),
+/// 429, 5xx, timeouts and connection failures.
+fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+        _ => err.raw_response().is_some_and(|r| {
+            let status = r.status().as_u16();
+            status == 429 || status >= 500
+        }),
+    }
+}
+
 /// `outer: inner: root cause`, without the Debug dump `DisplayErrorContext` appends.
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -410,16 +457,6 @@ fn to_smithy(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
     aws_smithy_types::DateTime::from_secs(t.timestamp())
 }
 
-fn partition_of_region(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
-
 fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
     let id = i.instance_id()?.to_owned();
     let state_name =
@@ -441,7 +478,7 @@ fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> O
     Some(Instance {
         id,
         account: owner.to_owned(),
-        partition: partition_of_region(region).to_owned(),
+        partition: crate::arn::partition_of_region(region).to_owned(),
         region: region.to_owned(),
         state: EndState::parse(&state_name),
         state_name,
@@ -452,6 +489,7 @@ fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> O
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
             .collect(),
+        image_id: i.image_id().map(str::to_owned),
     })
 }
 
@@ -660,19 +698,37 @@ impl Cloud for AwsCloud {
         let attribute = LookupAttribute::builder().attribute_key(key).attribute_value(value).build().map_err(|e| {
             CallError { call: "cloudtrail:LookupEvents", kind: FailureKind::Other, message: e.to_string() }
         })?;
-        self.trail_slot(region).await;
-        let resp = self
-            .clients(region)
-            .cloudtrail
-            .lookup_events()
-            .lookup_attributes(attribute)
-            .start_time(to_smithy(query.start))
-            .end_time(to_smithy(query.end))
-            .max_results(50)
-            .set_next_token(next_token.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| call_error("cloudtrail:LookupEvents", e))?;
+        // Up to 4 attempts, as for every other call, but each one waits for its slot.
+        const ATTEMPTS: u32 = 4;
+        let client = self.clients(region).cloudtrail;
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            self.trail_slot(region).await;
+            let sent = client
+                .lookup_events()
+                .lookup_attributes(attribute.clone())
+                .start_time(to_smithy(query.start))
+                .end_time(to_smithy(query.end))
+                .max_results(50)
+                .set_next_token(next_token.map(str::to_owned))
+                .send()
+                .await;
+            match sent {
+                Ok(r) => break r,
+                Err(e) => {
+                    let transient = is_transient(&e);
+                    let err = call_error("cloudtrail:LookupEvents", e);
+                    if err.kind == FailureKind::Throttled {
+                        self.trail_throttles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.trail_backoff(region).await;
+                    }
+                    if attempt >= ATTEMPTS || !(transient || err.kind == FailureKind::Throttled) {
+                        return Err(err);
+                    }
+                }
+            }
+        };
         Ok(TrailPage {
             events: resp
                 .events()
@@ -687,19 +743,163 @@ impl Cloud for AwsCloud {
     }
 
     async fn simulate(&self, request: &SimulationRequest) -> Result<Vec<Simulation>, CallError> {
+        // kms:GrantIsForAWSResource exists only on grant operations: it goes with those alone,
+        // so that a condition on it in some other statement is judged as AWS would (key absent).
+        let (grants, others): (Vec<String>, Vec<String>) =
+            request.actions.iter().cloned().partition(|a| crate::policy::is_grant_action(a));
+        let mut out = Vec::new();
+        for (actions, grant) in [(grants, true), (others, false)] {
+            if !actions.is_empty() {
+                out.extend(self.simulate_actions(request, actions, grant).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn permissions_boundary(&self, principal_arn: &str) -> Result<Option<String>, CallError> {
+        use crate::arn::{Arn, IamEntity};
+        let entity =
+            Arn::parse(principal_arn).map(|a| IamEntity::of(&a)).map_err(|e| other("iam:GetUser", e.to_string()))?;
+        match entity {
+            IamEntity::User { name, .. } => {
+                let r = self.iam.get_user().user_name(name).send().await.map_err(|e| call_error("iam:GetUser", e))?;
+                Ok(r.user()
+                    .and_then(|u| u.permissions_boundary())
+                    .and_then(|b| b.permissions_boundary_arn())
+                    .map(str::to_owned))
+            }
+            IamEntity::Role { name, .. } => {
+                let r = self.iam.get_role().role_name(name).send().await.map_err(|e| call_error("iam:GetRole", e))?;
+                Ok(r.role()
+                    .and_then(|u| u.permissions_boundary())
+                    .and_then(|b| b.permissions_boundary_arn())
+                    .map(str::to_owned))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn key_arn(&self, region: &str, key_id: &str) -> Result<KeyArn, CallError> {
+        let resp = self
+            .clients(region)
+            .kms
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| call_error("kms:DescribeKey", e))?;
+        let arn = resp
+            .key_metadata()
+            .and_then(|m| m.arn())
+            .ok_or_else(|| other("kms:DescribeKey", "response has no KeyMetadata.Arn"))?;
+        KeyArn::parse(arn).map_err(|e| other("kms:DescribeKey", e.to_string()))
+    }
+
+    async fn launch_template_volumes(
+        &self,
+        region: &str,
+        template: &crate::cloudtrail::LaunchTemplateRef,
+    ) -> Result<VolumeKeys, CallError> {
+        const CALL: &str = "ec2:DescribeLaunchTemplateVersions";
+        let resp = self
+            .clients(region)
+            .ec2
+            .describe_launch_template_versions()
+            .set_launch_template_id(template.id.clone())
+            .set_launch_template_name(if template.id.is_some() { None } else { template.name.clone() })
+            .versions(template.version.clone().unwrap_or_else(|| "$Default".to_owned()))
+            .send()
+            .await
+            .map_err(|e| call_error(CALL, e))?;
+        let data = resp
+            .launch_template_versions()
+            .first()
+            .and_then(|v| v.launch_template_data())
+            .ok_or_else(|| other(CALL, "no such launch template version"))?;
+        let mut out = VolumeKeys { image_id: data.image_id().map(str::to_owned), ..VolumeKeys::default() };
+        for ebs in data.block_device_mappings().iter().filter_map(|m| m.ebs()) {
+            match (ebs.kms_key_id(), ebs.encrypted()) {
+                (Some(k), _) if !k.is_empty() => out.keys.push(k.to_owned()),
+                (_, Some(true)) => out.default_key = true,
+                _ => out.unencrypted = true,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn image_volumes(&self, region: &str, image_id: &str) -> Result<VolumeKeys, CallError> {
+        let ec2 = self.clients(region).ec2;
+        let resp =
+            ec2.describe_images().image_ids(image_id).send().await.map_err(|e| call_error("ec2:DescribeImages", e))?;
+        let image =
+            resp.images().first().ok_or_else(|| other("ec2:DescribeImages", format!("{image_id} not found")))?;
+        let mut out = VolumeKeys::default();
+        let mut snapshots = Vec::new();
+        for ebs in image.block_device_mappings().iter().filter_map(|m| m.ebs()) {
+            match (ebs.kms_key_id(), ebs.snapshot_id()) {
+                (Some(k), _) if !k.is_empty() => out.keys.push(k.to_owned()),
+                (_, Some(s)) => snapshots.push(s.to_owned()),
+                _ => out.unencrypted = true,
+            }
+        }
+        if !snapshots.is_empty() {
+            let resp = ec2
+                .describe_snapshots()
+                .set_snapshot_ids(Some(snapshots))
+                .send()
+                .await
+                .map_err(|e| call_error("ec2:DescribeSnapshots", e))?;
+            for snap in resp.snapshots() {
+                match snap.kms_key_id() {
+                    Some(k) if snap.encrypted() == Some(true) && !k.is_empty() => out.keys.push(k.to_owned()),
+                    _ => out.unencrypted = true,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ebs_default_key(&self, region: &str) -> Result<Option<String>, CallError> {
+        let ec2 = self.clients(region).ec2;
+        let on = ec2
+            .get_ebs_encryption_by_default()
+            .send()
+            .await
+            .map_err(|e| call_error("ec2:GetEbsEncryptionByDefault", e))?
+            .ebs_encryption_by_default()
+            .unwrap_or(false);
+        if !on {
+            return Ok(None);
+        }
+        let resp =
+            ec2.get_ebs_default_kms_key_id().send().await.map_err(|e| call_error("ec2:GetEbsDefaultKmsKeyId", e))?;
+        Ok(resp.kms_key_id().map(str::to_owned))
+    }
+}
+
+impl AwsCloud {
+    /// One SimulatePrincipalPolicy (all its pages) for `actions` on the request's resources.
+    async fn simulate_actions(
+        &self,
+        request: &SimulationRequest,
+        actions: Vec<String>,
+        grant: bool,
+    ) -> Result<Vec<Simulation>, CallError> {
         use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
-        let context = vec![
-            ContextEntry::builder()
-                .context_key_name("kms:GrantIsForAWSResource")
-                .context_key_type(ContextKeyTypeEnum::Boolean)
-                .context_key_values("true")
-                .build(),
-            ContextEntry::builder()
-                .context_key_name("kms:ViaService")
-                .context_key_type(ContextKeyTypeEnum::String)
-                .context_key_values(format!("ec2.{}.amazonaws.com", request.region))
-                .build(),
-        ];
+        let mut context = vec![ContextEntry::builder()
+            .context_key_name("kms:ViaService")
+            .context_key_type(ContextKeyTypeEnum::String)
+            .context_key_values(format!("ec2.{}.amazonaws.com", request.region))
+            .build()];
+        if grant {
+            context.push(
+                ContextEntry::builder()
+                    .context_key_name("kms:GrantIsForAWSResource")
+                    .context_key_type(ContextKeyTypeEnum::Boolean)
+                    .context_key_values("true")
+                    .build(),
+            );
+        }
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -707,7 +907,7 @@ impl Cloud for AwsCloud {
                 .iam
                 .simulate_principal_policy()
                 .policy_source_arn(&request.principal_arn)
-                .set_action_names(Some(request.actions.clone()))
+                .set_action_names(Some(actions.clone()))
                 .set_resource_arns(Some(request.resources.clone()))
                 .set_context_entries(Some(context.clone()))
                 .set_marker(marker.take())
@@ -718,6 +918,8 @@ impl Cloud for AwsCloud {
                 let statement_ids = |st: &[aws_sdk_iam::types::Statement]| -> Vec<String> {
                     st.iter().filter_map(|s| s.source_policy_id().map(str::to_owned)).collect()
                 };
+                let organizations = r.organizations_decision_detail().map(|d| d.allowed_by_organizations());
+                let boundary = r.permissions_boundary_decision_detail().map(|d| d.allowed_by_permissions_boundary());
                 // Per-resource decisions, when IAM gives them, are the precise ones.
                 let specific = r.resource_specific_results();
                 if specific.is_empty() {
@@ -728,6 +930,8 @@ impl Cloud for AwsCloud {
                         resource: r.eval_resource_name().unwrap_or("*").to_owned(),
                         decision,
                         matched_statements: statement_ids(r.matched_statements()),
+                        allowed_by_boundary: boundary,
+                        allowed_by_organizations: organizations,
                     });
                 }
                 for s in specific {
@@ -738,6 +942,11 @@ impl Cloud for AwsCloud {
                         resource: s.eval_resource_name().to_owned(),
                         decision,
                         matched_statements: statement_ids(s.matched_statements()),
+                        allowed_by_boundary: s
+                            .permissions_boundary_decision_detail()
+                            .map(|d| d.allowed_by_permissions_boundary())
+                            .or(boundary),
+                        allowed_by_organizations: organizations,
                     });
                 }
             }
@@ -749,8 +958,6 @@ impl Cloud for AwsCloud {
     }
 }
 
-/// Query-protocol answers (IAM, SNS) end with their request id: without it, the body was cut
-/// short and whatever was parsed from it cannot be trusted.
 fn complete<T: aws_sdk_iam::operation::RequestId>(call: &'static str, out: T) -> Result<T, CallError> {
     if out.request_id().is_some_and(|id| !id.is_empty()) {
         Ok(out)
@@ -854,7 +1061,12 @@ impl crate::cloud::Effects for AwsCloud {
         resp.message_id().map(str::to_owned).ok_or_else(|| other("sns:Publish", "response has no MessageId"))
     }
 
-    async fn finding_created_at(&self, region: &str, product_arn: &str, id: &str) -> Result<Option<String>, CallError> {
+    async fn existing_finding(
+        &self,
+        region: &str,
+        product_arn: &str,
+        id: &str,
+    ) -> Result<Option<(String, String)>, CallError> {
         use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
         let eq = |v: &str| StringFilter::builder().value(v).comparison(StringFilterComparison::Equals).build();
         let resp = self
@@ -868,7 +1080,10 @@ impl crate::cloud::Effects for AwsCloud {
             .map_err(|e| call_error("securityhub:GetFindings", e))?;
         // Match the Id here too: a filter the service ignored must not borrow another
         // finding's CreatedAt.
-        Ok(resp.findings().iter().find(|f| f.id() == Some(id)).and_then(|f| f.created_at()).map(str::to_owned))
+        Ok(resp.findings().iter().find(|f| f.id() == Some(id)).map(|f| {
+            let created = f.created_at().unwrap_or_default().to_owned();
+            (created.clone(), f.updated_at().map(str::to_owned).unwrap_or(created))
+        }))
     }
 
     async fn import_finding(&self, region: &str, finding: &crate::deliver::message::Asff) -> Result<(), CallError> {

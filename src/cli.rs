@@ -4,7 +4,7 @@
 //! Exit codes, the same for every command (see [`Exit`]): 0 complete, 1 nothing could be done,
 //! 2 usage, 3 partial. Reports go to stdout; warnings, skips and errors to stderr (JSON keeps
 //! skips in its `skipped`). A reader that goes away (`| head`) is a normal end: output stops
-//! and the run's own exit code stands.
+//! and the exit code is 0, as in ripgrep.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -299,12 +299,15 @@ pub enum Exit {
     Partial,
     /// 1: nothing could be done (AWS unreachable, no requested instance found, a sink failed).
     Failed,
+    /// 0: the reader went away (`| head`). A normal end, as in ripgrep, whatever the run found:
+    /// it outranks the others, so a closed pipe always ends quietly with 0.
+    ReaderGone,
 }
 
 impl Exit {
     pub fn code(self) -> ExitCode {
         ExitCode::from(match self {
-            Self::Complete => 0,
+            Self::Complete | Self::ReaderGone => 0,
             Self::Failed => 1,
             Self::Partial => 3,
         })
@@ -342,13 +345,13 @@ fn usage(err: &Stderr, msg: &str) -> ExitCode {
 }
 
 /// Writes to stdout. A reader that went away (a closed pipe is how `| head` says it has
-/// enough, as ripgrep treats it) ends the output quietly: `Complete`, so the run's own outcome
-/// decides the exit code. Any other write error is `Failed`. `print!` would panic on either.
+/// enough, as ripgrep treats it) ends the output quietly with `ReaderGone` (exit 0). Any other
+/// write error is `Failed`. `print!` would panic on either.
 fn emit(err: &Stderr, text: &str) -> Exit {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Exit::Complete,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Complete,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::ReaderGone,
         Err(e) => {
             err.error(&format!("cannot write the output: {e}"));
             Exit::Failed
@@ -540,8 +543,7 @@ pub async fn main() -> ExitCode {
             let now = Utc::now();
             let mut report = if single {
                 let region = regions.first().cloned().unwrap_or_default();
-                let targets: Vec<Target> =
-                    instance_ids.iter().map(|id| Target { instance_id: id.clone(), observed_at: now }).collect();
+                let targets: Vec<Target> = instance_ids.iter().map(|id| Target::new(id.clone(), now)).collect();
                 match gather::diagnose(&cloud, &region, &targets, &plan.options).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -716,7 +718,7 @@ async fn diagnose_everywhere(
                 let targets: Vec<Target> = ids
                     .iter()
                     .filter(|id| here.contains(id) && !located.contains(id))
-                    .map(|id| Target { instance_id: id.clone(), observed_at: now })
+                    .map(|id| Target::new(id.clone(), now))
                     .collect();
                 located.extend(ids.iter().filter(|id| here.contains(id)));
                 match gather::diagnose(cloud, &region, &targets, opts).await {

@@ -91,6 +91,19 @@ pub struct SimulationRequest {
     pub region: String,
 }
 
+/// The encrypted volumes a launch template or an AMI describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeKeys {
+    /// `KmsKeyId` values as AWS returns them (a key ARN, a key id or an alias).
+    pub keys: Vec<String>,
+    /// Some volume is encrypted without naming a key: it gets the account's EBS default key.
+    pub default_key: bool,
+    /// Some volume comes from an unencrypted snapshot (or none): encrypted by default, if on.
+    pub unencrypted: bool,
+    /// The AMI a launch template names.
+    pub image_id: Option<String>,
+}
+
 pub trait Cloud: Sync {
     /// DescribeInstances for these ids. Instances that no longer exist are absent from the
     /// result (not an error).
@@ -126,6 +139,25 @@ pub trait Cloud: Sync {
         next_token: Option<&str>,
     ) -> impl Future<Output = Result<TrailPage, CallError>> + Send;
     fn simulate(&self, request: &SimulationRequest) -> impl Future<Output = Result<Vec<Simulation>, CallError>> + Send;
+    /// GetUser / GetRole: the principal's permissions boundary policy ARN, if it has one.
+    fn permissions_boundary(
+        &self,
+        principal_arn: &str,
+    ) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
+    /// DescribeKey of a key id, alias name or alias ARN: the key's ARN.
+    fn key_arn(&self, region: &str, key_id: &str) -> impl Future<Output = Result<KeyArn, CallError>> + Send;
+    /// DescribeLaunchTemplateVersions: the volumes of one version (`None`: the default).
+    fn launch_template_volumes(
+        &self,
+        region: &str,
+        template: &crate::cloudtrail::LaunchTemplateRef,
+    ) -> impl Future<Output = Result<VolumeKeys, CallError>> + Send;
+    /// DescribeImages, then DescribeSnapshots: the keys of the AMI's snapshots.
+    fn image_volumes(&self, region: &str, image_id: &str)
+        -> impl Future<Output = Result<VolumeKeys, CallError>> + Send;
+    /// GetEbsEncryptionByDefault, then GetEbsDefaultKmsKeyId: the key new volumes get when
+    /// encryption by default is on (`None` when it is off).
+    fn ebs_default_key(&self, region: &str) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
 }
 
 /// The calls that change something outside: notifications and, when switched on, IAM.
@@ -139,13 +171,13 @@ pub trait Effects: Sync {
         body: &str,
         attributes: &std::collections::BTreeMap<String, String>,
     ) -> impl Future<Output = Result<String, CallError>> + Send;
-    /// Security Hub GetFindings by Id: the existing finding's CreatedAt, if any.
-    fn finding_created_at(
+    /// Security Hub GetFindings by Id: the existing finding's (CreatedAt, UpdatedAt), if any.
+    fn existing_finding(
         &self,
         region: &str,
         product_arn: &str,
         id: &str,
-    ) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
+    ) -> impl Future<Output = Result<Option<(String, String)>, CallError>> + Send;
     /// Security Hub BatchImportFindings of one finding; a rejected finding is an error.
     fn import_finding(
         &self,

@@ -126,6 +126,48 @@ pub struct Record {
     /// `userIdentity.inScopeOf.credentialsIssuedTo` naming it).
     #[serde(skip)]
     pub ec2_infrastructure_for: Option<String>,
+    /// What a RunInstances request asked for: the keys its block device mappings name, and
+    /// whether one asked for encryption without naming a key (the account's EBS default key).
+    #[serde(skip)]
+    pub request_keys: Vec<String>,
+    #[serde(skip)]
+    pub request_default_key: bool,
+    /// The launch template a RunInstances request names.
+    #[serde(skip)]
+    pub launch_template: Option<LaunchTemplateRef>,
+    /// The AMI a RunInstances request names.
+    #[serde(skip)]
+    pub image_id: Option<String>,
+    /// EC2 made the call on the caller's behalf (`invokedBy`, `sourceIPAddress` or
+    /// `userAgent` is `ec2.amazonaws.com`), as for the grant and data key of a launch.
+    #[serde(skip)]
+    pub via_ec2: bool,
+    /// The instance a CreateGrant's grantee (EC2's identity for it) names.
+    #[serde(skip)]
+    pub grant_for_instance: Option<String>,
+}
+
+/// A launch template as a RunInstances request names it: by id or by name, and a version
+/// (`$Default`, `$Latest` or a number; absent means the default version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchTemplateRef {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Where CloudTrail's AccessDenied message says an explicit Deny stands ("... with an
+/// explicit deny in a service control policy"), as the IAM user guide's "Access denied error
+/// messages" page words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenySource {
+    IdentityPolicy,
+    ResourcePolicy,
+    PermissionsBoundary,
+    ServiceControlPolicy,
+    ResourceControlPolicy,
+    SessionPolicy,
+    VpcEndpointPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,15 +212,61 @@ impl Record {
                 is_key.then(|| r.get("ARN").and_then(Value::as_str).map(str::to_owned)).flatten()
             })
         });
-        let mut volume_ids = Vec::new();
-        if let Some(constraints) = v.pointer("/requestParameters/constraints").and_then(Value::as_object) {
-            for context in constraints.values() {
-                if let Some(id) = context.get("aws:ebs:id").and_then(Value::as_str) {
+        // EC2's KMS calls for a volume carry its id in the encryption context: in a grant's
+        // constraints (`encryptionContextSubset`/`encryptionContextEquals`) for CreateGrant, in
+        // `encryptionContext` for GenerateDataKeyWithoutPlaintext and Decrypt (KMS developer
+        // guide, "How Amazon EBS uses AWS KMS"; the records in tests/fixtures/cloudtrail).
+        let mut volume_ids: Vec<String> = Vec::new();
+        let contexts = v
+            .pointer("/requestParameters/constraints")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|c| c.values())
+            .chain(v.pointer("/requestParameters/encryptionContext"));
+        for context in contexts {
+            if let Some(id) = context.get("aws:ebs:id").and_then(Value::as_str) {
+                if !volume_ids.iter().any(|v| v == id) {
                     volume_ids.push(id.to_owned());
                 }
             }
         }
         let ec2_infrastructure_for = v.get("userIdentity").and_then(ec2_infrastructure_instance);
+        // EC2 calling KMS for the caller shows as `ec2.amazonaws.com` or, in current records,
+        // `ec2-frontend-api.amazonaws.com` (invokedBy, sourceIPAddress, userAgent); older
+        // records say "AWS Internal", which counts only with a volume in the context.
+        let ec2 =
+            |x: Option<String>| x.is_some_and(|x| x == "ec2.amazonaws.com" || x == "ec2-frontend-api.amazonaws.com");
+        let via_ec2 = ec2(caller.invoked_by.clone())
+            || ec2(s("sourceIPAddress"))
+            || ec2(s("userAgent"))
+            || (caller.invoked_by.as_deref() == Some("AWS Internal") && !volume_ids.is_empty());
+        // A grant to EC2's identity names the instance: `<account>:aws:ec2-infrastructure:<id>`.
+        let grant_for_instance = v
+            .pointer("/requestParameters/granteePrincipal")
+            .and_then(Value::as_str)
+            .and_then(|g| g.rsplit_once(":aws:ec2-infrastructure:"))
+            .map(|(_, id)| id.to_owned())
+            .filter(|id| looks_like_instance_id(id));
+        let mappings = v.pointer("/requestParameters/blockDeviceMapping/items").and_then(Value::as_array);
+        let mut request_keys = Vec::new();
+        let mut request_default_key = false;
+        for ebs in mappings.into_iter().flatten().filter_map(|m| m.get("ebs")) {
+            match ebs.get("kmsKeyId").and_then(Value::as_str) {
+                Some(k) if !k.is_empty() => request_keys.push(k.to_owned()),
+                _ => {
+                    request_default_key |= ebs.get("encrypted").is_some_and(|e| e == &Value::Bool(true) || e == "true")
+                }
+            }
+        }
+        let launch_template = v.pointer("/requestParameters/launchTemplate").filter(|t| t.is_object()).map(|t| {
+            let s = |k: &str| t.get(k).and_then(Value::as_str).map(str::to_owned);
+            LaunchTemplateRef { id: s("launchTemplateId"), name: s("launchTemplateName"), version: s("version") }
+        });
+        let image_id = v
+            .pointer("/requestParameters/instancesSet/items")
+            .and_then(Value::as_array)
+            .and_then(|items| items.iter().find_map(|i| i.get("imageId").and_then(Value::as_str)))
+            .map(str::to_owned);
         Ok(Self {
             event_id,
             event_name,
@@ -190,6 +278,12 @@ impl Record {
             key,
             volume_ids,
             ec2_infrastructure_for,
+            request_keys,
+            request_default_key,
+            launch_template,
+            image_id,
+            via_ec2,
+            grant_for_instance,
         })
     }
 
@@ -198,10 +292,59 @@ impl Record {
         self.error_code.as_deref().is_some_and(|c| c.contains("AccessDenied") || c.contains("UnauthorizedOperation"))
     }
 
+    /// Whether the record names this instance as the one EC2 acted for: made by EC2's own
+    /// identity for it, or a grant to that identity.
+    pub fn acts_for_instance(&self, instance_id: &str) -> bool {
+        self.ec2_infrastructure_for.as_deref() == Some(instance_id)
+            || self.grant_for_instance.as_deref() == Some(instance_id)
+    }
+
     /// Whether the denial message blames an explicit Deny.
     pub fn mentions_explicit_deny(&self) -> bool {
         self.error_message.as_deref().is_some_and(|m| m.contains("explicit deny"))
     }
+
+    /// Which policy type the denial message names for an explicit Deny, if it names one.
+    pub fn explicit_deny_in(&self) -> Option<DenySource> {
+        self.denied_by().filter(|(_, explicit)| *explicit).map(|(source, _)| source)
+    }
+
+    /// The policy type an AccessDenied message blames, and whether the denial was explicit:
+    /// "… with an explicit deny in a <type>" or "… because no <type> allows the <action>
+    /// action", as the IAM User Guide's "Access denied error message examples" word them
+    /// (tests/fixtures/cloudtrail/denied-messages.json). AWS names only one policy type; an SCP
+    /// denial always reads as explicit, and "… transitively through a service control policy"
+    /// is the SCP's doing.
+    pub fn denied_by(&self) -> Option<(DenySource, bool)> {
+        let m = self.error_message.as_deref()?.to_ascii_lowercase();
+        if m.contains("through a service control policy") {
+            return Some((DenySource::ServiceControlPolicy, true));
+        }
+        let (rest, explicit) = match (m.split_once("explicit deny in "), m.split_once("because no ")) {
+            (Some((_, rest)), _) => (rest, true),
+            (None, Some((_, rest))) => (rest, false),
+            (None, None) => return None,
+        };
+        let rest = rest.trim_start_matches("a ").trim_start_matches("an ").trim_start_matches("the ");
+        [
+            ("service control policy", DenySource::ServiceControlPolicy),
+            ("resource control policy", DenySource::ResourceControlPolicy),
+            ("resource-based policy", DenySource::ResourcePolicy),
+            ("identity-based policy", DenySource::IdentityPolicy),
+            ("permissions boundary", DenySource::PermissionsBoundary),
+            ("session policy", DenySource::SessionPolicy),
+            ("sessions policy", DenySource::SessionPolicy),
+            ("vpc endpoint policy", DenySource::VpcEndpointPolicy),
+        ]
+        .into_iter()
+        .find_map(|(words, source)| rest.starts_with(words).then_some((source, explicit)))
+    }
+}
+
+/// An instance id as CloudTrail writes it (`i-` and a short alphanumeric tail). Read leniently:
+/// this is AWS's record, not input to validate.
+fn looks_like_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|t| (1..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// EC2's identity-only role, with which EC2 itself decrypts a volume's data key at launch.
@@ -223,8 +366,8 @@ fn ec2_infrastructure_instance(identity: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .and_then(|a| a.split_once(":instance/"))
         .map(|(_, id)| id.to_owned());
-    let from_session = crate::event::is_instance_id(session).then(|| session.to_owned());
-    scoped.filter(|id| crate::event::is_instance_id(id)).or(from_session)
+    let from_session = looks_like_instance_id(session).then(|| session.to_owned());
+    scoped.filter(|id| looks_like_instance_id(id)).or(from_session)
 }
 
 /// Maps `userIdentity` to the IAM entity a fix belongs on.
@@ -264,6 +407,9 @@ pub fn caller_of(identity: &Value) -> Caller {
             (root, PrincipalKind::Root)
         }
         "AWSService" => (None, PrincipalKind::Service),
+        // Identities federated from outside IAM, before (or without) an IAM role session:
+        // nothing in IAM to simulate or fix for them.
+        "SAMLUser" | "WebIdentityUser" | "IdentityCenterUser" => (None, PrincipalKind::Federated),
         _ => (None, PrincipalKind::Unknown),
     };
     Caller { identity_type, arn, principal_arn, principal_kind, account, invoked_by }
@@ -288,17 +434,23 @@ fn role_behind(issuer: Option<&str>, session_arn: Option<&str>) -> (Option<Strin
         }
     };
     match from_issuer.or_else(from_session) {
+        // AWS-internal identities are never IAM principals: nothing to simulate or fix there.
+        Some((_, path, name)) if role_kind(&path, &name) == PrincipalKind::Service => (None, PrincipalKind::Service),
         Some((arn, path, name)) => (Some(arn), role_kind(&path, &name)),
         None => (None, PrincipalKind::Unknown),
     }
 }
 
 /// Service-linked roles live under `/aws-service-role/`; IAM Identity Center creates roles
-/// named `AWSReservedSSO_<permission set>_<suffix>`.
+/// named `AWSReservedSSO_<permission set>_<suffix>` under `/aws-reserved/sso.amazonaws.com/`
+/// (with or without a region segment), and either mark is enough. A role name with `:` (IAM
+/// names cannot contain one), such as EC2's `aws:ec2-infrastructure`, is AWS's own identity.
 pub fn role_kind(path: &str, name: &str) -> PrincipalKind {
-    if path.starts_with("/aws-service-role/") {
+    if name.contains(':') {
+        PrincipalKind::Service
+    } else if path.starts_with("/aws-service-role/") {
         PrincipalKind::ServiceLinkedRole
-    } else if name.starts_with("AWSReservedSSO_") {
+    } else if name.starts_with("AWSReservedSSO_") || path.starts_with("/aws-reserved/sso.amazonaws.com/") {
         PrincipalKind::SsoRole
     } else {
         PrincipalKind::Role
@@ -380,13 +532,7 @@ mod tests {
 
     #[test]
     fn odd_identities_are_unknown_not_errors() {
-        for id in [
-            json!(null),
-            json!("x"),
-            json!({"type": 7}),
-            json!({"type": "IAMUser", "arn": "not an arn"}),
-            json!({"type": "SAMLUser"}),
-        ] {
+        for id in [json!(null), json!("x"), json!({"type": 7}), json!({"type": "IAMUser", "arn": "not an arn"})] {
             let c = caller_of(&id);
             assert!(c.principal_arn.is_none(), "{id}");
         }

@@ -27,6 +27,10 @@ pub struct Settings {
     /// 1209600): an event whose time is older than this cannot have come through the queue
     /// honestly, and is skipped.
     pub queue_retention: Duration,
+    /// `DEADLINE_MARGIN_SECONDS` (default 10, from 1 to 300): how long before the invocation's
+    /// deadline the function stops starting work. One AWS call takes at most
+    /// `KLD_ATTEMPT_TIMEOUT_SECONDS` (10) per attempt; settling a finding is a few calls.
+    pub deadline_margin: std::time::Duration,
     /// `CLOUDTRAIL_CALLS_PER_SECOND` (default 1.5, from 0.1 to 2): this process's share of
     /// CloudTrail's 2 LookupEvents per second per account and region. The SAM template sets
     /// it so that its concurrent functions together stay under 2.
@@ -107,6 +111,9 @@ impl Settings {
             },
             events_queue_url: var("EVENTS_QUEUE_URL"),
             redelivery_delay: seconds("KLD_REDELIVERY_DELAY_SECONDS", 60, 900)?,
+            deadline_margin: std::time::Duration::from_secs(
+                u64::try_from(seconds_in("DEADLINE_MARGIN_SECONDS", 10, 1, 300)?).unwrap_or(10),
+            ),
             queue_retention: Duration::seconds(i64::from(seconds_in(
                 "EVENTS_QUEUE_RETENTION_SECONDS",
                 345_600,

@@ -10,11 +10,11 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::arn::KeyArn;
-use crate::cloudtrail::{Caller, PrincipalKind, Record};
+use crate::cloudtrail::{Caller, DenySource, PrincipalKind, Record};
 use crate::facts::{Decision, EndState, Facts, KeyFacts, KeyState};
 use crate::policy::{KeyPolicy, Request, Tri, Verdict};
 use crate::remedy;
-use crate::report::{Cause, CauseCode, Evidence, Finding, KeyReport, Launch, Remediation, FINDING_SCHEMA};
+use crate::report::{Cause, CauseCode, Evidence, Finding, KeyReport, KeySource, Launch, Remediation, FINDING_SCHEMA};
 
 pub const CREATE_GRANT: &str = "kms:CreateGrant";
 
@@ -77,7 +77,20 @@ impl<'a> KeyView<'a> {
             key_arn: &self.facts.arn.to_string(),
             region: self.facts.arn.region(),
             action,
+            principal_type: principal_type(caller),
         }))
+    }
+}
+
+/// `aws:PrincipalType` for a caller, as AWS sets it: `Account` for root, `User`,
+/// `AssumedRole`, `FederatedUser` (IAM User Guide, global condition context keys).
+fn principal_type(caller: &Caller) -> Option<&'static str> {
+    match caller.identity_type.as_str() {
+        "Root" => Some("Account"),
+        "IAMUser" => Some("User"),
+        "AssumedRole" => Some("AssumedRole"),
+        "FederatedUser" => Some("FederatedUser"),
+        _ => None,
     }
 }
 
@@ -154,6 +167,8 @@ pub fn decide(f: &Facts) -> Finding {
         missing_evidence: f.missing.clone(),
         cloudtrail_window: None,
         delivered: Default::default(),
+        decided_at: None,
+        digest: String::new(),
     }
 }
 
@@ -188,13 +203,22 @@ fn key_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: Option<&Caller>) -> Opti
         return Some(d);
     }
     let denials: Vec<&Record> = ctx.f.kms_denials.iter().filter(|r| record_names_key(r, key)).collect();
-    let launch_evidence: Vec<Evidence> =
+    let mut launch_evidence: Vec<Evidence> =
         ctx.f.launch.iter().chain(denials.iter().copied()).map(record_evidence).collect();
+    launch_evidence.extend(key_source_evidence(ctx, key));
+    // EC2's own identity denied: no IAM policy of anyone's applies to it, whoever launched.
+    if let Some(d) = ec2_infrastructure_denied(ctx, view, &denials, &launch_evidence) {
+        return Some(d);
+    }
 
     let Some(caller) = caller.filter(|c| c.principal_arn.is_some() || c.principal_kind == PrincipalKind::Service)
     else {
         return Some((caller_unknown(ctx, key, caller, launch_evidence), Vec::new()));
     };
+    // Guardrails above IAM policies first: no identity or key policy change can get past them.
+    if let Some(d) = guardrail_cause(ctx, view, caller, &denials, &launch_evidence) {
+        return Some(d);
+    }
     if let Some(d) = explicit_deny(ctx, view, caller, &denials, &launch_evidence) {
         return Some(d);
     }
@@ -325,6 +349,8 @@ fn simulation_evidence(sims: &[&crate::facts::Simulation]) -> Vec<Evidence> {
             resource: s.resource.clone(),
             decision: s.decision,
             matched_statements: s.matched_statements.clone(),
+            allowed_by_boundary: s.allowed_by_boundary,
+            allowed_by_organizations: s.allowed_by_organizations,
         })
         .collect()
 }
@@ -361,15 +387,30 @@ fn explicit_deny(
     if denied_sims.is_empty() && policy_denies.is_empty() && !trail_says {
         return None;
     }
+    // Attributed to where it is: the simulator's explicitDeny (the SCP and boundary cases are
+    // decided before this) is an identity policy; CloudTrail's message names its policy type.
     let mut where_ = Vec::new();
     if !denied_sims.is_empty() {
-        where_.push("an IAM policy of the caller (identity policy or permissions boundary)".to_owned());
+        where_.push("an identity policy of the caller".to_owned());
     }
     if let Some((_, v)) = policy_denies.first() {
         where_.push(format!("the key policy (statement {})", v.statements.join(", ")));
     }
+    for r in denials {
+        let place = match r.explicit_deny_in() {
+            Some(DenySource::IdentityPolicy) if denied_sims.is_empty() => "an identity policy of the caller",
+            Some(DenySource::ResourcePolicy) if policy_denies.is_empty() => "the key policy",
+            Some(DenySource::SessionPolicy) => "the caller's session policy",
+            Some(DenySource::VpcEndpointPolicy) => "a VPC endpoint policy",
+            Some(DenySource::ResourceControlPolicy) => "a resource control policy of the organization",
+            _ => continue,
+        };
+        if !where_.iter().any(|w| w == place) {
+            where_.push(place.to_owned());
+        }
+    }
     if where_.is_empty() {
-        where_.push("a policy CloudTrail's error message names (possibly a service control policy)".to_owned());
+        where_.push("a policy CloudTrail's error message does not name".to_owned());
     }
     let action = denied_sims.first().map(|s| s.action.clone()).unwrap_or_else(|| CREATE_GRANT.to_owned());
     let summary = format!(
@@ -383,6 +424,201 @@ fn explicit_deny(
     extra.extend(policy_denies.iter().map(|(a, v)| policy_evidence(view, a, v)));
     let fix = remedy::review_deny(Some(principal), &ctx.f.instance.account, key, !policy_denies.is_empty());
     Some((cause(ctx, CauseCode::ExplicitDeny, Some(key), summary, extra), vec![fix]))
+}
+
+/// Where the launch needed this key from (`key-source` evidence).
+fn key_source_evidence(ctx: &Ctx<'_>, key: &KeyArn) -> Vec<Evidence> {
+    let mut sources: Vec<KeySource> = ctx.f.key_sources.iter().filter(|(k, _)| k == key).map(|(_, s)| *s).collect();
+    sources.sort();
+    sources.dedup();
+    sources.into_iter().map(|source| Evidence::KeySource { key_arn: key.to_string(), source }).collect()
+}
+
+/// EC2's identity-only role, with which EC2 itself decrypts a volume's data key at launch.
+fn ec2_infrastructure_role(ctx: &Ctx<'_>) -> String {
+    format!(
+        "arn:{}:iam::{}:role/{}",
+        ctx.f.instance.partition,
+        ctx.f.instance.account,
+        crate::cloudtrail::EC2_INFRASTRUCTURE_ROLE
+    )
+}
+
+/// A KMS call by EC2's own identity for this instance was denied. No IAM policy applies to that
+/// identity: only the key policy and SCPs can deny it, and CloudTrail's message says which.
+fn ec2_infrastructure_denied(
+    ctx: &Ctx<'_>,
+    view: &KeyView<'_>,
+    denials: &[&Record],
+    base: &[Evidence],
+) -> Option<Diagnosis> {
+    let ours: Vec<&Record> = denials
+        .iter()
+        .copied()
+        .filter(|r| r.ec2_infrastructure_for.as_deref() == Some(ctx.f.instance.id.as_str()))
+        .collect();
+    let first = ours.first()?;
+    let key = &view.facts.arn;
+    let action = format!("kms:{}", first.event_name);
+    let role = ec2_infrastructure_role(ctx);
+    let in_scp = ours.iter().any(|r| r.explicit_deny_in() == Some(DenySource::ServiceControlPolicy));
+    let mut extra = base.to_vec();
+    extra.push(Evidence::Caller { principal_arn: None, principal_kind: PrincipalKind::Service });
+    let (place, fixes) = if in_scp {
+        (
+            "a service control policy",
+            vec![remedy::review_scp(&ctx.f.instance.account, Some(&role), key, std::slice::from_ref(&action))],
+        )
+    } else {
+        let fixes = exempt_from_key_policy_denies(ctx, view, &role, &action);
+        let fixes =
+            if fixes.is_empty() { vec![remedy::review_deny(None, &ctx.f.instance.account, key, true)] } else { fixes };
+        ("the policy of the key", fixes)
+    };
+    let summary = format!(
+        "EC2's own identity ({role}, with which EC2 decrypts the volume's data key when the instance starts) was denied {action} on KMS key {} by {place}. No IAM policy applies to that identity, so the Deny must exempt it.",
+        key_label(key)
+    );
+    Some((cause(ctx, CauseCode::Ec2InfrastructureDenied, Some(key), summary, extra), fixes))
+}
+
+/// Each Deny statement of the key policy that covers `principal` for `action`, rewritten to
+/// exempt it: added to the statement's negated `aws:PrincipalArn` condition if it has one (the
+/// usual "deny unless it is one of ours" guard), else under a new `ArnNotEquals` on that key.
+fn exempt_from_key_policy_denies(ctx: &Ctx<'_>, view: &KeyView<'_>, principal: &str, action: &str) -> Vec<Remediation> {
+    let Some(doc) = view.facts.policy.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()) else {
+        return Vec::new();
+    };
+    let statements: Vec<serde_json::Value> = match doc.get("Statement") {
+        Some(serde_json::Value::Array(items)) => items.clone(),
+        Some(single @ serde_json::Value::Object(_)) => vec![single.clone()],
+        _ => return Vec::new(),
+    };
+    let key = view.facts.arn.to_string();
+    let request = Request {
+        principal_arn: principal,
+        caller_arn: Some(principal),
+        principal_account: &ctx.f.instance.account,
+        key_arn: &key,
+        region: view.facts.arn.region(),
+        action,
+        principal_type: Some("AssumedRole"),
+    };
+    let mut fixes = Vec::new();
+    for (i, st) in statements.iter().enumerate() {
+        if st.get("Effect").and_then(serde_json::Value::as_str) != Some("Deny") {
+            continue;
+        }
+        let one = serde_json::json!({"Statement": [st]}).to_string();
+        let Ok(policy) = KeyPolicy::parse(&one) else { continue };
+        if !policy.evaluate(&request).denies_principal.is_possible() {
+            continue;
+        }
+        let mut fixed = st.clone();
+        let Some(obj) = fixed.as_object_mut() else { continue };
+        let conditions = obj.entry("Condition").or_insert_with(|| serde_json::json!({}));
+        let Some(conditions) = conditions.as_object_mut() else { continue };
+        let negated = ["ArnNotEquals", "ArnNotLike", "StringNotEquals", "StringNotLike", "StringNotEqualsIgnoreCase"];
+        let existing = negated.iter().find_map(|op| {
+            let block = conditions.get(*op)?.as_object()?;
+            block.keys().find(|k| k.eq_ignore_ascii_case("aws:PrincipalArn")).map(|k| ((*op).to_owned(), k.clone()))
+        });
+        let (op, k) = existing.unwrap_or_else(|| ("ArnNotEquals".to_owned(), "aws:PrincipalArn".to_owned()));
+        let block = conditions.entry(op).or_insert_with(|| serde_json::json!({}));
+        if let Some(block) = block.as_object_mut() {
+            let values = match block.remove(&k) {
+                Some(serde_json::Value::Array(v)) => v,
+                Some(other) => vec![other],
+                None => Vec::new(),
+            };
+            let mut values = values;
+            values.push(serde_json::Value::String(principal.to_owned()));
+            block.insert(k, serde_json::Value::Array(values));
+        }
+        fixes.push(remedy::replace_key_policy_statement(&view.facts.arn, i, fixed));
+    }
+    fixes
+}
+
+/// An SCP, or the caller's permissions boundary, blocks what the launch needs: the simulator's
+/// `OrganizationsDecisionDetail` / `PermissionsBoundaryDecisionDetail`, or CloudTrail's
+/// "explicit deny in a service control policy / permissions boundary".
+fn guardrail_cause(
+    ctx: &Ctx<'_>,
+    view: &KeyView<'_>,
+    caller: &Caller,
+    denials: &[&Record],
+    base: &[Evidence],
+) -> Option<Diagnosis> {
+    let key = &view.facts.arn;
+    let principal = caller.principal_arn.as_deref();
+    let sims = principal.map(|p| simulations_for(ctx, key, p)).unwrap_or_default();
+    let blocked = |pred: &dyn Fn(&crate::facts::Simulation) -> bool| -> Vec<&crate::facts::Simulation> {
+        sims.iter()
+            .copied()
+            .filter(|s| {
+                s.decision != Decision::Allowed && ctx.actions.iter().any(|a| a.eq_ignore_ascii_case(&s.action))
+            })
+            .filter(|s| pred(s))
+            .collect()
+    };
+    // CloudTrail's own words, explicit or not ("because no permissions boundary allows …").
+    let trail = |source: DenySource| -> Vec<&Record> {
+        denials
+            .iter()
+            .copied()
+            .filter(|r| r.denied_by().map(|(s, _)| s) == Some(source) && r.ec2_infrastructure_for.is_none())
+            .collect()
+    };
+    let actions_of = |sims: &[&crate::facts::Simulation], records: &[&Record]| -> Vec<String> {
+        let mut out: Vec<String> = sims.iter().map(|s| s.action.clone()).collect();
+        out.extend(records.iter().map(|r| format!("kms:{}", r.event_name)));
+        out.sort();
+        out.dedup();
+        out
+    };
+    let who = caller.short_name();
+    let account = &ctx.f.instance.account;
+
+    let scp_sims = blocked(&|s| s.allowed_by_organizations == Some(false));
+    let scp_trail = trail(DenySource::ServiceControlPolicy);
+    if !scp_sims.is_empty() || !scp_trail.is_empty() {
+        let actions = actions_of(&scp_sims, &scp_trail);
+        let how = if scp_trail.is_empty() && scp_sims.iter().all(|s| s.decision == Decision::ImplicitDeny) {
+            "does not allow"
+        } else {
+            "denies"
+        };
+        let summary = format!(
+            "A service control policy of the organization {how} {} on KMS key {} for {who}; no IAM or key policy change in account {account} can get past it.",
+            actions.join(", "),
+            key_label(key)
+        );
+        let mut extra = base.to_vec();
+        extra.extend(simulation_evidence(&scp_sims));
+        let fix = remedy::review_scp(account, principal, key, &actions);
+        return Some((cause(ctx, CauseCode::ScpBlocks, Some(key), summary, extra), vec![fix]));
+    }
+
+    let boundary_sims = blocked(&|s| s.allowed_by_boundary == Some(false));
+    let boundary_trail = trail(DenySource::PermissionsBoundary);
+    if boundary_sims.is_empty() && boundary_trail.is_empty() {
+        return None;
+    }
+    let principal = principal?;
+    let actions = actions_of(&boundary_sims, &boundary_trail);
+    let boundary = ctx.f.boundary_arn.as_deref();
+    let summary = format!(
+        "{who}'s permissions boundary{} does not allow {} on KMS key {}, so it is denied whatever {who}'s identity policy allows; the boundary must allow it (and the identity policy too, if it does not already).",
+        boundary.map(|b| format!(" ({b})")).unwrap_or_default(),
+        actions.join(", "),
+        key_label(key)
+    );
+    let mut extra = base.to_vec();
+    extra.extend(simulation_evidence(&boundary_sims));
+    let mut fixes = vec![remedy::update_permissions_boundary(boundary, principal, key, &actions)];
+    fixes.extend(identity_fix(ctx, caller, key, &actions));
+    Some((cause(ctx, CauseCode::PermissionsBoundaryBlocks, Some(key), summary, extra), fixes))
 }
 
 /// The identity-side fix for a principal: an inline policy, or the permission set for SSO.
@@ -406,18 +642,46 @@ fn cross_account(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<E
     });
     let mut fixes = Vec::new();
     let actions = ctx.actions.clone();
+    let slr = match caller.principal_kind {
+        PrincipalKind::ServiceLinkedRole => caller.principal_arn.clone(),
+        PrincipalKind::Service => service_linked_role_for(
+            caller.invoked_by.as_deref().unwrap_or_default(),
+            &ctx.f.instance.partition,
+            &ctx.f.instance.account,
+        ),
+        _ => None,
+    };
+    if let Some(role) = slr {
+        // AWS's two steps for a service-linked role and another account's key: the key owner
+        // allows the launching account, then the launching account grants its role.
+        let root = format!("arn:{}:iam::{}:root", ctx.f.instance.partition, ctx.f.instance.account);
+        fixes.push(remedy::add_key_policy_statement(key, remedy::allow_account_statement(key, &root)));
+        fixes.push(remedy::create_grant(key, &role));
+        let summary = format!(
+            "KMS key {} belongs to account {}, and the instance was launched by the service-linked role {role}: the key owner must allow account {} to use the key, and that account must then create a grant for the role.",
+            key_label(key),
+            key.account(),
+            ctx.f.instance.account
+        );
+        extra.push(Evidence::Caller {
+            principal_arn: Some(role.clone()),
+            principal_kind: PrincipalKind::ServiceLinkedRole,
+        });
+        return (cause(ctx, CauseCode::CrossAccountKey, Some(key), summary, extra), fixes);
+    }
     if let Some(principal) = caller.principal_arn.as_deref() {
         let sims = simulations_for(ctx, key, principal);
         extra.extend(simulation_evidence(&sims));
         for st in remedy::key_policy_statements(key, principal, &actions) {
             fixes.push(remedy::add_key_policy_statement(key, st));
         }
+        // Both halves, always: the key owner's statement, and the caller's identity policy in
+        // its own account (the actions the simulator denies, or all of them when it allows or
+        // was not asked; an identity policy already in place then reads `unchanged`).
         let missing: Vec<String> =
             sims.iter().filter(|s| s.decision != Decision::Allowed).map(|s| s.action.clone()).collect();
-        let iam_actions = if sims.is_empty() { actions.clone() } else { missing };
-        if !iam_actions.is_empty() {
-            fixes.extend(identity_fix(ctx, caller, key, &iam_actions));
-        }
+        let iam_actions = if missing.is_empty() { actions.clone() } else { missing };
+        fixes.extend(identity_fix(ctx, caller, key, &iam_actions));
     }
     let summary = format!(
         "KMS key {} belongs to account {}, not the instance's account {}: the key policy there must allow {} kms:CreateGrant, and {}'s own IAM policy must allow it on that key ARN.",
@@ -641,7 +905,11 @@ fn permission_cause(
 fn no_cause(ctx: &Ctx<'_>, caller: Option<&Caller>) -> Cause {
     let f = ctx.f;
     let encrypted_with_kms = f.volumes.iter().filter(|v| v.kms_key_arn.is_some()).count();
-    let summary = if f.volumes.is_empty() && f.instance.attachments.is_empty() {
+    let searched = f.state == EndState::Terminated && f.keys.is_empty();
+    let summary = if searched && f.instance.attachments.is_empty() {
+        // A terminated instance no longer shows its volumes: that is no proof it had none.
+        "The instance no longer shows its volumes (AWS removes a terminated instance's block device mappings), and neither the launch request, its launch template, the AMI's snapshots, the EBS default key nor CloudTrail named a KMS key for it, so no KMS cause was found.".to_owned()
+    } else if f.volumes.is_empty() && f.instance.attachments.is_empty() {
         "The instance has no EBS volumes, so KMS is not the cause of this launch failure.".to_owned()
     } else if encrypted_with_kms == 0 && f.missing.iter().all(|m| m.call != "ec2:DescribeVolumes") {
         "No attached EBS volume is encrypted with a KMS key, so KMS is not the cause of this launch failure.".to_owned()

@@ -2,13 +2,13 @@
 //! could not return. Everything here is plain data; [`crate::decide`] turns it into a finding.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::arn::KeyArn;
 use crate::cloudtrail::{Caller, LaunchApi, Record};
 
 /// The two states in which a failed launch ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndState {
     Stopped,
@@ -33,7 +33,7 @@ impl EndState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateReason {
     pub code: String,
     pub message: String,
@@ -49,7 +49,7 @@ impl StateReason {
 }
 
 /// What DescribeInstances told us.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     pub account: String,
@@ -62,15 +62,31 @@ pub struct Instance {
     pub attachments: Vec<Attachment>,
     /// The instance's tags: remediation restarts only an instance that opted in.
     pub tags: Vec<(String, String)>,
+    /// The AMI it was launched from.
+    pub image_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Instance {
+    /// The launch template EC2 tagged the instance with (`aws:ec2launchtemplate:id` and
+    /// `aws:ec2launchtemplate:version`), if it was launched from one.
+    pub fn launch_template(&self) -> Option<crate::cloudtrail::LaunchTemplateRef> {
+        let tag = |k: &str| self.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let id = tag("aws:ec2launchtemplate:id")?;
+        Some(crate::cloudtrail::LaunchTemplateRef {
+            id: Some(id),
+            name: None,
+            version: tag("aws:ec2launchtemplate:version"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub volume_id: String,
     pub device: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub volume_id: String,
     pub device: String,
@@ -172,6 +188,12 @@ pub struct Simulation {
     pub resource: String,
     pub decision: Decision,
     pub matched_statements: Vec<String>,
+    /// `PermissionsBoundaryDecisionDetail.AllowedByPermissionsBoundary`: present when the
+    /// principal has a permissions boundary.
+    pub allowed_by_boundary: Option<bool>,
+    /// `OrganizationsDecisionDetail.AllowedByOrganizations`: present when the account is in
+    /// an organization (the simulator evaluates its SCPs).
+    pub allowed_by_organizations: Option<bool>,
 }
 
 /// Evidence we tried and failed to gather: which call, on what, and why.
@@ -196,6 +218,13 @@ pub struct Facts {
     /// Denied KMS calls on the instance's keys in the launch window.
     pub kms_denials: Vec<Record>,
     pub simulations: Vec<Simulation>,
+    /// The caller's permissions boundary (GetUser/GetRole), looked up when a simulation says
+    /// the boundary blocks.
+    pub boundary_arn: Option<String>,
+    /// Where each key of the launch came from (the attached volumes, or for an instance that
+    /// no longer shows them, the launch request, its template, the AMI, the EBS default key
+    /// or CloudTrail).
+    pub key_sources: Vec<(KeyArn, crate::report::KeySource)>,
     pub missing: Vec<Missing>,
 }
 

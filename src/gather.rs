@@ -17,17 +17,79 @@ use futures_util::stream::{self, StreamExt};
 use tracing::{info_span, Instrument};
 
 use crate::arn::KeyArn;
-use crate::cloud::{CallError, Cloud, SimulationRequest, TrailKey, TrailQuery, VolumeInfo};
+use crate::cloud::{CallError, Cloud, SimulationRequest, TrailKey, TrailQuery, VolumeInfo, VolumeKeys};
 use crate::cloudtrail::{LaunchApi, PrincipalKind, Record};
 use crate::decide::{decide, needed_actions};
 use crate::facts::{EndState, Facts, Instance, KeyFacts, KeyState, Missing, StateReason, Volume};
-use crate::report::{Finding, Report, Skipped};
+use crate::report::{Finding, KeySource, Report, Skipped};
 
 /// An instance to diagnose, and when its state change was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub instance_id: String,
     pub observed_at: DateTime<Utc>,
+    /// What an earlier look learned of the failed launch: decided on again as it was then, not
+    /// on the instance's live state (it may have started since, or vanished).
+    pub known: Option<Box<Snapshot>>,
+}
+
+impl Target {
+    pub fn new(instance_id: String, observed_at: DateTime<Utc>) -> Self {
+        Self { instance_id, observed_at, known: None }
+    }
+}
+
+/// The facts of a failed launch that do not change while CloudTrail catches up: the instance
+/// as it was, its volumes and the keys its launch needed. Carried by a deferred event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub instance: Instance,
+    pub volumes: Vec<Volume>,
+    pub key_sources: Vec<(KeyArn, KeySource)>,
+}
+
+impl Snapshot {
+    /// From a finding: the instance as the finding saw it, its volumes, and its keys with the
+    /// sources the evidence names (a key without one came from its volume).
+    pub fn of(f: &Finding) -> Self {
+        let mut key_sources: Vec<(KeyArn, KeySource)> = f
+            .causes
+            .iter()
+            .flat_map(|c| &c.evidence)
+            .filter_map(|e| match e {
+                crate::report::Evidence::KeySource { key_arn, source } => Some((KeyArn::parse(key_arn).ok()?, *source)),
+                _ => None,
+            })
+            .collect();
+        for k in &f.keys {
+            if !key_sources.iter().any(|(known, _)| *known == k.arn) {
+                key_sources.push((k.arn.clone(), KeySource::Volume));
+            }
+        }
+        key_sources.sort();
+        key_sources.dedup();
+        let instance = Instance {
+            id: f.instance_id.clone(),
+            account: f.account.clone(),
+            partition: crate::arn::partition_of_region(&f.region).to_owned(),
+            region: f.region.clone(),
+            state: Some(f.instance_state),
+            state_name: match f.instance_state {
+                EndState::Stopped => "stopped",
+                EndState::Terminated => "terminated",
+            }
+            .to_owned(),
+            state_reason: Some(f.state_reason.clone()),
+            attachments: f
+                .volumes
+                .iter()
+                .map(|v| crate::facts::Attachment { volume_id: v.volume_id.clone(), device: v.device.clone() })
+                .collect(),
+            tags: Vec::new(),
+            image_id: None,
+        };
+        Self { instance, volumes: f.volumes.clone(), key_sources }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +104,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Above this many instances, CloudTrail is searched by event name over one window.
     pub window_threshold: usize,
+    /// Stop starting CloudTrail pages past this instant (the Lambda invocation's deadline
+    /// less a safety margin); what was not searched is missing evidence.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for Options {
@@ -52,6 +117,7 @@ impl Default for Options {
             max_pages: 10,
             concurrency: 4,
             window_threshold: 3,
+            deadline: None,
         }
     }
 }
@@ -63,6 +129,7 @@ struct Candidate {
     state: EndState,
     reason: StateReason,
     observed_at: DateTime<Utc>,
+    known: Option<Box<Snapshot>>,
 }
 
 /// Diagnoses `targets` in one region. Only a failed DescribeInstances is an error.
@@ -78,13 +145,32 @@ pub async fn diagnose<C: Cloud>(
     if targets.is_empty() {
         return Ok(report);
     }
-    let ids: Vec<String> = targets.iter().map(|t| t.instance_id.clone()).collect();
-    let instances = cloud
-        .describe_instances(region, &ids)
-        .instrument(info_span!("ec2.DescribeInstances", region, count = ids.len()))
-        .await?;
-
     let mut candidates = Vec::new();
+    // Those an earlier look confirmed are decided on what it saw.
+    for target in targets.iter().filter(|t| t.known.is_some()) {
+        if let Some(known) = &target.known {
+            if let Ok((state, reason)) = confirm(&known.instance) {
+                candidates.push(Candidate {
+                    instance: known.instance.clone(),
+                    state,
+                    reason,
+                    observed_at: target.observed_at,
+                    known: Some(known.clone()),
+                });
+            }
+        }
+    }
+    let targets: Vec<&Target> = targets.into_iter().filter(|t| t.known.is_none()).collect();
+    let ids: Vec<String> = targets.iter().map(|t| t.instance_id.clone()).collect();
+    let instances = if ids.is_empty() {
+        Vec::new()
+    } else {
+        cloud
+            .describe_instances(region, &ids)
+            .instrument(info_span!("ec2.DescribeInstances", region, count = ids.len()))
+            .await?
+    };
+
     for target in targets {
         let Some(instance) = instances.iter().find(|i| i.id == target.instance_id) else {
             report.skipped.push(Skipped {
@@ -100,6 +186,7 @@ pub async fn diagnose<C: Cloud>(
                 state,
                 reason,
                 observed_at: target.observed_at,
+                known: None,
             }),
             Err(reason) => {
                 report.skipped.push(Skipped { instance_id: Some(instance.id.clone()), region: None, reason })
@@ -127,7 +214,7 @@ pub async fn scan_region<C: Cloud>(
         .into_iter()
         .filter_map(|instance| {
             let (state, reason) = confirm(&instance).ok()?;
-            Some(Candidate { instance, state, reason, observed_at: now })
+            Some(Candidate { instance, state, reason, observed_at: now, known: None })
         })
         .collect();
     let opts = Options { lookback: since, slack: Duration::zero(), window_threshold: 0, ..opts.clone() };
@@ -183,8 +270,12 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
     let mut volumes: Vec<Vec<Volume>> = Vec::new();
     let mut keys = BTreeSet::new();
     for c in &candidates {
-        let vols = volumes_of(&c.instance, &volume_infos, &mut gaps);
+        let vols = match &c.known {
+            Some(k) => k.volumes.clone(),
+            None => volumes_of(&c.instance, &volume_infos, &mut gaps),
+        };
         keys.extend(vols.iter().filter_map(|v| v.kms_key_arn.clone()));
+        keys.extend(c.known.iter().flat_map(|k| k.key_sources.iter().map(|(arn, _)| arn.clone())));
         volumes.push(vols);
     }
     let keys: Vec<KeyArn> = keys.into_iter().collect();
@@ -208,8 +299,15 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
         .zip(volumes)
         .zip(trails)
         .map(|((c, vols), trail)| {
-            let inst_keys: Vec<KeyArn> =
-                vols.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            let known_sources: Vec<(KeyArn, KeySource)> =
+                c.known.as_ref().map(|k| k.key_sources.clone()).unwrap_or_default();
+            let inst_keys: Vec<KeyArn> = vols
+                .iter()
+                .filter_map(|v| v.kms_key_arn.clone())
+                .chain(known_sources.iter().map(|(k, _)| k.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let mut missing = gaps.for_targets(
                 std::iter::once(c.instance.id.as_str())
                     .chain(vols.iter().map(|v| v.volume_id.as_str()))
@@ -235,12 +333,22 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
                 launch: trail.launch,
                 kms_denials: trail.denials,
                 simulations: Vec::new(),
+                boundary_arn: None,
+                key_sources: if known_sources.is_empty() {
+                    inst_keys.iter().map(|k| (k.clone(), KeySource::Volume)).collect()
+                } else {
+                    known_sources
+                },
                 missing,
             }
         })
         .collect();
 
+    discover_keys(cloud, &mut all_facts, &mut key_map, &mut aliases, opts).await;
     simulate_all(cloud, &mut all_facts, opts).await;
+    boundaries(cloud, &mut all_facts, opts).await;
+    // The moment of decision: sinks date the finding by it (never by when it is sent).
+    let decided = crate::decide::rfc3339(Utc::now());
     all_facts
         .iter()
         .zip(windows)
@@ -250,9 +358,46 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
                 k.aliases = aliases.get(&k.arn).cloned().unwrap_or_default();
             }
             finding.cloudtrail_window = window;
+            finding.decided_at = Some(decided.clone());
             finding
         })
         .collect()
+}
+
+/// GetUser/GetRole for the principals whose simulation says their permissions boundary blocks
+/// what the launch needs, once per principal: the fix names the boundary policy.
+async fn boundaries<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) {
+    let principals: BTreeSet<String> = facts
+        .iter()
+        .flat_map(|f| f.simulations.iter())
+        .filter(|s| s.allowed_by_boundary == Some(false))
+        .map(|s| s.principal_arn.clone())
+        .collect();
+    let results: Vec<(String, Result<Option<String>, CallError>)> =
+        stream::iter(principals.into_iter().map(|p| async move {
+            let r = cloud
+                .permissions_boundary(&p)
+                .instrument(info_span!("iam.GetPermissionsBoundary", principal = %p))
+                .await;
+            (p, r)
+        }))
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    for (principal, result) in results {
+        for f in
+            facts.iter_mut().filter(|f| f.caller().and_then(|c| c.principal_arn.as_deref()) == Some(principal.as_str()))
+        {
+            match &result {
+                Ok(b) => f.boundary_arn = b.clone(),
+                Err(e) => f.missing.push(Missing {
+                    call: e.call.to_owned(),
+                    target: principal.clone(),
+                    reason: e.message.clone(),
+                }),
+            }
+        }
+    }
 }
 
 /// DescribeVolumes for every attached volume, 200 ids per call.
@@ -267,6 +412,7 @@ async fn describe_volumes<C: Cloud>(
     };
     let ids: Vec<String> = candidates
         .iter()
+        .filter(|c| c.known.is_none())
         .flat_map(|c| c.instance.attachments.iter().map(|a| a.volume_id.clone()))
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -449,7 +595,7 @@ fn relevant_denials<'a>(
             if !r.volume_ids.is_empty() {
                 return r.volume_ids.iter().any(|id| volumes.iter().any(|v| v.volume_id == *id));
             }
-            if r.ec2_infrastructure_for.as_deref() == Some(instance_id) {
+            if r.acts_for_instance(instance_id) {
                 return true;
             }
             let Some(l) = launch else { return false };
@@ -483,7 +629,7 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
         end: c.observed_at + opts.slack,
     };
     let region = c.instance.region.as_str();
-    let (records, mut missing) = trail_records(cloud, region, &window, opts.max_pages, |r| {
+    let (records, mut missing) = trail_records(cloud, region, &window, opts.max_pages, opts.deadline, |r| {
         r.error_code.is_none() && LaunchApi::parse(&r.event_name).is_some()
     })
     .await;
@@ -501,7 +647,10 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
             None => TrailQuery { key: TrailKey::ResourceName(k.to_string()), ..window.clone() },
         };
         async move {
-            trail_records(cloud, k.region(), &q, pages, |r| r.is_access_denied() && is_kms_use(&r.event_name)).await
+            trail_records(cloud, k.region(), &q, pages, opts.deadline, |r| {
+                r.is_access_denied() && is_kms_use(&r.event_name)
+            })
+            .await
         }
     });
     let mut found = Vec::new();
@@ -529,9 +678,9 @@ async fn window_trail<C: Cloud>(
     let pages = opts.max_pages.saturating_mul(5);
     let (q_start, q_run, q_grant) = (query("StartInstances"), query("RunInstances"), query("CreateGrant"));
     let (starts, runs, grants) = tokio::join!(
-        trail_records(cloud, region, &q_start, pages, |r| r.error_code.is_none()),
-        trail_records(cloud, region, &q_run, pages, |r| r.error_code.is_none()),
-        trail_records(cloud, region, &q_grant, pages, Record::is_access_denied),
+        trail_records(cloud, region, &q_start, pages, opts.deadline, |r| r.error_code.is_none()),
+        trail_records(cloud, region, &q_run, pages, opts.deadline, |r| r.error_code.is_none()),
+        trail_records(cloud, region, &q_grant, pages, opts.deadline, Record::is_access_denied),
     );
     let shared_missing: Vec<Missing> = [&starts.1, &runs.1, &grants.1].into_iter().flatten().cloned().collect();
     let mut launches: Vec<Record> = starts.0.into_iter().chain(runs.0).collect();
@@ -556,6 +705,7 @@ async fn trail_records<C: Cloud>(
     region: &str,
     query: &TrailQuery,
     max_pages: usize,
+    deadline: Option<std::time::Instant>,
     keep: impl Fn(&Record) -> bool,
 ) -> (Vec<Record>, Vec<Missing>) {
     let mut kept = Vec::new();
@@ -563,6 +713,14 @@ async fn trail_records<C: Cloud>(
     let mut token: Option<String> = None;
     let target = query.key.value().to_owned();
     for page_no in 0..max_pages {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            missing.push(Missing {
+                call: "cloudtrail:LookupEvents".to_owned(),
+                target: target.clone(),
+                reason: "not searched (further): the invocation's deadline was near".to_owned(),
+            });
+            break;
+        }
         let page = cloud
             .lookup_events(region, query, token.as_deref())
             .instrument(info_span!("cloudtrail.LookupEvents", lookup = %target, page = page_no))
@@ -685,4 +843,223 @@ async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) 
             }
         }
     }
+}
+
+/// Whether a finding must look beyond the attached volumes for its keys: a terminated instance
+/// that shows none (AWS removes a terminated instance's block device mappings and deletes its
+/// DeleteOnTermination volumes), or whose volumes are gone.
+fn needs_key_sources(f: &Facts) -> bool {
+    f.state == EndState::Terminated
+        && f.keys.is_empty()
+        && (f.instance.attachments.is_empty() || f.volumes.iter().any(|v| v.encrypted.is_none()))
+}
+
+/// Answers asked once per region and batch: the same template, AMI or default key serves every
+/// instance launched from it.
+#[derive(Default)]
+struct SourceCache {
+    templates: BTreeMap<String, Result<VolumeKeys, CallError>>,
+    images: BTreeMap<String, Result<VolumeKeys, CallError>>,
+    default_key: BTreeMap<String, Result<Option<String>, CallError>>,
+}
+
+/// The keys a launch needed when the instance no longer shows its volumes, each with where it
+/// came from, in this order: the RunInstances request's block device mappings, its launch
+/// template, the AMI's snapshots, the account's EBS default key (when encryption by default
+/// is on), and only when none of these names a key, the KMS calls EC2 made for the launch.
+async fn discover_keys<C: Cloud>(
+    cloud: &C,
+    facts: &mut [Facts],
+    key_map: &mut BTreeMap<KeyArn, KeyFacts>,
+    aliases: &mut BTreeMap<KeyArn, Vec<String>>,
+    opts: &Options,
+) {
+    let mut cache = SourceCache::default();
+    let mut new_keys = BTreeSet::new();
+    for f in facts.iter_mut().filter(|f| needs_key_sources(f)) {
+        let found = key_sources(cloud, f, &mut cache, opts).await;
+        for (key, source) in found {
+            if !key_map.contains_key(&key) {
+                new_keys.insert(key.clone());
+            }
+            if !f.key_sources.contains(&(key.clone(), source)) {
+                f.key_sources.push((key, source));
+            }
+        }
+    }
+    let fetched: Vec<(KeyFacts, Vec<Missing>, Vec<String>)> =
+        stream::iter(new_keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect().await;
+    let mut key_missing: BTreeMap<KeyArn, Vec<Missing>> = BTreeMap::new();
+    for (kf, missing, names) in fetched {
+        aliases.insert(kf.arn.clone(), names);
+        key_missing.insert(kf.arn.clone(), missing);
+        key_map.insert(kf.arn.clone(), kf);
+    }
+    for f in facts.iter_mut() {
+        let keys: Vec<KeyArn> =
+            f.key_sources.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        for k in &keys {
+            if f.keys.iter().any(|kf| kf.arn == *k) {
+                continue;
+            }
+            if let Some(kf) = key_map.get(k) {
+                f.keys.push(kf.clone());
+            }
+            for m in key_missing.get(k).into_iter().flatten() {
+                if !f.missing.contains(m) {
+                    f.missing.push(m.clone());
+                }
+            }
+            // The denied KMS calls on this key that belong to the launch.
+            let window = match &f.launch {
+                Some(l) => (l.event_time - Duration::minutes(1), l.event_time + Duration::minutes(15)),
+                None => (f.observed_at - opts.lookback, f.observed_at + opts.slack),
+            };
+            let q = TrailQuery { key: TrailKey::ResourceName(k.to_string()), start: window.0, end: window.1 };
+            let (records, mut missing) =
+                trail_records(cloud, k.region(), &q, opts.max_pages.min(2), opts.deadline, |r| {
+                    r.is_access_denied() && is_kms_use(&r.event_name)
+                })
+                .await;
+            let mut denials = relevant_denials(records.iter(), f.launch.as_ref(), &f.instance.id, &f.volumes);
+            denials.retain(|d| !f.kms_denials.iter().any(|known| known.event_id == d.event_id));
+            f.kms_denials.append(&mut denials);
+            f.missing.append(&mut missing);
+        }
+    }
+}
+
+/// One instance's keys from the sources, resolved to ARNs (ids and aliases via DescribeKey).
+async fn key_sources<C: Cloud>(
+    cloud: &C,
+    f: &mut Facts,
+    cache: &mut SourceCache,
+    opts: &Options,
+) -> Vec<(KeyArn, KeySource)> {
+    let region = f.instance.region.clone();
+    let mut raw: Vec<(String, KeySource)> = Vec::new();
+    let mut wants_default = false;
+    let launch = f.launch.clone().filter(|l| l.event_name == LaunchApi::RunInstances.as_str());
+    if let Some(l) = &launch {
+        raw.extend(l.request_keys.iter().map(|k| (k.clone(), KeySource::RunInstancesRequest)));
+        wants_default |= l.request_default_key;
+    }
+    let template = launch.as_ref().and_then(|l| l.launch_template.clone()).or_else(|| f.instance.launch_template());
+    let mut image = launch.as_ref().and_then(|l| l.image_id.clone());
+    if let Some(t) = template {
+        let label = format!(
+            "{}@{}",
+            t.id.as_deref().or(t.name.as_deref()).unwrap_or("?"),
+            t.version.as_deref().unwrap_or("$Default")
+        );
+        if !cache.templates.contains_key(&label) {
+            let r = cloud
+                .launch_template_volumes(&region, &t)
+                .instrument(info_span!("ec2.DescribeLaunchTemplateVersions", template = %label))
+                .await;
+            cache.templates.insert(label.clone(), r);
+        }
+        match cache.templates.get(&label) {
+            Some(Ok(v)) => {
+                raw.extend(v.keys.iter().map(|k| (k.clone(), KeySource::LaunchTemplate)));
+                wants_default |= v.default_key || v.unencrypted;
+                image = image.or_else(|| v.image_id.clone());
+            }
+            Some(Err(e)) => {
+                f.missing.push(Missing { call: e.call.to_owned(), target: label, reason: e.message.clone() })
+            }
+            None => {}
+        }
+    }
+    if let Some(image_id) = image.or_else(|| f.instance.image_id.clone()) {
+        if !cache.images.contains_key(&image_id) {
+            let r = cloud
+                .image_volumes(&region, &image_id)
+                .instrument(info_span!("ec2.DescribeImages", image = %image_id))
+                .await;
+            cache.images.insert(image_id.clone(), r);
+        }
+        match cache.images.get(&image_id) {
+            Some(Ok(v)) => {
+                raw.extend(v.keys.iter().map(|k| (k.clone(), KeySource::AmiSnapshot)));
+                wants_default |= v.unencrypted;
+            }
+            Some(Err(e)) => {
+                f.missing.push(Missing { call: e.call.to_owned(), target: image_id.clone(), reason: e.message.clone() })
+            }
+            None => {}
+        }
+    }
+    if wants_default || raw.is_empty() {
+        if !cache.default_key.contains_key(&region) {
+            let r = cloud.ebs_default_key(&region).instrument(info_span!("ec2.GetEbsDefaultKmsKeyId")).await;
+            cache.default_key.insert(region.clone(), r);
+        }
+        match cache.default_key.get(&region) {
+            Some(Ok(Some(k))) => raw.push((k.clone(), KeySource::EbsDefault)),
+            Some(Ok(None)) | None => {}
+            Some(Err(e)) => {
+                f.missing.push(Missing { call: e.call.to_owned(), target: region.clone(), reason: e.message.clone() })
+            }
+        }
+    }
+    if raw.is_empty() {
+        raw.extend(ec2_kms_calls(cloud, f, opts).await.into_iter().map(|k| (k, KeySource::Cloudtrail)));
+    }
+    let mut out: Vec<(KeyArn, KeySource)> = Vec::new();
+    for (id, source) in raw {
+        let resolved = match KeyArn::resolve(&id, &f.instance.partition, &region, &f.instance.account) {
+            Ok(k) => Ok(k),
+            // An alias (name or ARN): DescribeKey knows its key.
+            Err(_) => cloud.key_arn(&region, &id).instrument(info_span!("kms.DescribeKey", alias = %id)).await,
+        };
+        match resolved {
+            Ok(k) if !out.contains(&(k.clone(), source)) => out.push((k, source)),
+            Ok(_) => {}
+            Err(e) => f.missing.push(Missing { call: e.call.to_owned(), target: id, reason: e.message }),
+        }
+    }
+    out
+}
+
+/// The keys of the KMS calls EC2 made for this launch: by the launch caller through EC2, by
+/// EC2's own identity for the instance, or naming one of its volumes (`aws:ebs:id`), within
+/// minutes of the launch.
+async fn ec2_kms_calls<C: Cloud>(cloud: &C, f: &mut Facts, opts: &Options) -> Vec<String> {
+    let (start, end) = match &f.launch {
+        Some(l) => (l.event_time - Duration::minutes(1), l.event_time + Duration::minutes(5)),
+        None => (f.observed_at - opts.lookback, f.observed_at + opts.slack),
+    };
+    let mut keys = Vec::new();
+    for name in ["CreateGrant", "GenerateDataKeyWithoutPlaintext", "Decrypt"] {
+        let q = TrailQuery { key: TrailKey::EventName(name.to_owned()), start, end };
+        let launch = f.launch.clone();
+        let instance = f.instance.id.clone();
+        let volumes = f.volumes.clone();
+        let (records, missing) =
+            trail_records(cloud, &f.instance.region, &q, opts.max_pages.min(2), opts.deadline, move |r| {
+                let by_caller = launch.as_ref().is_some_and(|l| {
+                    r.via_ec2
+                        && matches!((&r.caller.principal_arn, &l.caller.principal_arn), (Some(a), Some(b)) if a == b)
+                });
+                let ours = r.volume_ids.iter().any(|v| volumes.iter().any(|x| x.volume_id == *v));
+                by_caller || ours || r.acts_for_instance(&instance)
+            })
+            .await;
+        f.missing.extend(missing);
+        for r in &records {
+            if let Some(k) = &r.key {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+            if r.is_access_denied() && !f.kms_denials.iter().any(|d| d.event_id == r.event_id) {
+                f.kms_denials.push(r.clone());
+            }
+        }
+        if !keys.is_empty() {
+            break;
+        }
+    }
+    keys
 }

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration, Utc};
+use futures_util::stream::{self, StreamExt};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -34,7 +35,7 @@ use crate::cloud::{CallError, Cloud, Effects, FailureKind, IamWrites, Queue};
 use crate::config::Settings;
 use crate::deliver::{self, Outbox};
 use crate::event::Trigger;
-use crate::gather::{self, Target};
+use crate::gather::{self, Options, Target};
 use crate::report::Finding;
 
 pub async fn run() -> Result<(), Error> {
@@ -47,7 +48,20 @@ pub async fn run() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (cloud, region, plan, settings) = (cloud.clone(), region.clone(), plan.clone(), settings.clone());
         async move {
-            let result = handle(&cloud, event.payload, region.as_deref(), &plan, &settings, Utc::now()).await;
+            // Stop starting work a margin before the invocation's deadline: the rest goes back
+            // to the queue as batch item failures instead of being cut off by the timeout.
+            let now = Utc::now();
+            let left_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX).saturating_sub(now.timestamp_millis());
+            let stop_at = u64::try_from(left_ms)
+                .ok()
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms))
+                .and_then(|d| d.checked_sub(settings.deadline_margin));
+            let stop_at = stop_at.or_else(|| (left_ms <= 0).then(std::time::Instant::now));
+            let mut metrics = Metrics::default();
+            let result = handle(&cloud, event.payload, region.as_deref(), &plan, &settings, now, stop_at, &mut metrics).await;
+            for line in metric_lines(&metrics, cloud.take_trail_throttles(), Utc::now()) {
+                println!("{line}");
+            }
             if crate::stats::CallCounter::enabled() {
                 let calls: Value = serde_json::from_str(&crate::stats::line(&cloud.take_call_counts())).unwrap_or_default();
                 println!("{}", json!({"level": "INFO", "target": "kms_launch_doctor::stats", "message": "api calls", "stats": calls}));
@@ -58,7 +72,9 @@ pub async fn run() -> Result<(), Error> {
     .await
 }
 
-/// One invocation: an SQS batch, or a direct EventBridge event.
+/// One invocation: an SQS batch, or a direct EventBridge event. `stop_at`: when to stop
+/// starting work (the deadline less the safety margin).
+#[allow(clippy::too_many_arguments)]
 pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
     aws: &A,
     payload: Value,
@@ -66,10 +82,12 @@ pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
     plan: &Plan,
     settings: &Settings,
     now: DateTime<Utc>,
+    stop_at: Option<std::time::Instant>,
+    metrics: &mut Metrics,
 ) -> Result<Value, Error> {
     if is_sqs_batch(&payload) {
         let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| format!("malformed SQS batch: {e}"))?;
-        let response = handle_batch(aws, batch, region, plan, settings, now).await;
+        let response = handle_batch(aws, batch, region, plan, settings, now, stop_at, metrics).await;
         return Ok(serde_json::to_value(response)?);
     }
     let (report, failures) = handle_event(aws, &payload, region, plan).await?;
@@ -91,24 +109,18 @@ fn is_sqs_batch(payload: &Value) -> bool {
         .is_some_and(|r| r.iter().any(|m| m.get("eventSource").and_then(Value::as_str) == Some("aws:sqs")))
 }
 
-/// What to do with one queued event.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Done,
-    /// Not yet: retry after this many seconds.
-    Defer(i32),
-    /// Acted on and logged, but these sinks are still to be reached.
-    Unfinished(Box<Outbox>),
-}
-
 /// Names the format of the messages the function puts on its own queue; an EventBridge event
 /// never has this member, so the two cannot be confused.
 const REDELIVERY_TAG: &str = "kms-launch-doctor";
 const REDELIVERY_FORMAT: &str = "redelivery/1";
+const DEFERRED_FORMAT: &str = "deferred/1";
 
 /// SQS's largest message (256 KiB). An outbox is a few kilobytes, bounded by the sinks' own
 /// limits; one that would not fit is retried the old way (whole event) rather than lost.
 const SQS_MAX_BYTES: usize = 262_144;
+
+/// Settled findings acted on at once (remediation and sinks).
+const SETTLE_CONCURRENCY: usize = 4;
 
 /// The body of a redelivery message: what is left of one finding's delivery.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -118,15 +130,30 @@ struct Redelivery {
     outbox: Outbox,
 }
 
+/// The body of a deferred event: the event as EventBridge sent it, what the first look learned
+/// of the failure (so a later look decides on the same facts, whatever the instance has become
+/// since), when SQS first received it, and how many looks it has had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Deferred {
+    #[serde(rename = "kms-launch-doctor")]
+    format: String,
+    event: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot: Option<gather::Snapshot>,
+    first_received: DateTime<Utc>,
+    looks: u32,
+}
+
 /// A parsed queue message.
 #[derive(Debug)]
 enum Work {
-    Event(Trigger),
+    Event(Trigger, Value),
+    Deferred(Trigger, Box<Deferred>),
     Redelivery(Box<Outbox>),
 }
 
 /// Reads one message body. `Ok(None)`: not for us, skip it (retrying would not help).
-/// `Err`: a redelivery we cannot read; it is kept (returned as a failure) so that the
+/// `Err`: a message of ours we cannot read; it is kept (returned as a failure) so that the
 /// dead-letter queue ends up holding it, payloads and all.
 fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
     let event = match body.map(serde_json::from_str::<Value>) {
@@ -141,16 +168,26 @@ fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
         }
     };
     if let Some(format) = event.get(REDELIVERY_TAG) {
-        if format.as_str() != Some(REDELIVERY_FORMAT) {
-            return Err(format!("redelivery format {format}, this version reads {REDELIVERY_FORMAT:?}"));
-        }
-        return match serde_json::from_value::<Redelivery>(event) {
-            Ok(r) => Ok(Some(Work::Redelivery(Box::new(r.outbox)))),
-            Err(e) => Err(format!("unreadable redelivery: {e}")),
+        return match format.as_str() {
+            Some(REDELIVERY_FORMAT) => match serde_json::from_value::<Redelivery>(event) {
+                Ok(r) => Ok(Some(Work::Redelivery(Box::new(r.outbox)))),
+                Err(e) => Err(format!("unreadable redelivery: {e}")),
+            },
+            Some(DEFERRED_FORMAT) => {
+                let d: Deferred =
+                    serde_json::from_value(event).map_err(|e| format!("unreadable deferred event: {e}"))?;
+                match crate::event::parse(&d.event) {
+                    Ok(t) => Ok(Some(Work::Deferred(t, Box::new(d)))),
+                    Err(s) => Err(format!("deferred event not readable as an event: {}", s.reason)),
+                }
+            }
+            _ => Err(format!(
+                "message format {format}, this version reads {REDELIVERY_FORMAT:?} and {DEFERRED_FORMAT:?}"
+            )),
         };
     }
     match crate::event::parse(&event) {
-        Ok(t) => Ok(Some(Work::Event(t))),
+        Ok(t) => Ok(Some(Work::Event(t, event))),
         Err(s) => {
             tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped");
             Ok(None)
@@ -158,6 +195,35 @@ fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
     }
 }
 
+/// One event of the batch, with its clock.
+struct Item {
+    message: SqsMessage,
+    id: String,
+    trigger: Trigger,
+    /// The event as EventBridge sent it.
+    event: Value,
+    known: Option<Box<gather::Snapshot>>,
+    /// When SQS first received the event (its own clock, not the event's claimed time).
+    first_received: DateTime<Utc>,
+    /// Looks so far, this one included.
+    looks: u32,
+}
+
+/// What an invocation did, for the metrics line.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub findings_by_cause: BTreeMap<String, u64>,
+    pub deferrals: u64,
+    pub delivery_failures: u64,
+    pub seconds_to_finding: Vec<f64>,
+}
+
+/// Whether the invocation has reached its stop point (deadline less the safety margin).
+fn past(stop_at: Option<std::time::Instant>) -> bool {
+    stop_at.is_some_and(|t| std::time::Instant::now() >= t)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     aws: &A,
     batch: SqsEvent,
@@ -165,56 +231,86 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     plan: &Plan,
     settings: &Settings,
     now: DateTime<Utc>,
+    stop_at: Option<std::time::Instant>,
+    metrics: &mut Metrics,
 ) -> SqsBatchResponse {
     // Parse every message; those we do not handle are done (retrying would not help).
     let mut response = SqsBatchResponse::default();
-    let mut work: Vec<(SqsMessage, String, Trigger)> = Vec::new();
-    let retention = settings.queue_retention;
+    let mut items: Vec<Item> = Vec::new();
     let mut redeliveries: Vec<(SqsMessage, String, Outbox)> = Vec::new();
+    let retention = settings.queue_retention;
     for message in batch.records {
         let Some(id) = message.message_id.clone() else {
             tracing::warn!("SQS record without messageId skipped");
             continue;
         };
-        match parse_message(&id, message.body.as_deref()) {
-            Ok(Some(Work::Event(t))) => match implausible_time(t.time, now, retention) {
-                Some(reason) => {
-                    tracing::warn!(message_id = %id, instance_id = %t.instance_id, reason = %reason, "event skipped");
+        let received = receive_count(&message.attributes);
+        let sent = sent_timestamp(&message.attributes).unwrap_or(now);
+        let item = match parse_message(&id, message.body.as_deref()) {
+            Ok(Some(Work::Event(trigger, event))) => {
+                if let Some(reason) = implausible_time(trigger.time, now, retention) {
+                    tracing::warn!(message_id = %id, instance_id = %trigger.instance_id, reason = %reason, "event skipped");
+                    continue;
                 }
-                None => work.push((message, id, t)),
-            },
-            Ok(Some(Work::Redelivery(outbox))) => redeliveries.push((message, id, *outbox)),
-            Ok(None) => {}
+                Item { message, id, trigger, event, known: None, first_received: sent, looks: received }
+            }
+            Ok(Some(Work::Deferred(trigger, d))) => {
+                let d = *d;
+                Item {
+                    message,
+                    id,
+                    trigger,
+                    event: d.event,
+                    known: d.snapshot.map(Box::new),
+                    first_received: d.first_received.min(now),
+                    looks: d.looks.saturating_add(received),
+                }
+            }
+            Ok(Some(Work::Redelivery(outbox))) => {
+                redeliveries.push((message, id, *outbox));
+                continue;
+            }
+            Ok(None) => continue,
             Err(e) => {
                 tracing::error!(message_id = %id, error = %e, "kept for the dead-letter queue");
                 response.batch_item_failures.push(failure(&id));
+                continue;
             }
-        }
+        };
+        items.push(item);
     }
 
     for (message, id, outbox) in redeliveries {
-        if !redeliver(aws, &message, &id, settings, outbox, now).await {
+        if past(stop_at) || !redeliver(aws, &message, &id, settings, outbox, now, metrics).await {
             response.batch_item_failures.push(failure(&id));
         }
     }
 
     // One diagnosis per region for the whole batch: keys, CloudTrail pages and simulations
-    // are shared between its events (a storm of failures costs a handful of calls).
+    // are shared between its events (a storm of failures costs a handful of calls), and one
+    // window query serves every event of the region.
     let mut by_region: BTreeMap<String, Vec<Target>> = BTreeMap::new();
-    for (_, id, t) in &work {
-        let Some(r) = t.region.as_deref().or(region) else {
-            tracing::warn!(message_id = %id, "event names no region and none is configured: skipped");
+    for item in &items {
+        let Some(r) = item.trigger.region.as_deref().or(region) else {
+            tracing::warn!(message_id = %item.id, "event names no region and none is configured: skipped");
             continue;
         };
-        by_region
-            .entry(r.to_owned())
-            .or_default()
-            .push(Target { instance_id: t.instance_id.clone(), observed_at: t.time.unwrap_or(now) });
+        by_region.entry(r.to_owned()).or_default().push(Target {
+            instance_id: item.trigger.instance_id.clone(),
+            observed_at: item.trigger.time.unwrap_or(item.first_received),
+            known: item.known.clone(),
+        });
     }
+    let options = Options { deadline: stop_at, window_threshold: 1, ..plan.options.clone() };
     let mut findings: BTreeMap<(String, String), Finding> = BTreeMap::new();
     let mut failed_regions = BTreeSet::new();
     for (r, targets) in &by_region {
-        match gather::diagnose(aws, r, targets, &plan.options).await {
+        if past(stop_at) {
+            tracing::warn!(region = %r, events = targets.len(), "the invocation's deadline is near: returned for a later try");
+            failed_regions.insert(r.clone());
+            continue;
+        }
+        match gather::diagnose(aws, r, targets, &options).await {
             Ok(report) => {
                 for s in &report.skipped {
                     tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
@@ -233,33 +329,89 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     // The same failure twice in one batch: the first message carries it, whatever becomes of
     // it (done, deferred or retried); the others are done, so it is acted on once.
     let mut seen = BTreeSet::new();
-    for (message, id, t) in work {
-        let Some(r) = t.region.clone().or_else(|| region.map(str::to_owned)) else { continue };
+    let mut to_act: Vec<(Item, Finding)> = Vec::new();
+    for item in items {
+        let Some(r) = item.trigger.region.clone().or_else(|| region.map(str::to_owned)) else { continue };
         if failed_regions.contains(&r) {
-            response.batch_item_failures.push(failure(&id));
+            response.batch_item_failures.push(failure(&item.id));
             continue;
         }
-        let key = (r, t.instance_id.clone());
-        let Some(finding) = findings.get_mut(&key) else { continue };
+        let key = (r, item.trigger.instance_id.clone());
+        let Some(finding) = findings.get(&key) else { continue };
         if !seen.insert(key) {
             continue;
         }
-        let first_received = sent_timestamp(&message.attributes).unwrap_or(now);
-        match settle(aws, finding, plan, settings, now, first_received, receive_count(&message.attributes)).await {
-            Outcome::Done => {}
-            Outcome::Unfinished(outbox) => {
-                if !requeue(aws, &message, &id, settings, &outbox).await {
-                    response.batch_item_failures.push(failure(&id));
+        if past(stop_at) {
+            response.batch_item_failures.push(failure(&item.id));
+            continue;
+        }
+        match next_look(finding, settings, now, item.first_received, item.looks) {
+            Some(seconds) => {
+                metrics.deferrals += 1;
+                if !defer(aws, &item, finding, settings, seconds, now).await {
+                    response.batch_item_failures.push(failure(&item.id));
                 }
             }
-            Outcome::Defer(seconds) => {
-                defer(aws, &message, &id, settings, seconds).await;
-                response.batch_item_failures.push(failure(&id));
-            }
+            None => to_act.push((item, finding.clone())),
+        }
+    }
+
+    // Remediate and deliver, a few findings at a time.
+    let settled: Vec<(Item, Finding, Vec<CallError>, Outbox)> =
+        stream::iter(to_act.into_iter().map(|(item, mut f)| async move {
+            let (failures, unsent) = act(aws, plan, &mut f).await;
+            (item, f, failures, unsent)
+        }))
+        .buffer_unordered(SETTLE_CONCURRENCY)
+        .collect()
+        .await;
+    for (item, f, failures, unsent) in settled {
+        log_finding(&f);
+        record(metrics, &f, now, failures.len());
+        if !failures.is_empty() && !requeue(aws, &item.message, &item.id, settings, &unsent).await {
+            response.batch_item_failures.push(failure(&item.id));
         }
     }
     response
 }
+
+/// Counts a settled finding for the metrics line.
+fn record(metrics: &mut Metrics, f: &Finding, now: DateTime<Utc>, delivery_failures: usize) {
+    let cause = f.causes.first().map(|c| c.code.as_str()).unwrap_or("none").to_owned();
+    *metrics.findings_by_cause.entry(cause).or_default() += 1;
+    metrics.delivery_failures += delivery_failures as u64;
+    if let Ok(observed) = DateTime::parse_from_rfc3339(&f.observed_at) {
+        metrics.seconds_to_finding.push((now - observed.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0);
+    }
+}
+
+/// Lines in CloudWatch Embedded Metric Format (namespace `KmsLaunchDoctor`): CloudWatch makes
+/// metrics of them from the function's own log group, no API call or permission needed.
+pub fn metric_lines(m: &Metrics, trail_throttles: u64, at: DateTime<Utc>) -> Vec<Value> {
+    let ts = at.timestamp_millis();
+    let mut lines = vec![json!({
+        "_aws": {"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [[]], "Metrics": [
+            {"Name": "Deferrals", "Unit": "Count"},
+            {"Name": "DeliveryFailures", "Unit": "Count"},
+            {"Name": "CloudTrailThrottles", "Unit": "Count"},
+            {"Name": "SecondsToFinding", "Unit": "Seconds"}]}]},
+        "Deferrals": m.deferrals,
+        "DeliveryFailures": m.delivery_failures,
+        "CloudTrailThrottles": trail_throttles,
+        "SecondsToFinding": m.seconds_to_finding.iter().take(100).copied().collect::<Vec<f64>>(),
+    })];
+    for (cause, n) in &m.findings_by_cause {
+        lines.push(json!({
+            "_aws": {"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [["Cause"]],
+                "Metrics": [{"Name": "Findings", "Unit": "Count"}]}]},
+            "Cause": cause,
+            "Findings": n,
+        }));
+    }
+    lines
+}
+
+const METRIC_NAMESPACE: &str = "KmsLaunchDoctor";
 
 /// The URL of the queue a message came from.
 async fn queue_of<A: Queue>(aws: &A, message: &SqsMessage, settings: &Settings) -> Result<String, CallError> {
@@ -272,19 +424,57 @@ async fn queue_of<A: Queue>(aws: &A, message: &SqsMessage, settings: &Settings) 
     }
 }
 
-/// Extends the message's visibility so it comes back after `seconds`.
-async fn defer<A: Queue>(aws: &A, message: &SqsMessage, id: &str, settings: &Settings, seconds: i32) {
-    if let Some(handle) = message.receipt_handle.as_deref() {
-        // Without the longer visibility the message still comes back, just sooner.
-        let extended = match queue_of(aws, message, settings).await {
-            Ok(u) => aws.defer(&u, handle, seconds).instrument(info_span!("sqs.ChangeMessageVisibility")).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = extended {
-            tracing::warn!(message_id = %id, error = %e, "could not extend visibility");
+/// Puts the event back on the queue for a later look, carrying what this look learned, and
+/// says whether that worked (the message in hand is then done). If it cannot be sent, the
+/// message in hand is kept instead, its visibility extended: nothing is lost either way.
+async fn defer<A: Queue>(
+    aws: &A,
+    item: &Item,
+    f: &Finding,
+    settings: &Settings,
+    seconds: i32,
+    now: DateTime<Utc>,
+) -> bool {
+    let body = Deferred {
+        format: DEFERRED_FORMAT.to_owned(),
+        event: item.event.clone(),
+        snapshot: Some(gather::Snapshot::of(f)),
+        first_received: item.first_received,
+        looks: item.looks,
+    };
+    let delay = seconds.clamp(0, 900);
+    let sent = match (serde_json::to_string(&body), queue_of(aws, &item.message, settings).await) {
+        (Ok(b), Ok(url)) if b.len() <= SQS_MAX_BYTES => {
+            aws.send(&url, &b, delay).instrument(info_span!("sqs.SendMessage", deferred = true)).await.map(|_| url)
+        }
+        (Ok(_), Ok(_)) => Err(CallError {
+            call: "sqs:SendMessage",
+            kind: FailureKind::Other,
+            message: "deferred event too large".into(),
+        }),
+        (Err(e), _) => Err(CallError { call: "sqs:SendMessage", kind: FailureKind::Other, message: e.to_string() }),
+        (_, Err(e)) => Err(e),
+    };
+    let waited = (now - item.first_received).num_seconds();
+    match sent {
+        Ok(_) => {
+            tracing::info!(message_id = %item.id, instance_id = %item.trigger.instance_id, retry_in_seconds = delay, looks = item.looks, waited_seconds = waited, "launch record not in CloudTrail yet: deferred with what is known");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(message_id = %item.id, error = %e, "could not queue the deferred event: the message itself comes back");
+            if let Some(handle) = item.message.receipt_handle.as_deref() {
+                let extended = match queue_of(aws, &item.message, settings).await {
+                    Ok(u) => aws.defer(&u, handle, delay).instrument(info_span!("sqs.ChangeMessageVisibility")).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = extended {
+                    tracing::warn!(message_id = %item.id, error = %e, "could not extend visibility");
+                }
+            }
+            false
         }
     }
-    tracing::info!(message_id = %id, retry_in_seconds = seconds, "launch record not in CloudTrail yet: retrying later");
 }
 
 /// Puts the unsent part of a delivery on the queue as a message of its own. True when it is
@@ -329,9 +519,11 @@ async fn redeliver<A: Effects + Queue>(
     settings: &Settings,
     mut outbox: Outbox,
     now: DateTime<Utc>,
+    metrics: &mut Metrics,
 ) -> bool {
     let before = outbox.pending().len();
     let (delivered, failures) = deliver::send(aws, &mut outbox, &crate::decide::rfc3339(now)).await;
+    metrics.delivery_failures += failures.len() as u64;
     let line = json!({
         "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "level": if failures.is_empty() { "INFO" } else { "WARN" },
@@ -401,30 +593,43 @@ pub fn backoff(receive_count: u32, until_deadline: Duration) -> i32 {
     i32::try_from(capped).unwrap_or(900)
 }
 
-/// Waits for the launch record while the budget lasts (emitting nothing meanwhile), else
-/// acts on the finding and logs it. The budget runs from when SQS first received the event.
-async fn settle<A: Cloud + Effects + IamWrites>(
-    aws: &A,
-    f: &mut Finding,
-    plan: &Plan,
+/// CloudTrail delivers a record about 5 minutes after the call (CloudTrail User Guide: "within
+/// an average of about 5 minutes"): a look sooner than that mostly pages the same window again.
+const CLOUDTRAIL_DELIVERY: Duration = Duration::seconds(330);
+
+/// When to look again for the launch record, or `None` to settle now. The wait budget runs
+/// from when SQS first received the event. The first look after the delivery delay is put off
+/// until CloudTrail can have the record; later ones back off. A lookup that failed (throttled,
+/// cut off by the deadline) is no evidence of absence: it is tried again, up to twice the
+/// budget, rather than reported as `caller-unknown`.
+fn next_look(
+    f: &Finding,
     settings: &Settings,
     now: DateTime<Utc>,
     first_received: DateTime<Utc>,
-    receives: u32,
-) -> Outcome {
-    if f.launch.is_none() {
-        let deadline = first_received.min(now) + settings.cloudtrail_wait;
-        if now < deadline {
-            return Outcome::Defer(backoff(receives, deadline - now));
-        }
+    looks: u32,
+) -> Option<i32> {
+    if f.launch.is_some() {
+        return None;
     }
-    let (failures, unsent) = act(aws, plan, f).await;
-    log_finding(f);
-    if failures.is_empty() {
-        Outcome::Done
+    let deadline = first_received + settings.cloudtrail_wait;
+    let hard_limit = first_received + settings.cloudtrail_wait * 2;
+    let lookup_failed = f.missing_evidence.iter().any(|m| m.call == "cloudtrail:LookupEvents");
+    let until = if now < deadline {
+        deadline - now
+    } else if lookup_failed && now < hard_limit {
+        hard_limit - now
     } else {
-        Outcome::Unfinished(Box::new(unsent))
+        return None;
+    };
+    let observed =
+        DateTime::parse_from_rfc3339(&f.observed_at).map(|t| t.with_timezone(&Utc)).unwrap_or(first_received);
+    let due = observed.min(first_received) + CLOUDTRAIL_DELIVERY;
+    if now < due {
+        let wait = (due - now).num_seconds().clamp(30, 900);
+        return i32::try_from(wait).ok();
     }
+    Some(backoff(looks, until))
 }
 
 /// One JSON line per finding, with stable field names.
@@ -482,7 +687,7 @@ mod tests {
     #[test]
     fn events_and_strangers_are_told_apart_from_redeliveries() {
         let event = include_str!("../events/stopped.json");
-        assert!(matches!(parse_message("m", Some(event)), Ok(Some(Work::Event(_)))));
+        assert!(matches!(parse_message("m", Some(event)), Ok(Some(Work::Event(_, _)))));
         assert!(matches!(parse_message("m", Some(r#"{"detail-type":"Other"}"#)), Ok(None)));
         assert!(matches!(parse_message("m", Some("{not json")), Ok(None)));
         assert!(matches!(parse_message("m", None), Ok(None)));
@@ -518,5 +723,123 @@ mod tests {
         assert_eq!(backoff(u32::MAX, far), 900);
         assert_eq!(backoff(3, Duration::seconds(100)), 105);
         assert_eq!(backoff(3, Duration::seconds(1)), 30);
+    }
+}
+
+#[cfg(test)]
+mod look_tests {
+    use super::*;
+
+    fn finding(observed: &str, launch: bool, lookup_failed: bool) -> Finding {
+        let mut f = crate::decide::decide(&crate::facts::Facts {
+            instance: crate::facts::Instance {
+                id: "i-0abcd1234ef567890".into(),
+                account: "123456789012".into(),
+                partition: "aws".into(),
+                region: "eu-west-1".into(),
+                state: Some(crate::facts::EndState::Stopped),
+                state_name: "stopped".into(),
+                state_reason: None,
+                attachments: vec![],
+                tags: vec![],
+                image_id: None,
+            },
+            state: crate::facts::EndState::Stopped,
+            state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
+            observed_at: DateTime::parse_from_rfc3339(observed).unwrap().with_timezone(&Utc),
+            volumes: vec![],
+            keys: vec![],
+            launch: None,
+            kms_denials: vec![],
+            simulations: vec![],
+            boundary_arn: None,
+            key_sources: vec![],
+            missing: vec![],
+        });
+        if launch {
+            f.launch = Some(crate::report::Launch {
+                api: crate::cloudtrail::LaunchApi::StartInstances,
+                event_id: "e".into(),
+                event_time: observed.into(),
+                caller: crate::cloudtrail::Caller::unknown(),
+            });
+        }
+        if lookup_failed {
+            f.missing_evidence.push(crate::facts::Missing {
+                call: "cloudtrail:LookupEvents".into(),
+                target: "i-0abcd1234ef567890".into(),
+                reason: "ThrottlingException: Rate exceeded".into(),
+            });
+        }
+        f
+    }
+
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
+    }
+
+    fn settings() -> Settings {
+        let mut s = Settings::from_env().unwrap();
+        s.cloudtrail_wait = Duration::minutes(20);
+        s
+    }
+
+    #[test]
+    fn the_first_look_waits_for_cloudtrail_to_have_the_record_then_backs_off() {
+        let s = settings();
+        let f = finding("2026-11-30T12:00:00Z", false, false);
+        // Received at 12:00:05, looked at 12:01:05: come back when CloudTrail can have it (~12:05:30).
+        assert_eq!(next_look(&f, &s, at("2026-11-30T12:01:05Z"), at("2026-11-30T12:00:05Z"), 1), Some(265));
+        // After that, the usual backoff.
+        assert_eq!(next_look(&f, &s, at("2026-11-30T12:06:00Z"), at("2026-11-30T12:00:05Z"), 2), Some(120));
+        // With the launch record there is nothing to wait for.
+        let found = finding("2026-11-30T12:00:00Z", true, false);
+        assert_eq!(next_look(&found, &s, at("2026-11-30T12:01:05Z"), at("2026-11-30T12:00:05Z"), 1), None);
+    }
+
+    #[test]
+    fn past_the_budget_only_a_failed_lookup_is_tried_again_up_to_a_hard_limit() {
+        let s = settings();
+        let quiet = finding("2026-11-30T12:00:00Z", false, false);
+        assert_eq!(next_look(&quiet, &s, at("2026-11-30T12:21:00Z"), at("2026-11-30T12:00:05Z"), 6), None);
+        let throttled = finding("2026-11-30T12:00:00Z", false, true);
+        assert!(next_look(&throttled, &s, at("2026-11-30T12:21:00Z"), at("2026-11-30T12:00:05Z"), 6).is_some());
+        assert_eq!(next_look(&throttled, &s, at("2026-11-30T12:41:00Z"), at("2026-11-30T12:00:05Z"), 9), None);
+    }
+
+    #[test]
+    fn a_deferred_event_reads_back_with_its_snapshot() {
+        let f = finding("2026-11-30T12:00:00Z", false, false);
+        let event: Value = serde_json::from_str(include_str!("../events/stopped.json")).unwrap();
+        let d = Deferred {
+            format: DEFERRED_FORMAT.into(),
+            event,
+            snapshot: Some(gather::Snapshot::of(&f)),
+            first_received: at("2026-11-30T12:00:05Z"),
+            looks: 2,
+        };
+        let body = serde_json::to_string(&d).unwrap();
+        match parse_message("m", Some(&body)) {
+            Ok(Some(Work::Deferred(t, back))) => {
+                assert_eq!(t.instance_id, "i-0abcd1234ef567890");
+                assert_eq!(*back, d);
+            }
+            other => panic!("not read as a deferred event: {other:?}"),
+        }
+        let broken = r#"{"kms-launch-doctor":"deferred/1","event":{}}"#;
+        assert!(parse_message("m", Some(broken)).unwrap_err().contains("deferred"));
+    }
+
+    #[test]
+    fn metrics_are_embedded_metric_format() {
+        let mut m = Metrics { deferrals: 2, delivery_failures: 1, ..Metrics::default() };
+        m.findings_by_cause.insert("key-disabled".into(), 3);
+        m.seconds_to_finding = vec![61.5];
+        let lines = metric_lines(&m, 4, at("2026-11-30T12:00:00Z"));
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "KmsLaunchDoctor");
+        assert_eq!((lines[0]["Deferrals"].as_u64(), lines[0]["CloudTrailThrottles"].as_u64()), (Some(2), Some(4)));
+        assert_eq!(lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Cause"]]));
+        assert_eq!((lines[1]["Cause"].as_str(), lines[1]["Findings"].as_u64()), (Some("key-disabled"), Some(3)));
     }
 }

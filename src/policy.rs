@@ -123,6 +123,8 @@ pub struct Request<'a> {
     pub key_arn: &'a str,
     pub region: &'a str,
     pub action: &'a str,
+    /// `aws:PrincipalType`: `User`, `AssumedRole`, `FederatedUser`, `Account` (root), when known.
+    pub principal_type: Option<&'a str>,
 }
 
 /// What the key policy says about one action for one principal.
@@ -169,12 +171,15 @@ impl KeyPolicy {
             if covers == Tri::No {
                 continue;
             }
-            let (names_caller, names_root) = st.subjects.match_principal(req, &own_root);
+            let (names_caller, names_root) = st.subjects.match_principal(req, &own_root, st.effect);
             match st.effect {
                 Effect::Deny => {
-                    // A Deny for the account root does not cover IAM principals, but a Deny for
-                    // `*` or naming the principal does.
-                    let hit = covers.and(names_caller);
+                    // A Deny whose principal is an account (its root ARN or bare id) applies to
+                    // every identity of that account, not the root user alone: "When you
+                    // specify an AWS account as the principal, it applies to all identities in
+                    // the account" (IAM User Guide, Principal element). `*` or naming the
+                    // principal covers it too.
+                    let hit = covers.and(names_caller.or(names_root));
                     if hit.is_possible() {
                         v.denies_principal = v.denies_principal.or(hit);
                         v.statements.push(st.label.clone());
@@ -313,12 +318,25 @@ impl Patterns {
 
 impl Subjects {
     /// Returns (does it cover the caller itself, does it cover the caller's account root).
-    fn match_principal(&self, req: &Request<'_>, own_root: &str) -> (Tri, Tri) {
-        match self {
-            Subjects::Principal(p) => (p.names(req), Tri::from_bool(p.names_root(req, own_root))),
-            // NotPrincipal: everyone except those listed. Listing the account root exempts every
-            // principal of that account (AWS documents this), so both answers flip.
-            Subjects::NotPrincipal(p) => {
+    fn match_principal(&self, req: &Request<'_>, own_root: &str, effect: Effect) -> (Tri, Tri) {
+        match (self, effect) {
+            (Subjects::Principal(p), _) => (p.names(req), Tri::from_bool(p.names_root(req, own_root))),
+            // NotPrincipal with Deny (the only use AWS supports): everyone but those listed is
+            // denied. A user or role is exempt only when its own ARN is listed (for a session,
+            // the role's ARN or the session's); the account alone exempts nobody. AWS also asks
+            // for the account's ARN beside it ("Otherwise, the policy might deny access to the
+            // entire account containing the principal", IAM User Guide, NotPrincipal), so an
+            // own ARN without its account is only maybe exempt.
+            (Subjects::NotPrincipal(p), Effect::Deny) => {
+                let own = p.names(req);
+                let exempt = match own {
+                    Tri::Yes if p.names_root(req, own_root) => Tri::Yes,
+                    Tri::Yes => Tri::Maybe,
+                    other => other,
+                };
+                (exempt.not(), Tri::No)
+            }
+            (Subjects::NotPrincipal(p), Effect::Allow) => {
                 let exempt = p.names(req).or(Tri::from_bool(p.names_root(req, own_root)));
                 (exempt.not(), exempt.not())
             }
@@ -350,6 +368,7 @@ fn context_value(key: &str, req: &Request<'_>) -> Option<String> {
         "kms:viaservice" => Some(format!("ec2.{}.amazonaws.com", req.region)),
         "kms:calleraccount" | "aws:principalaccount" => Some(req.principal_account.to_owned()),
         "aws:principalarn" => Some(req.principal_arn.to_owned()),
+        "aws:principaltype" => req.principal_type.map(str::to_owned),
         "kms:grantisforawsresource" if is_grant_action(req.action) => Some("true".to_owned()),
         _ => None,
     }
@@ -360,7 +379,8 @@ fn known_absent(key: &str, req: &Request<'_>) -> bool {
     key == "kms:grantisforawsresource" && !is_grant_action(req.action)
 }
 
-fn is_grant_action(action: &str) -> bool {
+/// The grant operations, the only ones on which `kms:GrantIsForAWSResource` exists.
+pub fn is_grant_action(action: &str) -> bool {
     ["kms:creategrant", "kms:listgrants", "kms:revokegrant"].contains(&action.to_ascii_lowercase().as_str())
 }
 
@@ -469,6 +489,7 @@ mod tests {
             key_arn: KEY,
             region: "eu-west-1",
             action,
+            principal_type: Some("User"),
         }
     }
 
@@ -553,10 +574,61 @@ mod tests {
             r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::123456789012:role/Admin"]},"Action":"kms:CreateGrant","Resource":"*"}]}"#,
         );
         assert_eq!(v.denies_principal, Tri::Yes);
+        // The account alone exempts nobody in it.
         let v = verdict(
             r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::123456789012:root"]},"Action":"kms:CreateGrant","Resource":"*"}]}"#,
         );
+        assert_eq!(v.denies_principal, Tri::Yes);
+        // The user's own ARN with its account: exempt.
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":["arn:aws:iam::123456789012:user/test","arn:aws:iam::123456789012:root"]},"Action":"kms:CreateGrant","Resource":"*"}]}"#,
+        );
         assert_eq!(v.denies_principal, Tri::No);
+        // Its own ARN without the account: AWS says the Deny might still apply.
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Deny","NotPrincipal":{"AWS":"arn:aws:iam::123456789012:user/test"},"Action":"kms:CreateGrant","Resource":"*"}]}"#,
+        );
+        assert_eq!(v.denies_principal, Tri::Maybe);
+    }
+
+    #[test]
+    fn a_deny_naming_the_account_covers_every_principal_of_it() {
+        for principal in [r#""arn:aws:iam::123456789012:root""#, r#""123456789012""#] {
+            let v = verdict(&format!(
+                r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::123456789012:root"}},"Action":"kms:*","Resource":"*"}},
+                {{"Sid":"NoGrants","Effect":"Deny","Principal":{{"AWS":{principal}}},"Action":"kms:CreateGrant","Resource":"*"}}]}}"#
+            ));
+            assert_eq!(v.denies_principal, Tri::Yes, "{principal}");
+        }
+        // Another account's root does not cover this one.
+        let v = verdict(
+            r#"{"Statement":[{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::210987654321:root"},"Action":"kms:*","Resource":"*"}]}"#,
+        );
+        assert_eq!(v.denies_principal, Tri::No);
+    }
+
+    #[test]
+    fn known_condition_keys_are_decided_not_maybe() {
+        // A guard that lets only named principals use the key: decided for a known caller.
+        let guard = |arns: &str| {
+            format!(
+                r#"{{"Statement":[{{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{{"ArnNotEquals":{{"aws:PrincipalArn":{arns}}}}}}}]}}"#
+            )
+        };
+        assert_eq!(verdict(&guard(r#"["arn:aws:iam::123456789012:role/Ops"]"#)).denies_principal, Tri::Yes);
+        assert_eq!(verdict(&guard(r#"["arn:aws:iam::123456789012:user/test"]"#)).denies_principal, Tri::No);
+        for (cond, expected) in [
+            (r#"{"StringEquals":{"aws:PrincipalType":"User"}}"#, Tri::Yes),
+            (r#"{"StringEquals":{"aws:PrincipalType":"AssumedRole"}}"#, Tri::No),
+            (r#"{"StringEquals":{"aws:PrincipalAccount":"123456789012"}}"#, Tri::Yes),
+            (r#"{"StringEquals":{"kms:CallerAccount":"210987654321"}}"#, Tri::No),
+            (r#"{"StringEquals":{"kms:ViaService":"ec2.eu-west-1.amazonaws.com"}}"#, Tri::Yes),
+        ] {
+            let v = verdict(&format!(
+                r#"{{"Statement":[{{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{cond}}}]}}"#
+            ));
+            assert_eq!(v.denies_principal, expected, "{cond}");
+        }
     }
 
     #[test]

@@ -106,6 +106,13 @@ fn never_applied(action: RemediationAction) -> &'static str {
         RemediationAction::UpdatePermissionSet => {
             "IAM Identity Center roles are managed by their permission set; change the permission set instead"
         }
+        RemediationAction::UpdatePermissionsBoundary => {
+            "permissions boundaries are guardrails set by administrators; they are never edited automatically"
+        }
+        RemediationAction::ReviewScp => "service control policies belong to the organization; they are never edited automatically",
+        RemediationAction::CreateGrant => {
+            "grants on another account's key are for the launching account's administrators; never created automatically"
+        }
         RemediationAction::PutUserPolicy | RemediationAction::PutRolePolicy => "",
     }
 }
@@ -186,7 +193,7 @@ fn static_checks(f: &Finding, r: &Remediation) -> Result<(Principal, KeyArn), St
             if path.starts_with("/aws-service-role/") {
                 return Err("service-linked roles cannot be edited".to_owned());
             }
-            if name.starts_with("AWSReservedSSO_") {
+            if crate::cloudtrail::role_kind(&path, &name) == PrincipalKind::SsoRole {
                 return Err("IAM Identity Center roles are managed by their permission set".to_owned());
             }
             Principal::Role(name)
@@ -586,6 +593,8 @@ mod guardrail_tests {
             missing_evidence: vec![],
             cloudtrail_window: None,
             delivered: Default::default(),
+            decided_at: None,
+            digest: String::new(),
         };
         (f, fix)
     }
@@ -722,6 +731,7 @@ mod in_memory {
                     state_reason: None,
                     attachments: vec![],
                     tags: self.instance_tags.clone(),
+                    image_id: None,
                 })
                 .collect())
         }
@@ -743,6 +753,25 @@ mod in_memory {
         async fn lookup_events(&self, _: &str, _: &TrailQuery, _: Option<&str>) -> Result<TrailPage, CallError> {
             Err(unused("cloudtrail:LookupEvents"))
         }
+        async fn permissions_boundary(&self, _: &str) -> Result<Option<String>, CallError> {
+            Err(unused("iam:GetUser"))
+        }
+        async fn key_arn(&self, _: &str, _: &str) -> Result<KeyArn, CallError> {
+            Err(unused("kms:DescribeKey"))
+        }
+        async fn launch_template_volumes(
+            &self,
+            _: &str,
+            _: &crate::cloudtrail::LaunchTemplateRef,
+        ) -> Result<crate::cloud::VolumeKeys, CallError> {
+            Err(unused("ec2:DescribeLaunchTemplateVersions"))
+        }
+        async fn image_volumes(&self, _: &str, _: &str) -> Result<crate::cloud::VolumeKeys, CallError> {
+            Err(unused("ec2:DescribeImages"))
+        }
+        async fn ebs_default_key(&self, _: &str) -> Result<Option<String>, CallError> {
+            Err(unused("ec2:GetEbsEncryptionByDefault"))
+        }
         async fn simulate(&self, request: &SimulationRequest) -> Result<Vec<Simulation>, CallError> {
             *self.simulations.lock().unwrap() += 1;
             let written = !self.policies.lock().unwrap().is_empty();
@@ -756,6 +785,8 @@ mod in_memory {
                     resource: KEY.into(),
                     decision: if allowed { Decision::Allowed } else { Decision::ImplicitDeny },
                     matched_statements: vec![],
+                    allowed_by_boundary: None,
+                    allowed_by_organizations: None,
                 })
                 .collect())
         }
@@ -893,6 +924,8 @@ mod in_memory {
             resource: KEY.into(),
             decision: Decision::Allowed,
             matched_statements: vec![],
+            allowed_by_boundary: None,
+            allowed_by_organizations: None,
         });
         remediate(&w, &w, &apply(), &mut f).await;
         let r = &f.remediations[0];
@@ -972,6 +1005,8 @@ mod guardrail_tests_support {
             missing_evidence: vec![],
             cloudtrail_window: None,
             delivered: Default::default(),
+            decided_at: None,
+            digest: String::new(),
         }
     }
 }

@@ -390,6 +390,202 @@ pub fn connect_custom_key_store(key: &KeyArn, store_id: Option<&str>) -> Remedia
     key_command(RemediationAction::ConnectCustomKeyStore, key, commands)
 }
 
+/// A jq program appending `$add`'s statements to a policy document read from a file, each once
+/// (the same merge as [`MERGE_INLINE_POLICY`], for a document that is already JSON).
+const APPEND_STATEMENTS: &str = r#"([.Statement] | flatten) as $old | .Statement = $old + [$add.Statement[] | select(. as $s | $old | index([$s]) | not)]"#;
+
+/// The caller's permissions boundary must allow what its identity policy allows: a new default
+/// version of the boundary policy with the scoped statement added. A boundary is a guardrail
+/// its administrators own, so this is for them to run (never applied automatically).
+pub fn update_permissions_boundary(
+    boundary_arn: Option<&str>,
+    principal_arn: &str,
+    key: &KeyArn,
+    actions: &[String],
+) -> Remediation {
+    let document = identity_policy(key, actions);
+    let doc = compact(&document);
+    let mut commands = Vec::new();
+    match boundary_arn {
+        Some(b) => commands.push(format!("BOUNDARY_ARN={}", shell_quote(b))),
+        None => {
+            let lookup = Arn::parse(principal_arn).ok().map(|a| IamEntity::of(&a)).and_then(|e| match e {
+                IamEntity::User { name, .. } => Some(format!(
+                    "BOUNDARY_ARN=$({})",
+                    cmd(&[
+                        "aws",
+                        "iam",
+                        "get-user",
+                        "--user-name",
+                        &name,
+                        "--query",
+                        "User.PermissionsBoundary.PermissionsBoundaryArn",
+                        "--output",
+                        "text"
+                    ])
+                )),
+                IamEntity::Role { name, .. } => Some(format!(
+                    "BOUNDARY_ARN=$({})",
+                    cmd(&[
+                        "aws",
+                        "iam",
+                        "get-role",
+                        "--role-name",
+                        &name,
+                        "--query",
+                        "Role.PermissionsBoundary.PermissionsBoundaryArn",
+                        "--output",
+                        "text"
+                    ])
+                )),
+                _ => None,
+            });
+            commands.extend(lookup);
+        }
+    }
+    if boundary_arn.is_some_and(|b| b.contains(":iam::aws:policy/")) {
+        commands.push(
+            "# an AWS managed policy cannot be edited: attach a customer managed boundary that allows the statement instead".to_owned(),
+        );
+    }
+    commands.extend([
+        "VERSION=$(aws iam get-policy --policy-arn \"$BOUNDARY_ARN\" --query Policy.DefaultVersionId --output text)".to_owned(),
+        "aws iam get-policy-version --policy-arn \"$BOUNDARY_ARN\" --version-id \"$VERSION\" --query PolicyVersion.Document --output json > boundary.json".to_owned(),
+        format!("jq --argjson add {} {} boundary.json > boundary.merged.json", shell_quote(&doc), shell_quote(APPEND_STATEMENTS)),
+        "# a managed policy keeps at most 5 versions: if this fails with LimitExceeded, delete the oldest non-default version first".to_owned(),
+        "[ -s boundary.merged.json ] && aws iam create-policy-version --policy-arn \"$BOUNDARY_ARN\" --policy-document file://boundary.merged.json --set-as-default".to_owned(),
+    ]);
+    Remediation {
+        action: RemediationAction::UpdatePermissionsBoundary,
+        target: boundary_arn.unwrap_or(principal_arn).to_owned(),
+        policy_name: None,
+        policy_document: Some(document),
+        commands,
+        status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
+    }
+}
+
+/// A service control policy blocks the action: where to look, for the organization's
+/// administrators (run from the management or a delegated administrator account). SCPs are
+/// inherited from the root and every OU above the account, so all of them are listed.
+pub fn review_scp(account: &str, principal_arn: Option<&str>, key: &KeyArn, actions: &[String]) -> Remediation {
+    let who = principal_arn.unwrap_or("the caller");
+    let list = |target: &str| {
+        format!(
+            "for p in $({}); do aws organizations describe-policy --policy-id \"$p\" --query Policy.Content --output text; done",
+            cmd(&["aws", "organizations", "list-policies-for-target", "--target-id", target, "--filter", "SERVICE_CONTROL_POLICY", "--query", "Policies[].Id", "--output", "text"])
+        )
+    };
+    Remediation {
+        action: RemediationAction::ReviewScp,
+        target: key.to_string(),
+        policy_name: None,
+        policy_document: None,
+        commands: vec![
+            format!(
+                "# find the SCP statement that denies, or fails to allow, {} on {key} for {who} in account {account}",
+                actions.join(", ")
+            ),
+            list(account),
+            format!(
+                "for parent in $({}); do {}; done",
+                cmd(&[
+                    "aws",
+                    "organizations",
+                    "list-parents",
+                    "--child-id",
+                    account,
+                    "--query",
+                    "Parents[].Id",
+                    "--output",
+                    "text"
+                ]),
+                list("$parent").replace("'$parent'", "\"$parent\"")
+            ),
+        ],
+        status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
+    }
+}
+
+/// The KMS operations a service-linked role needs on a volume key, as AWS documents the grant
+/// the launching account creates for it when the key belongs to another account.
+pub const SERVICE_LINKED_GRANT_OPERATIONS: [&str; 6] =
+    ["Decrypt", "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom", "ReEncryptTo", "CreateGrant", "DescribeKey"];
+
+/// A grant on another account's key for the launching account's service-linked role: run in
+/// the launching account, once the key owner's policy allows that account.
+pub fn create_grant(key: &KeyArn, grantee: &str) -> Remediation {
+    let k = key.to_string();
+    let mut words = vec![
+        "aws",
+        "kms",
+        "create-grant",
+        "--region",
+        key.region(),
+        "--key-id",
+        &k,
+        "--grantee-principal",
+        grantee,
+        "--operations",
+    ];
+    words.extend(SERVICE_LINKED_GRANT_OPERATIONS);
+    Remediation {
+        action: RemediationAction::CreateGrant,
+        target: grantee.to_owned(),
+        policy_name: None,
+        policy_document: None,
+        commands: vec![cmd(&words)],
+        status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
+    }
+}
+
+/// The key owner's statement letting another account use the key for EC2 volumes and give its
+/// service-linked roles grants (the first of AWS's two steps for a foreign key).
+pub fn allow_account_statement(key: &KeyArn, account_root: &str) -> Value {
+    json!({
+        "Sid": "KmsLaunchDoctorAllowAccountUseForEbs",
+        "Effect": "Allow",
+        "Principal": {"AWS": account_root},
+        "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey", "kms:CreateGrant"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:ViaService": via_ec2(key)}}
+    })
+}
+
+/// Replace statement `index` of a key policy (for whoever administers the key).
+pub fn replace_key_policy_statement(key: &KeyArn, index: usize, statement: Value) -> Remediation {
+    let k = key.to_string();
+    let stmt = compact(&statement);
+    let commands = vec![
+        format!(
+            "{} | jq --argjson s {} --argjson i {index} '.Statement = ([.Statement] | flatten | .[$i] = $s)' > key-policy.json",
+            get_key_policy_command(key),
+            shell_quote(&stmt)
+        ),
+        cmd(&["aws", "kms", "put-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--policy", "file://key-policy.json"]),
+    ];
+    Remediation {
+        action: RemediationAction::AddKeyPolicyStatement,
+        target: k,
+        policy_name: Some("default".to_owned()),
+        policy_document: Some(statement),
+        commands,
+        status: RemediationStatus::Proposed,
+        verified: None,
+        note: None,
+        restart: None,
+    }
+}
+
 /// An explicit Deny cannot be outvoted by an Allow: show where to look for it.
 pub fn review_deny(principal_arn: Option<&str>, account: &str, key: &KeyArn, in_key_policy: bool) -> Remediation {
     let mut commands = Vec::new();

@@ -630,6 +630,8 @@ mod tests {
                         resource: key.to_string(),
                         decision: *d,
                         matched_statements: vec![],
+                        allowed_by_boundary: None,
+                        allowed_by_organizations: None,
                     })
                     .collect(),
             }],
@@ -637,6 +639,8 @@ mod tests {
             missing_evidence: vec![],
             cloudtrail_window: None,
             delivered: Default::default(),
+            decided_at: None,
+            digest: String::new(),
         }
     }
 

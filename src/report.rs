@@ -87,6 +87,14 @@ pub struct Finding {
     pub cloudtrail_window: Option<Window>,
     /// Which sinks the finding reached (additive to finding/1).
     pub delivered: crate::deliver::Delivered,
+    /// RFC 3339: when the finding was decided. Sinks date it by this, not by when it was sent,
+    /// so a late or repeated delivery never passes for news (additive to finding/1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    /// A digest of what the finding says, set on what sinks receive: the same digest means the
+    /// same content, so a subscriber can drop a repeat (additive to finding/1).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub digest: String,
 }
 
 /// A time window, both ends RFC 3339.
@@ -135,10 +143,16 @@ pub enum CauseCode {
     ServiceLinkedRoleNeedsKeyAccess,
     CallerUnknown,
     NoKmsCauseFound,
+    /// The identity policy allows the action; the caller's permissions boundary does not.
+    PermissionsBoundaryBlocks,
+    /// A service control policy denies the action or does not allow it.
+    ScpBlocks,
+    /// EC2's own identity (`aws:ec2-infrastructure`) was denied the volume's key.
+    Ec2InfrastructureDenied,
 }
 
 impl CauseCode {
-    pub const ALL: [CauseCode; 11] = [
+    pub const ALL: [CauseCode; 14] = [
         Self::CallerLacksCreateGrant,
         Self::KeyPolicyDeniesCaller,
         Self::ExplicitDeny,
@@ -150,6 +164,9 @@ impl CauseCode {
         Self::ServiceLinkedRoleNeedsKeyAccess,
         Self::CallerUnknown,
         Self::NoKmsCauseFound,
+        Self::PermissionsBoundaryBlocks,
+        Self::ScpBlocks,
+        Self::Ec2InfrastructureDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +182,9 @@ impl CauseCode {
             Self::ServiceLinkedRoleNeedsKeyAccess => "service-linked-role-needs-key-access",
             Self::CallerUnknown => "caller-unknown",
             Self::NoKmsCauseFound => "no-kms-cause-found",
+            Self::PermissionsBoundaryBlocks => "permissions-boundary-blocks",
+            Self::ScpBlocks => "scp-blocks",
+            Self::Ec2InfrastructureDenied => "ec2-infrastructure-denied",
         }
     }
 
@@ -184,7 +204,10 @@ impl CauseCode {
             | Self::KeyPolicyDeniesCaller
             | Self::ExplicitDeny
             | Self::CrossAccountKey
-            | Self::ServiceLinkedRoleNeedsKeyAccess => "MEDIUM",
+            | Self::ServiceLinkedRoleNeedsKeyAccess
+            | Self::PermissionsBoundaryBlocks
+            | Self::ScpBlocks
+            | Self::Ec2InfrastructureDenied => "MEDIUM",
             Self::CallerUnknown => "LOW",
             Self::NoKmsCauseFound => "INFORMATIONAL",
         }
@@ -227,6 +250,12 @@ pub enum Evidence {
         resource: String,
         decision: crate::facts::Decision,
         matched_statements: Vec<String>,
+        /// Whether the caller's permissions boundary allows it (absent: no boundary).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allowed_by_boundary: Option<bool>,
+        /// Whether the organization's SCPs allow it (absent: not in an organization).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allowed_by_organizations: Option<bool>,
     },
     KeyState {
         key_arn: String,
@@ -254,6 +283,25 @@ pub enum Evidence {
     Note {
         text: String,
     },
+    /// Where the tool learned that the launch needed this key.
+    KeySource {
+        key_arn: String,
+        source: KeySource,
+    },
+}
+
+/// Where a key of the launch came from, most direct first: the attached volume, the
+/// RunInstances request, its launch template, the AMI's snapshots, the account's EBS default
+/// key, or KMS calls EC2 made for the launch (CloudTrail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    Volume,
+    RunInstancesRequest,
+    LaunchTemplate,
+    AmiSnapshot,
+    EbsDefault,
+    Cloudtrail,
 }
 
 /// The fixes a person (or, later, the opt-in remediation) can apply.
@@ -269,6 +317,12 @@ pub enum RemediationAction {
     ImportKeyMaterial,
     ConnectCustomKeyStore,
     ReviewDenyStatement,
+    /// A new default version of the caller's permissions boundary with the scoped statement.
+    UpdatePermissionsBoundary,
+    /// An SCP blocks the action: for the organization's administrators; never applied.
+    ReviewScp,
+    /// A KMS grant for a service-linked role on another account's key.
+    CreateGrant,
 }
 
 impl RemediationAction {
@@ -284,6 +338,9 @@ impl RemediationAction {
             Self::ImportKeyMaterial => "import-key-material",
             Self::ConnectCustomKeyStore => "connect-custom-key-store",
             Self::ReviewDenyStatement => "review-deny-statement",
+            Self::UpdatePermissionsBoundary => "update-permissions-boundary",
+            Self::ReviewScp => "review-scp",
+            Self::CreateGrant => "create-grant",
         }
     }
 }

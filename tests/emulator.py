@@ -2,9 +2,11 @@
 
 The server is moto 5.2.5's own WSGI app (the one ``moto_server`` runs) wrapped in a small
 middleware, served by werkzeug on 127.0.0.1. Before the server starts, moto is patched
-in-process to fill three gaps (EC2 launch failures, CloudTrail LookupEvents, IAM
-SimulatePrincipalPolicy) and two KMS cross-account behaviours. The middleware records
-every AWS call, injects faults and answers the ``/_kld/`` control routes.
+in-process to fill its gaps (EC2 launch failures, encrypted AMIs and the EBS default key,
+CloudTrail LookupEvents, IAM SimulatePrincipalPolicy with boundaries and SCPs, user
+permissions boundaries, Organizations invitations) and two KMS cross-account behaviours.
+The middleware records every AWS call, injects faults and answers the ``/_kld/`` control
+routes. Each behaviour cites, beside its code, the AWS documentation it follows.
 
 Usage
 -----
@@ -47,9 +49,14 @@ CloudTrail throttling is switched back on.
     "transition_reason": optional (default: message), "account_id": optional}``
     Puts an existing moto instance into the state a failed launch leaves it in: State
     (stopped=80, terminated=48), StateReason {Code, Message} and StateTransitionReason.
-    Block device mappings are left intact (moto's own terminate would detach them).
-    -> ``{"instance_id", "state": {"name", "code"}, "state_reason": {"code", "message"},
-    "state_transition_reason"}``; 404 ``{"error": ...}`` for an unknown instance.
+    "stopped" keeps every volume attached. "terminated" does what AWS does after
+    termination (``release_terminated_volumes``): the instance shows no
+    BlockDeviceMappings, its DeleteOnTermination=true volumes are deleted and the others
+    detached ("available"); ImageId and tags (aws:ec2launchtemplate:id/version included)
+    stay. -> ``{"instance_id", "state": {"name", "code"}, "state_reason": {"code",
+    "message"}, "state_transition_reason"}``, plus for "terminated" ``"volumes":
+    {"deleted": [vol ids], "detached": [vol ids]}``; 404 ``{"error": ...}`` for an unknown
+    instance.
     DescribeInstances filters ``instance-state-name``, ``state-reason-code`` and
     ``state-reason-message`` work on such instances (the last is added by this module).
 
@@ -78,6 +85,10 @@ CloudTrail throttling is switched back on.
     ``state`` is any KMS KeyState (Enabled, Disabled, PendingDeletion, PendingImport,
     Unavailable, ...); a new EXTERNAL key defaults to PendingImport.
     -> ``{"key_id", "arn", "account_id"}``; 404 for an unknown ``key_id``.
+
+``GET /_kld/sqs/messages?queue_name=&region=&account_id=`` -> ``{"messages": [{"body",
+"delayed_until_ms"}]}``: every message of the queue, delayed and in flight included (test
+inspection only; SQS has no such call).
 
 ``GET /_kld/calls?service=&region=&action=`` -> ``{"calls": [{"service", "action", "region",
 "time"}]}`` in arrival order, filtered by the given (exact) values.
@@ -122,11 +133,23 @@ AWS API gaps filled inside moto
   (AWS::KMS::Key).
 * IAM ``SimulatePrincipalPolicy`` (query protocol; moto serializes the result with the
   botocore model): evaluates the principal's stored policies (inline and attached
-  managed; for a user also its groups' inline and attached; for a role its permissions
-  boundary) plus ``PolicyInputList`` against every ``ActionNames`` x ``ResourceArns``
-  (default ``*``) pair with ``ContextEntries``; ``PermissionsBoundaryPolicyInputList``
-  replaces the stored boundary. Any matching Deny gives explicitDeny, else a matching
-  Allow (also allowed by the boundary, if any) gives allowed, else implicitDeny.
+  managed; for a user also its groups' inline and attached; for a user or a role its
+  permissions boundary) plus ``PolicyInputList`` against every ``ActionNames`` x
+  ``ResourceArns`` (default ``*``) pair with ``ContextEntries``;
+  ``PermissionsBoundaryPolicyInputList`` replaces the stored boundary. When the
+  principal's account is a member of an organization in moto's organizations backend
+  with SERVICE_CONTROL_POLICY enabled in the root, the SCPs attached to the root, each OU
+  on the account's path and the account itself are evaluated too (``evaluate_scps``): an
+  action passes only if every level has a matching Allow and no level a matching Deny.
+  SCPs do not apply to the management account nor to service-linked roles
+  (``/aws-service-role/`` path). Any matching Deny (identity policy, boundary or SCP)
+  gives explicitDeny, else a matching identity Allow that the boundary (if any) and the
+  SCPs (if any) also allow gives allowed, else implicitDeny. Each EvaluationResult has
+  ``PermissionsBoundaryDecisionDetail {AllowedByPermissionsBoundary}`` when the principal
+  has a boundary (also in its ResourceSpecificResults entry) and
+  ``OrganizationsDecisionDetail {AllowedByOrganizations}`` when its account is in an
+  organization (member or management; top level only, as in the API). SCP statements are
+  never in MatchedStatements and their condition keys never in MissingContextValues.
   Action/NotAction match with ``*``/``?`` case-insensitively, Resource/NotResource
   case-sensitively per ARN part; Condition rules are in ``evaluate_condition``. Condition
   keys of matching statements absent from the context are listed in
@@ -136,15 +159,73 @@ AWS API gaps filled inside moto
   ``SourcePolicyType`` user|group|role|user-managed|aws-managed (none for inputs); no
   Start/EndPosition. An unknown principal gives NoSuchEntity (404). IsTruncated is
   always false (no pagination).
+* IAM user permissions boundaries: ``CreateUser`` takes ``PermissionsBoundary``,
+  ``PutUserPermissionsBoundary`` / ``DeleteUserPermissionsBoundary`` set and remove it,
+  ``GetUser``/``CreateUser`` return ``User.PermissionsBoundary {PermissionsBoundaryType:
+  "PermissionsBoundaryPolicy", PermissionsBoundaryArn}`` (ListUsers does not). A malformed
+  ARN is InvalidInput, an unknown user or policy NoSuchEntity.
+* Organizations ``InviteAccountToOrganization`` (Target Type ACCOUNT) and
+  ``AcceptHandshake`` (INVITE): the invited account joins the root with JoinedMethod
+  INVITED and FullAWSAccess attached. ``AttachPolicy`` of an SCP fails with
+  PolicyTypeNotEnabledException until ``EnablePolicyType SERVICE_CONTROL_POLICY``;
+  enabling resets every root/OU/account to FullAWSAccess only, disabling detaches every
+  SCP; ``DetachPolicy`` of an entity's last SCP fails with ConstraintViolationException. moto already has CreateOrganization (FullAWSAccess attached to the root, the
+  management account, and every later OU and created account), CreatePolicy,
+  CreateOrganizationalUnit, MoveAccount, ListRoots, DescribeOrganization.
+* EC2/EBS encryption: ``GetEbsDefaultKmsKeyId`` and ``ResetEbsDefaultKmsKeyId`` (per
+  account and region; Get answers "alias/aws/ebs" until ModifyEbsDefaultKmsKeyId sets a
+  customer key, then that key's ARN; Reset answers the AWS managed key's ARN). New
+  volumes are encrypted when encryption by default is on (EnableEbsEncryptionByDefault,
+  moto's), with the default key unless a KmsKeyId is given. A volume restored from an
+  encrypted snapshot gets the snapshot's key; a snapshot keeps its volume's KmsKeyId.
+* AMIs: ``RegisterImage`` honours BlockDeviceMappings (snapshot ids; VolumeSize defaults
+  to the snapshot's, DeleteOnTermination to true for RootDeviceName and false otherwise,
+  VolumeType gp2) and RootDeviceName; ``CreateImage`` snapshots every volume of the
+  instance into the image's mappings. DescribeImages shows those mappings with
+  ``Ebs.Encrypted``; DescribeSnapshots shows each snapshot's Encrypted and KmsKeyId.
+  ``RunInstances`` from such an image creates the image's volumes, merged per device with
+  the request's (or launch template's) BlockDeviceMappings; for moto's built-in images
+  moto's behaviour stays (a default root volume plus the requested ones). Launch
+  templates: moto already returns ``LaunchTemplateData.BlockDeviceMappings[].Ebs.KmsKeyId``
+  in DescribeLaunchTemplateVersions, gives instances launched from a template the
+  template's volumes (with its KmsKeyId) and the aws:ec2launchtemplate:id / version tags.
 * KMS ``DescribeKey`` accepts a key or alias ARN of another account and resolves it in
   that account's backend; ``GetKeyPolicy`` on another account's key fails with
   AccessDeniedException, as in AWS.
 
+Seeding an organization (real Organizations calls)
+--------------------------------------------------
+moto acts in the account of the request (see above), so a second account is reached
+with the ``x-moto-account-id`` header or with credentials from STS AssumeRole on a role
+ARN of that account. moto's CreateAccount makes members with random ids, so the acting
+account 123456789012 joins by invitation:
+
+1. as 111122223333 (management): ``CreateOrganization {FeatureSet: ALL}``;
+   ``ListRoots`` -> root id; ``EnablePolicyType {RootId, PolicyType:
+   SERVICE_CONTROL_POLICY}``; ``InviteAccountToOrganization {Target: {Type: ACCOUNT,
+   Id: "123456789012"}}`` -> ``Handshake.Id``;
+2. as 123456789012: ``AcceptHandshake {HandshakeId}``;
+3. as 111122223333: optionally ``CreateOrganizationalUnit {ParentId: root, Name}`` and
+   ``MoveAccount {AccountId: "123456789012", SourceParentId: root,
+   DestinationParentId: ou}``; ``CreatePolicy {Name, Description, Type:
+   SERVICE_CONTROL_POLICY, Content}`` and ``AttachPolicy {PolicyId, TargetId: root, OU
+   or "123456789012"}``; then ``DetachPolicy {PolicyId: "p-FullAWSAccess", TargetId}``
+   makes that level allow-list only (an entity keeps at least one SCP).
+
+If 123456789012 itself calls CreateOrganization it is the management account: its
+simulations carry ``OrganizationsDecisionDetail {AllowedByOrganizations: true}`` and no
+SCP applies. ``POST /_kld/reset`` also forgets memberships and handshakes.
+
 Limitations
 -----------
-IAM evaluation ignores resource-based policies, SCPs, session policies, policy variables
-(``${aws:username}``), CallerArn and ResourceHandlingOption; moto stores no permissions
-boundary for users (only ``PermissionsBoundaryPolicyInputList`` gives them one).
+IAM evaluation ignores resource-based policies, resource control policies (RCPs), session
+policies, policy variables (``${aws:username}``), CallerArn and ResourceHandlingOption,
+and never returns EvalDecisionDetails. ``EvalResourceName`` is the simulated resource,
+where the current API reference says it is the action's ARN template (e.g.
+``arn:${Partition}:kms:${Region}:${Account}:key/${KeyId}``) and points to
+ResourceSpecificResults for the resource. Invitations only by account id (no e-mail
+targets, no DeclineHandshake/CancelHandshake/ListHandshakes, no expiry). AMIs shared
+from another account are not modelled (DescribeImages sees the caller's images only).
 Cross-account DescribeKey does not check the key policy. LookupEvents does not limit the
 default time window to 90 days and ignores EventCategory.
 """
@@ -169,6 +250,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -184,14 +266,20 @@ from moto.cloudtrail.responses import CloudTrailResponse
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import JsonRESTError
 from moto.core.request import Request as MotoRequest
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.core.routing import get_service_router
-from moto.core.utils import utcnow
+from moto.core.serialize import never_return, return_if_not_empty
+from moto.core.utils import unix_time, utcnow
 from moto.ec2 import utils as ec2_utils
 from moto.ec2.models import ec2_backends
-from moto.ec2.models.instances import InstanceState, StateReason
-from moto.iam.exceptions import MalformedPolicyDocument, NotFoundException
-from moto.iam.models import IAMBackend, ManagedPolicy
+from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState, StateReason
+from moto.ec2.responses.amis import AmisResponse
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore as EbsResponse
+from moto.ec2.responses.instances import InstanceResponse
+from moto.iam.exceptions import InvalidInput, MalformedPolicyDocument, NoSuchEntity, NotFoundException
+from moto.iam.models import IAMBackend, ManagedPolicy, User
 from moto.iam.responses import IamResponse
 from moto.kms.exceptions import NotFoundException as KmsNotFoundException
 from moto.kms.models import Key, kms_backends
@@ -199,6 +287,19 @@ from moto.sns.exceptions import InvalidParameterValue as SnsInvalidParameterValu
 from moto.sns.responses import SNSResponse
 from moto.kms.responses import KmsResponse
 from moto.moto_api._internal.models import moto_api_backend
+from moto.organizations import utils as org_utils
+from moto.organizations.exceptions import (
+    AWSOrganizationsNotInUseException,
+    InvalidInputException,
+    OrganizationsClientError,
+)
+from moto.organizations.models import (
+    FakeAccount,
+    FakeRoot,
+    OrganizationsBackend,
+    organizations_backends,
+)
+from moto.organizations.responses import OrganizationsResponse
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
@@ -538,8 +639,9 @@ DEFAULT_LAUNCH_FAILURE_MESSAGE = "Client.InternalError: Client error on launch"
 def apply_launch_failure(spec: dict[str, Any]) -> dict[str, Any]:
     """Set State, StateReason and StateTransitionReason of an existing moto instance.
 
-    moto's stop/terminate would overwrite the reason (and terminate detaches the
-    volumes), so the attributes are set directly.
+    moto's stop/terminate would overwrite the reason, so the attributes are set directly.
+    "stopped" keeps every volume attached. "terminated" then does to the volumes what AWS
+    does at termination (``release_terminated_volumes``).
     """
     state = spec.get("state", "stopped")
     if state not in INSTANCE_STATE_CODES:
@@ -554,12 +656,46 @@ def apply_launch_failure(spec: dict[str, Any]) -> dict[str, Any]:
     instance._state = InstanceState(state, INSTANCE_STATE_CODES[state])
     instance.state_reason = StateReason(message, code)
     instance._reason = spec.get("transition_reason", message)
-    return {
+    result = {
         "instance_id": instance.id,
         "state": {"name": state, "code": INSTANCE_STATE_CODES[state]},
         "state_reason": {"code": code, "message": message},
         "state_transition_reason": instance._reason,
     }
+    if state == "terminated":
+        result["volumes"] = release_terminated_volumes(instance)
+    return result
+
+
+def release_terminated_volumes(instance: Instance) -> dict[str, list[str]]:
+    """What termination does to an instance's EBS volumes; returns their ids.
+
+    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/terminating-instances.html (the
+    archived source, awsdocs/amazon-ec2-user-guide doc_source/terminating-instances.md,
+    "Instance termination"): "After an instance is terminated, resources such as tags and
+    volumes are gradually disassociated from the instance, therefore may no longer be
+    visible on the terminated instance after a short while." and "By default, Amazon EBS
+    root device volumes are automatically deleted when the instance terminates. However, by
+    default, any additional EBS volumes that you attach at launch, or any EBS volumes that
+    you attach to an existing instance persist even after the instance terminates. This
+    behavior is controlled by the volume's DeleteOnTermination attribute" (the API reference
+    of EbsBlockDevice.DeleteOnTermination links the same page, #preserving-volumes-on-termination).
+    So the instance's BlockDeviceMappings become empty, DeleteOnTermination=true volumes are
+    deleted and the others are detached ("available"). The instance keeps its ImageId and
+    its tags, including the aws:ec2launchtemplate:id / aws:ec2launchtemplate:version tags
+    EC2 puts on instances launched from a template ("Instances that are launched using a
+    launch template are automatically assigned two tags with the keys
+    aws:ec2launchtemplate:id and aws:ec2launchtemplate:version",
+    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/launch-instances-from-launch-template.html;
+    moto sets them in ``Instance.__init__``): the emulator shows the instance as it is
+    shortly after termination, volumes gone and tags not yet disassociated. moto's own
+    ``Instance.teardown_defaults`` (what its TerminateInstances uses) does the detaching.
+    """
+    deleted, detached = [], []
+    for _, device in instance.get_block_device_mapping:
+        (deleted if device.delete_on_termination else detached).append(device.volume_id)
+    instance.teardown_defaults()
+    return {"deleted": deleted, "detached": detached}
 
 
 def required(spec: dict[str, Any], name: str) -> Any:
@@ -571,6 +707,349 @@ def required(spec: dict[str, Any], name: str) -> Any:
 def patch_ec2_filters() -> None:
     """moto maps ``state-reason-code`` but not ``state-reason-message``; add it."""
     ec2_utils.filter_dict_attribute_mapping.setdefault("state-reason-message", "state_reason.message")
+
+
+# --------------------------------------------------------------------------------------
+# EC2: the EBS default key, encryption by default, encrypted snapshots and AMIs
+# --------------------------------------------------------------------------------------
+
+EBS_ENCRYPTION_DOCS = "https://docs.aws.amazon.com/ebs/latest/userguide/ebs-encryption.html"
+# Archived source: awsdocs/amazon-ec2-user-guide doc_source/block-device-mapping-concepts.md
+BDM_DOCS = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/block-device-mapping-concepts.html"
+AWS_MANAGED_EBS_ALIAS = "alias/aws/ebs"
+
+_original_create_volume = EBSBackend.create_volume
+_original_create_snapshot = EBSBackend.create_snapshot
+_original_modify_ebs_default_kms_key_id = EBSBackend.modify_ebs_default_kms_key_id
+_original_create_image = AmiBackend.create_image
+_original_run_instances = InstanceBackend.run_instances
+_original_parse_block_device_mapping = InstanceResponse._parse_block_device_mapping
+_original_ami_block_device_mappings = Ami.block_device_mappings
+
+
+def ebs_create_volume(self: EBSBackend, size: int, zone_name: str, snapshot_id: str | None = None,
+                      encrypted: bool = False, kms_key_id: str | None = None, **kwargs: Any) -> Any:
+    """CreateVolume (and every volume RunInstances makes) with AWS's encryption outcomes.
+
+    * A volume restored from an encrypted snapshot is encrypted, by default with the
+      snapshot's key: "By default, the KMS key that you selected when creating a volume
+      encrypts the snapshots that you make from the volume and the volumes that you restore
+      from those encrypted snapshots. You cannot remove encryption from an encrypted volume
+      or snapshot" (EBS_ENCRYPTION_DOCS, "Encrypt EBS resources"; archived source
+      awsdocs/amazon-ec2-user-guide doc_source/EBSEncryption.md). moto encrypts such a
+      volume but leaves it without a key.
+    * With encryption by default on, every new volume is encrypted with the default key:
+      "After you enable encryption by default, the EBS volumes that you create are always
+      encrypted, either using the default KMS key or the KMS key that you specified when you
+      created each volume" (API reference, EnableEbsEncryptionByDefault; EBS_ENCRYPTION_DOCS,
+      "Encryption by default": "Amazon EBS encrypts the EBS volumes created when you launch
+      an instance"). moto stores the setting but ignores it.
+    An explicit KmsKeyId wins in both cases (same pages). The default key itself is moto's:
+    the customer key set by ModifyEbsDefaultKmsKeyId, else alias/aws/ebs, created on first use.
+    """
+    if snapshot_id:
+        snapshot = self.get_snapshot(snapshot_id)
+        if snapshot.encrypted:
+            encrypted = True
+            kms_key_id = kms_key_id or snapshot.kms_key_id
+    if not encrypted and getattr(self, "ebs_encryption_by_default", False):
+        encrypted = True
+    return _original_create_volume(
+        self, size, zone_name, snapshot_id=snapshot_id, encrypted=encrypted, kms_key_id=kms_key_id, **kwargs
+    )
+
+
+def ebs_create_snapshot(self: EBSBackend, volume_id: str, description: str, *args: Any, **kwargs: Any) -> Any:
+    """CreateSnapshot that keeps the volume's key. EBS_ENCRYPTION_DOCS: what an encrypted
+    volume encrypts includes "All snapshots created from the volume", and "By default, the
+    KMS key that you selected when creating a volume encrypts the snapshots that you make
+    from the volume". moto marks the snapshot encrypted but drops the key, so
+    DescribeSnapshots showed no KmsKeyId."""
+    snapshot = _original_create_snapshot(self, volume_id, description, *args, **kwargs)
+    volume = self.get_volume(volume_id)
+    if volume.encrypted and not snapshot.kms_key_id:
+        snapshot.kms_key_id = volume.kms_key_id
+    return snapshot
+
+
+def ebs_modify_default_kms_key_id(self: EBSBackend, kms_key_id: str) -> str:
+    """moto's ModifyEbsDefaultKmsKeyId (it resolves an id, alias or ARN to the key ARN, as the
+    API reference's response element says: "The Amazon Resource Name (ARN) of the default KMS
+    key"), remembering that a customer key was chosen so GetEbsDefaultKmsKeyId can tell."""
+    arn = _original_modify_ebs_default_kms_key_id(self, kms_key_id)
+    self._kld_customer_default_key = bool(kms_key_id)
+    return arn
+
+
+def ebs_default_key_is_customer(backend: Any) -> bool:
+    return bool(getattr(backend, "_kld_customer_default_key", False))
+
+
+def get_ebs_default_kms_key_id(self: EbsResponse) -> ActionResult:
+    """EbsResponse.get_ebs_default_kms_key_id; moto lacks GetEbsDefaultKmsKeyId.
+
+    Per account and region (moto's EC2 backend is one per account and region, like the
+    setting: "Describes the default KMS key for EBS encryption by default for your account
+    in this Region", API reference). While no customer key was set (never, or after
+    ResetEbsDefaultKmsKeyId) AWS answers with the alias of the AWS managed key, not an ARN:
+    the AWS CLI reference example for get-ebs-default-kms-key-id
+    (https://docs.aws.amazon.com/cli/latest/reference/ec2/get-ebs-default-kms-key-id.html)
+    shows ``{"KmsKeyId": "alias/aws/ebs"}`` for "the default CMK for EBS encryption, which is
+    an AWS managed CMK with the alias alias/aws/ebs", and a key ARN for "a custom CMK".
+    The docs are silent on what Get returns after a reset; the emulator returns the alias,
+    as for an account that never set a key.
+    """
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    key = backend.default_kms_key_id if ebs_default_key_is_customer(backend) else AWS_MANAGED_EBS_ALIAS
+    return ActionResult({"KmsKeyId": key})
+
+
+def reset_ebs_default_kms_key_id(self: EbsResponse) -> ActionResult:
+    """EbsResponse.reset_ebs_default_kms_key_id; moto lacks ResetEbsDefaultKmsKeyId.
+
+    "Resets the default KMS key for EBS encryption for your account in this Region to the
+    Amazon Web Services managed KMS key for EBS" (API reference); the response is that key's
+    ARN, as the AWS CLI example for reset-ebs-default-kms-key-id shows
+    (``arn:aws:kms:us-west-2:123456789012:key/8c5b2c63-...``). The AWS managed key is
+    created if the Region has none yet, as moto does on first use ("Amazon EBS automatically
+    creates a unique AWS managed key in each Region", EBS_ENCRYPTION_DOCS).
+    """
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    arn = backend._create_default_encryption_key()
+    backend._kld_customer_default_key = False
+    return ActionResult({"KmsKeyId": arn})
+
+
+def snapshot_mapping(backend: Any, device_name: str, ebs: dict[str, Any], root_device_name: str) -> dict[str, Any]:
+    """An AMI block device mapping for ``ebs`` (RegisterImage/CreateImage input shape).
+
+    VolumeSize defaults to the snapshot's ("If you specify a snapshot, the default is the
+    snapshot size", API reference, EbsBlockDevice). Encrypted is the snapshot's: "If you
+    specify an Amazon EBS volume using the ID of an Amazon EBS snapshot, you can't specify
+    the encryption state of the volume" (RegisterImage, BlockDeviceMappings), and
+    DescribeImages reports it. Defaults, from "Block device mapping entries" in
+    BDM_DOCS: DeleteOnTermination "The default value is true for the root device volume and
+    false for attached volumes"; volume type "The default value is gp2".
+    """
+    snapshot = backend.get_snapshot(ebs["SnapshotId"]) if ebs.get("SnapshotId") else None
+    out: dict[str, Any] = {}
+    if snapshot is not None:
+        out["SnapshotId"] = snapshot.id
+        out["VolumeSize"] = int(ebs.get("VolumeSize") or snapshot.volume.size)
+        out["Encrypted"] = bool(snapshot.encrypted)
+    elif ebs.get("VolumeSize"):
+        out["VolumeSize"] = int(ebs["VolumeSize"])
+        out["Encrypted"] = bool(ebs.get("Encrypted"))
+    out["VolumeType"] = ebs.get("VolumeType") or "gp2"
+    dot = ebs.get("DeleteOnTermination")
+    out["DeleteOnTermination"] = (device_name == root_device_name) if dot is None else bool(dot)
+    return {"DeviceName": device_name, "Ebs": out}
+
+
+def ami_block_device_mappings(self: Ami) -> list[dict[str, Any]]:
+    """Ami.block_device_mappings: the mappings an image was registered or created with.
+
+    moto gives every image one made-up 15 GiB snapshot; images made through the patched
+    RegisterImage/CreateImage carry their real mappings, as DescribeImages shows them in
+    AWS (DeviceName, Ebs {SnapshotId, VolumeSize, VolumeType, DeleteOnTermination,
+    Encrypted}; API reference, EbsBlockDevice; KmsKeyId "is only supported on
+    BlockDeviceMapping objects called by RunInstances, RequestSpotFleet, and
+    RequestSpotInstances", so an image shows none: the key is the snapshot's).
+    """
+    mappings = getattr(self, "_kld_mappings", None)
+    if mappings is not None:
+        return deepcopy(mappings)
+    return _original_ami_block_device_mappings.fget(self)
+
+
+def drop_placeholder_snapshot(backend: Any, ami: Ami) -> None:
+    """Remove the made-up snapshot moto's Ami constructor creates for an image that has
+    real mappings, so DescribeSnapshots lists only snapshots AWS would have."""
+    placeholder = getattr(ami, "ebs_snapshot", None)
+    if placeholder is not None:
+        backend.snapshots.pop(placeholder.id, None)
+
+
+def register_image(self: AmisResponse) -> ActionResult:
+    """AmisResponse.register_image honouring BlockDeviceMappings and RootDeviceName.
+
+    moto registers every image with a made-up unencrypted snapshot and ignores the request's
+    mappings. AWS: "You can use RegisterImage to create an Amazon EBS-backed Linux AMI from
+    a snapshot of a root device volume. You specify the snapshot using a block device
+    mapping. [...] If the snapshot is encrypted, or encryption by default is enabled, the
+    root volume of an instance launched from the AMI is encrypted" (API reference,
+    RegisterImage). An unknown snapshot is InvalidSnapshot.NotFound (moto's error).
+    """
+    name = self._get_param("Name")
+    description = self._get_param("Description", "")
+    root_device_name = self._get_param("RootDeviceName") or "/dev/sda1"
+    requested = self._get_param("BlockDeviceMappings", [])
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    mappings = []
+    for mapping in requested:
+        if mapping.get("Ebs"):
+            mappings.append(snapshot_mapping(backend, mapping["DeviceName"], mapping["Ebs"], root_device_name))
+        else:
+            mappings.append({k: v for k, v in mapping.items() if k in ("DeviceName", "VirtualName", "NoDevice")})
+    ami = backend.register_image(name, description)
+    if requested:
+        drop_placeholder_snapshot(backend, ami)
+        ami._kld_mappings = mappings
+        ami.root_device_name = root_device_name
+        ami.root_device_type = "ebs"
+    return ActionResult({"ImageId": ami.id})
+
+
+def ami_create_image(self: AmiBackend, instance_id: str, name: str, description: str,
+                     tag_specifications: list[dict[str, Any]]) -> Ami:
+    """CreateImage that snapshots the instance's volumes into the image's mappings.
+
+    "If you customized your instance with instance store volumes or Amazon EBS volumes in
+    addition to the root device volume, the new AMI contains block device mapping
+    information for those volumes" (API reference, CreateImage); "For EBS volumes, the
+    existing data is saved to a new snapshot, and it's this new snapshot that's specified in
+    the block device mapping" and "When you create an AMI, its block device mapping inherits
+    this setting [DeleteOnTermination] from the instance" (BDM_DOCS). Each snapshot keeps
+    its volume's key (``ebs_create_snapshot``), so an image of an instance with encrypted
+    volumes names encrypted snapshots. moto gives it a made-up unencrypted snapshot instead.
+    """
+    ami = _original_create_image(self, instance_id, name, description, tag_specifications)
+    instance = self.get_instance(instance_id)
+    mappings = []
+    for device_name, device in instance.get_block_device_mapping:
+        volume = self.get_volume(device.volume_id)
+        snapshot = self.create_snapshot(
+            volume.id, f"Created by CreateImage({instance_id}) for {ami.id}", from_ami=ami.id
+        )
+        mappings.append(
+            {
+                "DeviceName": device_name,
+                "Ebs": {
+                    "SnapshotId": snapshot.id,
+                    "VolumeSize": volume.size,
+                    "VolumeType": volume.volume_type,
+                    "DeleteOnTermination": bool(device.delete_on_termination),
+                    "Encrypted": bool(snapshot.encrypted),
+                },
+            }
+        )
+    if mappings:
+        drop_placeholder_snapshot(self, ami)
+        ami._kld_mappings = mappings
+        ami.root_device_name = instance.root_device_name
+        ami.root_device_type = "ebs"
+    return ami
+
+
+EBS_MAPPING_KEYS = ("SnapshotId", "VolumeSize", "VolumeType", "Iops", "DeleteOnTermination", "KmsKeyId")
+
+
+def parse_block_device_mapping(self: InstanceResponse) -> list[dict[str, Any]]:
+    """moto's RunInstances mapping parser, plus which Ebs fields the request really gave:
+    moto fills absent ones with false/None, and an absent field must not override the
+    image's mapping (``merge_launch_mappings``)."""
+    mappings = _original_parse_block_device_mapping(self)
+    raw = self._get_param("BlockDeviceMappings", [])
+    for mapping, given in zip(mappings, raw, strict=False):
+        mapping["_kld_given"] = sorted((given.get("Ebs") or {}).keys())
+    return mappings
+
+
+def mapping_gives(mapping: dict[str, Any], key: str) -> bool:
+    if "_kld_given" in mapping:
+        return key in mapping["_kld_given"]
+    return (mapping.get("Ebs") or {}).get(key) is not None
+
+
+def merge_launch_mappings(
+    backend: Any, ami: Ami, requested: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The volumes a launch gets: the image's mappings, overridden or extended per device
+    by the request's (or the launch template's) mappings.
+
+    BDM_DOCS, "Instance block device mapping": "By default, an instance that you launch
+    includes any storage devices specified in the block device mapping of the AMI from which
+    you launched the instance. You can specify changes to the block device mapping for an
+    instance when you launch it, and these updates overwrite or merge with the block device
+    mapping of the AMI"; a ``"NoDevice": ""`` entry omits a device; DeleteOnTermination:
+    "When you launch an instance, it inherits this setting from the AMI". A device keeps the
+    image's snapshot unless the request names another; its encryption is the snapshot's
+    unless the request names a KmsKeyId ("If the volume is encrypted using a different KMS
+    key, AWS KMS generates a new data key", EBS_ENCRYPTION_DOCS, "How EBS encryption works";
+    encryption is never removed, ``ebs_create_volume``).
+    """
+    merged: dict[str, dict[str, Any]] = {
+        m["DeviceName"]: deepcopy(m) for m in ami.block_device_mappings if m.get("Ebs")
+    }
+    for mapping in requested:
+        name = mapping.get("DeviceName")
+        if mapping.get("NoDevice") == "":
+            merged.pop(name, None)
+            continue
+        if not mapping.get("Ebs"):
+            continue  # instance store: moto models no such volumes
+        base = merged.setdefault(name, {"DeviceName": name, "Ebs": {}})
+        for key in EBS_MAPPING_KEYS:
+            if mapping_gives(mapping, key):
+                base["Ebs"][key] = mapping["Ebs"][key]
+        if mapping_gives(mapping, "Encrypted") and mapping["Ebs"]["Encrypted"]:
+            base["Ebs"]["Encrypted"] = True
+    result = []
+    for name, mapping in merged.items():
+        ebs = mapping["Ebs"]
+        snapshot = backend.get_snapshot(ebs["SnapshotId"]) if ebs.get("SnapshotId") else None
+        ebs["Encrypted"] = bool(ebs.get("Encrypted") or ebs.get("KmsKeyId") or (snapshot and snapshot.encrypted))
+        if ebs.get("DeleteOnTermination") is None:
+            ebs["DeleteOnTermination"] = name == ami.root_device_name
+        result.append({"DeviceName": name, "Ebs": ebs})
+    return result
+
+
+def registered_image(backend: Any, image_id: str | None) -> Ami | None:
+    """An image whose mappings the emulator knows (RegisterImage/CreateImage), else None."""
+    ami = backend.amis.get(image_id) if image_id else None
+    return ami if ami is not None and getattr(ami, "_kld_mappings", None) is not None else None
+
+
+def run_instances(self: InstanceBackend, image_id: str, count: int, user_data: Any,
+                  security_group_names: list[str], **kwargs: Any) -> Any:
+    """InstanceBackend.run_instances launching from an image's real mappings.
+
+    For an image made through the patched RegisterImage/CreateImage the instance gets the
+    image's volumes merged with the request's or the launch template's
+    (``merge_launch_mappings``); a template's mappings apply when the request has none, as
+    in moto. Other images (moto's built-in catalogue) keep moto's behaviour: a default 8 GiB
+    root volume plus the requested ones. Volumes from a template keep its KmsKeyId (moto
+    already did). "You can use the parameters contained in a launch template to launch an
+    instance. You have the option to override or add launch parameters before you launch
+    the instance" (launch-instances-from-launch-template.html, "Launch an instance from a
+    launch template"): request mappings replace the template's, as moto does.
+    """
+    template_data = self._get_template_from_args(kwargs["launch_template"]).data if kwargs.get(
+        "launch_template"
+    ) else {}
+    ami = registered_image(self, image_id or template_data.get("ImageId"))
+    if ami is not None:
+        requested = kwargs.get("block_device_mappings") or template_data.get("BlockDeviceMappings") or []
+        kwargs["block_device_mappings"] = merge_launch_mappings(self, ami, requested)
+    return _original_run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+
+
+def patch_ec2() -> None:
+    """Install the EC2/EBS patches of this section (idempotent)."""
+    EBSBackend.create_volume = ebs_create_volume
+    EBSBackend.create_snapshot = ebs_create_snapshot
+    EBSBackend.modify_ebs_default_kms_key_id = ebs_modify_default_kms_key_id
+    EbsResponse.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
+    EbsResponse.reset_ebs_default_kms_key_id = reset_ebs_default_kms_key_id
+    AmisResponse.register_image = register_image
+    AmiBackend.create_image = ami_create_image
+    Ami.block_device_mappings = property(ami_block_device_mappings)
+    InstanceResponse._parse_block_device_mapping = parse_block_device_mapping
+    InstanceBackend.run_instances = run_instances
 
 
 # --------------------------------------------------------------------------------------
@@ -1186,27 +1665,59 @@ def entity_policy_sources(entity: Any, inline_type: str) -> list[PolicySource]:
     return sources
 
 
-def principal_policy_sources(backend: IAMBackend, arn: str) -> tuple[list[PolicySource], list[PolicySource]]:
-    """(identity policies, permissions boundary policies) of the user, role or group ``arn``.
+IAM_BOUNDARY_DOCS = "https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html"
+# "How AWS enforcement code logic evaluates requests to allow or deny access":
+EVALUATION_DOCS = (
+    "https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic_policy-eval-denyallow.html"
+)
 
-    moto's lookups raise NoSuchEntity for unknown names; that error is what AWS returns.
+
+@dataclass
+class Principal:
+    """A simulated principal's policies: identity policies, its boundary, and where it lives."""
+
+    identity: list[PolicySource]
+    boundary: list[PolicySource]
+    account_id: str
+    service_linked: bool = False
+
+
+def boundary_sources(backend: IAMBackend, boundary_arn: str | None) -> list[PolicySource]:
+    """The managed policy set as permissions boundary (user or role), if any."""
+    if not boundary_arn:
+        return []
+    return [managed_policy_source(backend.get_policy(boundary_arn))]
+
+
+def principal_policy_sources(backend: IAMBackend, arn: str) -> Principal:
+    """The policies of the user, role or group ``arn``.
+
+    A user's or role's permissions boundary is evaluated with its identity policies: "An
+    entity's permissions boundary allows it to perform only the actions that are allowed by
+    both its identity-based policies and its permissions boundaries" (IAM_BOUNDARY_DOCS).
+    moto stores role boundaries; user boundaries are stored by this module
+    (``put_user_permissions_boundary``). moto's lookups raise NoSuchEntity for unknown names;
+    that error is what AWS returns.
     """
-    match = re.fullmatch(r"arn:[^:]+:iam::(\d{12}):(user|role|group)/(?:.*/)?([^/]+)", arn or "")
+    match = re.fullmatch(r"arn:[^:]+:iam::(\d{12}):(user|role|group)(/(?:.*/)?)([^/]+)", arn or "")
     if not match or match.group(1) != backend.account_id:
         raise NotFoundException(f"The entity {arn} does not exist.")
-    _, kind, name = match.groups()
+    account_id, kind, path, name = match.groups()
     if kind == "user":
-        sources = entity_policy_sources(backend.get_user(name), "user")
+        user = backend.get_user(name)
+        sources = entity_policy_sources(user, "user")
         for group in backend.get_groups_for_user(name):
             sources += entity_policy_sources(group, "group")
-        return sources, []
+        return Principal(sources, boundary_sources(backend, user.permissions_boundary_arn), account_id)
     if kind == "role":
         role = backend.get_role(name)
-        boundary = []
-        if role.permissions_boundary_arn:
-            boundary = [managed_policy_source(backend.get_policy(role.permissions_boundary_arn))]
-        return entity_policy_sources(role, "role"), boundary
-    return entity_policy_sources(backend.get_group(name), "group"), []
+        return Principal(
+            entity_policy_sources(role, "role"),
+            boundary_sources(backend, role.permissions_boundary_arn),
+            account_id,
+            service_linked=(role.path or "").startswith("/aws-service-role/"),
+        )
+    return Principal(entity_policy_sources(backend.get_group(name), "group"), [], account_id)
 
 
 def input_policy_sources(documents: list[str], parameter: str) -> list[PolicySource]:
@@ -1227,6 +1738,109 @@ def simulation_context(entries: list[dict[str, Any]]) -> dict[str, list[str]]:
     return context
 
 
+@dataclass
+class ScpEvaluation:
+    """SCPs for one action and resource: a Deny anywhere, and whether every level allows."""
+
+    denied: bool
+    allowed_at_every_level: bool
+
+    @property
+    def allowed(self) -> bool:
+        return self.allowed_at_every_level and not self.denied
+
+
+def evaluate_scps(
+    levels: list[list[PolicySource]], action: str, resource: str, context: dict[str, list[str]]
+) -> ScpEvaluation:
+    """SCP evaluation as AWS Organizations documents it.
+
+    https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_policies_scps_evaluation.html
+    ("How SCPs work with Allow"): "For a permission to be allowed for a specific account,
+    there must be an explicit Allow statement at every level from the root through each OU
+    in the direct path to the account (including the target account itself)"; ("How SCPs
+    work with Deny"): a Deny at any of those levels denies. Archived source of the same
+    rules, awsdocs/aws-organizations-docs doc_source/orgs_manage_policies_inheritance_auth.md:
+    "you must allow that API at every level between the member account and the root" and
+    "An explicit Deny statement overrides any Allow that other SCPs might grant". Condition
+    keys absent from the context follow ``evaluate_condition``; they are never reported as
+    MissingContextValues ("This field doesn't include context keys referenced by service
+    control policies (SCPs)", API reference, EvaluationResult).
+    """
+    denied, every_level = False, True
+    for level in levels:
+        evaluation = evaluate_policies(level, action, resource, context)
+        denied = denied or bool(evaluation.denies)
+        every_level = every_level and bool(evaluation.allows)
+    return ScpEvaluation(denied, every_level)
+
+
+@dataclass
+class OrganizationContext:
+    """How Organizations applies to a simulated principal's account.
+
+    ``levels`` is None when no SCP applies (management account, SCPs not enabled, or a
+    service-linked role); otherwise the SCPs attached to the root, each OU on the path and
+    the account, in that order.
+    """
+
+    levels: list[list[PolicySource]] | None
+
+
+def scp_sources(target: Any) -> list[PolicySource]:
+    """The SERVICE_CONTROL_POLICY policies attached to a root, OU or account."""
+    return [
+        PolicySource(policy.name, None, parse_policy_document(policy.content, policy.name))
+        for policy in target.attached_policies
+        if policy.type == "SERVICE_CONTROL_POLICY"
+    ]
+
+
+def organization_context(account_id: str, partition: str, service_linked: bool) -> OrganizationContext | None:
+    """None when the account is in no organization of moto's organizations backend.
+
+    * Management account: "SCPs don't affect users or roles in the management account.
+      They affect only the member accounts in your organization"
+      (https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_policies_scps.html;
+      archived source doc_source/orgs_manage_policies_scps.md, "Important").
+    * Service-linked roles: "SCPs do not affect any service-linked role" (same page,
+      "Effects on permissions").
+    * SCPs apply only while the SERVICE_CONTROL_POLICY type is enabled in the root: "If you
+      disable the SCP policy type on the organization root, all SCPs are automatically
+      detached from all entities in the organization root" (orgs_manage_policies_inheritance_auth.md).
+      moto attaches FullAWSAccess at CreateOrganization but leaves the type disabled until
+      EnablePolicyType, as AWS does for an organization created through the API.
+    """
+    own = organizations_backends[account_id][partition]
+    if own.org is not None:
+        return OrganizationContext(None)
+    membership = organizations_backends.master_accounts.get(account_id)
+    if membership is None:
+        return None
+    backend = organizations_backends[membership[0]][membership[1]]
+    if backend.org is None:
+        return None
+    account = next((a for a in backend.accounts if a.id == account_id), None)
+    root = next((ou for ou in backend.ou if isinstance(ou, FakeRoot)), None)
+    if account is None or root is None or service_linked or not scp_enabled(root):
+        return OrganizationContext(None)
+    levels = [scp_sources(account)]
+    parent_id = account.parent_id
+    while parent_id:
+        parent = next((ou for ou in backend.ou if ou.id == parent_id), None)
+        if parent is None:
+            break
+        levels.insert(0, scp_sources(parent))
+        parent_id = None if isinstance(parent, FakeRoot) else parent.parent_id
+    return OrganizationContext(levels)
+
+
+def scp_enabled(root: FakeRoot) -> bool:
+    return any(
+        t.get("Type") == "SERVICE_CONTROL_POLICY" and t.get("Status") == "ENABLED" for t in root.policy_types
+    )
+
+
 def evaluation_result(
     action: str,
     resource: str,
@@ -1234,14 +1848,43 @@ def evaluation_result(
     boundary: list[PolicySource],
     context: dict[str, list[str]],
     resource_given: bool,
+    organization: OrganizationContext | None = None,
 ) -> dict[str, Any]:
-    """One EvaluationResult member; a boundary must allow too, and its Deny also wins."""
+    """One EvaluationResult member.
+
+    EVALUATION_DOCS: "Deny evaluation [...] These include AWS Organizations SCPs and RCPs,
+    resource-based policies, identity-based policies, IAM permissions boundaries, and
+    session policies. [...] If the code finds even one explicit deny that applies, the code
+    returns a final decision of Deny" (explicitDeny); an SCP without an applicable Allow and
+    a boundary without an applicable Allow each end in a Deny that is not explicit
+    (implicitDeny), as does an identity policy without an Allow. The decision details:
+    ``PermissionsBoundaryDecisionDetail.AllowedByPermissionsBoundary`` is present when the
+    principal has a boundary and is false when "either the requested action is not allowed
+    (implicitly denied) or [...] explicitly denied by the permissions boundary";
+    ``OrganizationsDecisionDetail.AllowedByOrganizations`` "Only applies if the simulated
+    user's account is part of an organization" (API reference, EvaluationResult; the docs
+    are silent on its value where SCPs do not apply, management account or service-linked
+    role: the emulator says true, since nothing in Organizations blocks the call).
+    ResourceSpecificResult has PermissionsBoundaryDecisionDetail but no Organizations
+    detail (botocore model). MatchedStatements never lists SCP statements ("This field
+    doesn't include statements from service control policies (SCPs)", API reference), so an
+    SCP-only Deny has none.
+    """
     policies = evaluate_policies(identity, action, resource, context)
     bounds = evaluate_policies(boundary, action, resource, context) if boundary else None
+    scps = (
+        evaluate_scps(organization.levels, action, resource, context)
+        if organization is not None and organization.levels is not None
+        else None
+    )
     denies = policies.denies + (bounds.denies if bounds else [])
-    if denies:
+    if denies or (scps is not None and scps.denied):
         decision, statements = "explicitDeny", denies
-    elif policies.allows and (bounds is None or bounds.allows):
+    elif (
+        policies.allows
+        and (bounds is None or bounds.allows)
+        and (scps is None or scps.allowed_at_every_level)
+    ):
         decision, statements = "allowed", policies.allows
     else:
         decision, statements = "implicitDeny", []
@@ -1253,37 +1896,406 @@ def evaluation_result(
         "MatchedStatements": statements,
         "MissingContextValues": missing,
     }
+    boundary_detail = None
     if bounds is not None:
-        result["PermissionsBoundaryDecisionDetail"] = {
-            "AllowedByPermissionsBoundary": bounds.decision == "allowed"
-        }
+        boundary_detail = {"AllowedByPermissionsBoundary": bounds.decision == "allowed"}
+        result["PermissionsBoundaryDecisionDetail"] = boundary_detail
+    if organization is not None:
+        result["OrganizationsDecisionDetail"] = {"AllowedByOrganizations": scps is None or scps.allowed}
     if resource_given:
-        result["ResourceSpecificResults"] = [
-            {
-                "EvalResourceName": resource,
-                "EvalResourceDecision": decision,
-                "MatchedStatements": statements,
-                "MissingContextValues": missing,
-            }
-        ]
+        specific: dict[str, Any] = {
+            "EvalResourceName": resource,
+            "EvalResourceDecision": decision,
+            "MatchedStatements": statements,
+            "MissingContextValues": missing,
+        }
+        if boundary_detail is not None:
+            specific["PermissionsBoundaryDecisionDetail"] = dict(boundary_detail)
+        result["ResourceSpecificResults"] = [specific]
     return result
 
 
 def simulate_principal_policy(self: IamResponse) -> ActionResult:
     """IamResponse.simulate_principal_policy (query protocol; moto serializes the result)."""
-    identity, boundary = principal_policy_sources(self.backend, self._get_param("PolicySourceArn"))
-    identity += input_policy_sources(self._get_param("PolicyInputList", []), "PolicyInputList")
+    principal = principal_policy_sources(self.backend, self._get_param("PolicySourceArn"))
+    identity = principal.identity + input_policy_sources(self._get_param("PolicyInputList", []), "PolicyInputList")
+    boundary = principal.boundary
     boundary_inputs = self._get_param("PermissionsBoundaryPolicyInputList", [])
     if boundary_inputs:
         boundary = input_policy_sources(boundary_inputs, "PermissionsBoundaryPolicyInputList")
+    organization = organization_context(principal.account_id, self.partition, principal.service_linked)
     context = simulation_context(self._get_param("ContextEntries", []))
     resources = self._get_param("ResourceArns", [])
     results = [
-        evaluation_result(action, resource, identity, boundary, context, bool(resources))
+        evaluation_result(action, resource, identity, boundary, context, bool(resources), organization)
         for action in self._get_param("ActionNames", [])
         for resource in resources or ["*"]
     ]
     return ActionResult({"EvaluationResults": results, "IsTruncated": False})
+
+
+# --------------------------------------------------------------------------------------
+# IAM: permissions boundaries for users
+# --------------------------------------------------------------------------------------
+
+_original_create_user = IamResponse.create_user
+
+
+def user_permissions_boundary(self: User) -> dict[str, str] | None:
+    """User.permissions_boundary, serialized as GetUser's ``User.PermissionsBoundary``.
+
+    AttachedPermissionsBoundary (API reference): ``PermissionsBoundaryType`` "can only have
+    a value of Policy" in the prose, but the enum the API uses is ``PermissionsBoundaryPolicy``
+    (botocore model, PermissionsBoundaryAttachmentType; moto's Role uses the same value),
+    and ``PermissionsBoundaryArn``.
+    """
+    arn = getattr(self, "permissions_boundary_arn", None)
+    if not arn:
+        return None
+    return {"PermissionsBoundaryType": "PermissionsBoundaryPolicy", "PermissionsBoundaryArn": arn}
+
+
+def set_user_boundary(backend: IAMBackend, user_name: str, policy_arn: str) -> None:
+    """Validate and store a user's boundary (PutUserPermissionsBoundary, CreateUser).
+
+    API reference, PutUserPermissionsBoundary, Errors: InvalidInput ("The request was
+    rejected because an invalid or out-of-range value was supplied for an input
+    parameter") and NoSuchEntity ("The request was rejected because it referenced a resource
+    entity that does not exist"): a malformed policy ARN is InvalidInput, an unknown user
+    or policy NoSuchEntity.
+    """
+    user = backend.get_user(user_name)
+    if not backend.policy_arn_regex.match(policy_arn or ""):
+        raise InvalidInput(f"ARN {policy_arn} is not valid.")
+    if policy_arn not in backend.managed_policies:
+        raise NoSuchEntity(f"Policy {policy_arn} does not exist or is not attachable.")
+    user.permissions_boundary_arn = policy_arn
+
+
+def create_user(self: IamResponse) -> ActionResult:
+    """CreateUser with its ``PermissionsBoundary`` parameter (moto ignores it): "The ARN of
+    the managed policy that is used to set the permissions boundary for the user" (API
+    reference, CreateUser). The user is not created when the boundary is invalid."""
+    boundary = self._get_param("PermissionsBoundary")
+    if boundary and not self.backend.policy_arn_regex.match(boundary):
+        raise InvalidInput(f"ARN {boundary} is not valid.")
+    if boundary and boundary not in self.backend.managed_policies:
+        raise NoSuchEntity(f"Policy {boundary} does not exist or is not attachable.")
+    result = _original_create_user(self)
+    if boundary:
+        set_user_boundary(self.backend, self._get_param("UserName"), boundary)
+    return result
+
+
+def put_user_permissions_boundary(self: IamResponse) -> EmptyResult:
+    """PutUserPermissionsBoundary (moto lacks it): "Adds or updates the policy that is
+    specified as the IAM user's permissions boundary" (API reference)."""
+    set_user_boundary(self.backend, self._get_param("UserName"), self._get_param("PermissionsBoundary"))
+    return EmptyResult()
+
+
+def delete_user_permissions_boundary(self: IamResponse) -> EmptyResult:
+    """DeleteUserPermissionsBoundary (moto lacks it): "Deletes the permissions boundary for
+    the specified IAM user" (API reference); NoSuchEntity for an unknown user."""
+    self.backend.get_user(self._get_param("UserName")).permissions_boundary_arn = None
+    return EmptyResult()
+
+
+def patch_iam_users() -> None:
+    """Install the user-boundary patches (idempotent).
+
+    GetUser and CreateUser show ``PermissionsBoundary`` only when set; ListUsers never does:
+    "This operation does not return the following attributes, even though they are an
+    attribute of the returned object: PermissionsBoundary, Tags" (API reference, ListUsers).
+    """
+    User.permissions_boundary_arn = None
+    User.permissions_boundary = property(user_permissions_boundary)
+    IamResponse.create_user = create_user
+    IamResponse.put_user_permissions_boundary = put_user_permissions_boundary
+    IamResponse.delete_user_permissions_boundary = delete_user_permissions_boundary
+    IamResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER.update(
+        {
+            "CreateUserResponse.User.PermissionsBoundary": return_if_not_empty,
+            "GetUserResponse.User.PermissionsBoundary": return_if_not_empty,
+            "ListUsersResponse.Users.User.PermissionsBoundary": never_return,
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Organizations: invitations, and SCP attachments that follow the policy type
+# --------------------------------------------------------------------------------------
+
+ORGS_API = "https://docs.aws.amazon.com/organizations/latest/APIReference"
+INVITATION_DAYS = 15
+
+
+@dataclass
+class Handshake:
+    """An INVITE handshake sent by ``management`` (an account id) to ``target``."""
+
+    id: str
+    management: str
+    partition: str
+    target: str
+    requested: float
+    state: str = "OPEN"
+
+    def describe(self, backend: OrganizationsBackend) -> dict[str, Any]:
+        """The Handshake structure (API reference, Handshake): Id, Arn, Parties, State,
+        RequestedTimestamp, ExpirationTimestamp, Action, Resources."""
+        org = backend.org
+        org_id = org.id if org else ""
+        return {
+            "Id": self.id,
+            "Arn": f"arn:{self.partition}:organizations::{self.management}:handshake/{org_id}/invite/{self.id}",
+            "Parties": [{"Id": org_id, "Type": "ORGANIZATION"}, {"Id": self.target, "Type": "ACCOUNT"}],
+            "State": self.state,
+            "RequestedTimestamp": self.requested,
+            "ExpirationTimestamp": self.requested + INVITATION_DAYS * 86400,
+            "Action": "INVITE",
+            "Resources": [
+                {
+                    "Type": "ORGANIZATION",
+                    "Value": org_id,
+                    "Resources": [
+                        {"Type": "MASTER_EMAIL", "Value": org.master_account_email if org else ""},
+                        {"Type": "ORGANIZATION_FEATURE_SET", "Value": org.feature_set if org else "ALL"},
+                    ],
+                },
+                {"Type": "ACCOUNT", "Value": self.target},
+            ],
+        }
+
+
+class HandshakeStore:
+    """Handshakes by id; cleared by ``POST /_kld/reset``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handshakes: dict[str, Handshake] = {}
+
+    def add(self, handshake: Handshake) -> None:
+        with self._lock:
+            self._handshakes[handshake.id] = handshake
+
+    def get(self, handshake_id: str) -> Handshake | None:
+        with self._lock:
+            return self._handshakes.get(handshake_id)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._handshakes.clear()
+
+
+HANDSHAKES = HandshakeStore()
+
+
+def in_an_organization(account_id: str, partition: str) -> bool:
+    return (
+        organizations_backends[account_id][partition].org is not None
+        or account_id in organizations_backends.master_accounts
+    )
+
+
+def invite_account_to_organization(self: OrganizationsResponse) -> str:
+    """InviteAccountToOrganization (moto lacks it), Target of Type ACCOUNT.
+
+    ORGS_API/API_InviteAccountToOrganization.html: "Sends an invitation to another account
+    to join your organization as a member account. [...] The invitation is implemented as a
+    Handshake whose details are in the response. [...] You can only call this operation
+    from the management account." A caller with no organization gets
+    AWSOrganizationsNotInUseException. An account already in an organization gets
+    HandshakeConstraintViolationException, reason ALREADY_IN_AN_ORGANIZATION ("The handshake
+    request is invalid because the invited account is already a member of an
+    organization", API reference, HandshakeConstraintViolationException). "Each invitation
+    must be responded to within 15 days, or it expires"
+    (https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_accounts_invites.html;
+    archived source doc_source/orgs_manage_accounts_invites.md); the emulator only reports
+    ExpirationTimestamp, it never expires a handshake. Targets of Type EMAIL are refused with
+    InvalidInputException: the emulator has no mapping from e-mail addresses to accounts.
+    """
+    backend = self.organizations_backend
+    if backend.org is None:
+        raise AWSOrganizationsNotInUseException()
+    target = self._get_param("Target") or {}
+    if target.get("Type") != "ACCOUNT" or not re.fullmatch(r"\d{12}", str(target.get("Id", ""))):
+        raise InvalidInputException("The emulator supports Target {Type: ACCOUNT, Id: <12 digits>} only.")
+    if in_an_organization(target["Id"], self.partition):
+        error = OrganizationsClientError(
+            "HandshakeConstraintViolationException",
+            "The handshake request is invalid because the invited account is already a member of an organization.",
+        )
+        error.reason = "ALREADY_IN_AN_ORGANIZATION"
+        raise error
+    handshake = Handshake(
+        id="h-" + uuid.uuid4().hex[:32],
+        management=self.current_account,
+        partition=self.partition,
+        target=target["Id"],
+        requested=unix_time(utcnow()),
+    )
+    HANDSHAKES.add(handshake)
+    return json.dumps({"Handshake": handshake.describe(backend)})
+
+
+def accept_handshake(self: OrganizationsResponse) -> str:
+    """AcceptHandshake (moto lacks it) for INVITE handshakes: the invited account joins.
+
+    ORGS_API/API_AcceptHandshake.html: "Only a member account can accept the following
+    handshakes: Invitation to join (INVITE)"; the joined account has JoinedMethod INVITED
+    (API reference, Account). Errors: HandshakeNotFoundException for an unknown id,
+    InvalidHandshakeTransitionException when the handshake is no longer OPEN,
+    AccessDeniedException when the caller is not the invited account (all listed for
+    AcceptHandshake). The new member sits in the root with FullAWSAccess attached, as moto's
+    CreateAccount does ("By default, an SCP named FullAWSAccess is attached to every
+    organization root, OU, and account", orgs_manage_policies_inheritance_auth.md). "When an
+    invited account joins your organization, you do not automatically have full
+    administrator control over the account, unlike created accounts" (orgs_manage_accounts_invites.md):
+    no OrganizationAccountAccessRole is made in it (moto's FakeAccount makes one in an
+    unrelated random account id, never in the invited one).
+    The docs are silent on the Name/Email moto should record for the account; the emulator
+    uses ``invited-<id>`` and ``<id>@invited.example``.
+    """
+    handshake = HANDSHAKES.get(self._get_param("HandshakeId") or "")
+    if handshake is None:
+        raise OrganizationsClientError(
+            "HandshakeNotFoundException", "We can't find a handshake with the HandshakeId that you specified."
+        )
+    if handshake.target != self.current_account:
+        raise OrganizationsClientError(
+            "AccessDeniedException", "You don't have permissions to perform the requested operation."
+        )
+    if handshake.state != "OPEN":
+        raise OrganizationsClientError(
+            "InvalidHandshakeTransitionException",
+            "You can't perform the operation on the handshake in its current state.",
+        )
+    backend = organizations_backends[handshake.management][handshake.partition]
+    if backend.org is None:
+        raise AWSOrganizationsNotInUseException()
+    account = FakeAccount(
+        backend.org, AccountName=f"invited-{handshake.target}", Email=f"{handshake.target}@invited.example"
+    )
+    account.id = handshake.target
+    account.joined_method = "INVITED"
+    backend.accounts.append(account)
+    for policy_id in (org_utils.DEFAULT_SCP_POLICY_ID, org_utils.DEFAULT_RCP_POLICY_ID):
+        backend.attach_policy(PolicyId=policy_id, TargetId=account.id)
+    organizations_backends.master_accounts[account.id] = (handshake.management, handshake.partition)
+    handshake.state = "ACCEPTED"
+    return json.dumps({"Handshake": handshake.describe(backend)})
+
+
+_original_attach_policy = OrganizationsResponse.attach_policy
+_original_enable_policy_type = OrganizationsResponse.enable_policy_type
+_original_disable_policy_type = OrganizationsResponse.disable_policy_type
+
+
+def organization_root(backend: OrganizationsBackend) -> FakeRoot | None:
+    return next((ou for ou in backend.ou if isinstance(ou, FakeRoot)), None)
+
+
+def attach_policy(self: OrganizationsResponse) -> str:
+    """AttachPolicy refusing an SCP while the type is not enabled in the root (moto attaches
+    it anyway): PolicyTypeNotEnabledException, "The specified policy type isn't currently
+    enabled in this root. You can't attach policies of the specified type to entities in a
+    root until you enable that type in the root" (API reference, AttachPolicy errors)."""
+    backend = self.organizations_backend
+    policy = backend.get_policy_by_id(self._get_param("PolicyId"))
+    root = organization_root(backend)
+    if policy.type == "SERVICE_CONTROL_POLICY" and root is not None and not scp_enabled(root):
+        raise OrganizationsClientError(
+            "PolicyTypeNotEnabledException",
+            "The specified policy type isn't currently enabled in this root. You can't attach "
+            "policies of the specified type to entities in a root until you enable that type in the root.",
+        )
+    return _original_attach_policy(self)
+
+
+_original_detach_policy = OrganizationsResponse.detach_policy
+
+
+def detach_policy(self: OrganizationsResponse) -> str:
+    """DetachPolicy keeping at least one SCP on every root, OU and account (moto detaches
+    anything): "Every root, OU, and account must have at least one SCP attached. If you want
+    to replace the default FullAWSAccess policy with an SCP that limits the permissions that
+    can be delegated, you must attach the replacement SCP before you can remove the default
+    SCP" (API reference, DetachPolicy). The error is ConstraintViolationException, reason
+    MIN_POLICY_TYPE_ATTACHMENT_LIMIT_EXCEEDED: "You attempted to detach a policy from an
+    entity that would cause the entity to have fewer than the minimum number of policies of
+    a certain type required" (API reference, ConstraintViolationException)."""
+    backend = self.organizations_backend
+    policy = backend.get_policy_by_id(self._get_param("PolicyId"))
+    target_id = self._get_param("TargetId")
+    target = next((t for t in list(backend.ou) + list(backend.accounts) if t.id == target_id), None)
+    if policy.type == "SERVICE_CONTROL_POLICY" and target is not None and policy in target.attached_policies:
+        remaining = [p for p in target.attached_policies if p.type == "SERVICE_CONTROL_POLICY" and p is not policy]
+        if not remaining:
+            error = OrganizationsClientError(
+                "ConstraintViolationException",
+                "You attempted to detach a policy from an entity that would cause the entity to have "
+                "fewer than the minimum number of policies of a certain type required.",
+            )
+            error.reason = "MIN_POLICY_TYPE_ATTACHMENT_LIMIT_EXCEEDED"
+            raise error
+    return _original_detach_policy(self)
+
+
+def reset_scp_attachments(backend: OrganizationsBackend, full_access: bool) -> None:
+    """Detach every SCP; then, if ``full_access``, attach FullAWSAccess everywhere.
+
+    "If you disable the SCP policy type on the organization root, all SCPs are
+    automatically detached from all entities in the organization root. If you reenable SCPs
+    on the organization root, all the original attachments are lost, and all entities are
+    reset to being attached to only the default FullAWSAccess SCP"
+    (orgs_manage_policies_inheritance_auth.md; live page
+    https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_policies_scps.html,
+    "Effects on permissions").
+    """
+    targets = list(backend.ou) + list(backend.accounts)
+    for target in targets:
+        for policy in [p for p in target.attached_policies if p.type == "SERVICE_CONTROL_POLICY"]:
+            target.attached_policies.remove(policy)
+            if target in policy.attachments:
+                policy.attachments.remove(target)
+    if full_access:
+        for target in targets:
+            backend.attach_policy(PolicyId=org_utils.DEFAULT_SCP_POLICY_ID, TargetId=target.id)
+
+
+def enable_policy_type(self: OrganizationsResponse) -> str:
+    """EnablePolicyType; for SERVICE_CONTROL_POLICY every entity then has exactly FullAWSAccess."""
+    answer = _original_enable_policy_type(self)
+    if self._get_param("PolicyType") == "SERVICE_CONTROL_POLICY":
+        reset_scp_attachments(self.organizations_backend, full_access=True)
+    return answer
+
+
+def disable_policy_type(self: OrganizationsResponse) -> str:
+    """DisablePolicyType; for SERVICE_CONTROL_POLICY every SCP is detached."""
+    answer = _original_disable_policy_type(self)
+    if self._get_param("PolicyType") == "SERVICE_CONTROL_POLICY":
+        reset_scp_attachments(self.organizations_backend, full_access=False)
+    return answer
+
+
+def reset_organizations() -> None:
+    """What ``POST /_kld/reset`` adds for Organizations: moto's reset keeps
+    ``organizations_backends.master_accounts`` (member -> management), so a member of a
+    wiped organization would still look like one; clear it and the handshakes."""
+    organizations_backends.master_accounts.clear()
+    HANDSHAKES.clear()
+
+
+def patch_organizations() -> None:
+    """Install the Organizations patches (idempotent)."""
+    OrganizationsResponse.invite_account_to_organization = invite_account_to_organization
+    OrganizationsResponse.accept_handshake = accept_handshake
+    OrganizationsResponse.attach_policy = attach_policy
+    OrganizationsResponse.detach_policy = detach_policy
+    OrganizationsResponse.enable_policy_type = enable_policy_type
+    OrganizationsResponse.disable_policy_type = disable_policy_type
 
 
 # --------------------------------------------------------------------------------------
@@ -1415,14 +2427,38 @@ def sns_publish(self: SNSResponse) -> str:
     return _original_sns_publish(self)
 
 
+def peek_sqs_messages(args: Any) -> dict[str, Any]:
+    """Every message of a queue with its body and DelaySeconds, delayed or in flight included.
+
+    A test inspection route, not an AWS behaviour (SQS has no such call): it lets a test read
+    what the function put on its queue for later without waiting out the message's delay.
+    """
+    from moto.sqs.models import sqs_backends
+
+    backend = sqs_backends[args.get("account_id", DEFAULT_ACCOUNT_ID)][args.get("region", DEFAULT_REGION)]
+    name = args.get("queue_name") or ""
+    queue = backend.queues.get(name)
+    if queue is None:
+        raise ControlError(404, f"no queue {name!r}")
+    return {
+        "messages": [
+            {"body": m.body, "delayed_until_ms": getattr(m, "delayed_until", 0)}
+            for m in list(queue._messages)
+        ]
+    }
+
+
 def install_patches() -> None:
     """Patch moto in-process; must run before the server handles requests.
 
     Idempotent: the originals wrapped by the KMS patches were captured at import time.
     """
     patch_ec2_filters()
+    patch_ec2()
     CloudTrailResponse.lookup_events = lookup_events
     IamResponse.simulate_principal_policy = simulate_principal_policy
+    patch_iam_users()
+    patch_organizations()
     KmsResponse.describe_key = kms_describe_key
     KmsResponse.get_key_policy = kms_get_key_policy
     SNSResponse.publish = sns_publish
@@ -1448,6 +2484,7 @@ class Emulator:
             ("POST", "cloudtrail/throttle"): self.set_throttle,
             ("POST", "kms/key"): lambda request: upsert_kms_key(json_body(request)),
             ("GET", "calls"): self.list_calls,
+            ("GET", "sqs/messages"): lambda request: peek_sqs_messages(request.args),
             ("POST", "calls/reset"): self.reset_calls,
             ("GET", "faults"): lambda request: {"faults": [f.to_dict() for f in self.faults.list()]},
             ("POST", "faults"): lambda request: {"id": self.faults.add(json_body(request)).id},
@@ -1511,6 +2548,7 @@ class Emulator:
 
     def reset(self, request: Request) -> dict[str, Any]:
         moto_api_backend.reset()
+        reset_organizations()
         TRAIL_STORE.reset()
         self.calls.clear()
         self.faults.clear()

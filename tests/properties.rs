@@ -76,6 +76,7 @@ fn request(action: &str) -> Request<'_> {
         key_arn: "arn:aws:kms:eu-west-1:123456789012:key/k",
         region: "eu-west-1",
         action,
+        principal_type: Some("User"),
     }
 }
 

@@ -322,11 +322,14 @@ async fn service_linked_role_launch() {
     s.fail_launch(&instance, "terminated");
     let role =
         format!("arn:aws:iam::{ACCOUNT}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling");
-    s.trail(vec![s.launch_record(
-        "RunInstances",
+    // Terminated: AWS shows no volumes; the Auto Scaling request names the key.
+    s.trail(vec![s.run_instances_record(
         &instance,
         assumed_role_identity(&role, "AWSServiceRoleForAutoScaling", "AutoScaling"),
         Duration::minutes(2),
+        "ami-12c6146b",
+        vec![json!({"deviceName": "/dev/xvda", "ebs": {"volumeSize": 8, "encrypted": true, "kmsKeyId": key}})],
+        None,
     )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
@@ -420,11 +423,13 @@ async fn run_instances_failure_simulates_data_key_actions() {
         s.user("runfail-dev", &[("ec2-full", ec2_full_access()), ("grants", create_grant_allowed("*"))]).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "terminated");
-    s.trail(vec![s.launch_record(
-        "RunInstances",
+    s.trail(vec![s.run_instances_record(
         &instance,
         iam_user_identity(&user_arn, "runfail-dev"),
         Duration::minutes(2),
+        "ami-12c6146b",
+        vec![json!({"deviceName": "/dev/xvda", "ebs": {"volumeSize": 8, "encrypted": true, "kmsKeyId": key}})],
+        None,
     )]);
     let (_, report, _) = s.diagnose(&[&instance]);
     let f = only_finding(&report);
@@ -686,3 +691,6 @@ mod security;
 
 #[path = "scenarios/cli.rs"]
 mod cli;
+
+#[path = "scenarios/diagnosis.rs"]
+mod diagnosis;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from botocore.parsers import ResponseParserError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import emulator  # noqa: E402  (the harness under test lives next to this file)
+from emulator import dig  # noqa: E402
 
 ACCOUNT = "123456789012"
 OTHER_ACCOUNT = "111122223333"
@@ -83,8 +85,9 @@ class EmulatorTestCase(unittest.TestCase):
         self.assertEqual(status, expect, payload)
         return json.loads(payload)
 
-    def client(self, service: str, region: str = "us-east-1") -> Any:
-        return boto3.client(
+    def client(self, service: str, region: str = "us-east-1", account: str | None = None) -> Any:
+        """A boto3 client; ``account`` makes moto act in that account (x-moto-account-id)."""
+        client = boto3.client(
             service,
             region_name=region,
             endpoint_url=self.url,
@@ -92,6 +95,11 @@ class EmulatorTestCase(unittest.TestCase):
             aws_secret_access_key="kld-emulator",
             config=NO_RETRIES,
         )
+        if account is not None:
+            client.meta.events.register(
+                "before-sign.*.*", lambda request, **_: request.headers.__setitem__("x-moto-account-id", account)
+            )
+        return client
 
     def assertClientError(self, code: str, call: Any, *args: Any, **kwargs: Any) -> ClientError:
         with self.assertRaises(ClientError) as raised:
@@ -181,7 +189,7 @@ class Ec2LaunchFailureTests(EmulatorTestCase):
             self.assertEqual(instance["InstanceId"], instance_id)
         self.assertEqual(instance["State"], {"Code": 48, "Name": "terminated"})
         self.assertEqual(instance["StateTransitionReason"], instance["StateReason"]["Message"])
-        self.assertEqual(len(instance["BlockDeviceMappings"]), 1)
+        self.assertEqual(instance["BlockDeviceMappings"], [])
         self.assertEqual(self.describe("eu-west-1", instance_state_name="running"), [])
         self.assertEqual(self.describe("us-east-1"), [])
 
@@ -193,6 +201,236 @@ class Ec2LaunchFailureTests(EmulatorTestCase):
             expect=404,
         )
         self.assertIn("i-0123456789abcdef0", answer["error"])
+
+    def test_terminated_launch_failure_deletes_delete_on_termination_volumes_and_detaches_others(self) -> None:
+        ec2 = self.client("ec2")
+        key_id = self.client("kms").create_key()["KeyMetadata"]["KeyId"]
+        instance = ec2.run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            BlockDeviceMappings=[
+                {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8, "DeleteOnTermination": True,
+                                                     "Encrypted": True, "KmsKeyId": key_id}},
+                {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 4, "DeleteOnTermination": False,
+                                                     "Encrypted": True, "KmsKeyId": key_id}},
+            ],
+        )["Instances"][0]
+        volumes = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]}
+        result = self.control(
+            "POST", "ec2/launch-failure", {"region": "us-east-1", "instance_id": instance["InstanceId"],
+                                           "state": "terminated"},
+        )
+        self.assertEqual(result["volumes"], {"deleted": [volumes["/dev/xvda"]], "detached": [volumes["/dev/xvdb"]]})
+        [described] = self.describe("us-east-1", instance_state_name="terminated")
+        self.assertEqual(described["BlockDeviceMappings"], [])
+        self.assertEqual(described["ImageId"], "ami-12c6146b")
+        self.assertClientError("InvalidVolume.NotFound", ec2.describe_volumes, VolumeIds=[volumes["/dev/xvda"]])
+        [kept] = ec2.describe_volumes(VolumeIds=[volumes["/dev/xvdb"]])["Volumes"]
+        self.assertEqual((kept["State"], kept["Attachments"]), ("available", []))
+        self.assertTrue(kept["Encrypted"])
+        self.assertIn(key_id, kept["KmsKeyId"])
+
+    def test_terminated_launch_from_template_keeps_image_and_template_tags(self) -> None:
+        ec2 = self.client("ec2")
+        key_arn = self.client("kms").create_key()["KeyMetadata"]["Arn"]
+        template = ec2.create_launch_template(
+            LaunchTemplateName="workers",
+            LaunchTemplateData={
+                "ImageId": "ami-12c6146b",
+                "BlockDeviceMappings": [
+                    {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 8, "Encrypted": True, "KmsKeyId": key_arn,
+                                                         "DeleteOnTermination": True}}
+                ],
+            },
+        )["LaunchTemplate"]
+        [version] = ec2.describe_launch_template_versions(LaunchTemplateId=template["LaunchTemplateId"])[
+            "LaunchTemplateVersions"
+        ]
+        self.assertEqual(version["LaunchTemplateData"]["BlockDeviceMappings"][0]["Ebs"]["KmsKeyId"], key_arn)
+        instance = ec2.run_instances(
+            MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": "1"}
+        )["Instances"][0]
+        [data_volume] = [m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdb"]
+        [volume] = ec2.describe_volumes(VolumeIds=[data_volume])["Volumes"]
+        self.assertEqual((volume["Encrypted"], volume["KmsKeyId"]), (True, key_arn))
+
+        self.control("POST", "ec2/launch-failure", {"region": "us-east-1", "instance_id": instance["InstanceId"],
+                                                     "state": "terminated"})
+        [described] = self.describe("us-east-1")
+        self.assertEqual(described["BlockDeviceMappings"], [])
+        self.assertEqual(described["ImageId"], "ami-12c6146b")
+        tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+        self.assertEqual(tags["aws:ec2launchtemplate:id"], template["LaunchTemplateId"])
+        self.assertEqual(tags["aws:ec2launchtemplate:version"], "1")
+        self.assertClientError("InvalidVolume.NotFound", ec2.describe_volumes, VolumeIds=[data_volume])
+
+
+class EbsEncryptionTests(EmulatorTestCase):
+    def test_default_kms_key_is_the_aws_managed_alias_until_modified_and_after_reset(self) -> None:
+        ec2, kms = self.client("ec2"), self.client("kms")
+        self.assertEqual(ec2.get_ebs_default_kms_key_id()["KmsKeyId"], "alias/aws/ebs")
+        key = kms.create_key()["KeyMetadata"]
+        kms.create_alias(AliasName="alias/ebs-default", TargetKeyId=key["KeyId"])
+        self.assertEqual(ec2.modify_ebs_default_kms_key_id(KmsKeyId="alias/ebs-default")["KmsKeyId"], key["Arn"])
+        self.assertEqual(ec2.get_ebs_default_kms_key_id()["KmsKeyId"], key["Arn"])
+        # Per account and region.
+        self.assertEqual(self.client("ec2", "eu-west-1").get_ebs_default_kms_key_id()["KmsKeyId"], "alias/aws/ebs")
+        other = self.client("ec2", account=OTHER_ACCOUNT)
+        self.assertEqual(other.get_ebs_default_kms_key_id()["KmsKeyId"], "alias/aws/ebs")
+
+        managed = ec2.reset_ebs_default_kms_key_id()["KmsKeyId"]
+        self.assertEqual(managed, kms.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"])
+        self.assertRegex(managed, rf"^arn:aws:kms:us-east-1:{ACCOUNT}:key/")
+        self.assertEqual(ec2.get_ebs_default_kms_key_id()["KmsKeyId"], "alias/aws/ebs")
+
+    def test_encryption_by_default_encrypts_new_volumes_with_the_default_key(self) -> None:
+        ec2, kms = self.client("ec2"), self.client("kms")
+        self.assertFalse(ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"])
+        plain = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")
+        self.assertFalse(plain["Encrypted"])
+        self.assertTrue(ec2.enable_ebs_encryption_by_default()["EbsEncryptionByDefault"])
+        self.assertTrue(ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"])
+        default_key = kms.create_key()["KeyMetadata"]["Arn"]
+        ec2.modify_ebs_default_kms_key_id(KmsKeyId=default_key)
+        volume = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")
+        self.assertEqual((volume["Encrypted"], volume["KmsKeyId"]), (True, default_key))
+        explicit = kms.create_key()["KeyMetadata"]["Arn"]
+        chosen = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a", KmsKeyId=explicit)
+        self.assertEqual(chosen["KmsKeyId"], explicit)
+        instance = ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 2}}],
+        )["Instances"][0]
+        ids = [m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]]
+        for launched in ec2.describe_volumes(VolumeIds=ids)["Volumes"]:
+            self.assertEqual((launched["Encrypted"], launched["KmsKeyId"]), (True, default_key))
+        # Existing volumes are untouched ("no effect on existing EBS volumes").
+        [still_plain] = ec2.describe_volumes(VolumeIds=[plain["VolumeId"]])["Volumes"]
+        self.assertFalse(still_plain["Encrypted"])
+
+    def test_snapshots_keep_the_volume_key_and_restored_volumes_get_it(self) -> None:
+        ec2 = self.client("ec2")
+        key = self.client("kms").create_key()["KeyMetadata"]["Arn"]
+        volume = ec2.create_volume(Size=8, AvailabilityZone="us-east-1a", Encrypted=True, KmsKeyId=key)
+        snapshot = ec2.create_snapshot(VolumeId=volume["VolumeId"])
+        self.assertEqual((snapshot["Encrypted"], snapshot["KmsKeyId"]), (True, key))
+        [described] = ec2.describe_snapshots(SnapshotIds=[snapshot["SnapshotId"]])["Snapshots"]
+        self.assertEqual((described["Encrypted"], described["KmsKeyId"]), (True, key))
+        restored = ec2.create_volume(SnapshotId=snapshot["SnapshotId"], AvailabilityZone="us-east-1a")
+        self.assertEqual((restored["Encrypted"], restored["KmsKeyId"], restored["Size"]), (True, key, 8))
+
+
+class AmiTests(EmulatorTestCase):
+    def encrypted_snapshot(self, size: int = 8) -> tuple[str, str]:
+        ec2 = self.client("ec2")
+        key = self.client("kms").create_key()["KeyMetadata"]["Arn"]
+        volume = ec2.create_volume(Size=size, AvailabilityZone="us-east-1a", Encrypted=True, KmsKeyId=key)
+        return ec2.create_snapshot(VolumeId=volume["VolumeId"])["SnapshotId"], key
+
+    def register(self, snapshot_id: str, root: str = "/dev/xvda") -> str:
+        return self.client("ec2").register_image(
+            Name=f"image-{snapshot_id}",
+            RootDeviceName=root,
+            BlockDeviceMappings=[{"DeviceName": root, "Ebs": {"SnapshotId": snapshot_id}}],
+        )["ImageId"]
+
+    def volumes_of(self, instance: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        ec2 = self.client("ec2")
+        out = {}
+        for mapping in instance["BlockDeviceMappings"]:
+            [volume] = ec2.describe_volumes(VolumeIds=[mapping["Ebs"]["VolumeId"]])["Volumes"]
+            out[mapping["DeviceName"]] = {**volume, "DeleteOnTermination": mapping["Ebs"]["DeleteOnTermination"]}
+        return out
+
+    def test_registered_image_names_an_encrypted_snapshot(self) -> None:
+        ec2 = self.client("ec2")
+        snapshot_id, key = self.encrypted_snapshot()
+        image_id = self.register(snapshot_id)
+        [image] = ec2.describe_images(ImageIds=[image_id])["Images"]
+        self.assertEqual((image["RootDeviceName"], image["RootDeviceType"]), ("/dev/xvda", "ebs"))
+        self.assertEqual(
+            image["BlockDeviceMappings"],
+            [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snapshot_id, "VolumeSize": 8, "VolumeType": "gp2",
+                                                 "DeleteOnTermination": True, "Encrypted": True}}],
+        )
+        [snapshot] = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
+        self.assertEqual((snapshot["Encrypted"], snapshot["KmsKeyId"]), (True, key))
+        # No made-up placeholder snapshot for the image.
+        self.assertEqual(
+            [s for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] if image_id in s.get("Description", "")],
+            [],
+        )
+        self.assertClientError(
+            "InvalidSnapshot.NotFound", ec2.register_image, Name="bad", RootDeviceName="/dev/xvda",
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-0123456789abcdef0"}}],
+        )
+
+    def test_instances_get_the_image_volumes_merged_with_the_request(self) -> None:
+        ec2 = self.client("ec2")
+        snapshot_id, key = self.encrypted_snapshot()
+        image_id = self.register(snapshot_id)
+        plain = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1)["Instances"][0]
+        [root] = self.volumes_of(plain).values()
+        self.assertEqual((root["SnapshotId"], root["Encrypted"], root["KmsKeyId"], root["Size"]),
+                         (snapshot_id, True, key, 8))
+        self.assertTrue(root["DeleteOnTermination"])
+
+        other_key = self.client("kms").create_key()["KeyMetadata"]["Arn"]
+        merged = ec2.run_instances(
+            ImageId=image_id, MinCount=1, MaxCount=1,
+            BlockDeviceMappings=[
+                {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20}},
+                {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 5, "Encrypted": True, "KmsKeyId": other_key}},
+            ],
+        )["Instances"][0]
+        volumes = self.volumes_of(merged)
+        self.assertEqual((volumes["/dev/xvda"]["Size"], volumes["/dev/xvda"]["KmsKeyId"]), (20, key))
+        self.assertTrue(volumes["/dev/xvda"]["DeleteOnTermination"])
+        self.assertEqual((volumes["/dev/xvdb"]["KmsKeyId"], volumes["/dev/xvdb"]["DeleteOnTermination"]),
+                         (other_key, False))
+
+        suppressed = ec2.run_instances(
+            ImageId=image_id, MinCount=1, MaxCount=1,
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "NoDevice": ""},
+                                 {"DeviceName": "/dev/xvdc", "Ebs": {"VolumeSize": 3}}],
+        )["Instances"][0]
+        self.assertEqual(list(self.volumes_of(suppressed)), ["/dev/xvdc"])
+
+    def test_launch_template_on_a_registered_image(self) -> None:
+        ec2 = self.client("ec2")
+        snapshot_id, _ = self.encrypted_snapshot()
+        image_id = self.register(snapshot_id)
+        template_key = self.client("kms").create_key()["KeyMetadata"]["Arn"]
+        template_id = ec2.create_launch_template(
+            LaunchTemplateName="on-image",
+            LaunchTemplateData={"ImageId": image_id, "BlockDeviceMappings": [
+                {"DeviceName": "/dev/xvda", "Ebs": {"Encrypted": True, "KmsKeyId": template_key}}]},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        instance = ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": template_id})[
+            "Instances"][0]
+        self.assertEqual(instance["ImageId"], image_id)
+        [root] = self.volumes_of(instance).values()
+        self.assertEqual((root["SnapshotId"], root["KmsKeyId"]), (snapshot_id, template_key))
+
+    def test_create_image_snapshots_the_instance_volumes(self) -> None:
+        ec2 = self.client("ec2")
+        key = self.client("kms").create_key()["KeyMetadata"]["Arn"]
+        instance = ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 6, "Encrypted": True,
+                                                                      "KmsKeyId": key, "DeleteOnTermination": True}}],
+        )["Instances"][0]
+        image_id = ec2.create_image(InstanceId=instance["InstanceId"], Name="baked")["ImageId"]
+        [image] = ec2.describe_images(ImageIds=[image_id])["Images"]
+        mappings = {m["DeviceName"]: m["Ebs"] for m in image["BlockDeviceMappings"]}
+        # moto's built-in image adds no root volume when the request maps devices.
+        self.assertEqual(set(mappings), {"/dev/xvdb"})
+        data = mappings["/dev/xvdb"]
+        self.assertEqual((data["VolumeSize"], data["Encrypted"], data["DeleteOnTermination"]), (6, True, True))
+        [snapshot] = ec2.describe_snapshots(SnapshotIds=[data["SnapshotId"]])["Snapshots"]
+        self.assertEqual((snapshot["Encrypted"], snapshot["KmsKeyId"]), (True, key))
+        self.assertEqual(image["RootDeviceType"], "ebs")
 
 
 class CloudTrailTests(EmulatorTestCase):
@@ -398,7 +636,9 @@ class CloudTrailTests(EmulatorTestCase):
         self.assertEqual(len(self.client("cloudtrail", "eu-west-1").lookup_events()["Events"]), 1)
 
 
-class SimulatePrincipalPolicyTests(EmulatorTestCase):
+class IamTestCase(EmulatorTestCase):
+    """Helpers for IAM simulations (no tests of its own)."""
+
     KEY_ARN = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
     def setUp(self) -> None:
@@ -448,6 +688,22 @@ class SimulatePrincipalPolicyTests(EmulatorTestCase):
         [result] = self.simulate(arn, action, resources=[resource], **kwargs)
         return result["EvalDecision"]
 
+    def raw_simulation(self, **kwargs: Any) -> str:
+        """The response body of one SimulatePrincipalPolicy call, as moto serialized it."""
+        bodies: list[str] = []
+        handler = lambda http_response, **_: bodies.append(http_response.text)  # noqa: E731
+        self.iam.meta.events.register("after-call.iam.SimulatePrincipalPolicy", handler)
+        try:
+            self.iam.simulate_principal_policy(**kwargs)
+        finally:
+            self.iam.meta.events.unregister("after-call.iam.SimulatePrincipalPolicy", handler)
+        return bodies[0]
+
+    def managed(self, name: str, *statements: dict[str, Any]) -> str:
+        return self.iam.create_policy(PolicyName=name, PolicyDocument=policy(*statements))["Policy"]["Arn"]
+
+
+class SimulatePrincipalPolicyTests(IamTestCase):
     def test_allow_with_bool_condition_satisfied(self) -> None:
         arn = self.user(
             "alice",
@@ -616,6 +872,234 @@ class SimulatePrincipalPolicyTests(EmulatorTestCase):
             "NoSuchEntity", self.simulate, f"arn:aws:iam::{ACCOUNT}:role/ghost", "kms:Decrypt"
         )
         self.assertEqual(error.response["ResponseMetadata"]["HTTPStatusCode"], 404)
+
+    def test_user_permissions_boundary_is_stored_and_shown(self) -> None:
+        boundary = self.managed("user-boundary", allow("kms:Decrypt"))
+        created = self.iam.create_user(UserName="bounded", PermissionsBoundary=boundary)["User"]
+        expected = {"PermissionsBoundaryType": "PermissionsBoundaryPolicy", "PermissionsBoundaryArn": boundary}
+        self.assertEqual(created["PermissionsBoundary"], expected)
+        self.assertEqual(self.iam.get_user(UserName="bounded")["User"]["PermissionsBoundary"], expected)
+        self.assertNotIn("PermissionsBoundary", self.iam.list_users()["Users"][0])
+
+        self.iam.create_user(UserName="plain")
+        self.assertNotIn("PermissionsBoundary", self.iam.get_user(UserName="plain")["User"])
+        self.iam.put_user_permissions_boundary(UserName="plain", PermissionsBoundary=boundary)
+        self.assertEqual(self.iam.get_user(UserName="plain")["User"]["PermissionsBoundary"], expected)
+        self.iam.delete_user_permissions_boundary(UserName="plain")
+        self.assertNotIn("PermissionsBoundary", self.iam.get_user(UserName="plain")["User"])
+
+        self.assertClientError("InvalidInput", self.iam.put_user_permissions_boundary,
+                               UserName="plain", PermissionsBoundary="arn:aws:s3:::not-a-policy-arn")
+        self.assertClientError("NoSuchEntity", self.iam.put_user_permissions_boundary, UserName="plain",
+                               PermissionsBoundary=f"arn:aws:iam::{ACCOUNT}:policy/missing")
+        self.assertClientError("NoSuchEntity", self.iam.put_user_permissions_boundary,
+                               UserName="ghost", PermissionsBoundary=boundary)
+        self.assertClientError("NoSuchEntity", self.iam.create_user, UserName="never",
+                               PermissionsBoundary=f"arn:aws:iam::{ACCOUNT}:policy/missing")
+        self.assertClientError("NoSuchEntity", self.iam.get_user, UserName="never")
+
+    def test_user_permissions_boundary_limits_simulation(self) -> None:
+        boundary = self.managed("grant-less", allow("kms:*"), deny("kms:ScheduleKeyDeletion"),
+                                {"Effect": "Allow", "NotAction": "kms:CreateGrant", "Resource": "*"})
+        arn = self.iam.create_user(UserName="dev", PermissionsBoundary=boundary)["User"]["Arn"]
+        self.iam.put_user_policy(UserName="dev", PolicyName="all-kms", PolicyDocument=policy(allow("kms:*")))
+        boundary = self.managed("decrypt-only", allow("kms:Decrypt"))
+        self.iam.put_user_permissions_boundary(UserName="dev", PermissionsBoundary=boundary)
+        decrypt, grant, delete = self.simulate(
+            arn, "kms:Decrypt", "kms:CreateGrant", "kms:ScheduleKeyDeletion", resources=[self.KEY_ARN]
+        )
+        self.assertEqual(decrypt["EvalDecision"], "allowed")
+        self.assertEqual(decrypt["PermissionsBoundaryDecisionDetail"], {"AllowedByPermissionsBoundary": True})
+        self.assertEqual(grant["EvalDecision"], "implicitDeny")
+        self.assertEqual(grant["MatchedStatements"], [])
+        self.assertEqual(grant["PermissionsBoundaryDecisionDetail"], {"AllowedByPermissionsBoundary": False})
+        self.assertEqual(
+            grant["ResourceSpecificResults"][0]["PermissionsBoundaryDecisionDetail"],
+            {"AllowedByPermissionsBoundary": False},
+        )
+        self.assertEqual(delete["EvalDecision"], "implicitDeny")
+        self.assertNotIn("OrganizationsDecisionDetail", decrypt)
+
+        denying = self.managed("deny-grant", allow("kms:*"), deny("kms:CreateGrant"))
+        self.iam.put_user_permissions_boundary(UserName="dev", PermissionsBoundary=denying)
+        [grant] = self.simulate(arn, "kms:CreateGrant", resources=[self.KEY_ARN])
+        self.assertEqual(grant["EvalDecision"], "explicitDeny")
+        self.assertEqual(grant["MatchedStatements"], [{"SourcePolicyId": "deny-grant", "SourcePolicyType": "user-managed"}])
+        self.assertEqual(grant["PermissionsBoundaryDecisionDetail"], {"AllowedByPermissionsBoundary": False})
+        body = self.raw_simulation(PolicySourceArn=arn, ActionNames=["kms:CreateGrant"], ResourceArns=[self.KEY_ARN])
+        self.assertIn(
+            "<PermissionsBoundaryDecisionDetail><AllowedByPermissionsBoundary>false"
+            "</AllowedByPermissionsBoundary></PermissionsBoundaryDecisionDetail>", body
+        )
+
+        plain = self.user("unbounded", allow("kms:*"))
+        [result] = self.simulate(plain, "kms:CreateGrant", resources=[self.KEY_ARN])
+        self.assertNotIn("PermissionsBoundaryDecisionDetail", result)
+        self.assertNotIn("PermissionsBoundaryDecisionDetail", result["ResourceSpecificResults"][0])
+
+
+MANAGEMENT = "111122223333"
+
+
+class OrganizationsTests(IamTestCase):
+    """Organizations seeded with real API calls, and SCPs in SimulatePrincipalPolicy."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.mgmt = self.client("organizations", account=MANAGEMENT)
+        self.member = self.client("organizations")
+
+    def join_organization(self) -> tuple[str, str]:
+        """111122223333 manages an organization with SCPs enabled; 123456789012 joins an OU."""
+        self.mgmt.create_organization(FeatureSet="ALL")
+        root = self.mgmt.list_roots()["Roots"][0]["Id"]
+        self.mgmt.enable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+        handshake = self.mgmt.invite_account_to_organization(Target={"Type": "ACCOUNT", "Id": ACCOUNT})["Handshake"]
+        self.member.accept_handshake(HandshakeId=handshake["Id"])
+        ou = self.mgmt.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+        self.mgmt.move_account(AccountId=ACCOUNT, SourceParentId=root, DestinationParentId=ou)
+        return root, ou
+
+    def scp(self, name: str, *statements: dict[str, Any]) -> str:
+        return self.mgmt.create_policy(
+            Name=name, Description=name, Type="SERVICE_CONTROL_POLICY", Content=policy(*statements)
+        )["Policy"]["PolicySummary"]["Id"]
+
+    def test_invitation_makes_the_account_a_member(self) -> None:
+        self.assertClientError("AWSOrganizationsNotInUseException", self.mgmt.invite_account_to_organization,
+                               Target={"Type": "ACCOUNT", "Id": ACCOUNT})
+        self.mgmt.create_organization(FeatureSet="ALL")
+        handshake = self.mgmt.invite_account_to_organization(Target={"Type": "ACCOUNT", "Id": ACCOUNT})["Handshake"]
+        self.assertEqual((handshake["State"], handshake["Action"]), ("OPEN", "INVITE"))
+        self.assertIn({"Id": ACCOUNT, "Type": "ACCOUNT"}, handshake["Parties"])
+        self.assertEqual((handshake["ExpirationTimestamp"] - handshake["RequestedTimestamp"]).days, 15)
+        self.assertClientError("AccessDeniedException", self.client("organizations", account="444455556666")
+                               .accept_handshake, HandshakeId=handshake["Id"])
+        self.assertClientError("HandshakeNotFoundException", self.member.accept_handshake, HandshakeId="h-0000000000")
+        accepted = self.member.accept_handshake(HandshakeId=handshake["Id"])["Handshake"]
+        self.assertEqual(accepted["State"], "ACCEPTED")
+        self.assertClientError("InvalidHandshakeTransitionException", self.member.accept_handshake,
+                               HandshakeId=handshake["Id"])
+        self.assertEqual(self.member.describe_organization()["Organization"]["MasterAccountId"], MANAGEMENT)
+        [joined] = [a for a in self.mgmt.list_accounts()["Accounts"] if a["Id"] == ACCOUNT]
+        self.assertEqual(joined["JoinedMethod"], "INVITED")
+        root = self.mgmt.list_roots()["Roots"][0]["Id"]
+        self.assertEqual(self.mgmt.list_parents(ChildId=ACCOUNT)["Parents"], [{"Id": root, "Type": "ROOT"}])
+        self.assertClientError("HandshakeConstraintViolationException", self.mgmt.invite_account_to_organization,
+                               Target={"Type": "ACCOUNT", "Id": ACCOUNT})
+        self.assertClientError("InvalidInputException", self.mgmt.invite_account_to_organization,
+                               Target={"Type": "EMAIL", "Id": "owner@example.com"})
+        # A reset forgets the membership: the account can found its own organization.
+        self.control("POST", "reset")
+        self.member.create_organization(FeatureSet="ALL")
+
+    def test_scp_attachments_follow_the_policy_type(self) -> None:
+        self.mgmt.create_organization(FeatureSet="ALL")
+        root = self.mgmt.list_roots()["Roots"][0]["Id"]
+        guard = self.scp("guard", deny("kms:CreateGrant"))
+        self.assertClientError("PolicyTypeNotEnabledException", self.mgmt.attach_policy, PolicyId=guard, TargetId=root)
+        self.mgmt.enable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+        self.mgmt.attach_policy(PolicyId=guard, TargetId=root)
+        names = lambda target: sorted(  # noqa: E731
+            p["Name"] for p in self.mgmt.list_policies_for_target(TargetId=target, Filter="SERVICE_CONTROL_POLICY")[
+                "Policies"]
+        )
+        self.assertEqual(names(root), ["FullAWSAccess", "guard"])
+        self.mgmt.detach_policy(PolicyId="p-FullAWSAccess", TargetId=root)
+        error = self.assertClientError("ConstraintViolationException", self.mgmt.detach_policy, PolicyId=guard,
+                                       TargetId=root)
+        self.assertIn("fewer than the minimum", error.response["Error"]["Message"])
+        self.mgmt.disable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+        self.assertEqual(names(root), [])
+        self.mgmt.enable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+        self.assertEqual(names(root), ["FullAWSAccess"])
+        self.assertEqual(names(MANAGEMENT), ["FullAWSAccess"])
+
+    def test_scp_deny_is_an_explicit_deny_reported_as_organizations_detail(self) -> None:
+        _, ou = self.join_organization()
+        arn = self.role("launcher", allow("kms:*"))
+        self.mgmt.attach_policy(PolicyId=self.scp("no-grants", deny("kms:CreateGrant")), TargetId=ou)
+        grant, decrypt = self.simulate(arn, "kms:CreateGrant", "kms:Decrypt", resources=[self.KEY_ARN])
+        self.assertEqual(grant["EvalDecision"], "explicitDeny")
+        self.assertEqual(grant["MatchedStatements"], [])
+        self.assertEqual(grant["OrganizationsDecisionDetail"], {"AllowedByOrganizations": False})
+        self.assertNotIn("OrganizationsDecisionDetail", grant["ResourceSpecificResults"][0])
+        self.assertEqual(grant["ResourceSpecificResults"][0]["EvalResourceDecision"], "explicitDeny")
+        self.assertEqual(decrypt["EvalDecision"], "allowed")
+        self.assertEqual(decrypt["OrganizationsDecisionDetail"], {"AllowedByOrganizations": True})
+        body = self.raw_simulation(PolicySourceArn=arn, ActionNames=["kms:CreateGrant"], ResourceArns=[self.KEY_ARN])
+        self.assertIn(
+            "<OrganizationsDecisionDetail><AllowedByOrganizations>false</AllowedByOrganizations>"
+            "</OrganizationsDecisionDetail>", body
+        )
+
+    def test_every_level_must_allow(self) -> None:
+        _, ou = self.join_organization()
+        arn = self.role("operator", allow("kms:*"))
+        self.mgmt.attach_policy(PolicyId=self.scp("ou-allow", allow(["kms:Decrypt", "kms:CreateGrant"])), TargetId=ou)
+        self.mgmt.detach_policy(PolicyId="p-FullAWSAccess", TargetId=ou)
+        grant, encrypt = self.simulate(arn, "kms:CreateGrant", "kms:Encrypt", resources=[self.KEY_ARN])
+        self.assertEqual(grant["EvalDecision"], "allowed")
+        self.assertEqual(encrypt["EvalDecision"], "implicitDeny")
+        self.assertEqual(encrypt["OrganizationsDecisionDetail"], {"AllowedByOrganizations": False})
+        # The account level narrows further.
+        self.mgmt.attach_policy(PolicyId=self.scp("account-allow", allow("kms:Decrypt")), TargetId=ACCOUNT)
+        self.mgmt.detach_policy(PolicyId="p-FullAWSAccess", TargetId=ACCOUNT)
+        grant, decrypt = self.simulate(arn, "kms:CreateGrant", "kms:Decrypt", resources=[self.KEY_ARN])
+        self.assertEqual((grant["EvalDecision"], decrypt["EvalDecision"]), ("implicitDeny", "allowed"))
+        # An identity policy that does not allow stays an implicit deny, whatever the SCPs say.
+        quiet = self.role("quiet", allow("s3:GetObject"))
+        [result] = self.simulate(quiet, "kms:Decrypt", resources=[self.KEY_ARN])
+        self.assertEqual(result["EvalDecision"], "implicitDeny")
+        self.assertEqual(result["OrganizationsDecisionDetail"], {"AllowedByOrganizations": True})
+
+    def test_scp_conditions_and_missing_context(self) -> None:
+        _, ou = self.join_organization()
+        arn = self.user("grants", allow("kms:CreateGrant"))
+        guard = deny("kms:CreateGrant", Condition={"BoolIfExists": {"kms:GrantIsForAWSResource": "false"}})
+        self.mgmt.attach_policy(PolicyId=self.scp("aws-resources-only", guard), TargetId=ou)
+        for value, decision in (("true", "allowed"), ("false", "explicitDeny")):
+            [result] = self.simulate(arn, "kms:CreateGrant", resources=[self.KEY_ARN],
+                                     context={"kms:GrantIsForAWSResource": ("boolean", [value])})
+            self.assertEqual(result["EvalDecision"], decision, value)
+        [absent] = self.simulate(arn, "kms:CreateGrant", resources=[self.KEY_ARN])
+        self.assertEqual(absent["EvalDecision"], "explicitDeny")
+        self.assertEqual(absent["MissingContextValues"], [])
+
+    def test_scps_do_not_apply_to_the_management_account_or_service_linked_roles(self) -> None:
+        # 123456789012 as management account: SCPs never apply, the detail says allowed.
+        self.member.create_organization(FeatureSet="ALL")
+        root = self.member.list_roots()["Roots"][0]["Id"]
+        self.member.enable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+        guard = self.member.create_policy(Name="g", Description="g", Type="SERVICE_CONTROL_POLICY",
+                                          Content=policy(deny("kms:*")))["Policy"]["PolicySummary"]["Id"]
+        self.member.attach_policy(PolicyId=guard, TargetId=ACCOUNT)
+        arn = self.role("admin", allow("kms:*"))
+        [result] = self.simulate(arn, "kms:CreateGrant", resources=[self.KEY_ARN])
+        self.assertEqual(result["EvalDecision"], "allowed")
+        self.assertEqual(result["OrganizationsDecisionDetail"], {"AllowedByOrganizations": True})
+
+        self.control("POST", "reset")
+        self.iam = self.client("iam")
+        _, ou = self.join_organization()
+        self.mgmt.attach_policy(PolicyId=self.scp("deny-kms", deny("kms:*")), TargetId=ou)
+        slr = self.iam.create_service_linked_role(AWSServiceName="autoscaling.amazonaws.com")["Role"]
+        self.iam.put_role_policy(RoleName=slr["RoleName"], PolicyName="kms", PolicyDocument=policy(allow("kms:*")))
+        [service] = self.simulate(slr["Arn"], "kms:CreateGrant", resources=[self.KEY_ARN])
+        self.assertEqual(service["EvalDecision"], "allowed")
+        self.assertEqual(service["OrganizationsDecisionDetail"], {"AllowedByOrganizations": True})
+        [person] = self.simulate(self.role("person", allow("kms:*")), "kms:CreateGrant", resources=[self.KEY_ARN])
+        self.assertEqual(person["EvalDecision"], "explicitDeny")
+
+    def test_boundary_and_scp_together(self) -> None:
+        _, ou = self.join_organization()
+        boundary = self.managed("b", allow("kms:*"))
+        arn = self.role("both", allow("kms:*"), boundary=boundary)
+        self.mgmt.attach_policy(PolicyId=self.scp("deny-decrypt", deny("kms:Decrypt")), TargetId=ou)
+        [result] = self.simulate(arn, "kms:Decrypt", resources=[self.KEY_ARN])
+        self.assertEqual(result["EvalDecision"], "explicitDeny")
+        self.assertEqual(result["PermissionsBoundaryDecisionDetail"], {"AllowedByPermissionsBoundary": True})
+        self.assertEqual(result["OrganizationsDecisionDetail"], {"AllowedByOrganizations": False})
 
 
 class ConditionEvaluationTests(unittest.TestCase):
@@ -811,6 +1295,90 @@ class FaultInjectionTests(EmulatorTestCase):
         self.control("DELETE", "faults")
         self.assertEqual(self.control("GET", "faults")["faults"], [])
         self.control("POST", "faults", {"kind": "explode"}, expect=400)
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "cloudtrail")
+PRINCIPAL_KINDS = {"user", "role", "service-linked-role", "sso-role", "root", "federated", "service", "unknown"}
+
+
+def fixture(name: str) -> Any:
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class CloudTrailFixtureTests(EmulatorTestCase):
+    """tests/fixtures/cloudtrail: well-formed, sourced, and usable through LookupEvents."""
+
+    RECORD_FILES = (
+        "run-instances-autoscaling-fleet.json",
+        "run-instances-launch-template.json",
+        "run-instances-encrypted-default-key.json",
+        "kms-ec2-volume.json",
+    )
+
+    def test_identity_cases_cover_every_shape(self) -> None:
+        cases = fixture("identities.json")
+        self.assertEqual(len({c["name"] for c in cases}), len(cases))
+        for case in cases:
+            self.assertTrue(case["source"], case["name"])
+            self.assertIn(case["expected"]["principal_kind"], PRINCIPAL_KINDS, case["name"])
+            arn = case["expected"]["principal_arn"]
+            self.assertTrue(arn is None or arn.startswith("arn:aws:iam::"), case["name"])
+        types = {c["userIdentity"]["type"] for c in cases}
+        self.assertLessEqual(
+            {"IAMUser", "AssumedRole", "FederatedUser", "Root", "AWSService", "SAMLUser", "WebIdentityUser",
+             "IdentityCenterUser"}, types,
+        )
+        issuers = [dig(c, "userIdentity", "sessionContext", "sessionIssuer", "arn") or "" for c in cases]
+        self.assertTrue(any(re.search(r"/aws-reserved/sso\.amazonaws\.com/[a-z]{2}-[a-z]+-\d/", a) for a in issuers))
+        self.assertTrue(any(re.search(r"/aws-reserved/sso\.amazonaws\.com/AWSReservedSSO_", a) for a in issuers))
+        self.assertTrue(any("/aws-service-role/" in a for a in issuers))
+        [in_scope] = [c for c in cases if "inScopeOf" in c["userIdentity"]]
+        self.assertEqual(in_scope["userIdentity"]["inScopeOf"]["issuerType"], "AWS::EC2::Instance")
+        self.assertEqual(in_scope["expected"], {"principal_kind": "service", "principal_arn": None})
+        center = next(c for c in cases if c["userIdentity"]["type"] == "IdentityCenterUser")
+        self.assertIn("onBehalfOf", center["userIdentity"])
+
+    def test_records_are_sourced_and_found_by_lookup_events(self) -> None:
+        trail = self.client("cloudtrail")
+        self.control("POST", "cloudtrail/throttle", {"enabled": False})
+        for name in self.RECORD_FILES:
+            entries = fixture(name)
+            for entry in entries:
+                self.assertTrue(entry["source"], name)
+                record = entry["record"]
+                stored = self.control("POST", "cloudtrail/events",
+                                      {"region": "us-east-1", "events": [record]})
+                self.assertEqual(stored["event_ids"], [record["eventID"]])
+                [event] = trail.lookup_events(
+                    LookupAttributes=[{"AttributeKey": "EventId", "AttributeValue": record["eventID"]}]
+                )["Events"]
+                self.assertEqual(json.loads(event["CloudTrailEvent"])["eventName"], record["eventName"])
+        # The launch-template record names its template; the fleet record only tags it.
+        [template] = fixture("run-instances-launch-template.json")
+        self.assertIn("launchTemplateId", template["record"]["requestParameters"]["launchTemplate"])
+        [fleet] = fixture("run-instances-autoscaling-fleet.json")
+        tags = fleet["record"]["responseElements"]["instancesSet"]["items"][0]["tagSet"]["items"]
+        self.assertIn("aws:ec2launchtemplate:id", {t["key"] for t in tags})
+        # EC2's KMS calls carry the volume in the encryption context.
+        for entry in fixture("kms-ec2-volume.json"):
+            params = entry["record"]["requestParameters"]
+            context = params.get("encryptionContext") or dig(params, "constraints", "encryptionContextSubset")
+            if entry["record"]["eventSource"] == "kms.amazonaws.com":
+                self.assertIn("aws:ebs:id", context)
+
+    def test_denied_messages_quote_the_documented_phrases(self) -> None:
+        doc = fixture("denied-messages.json")
+        self.assertIn("troubleshoot_access-denied", doc["source"])
+        kinds = {(e["policy_type"], e["deny"]) for e in doc["examples"]}
+        for policy_type in ("permissions-boundary", "resource-based-policy", "identity-based-policy", "session-policy"):
+            self.assertIn((policy_type, "explicit"), kinds)
+            self.assertIn((policy_type, "implicit"), kinds)
+        for example in doc["examples"]:
+            self.assertRegex(example["message"], r"^User: arn:aws:(iam|sts)::\d{12}:\S+ is not authorized to perform: ")
+        by_type = {e["policy_type"]: e["message"] for e in doc["examples"]}
+        self.assertIn("with an explicit deny in a service control policy", by_type["service-control-policy"])
+        self.assertIn("with an explicit deny in a resource-based policy", by_type["resource-based-policy"])
 
 
 class CallRecordingTests(EmulatorTestCase):

@@ -68,6 +68,9 @@ fn headline(f: &Finding) -> String {
         CauseCode::ServiceLinkedRoleNeedsKeyAccess => format!("service-linked role needs access to key {key}"),
         CauseCode::CallerUnknown => format!("caller unknown, key {key}"),
         CauseCode::NoKmsCauseFound => "no KMS cause found".to_owned(),
+        CauseCode::PermissionsBoundaryBlocks => format!("permissions boundary of {} blocks key {key}", who(f)),
+        CauseCode::ScpBlocks => format!("an SCP blocks {} on key {key}", who(f)),
+        CauseCode::Ec2InfrastructureDenied => format!("key {key} policy denies EC2's own identity"),
     };
     let verb = match f.instance_state {
         crate::facts::EndState::Stopped => "failed to start",
@@ -100,7 +103,28 @@ pub fn sns_attributes(f: &Finding) -> BTreeMap<String, String> {
         ("account".to_owned(), f.account.clone()),
         ("instance_id".to_owned(), f.instance_id.clone()),
         ("severity".to_owned(), severity(primary(f)).to_owned()),
+        // A subscriber drops repeats by these: the same id and digest, the same news.
+        ("finding_id".to_owned(), f.id.clone()),
+        ("digest".to_owned(), digest(f)),
     ])
+}
+
+/// What the finding says, hashed (FNV-1a over its JSON): not when it was observed or decided,
+/// nor which sinks it reached. Two deliveries with the same `finding_id` and `digest` carry
+/// the same content.
+pub fn digest(f: &Finding) -> String {
+    let mut g = f.clone();
+    g.delivered = Default::default();
+    g.decided_at = None;
+    g.digest = String::new();
+    g.observed_at = String::new();
+    let bytes = serde_json::to_vec(&g).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 fn truncate_text(mut s: String, max: usize) -> String {
@@ -169,8 +193,10 @@ pub fn fit(f: &Finding, max: usize) -> Finding {
 
 /// The EventBridge `Detail`: the finding JSON of the report contract, within 256 KB.
 pub fn eventbridge_detail(f: &Finding) -> String {
+    let mut f = f.clone();
+    f.digest = digest(&f);
     // Leave room for the envelope (source, detail-type, resources, bus).
-    serde_json::to_string(&fit(f, EVENTBRIDGE_MAX_BYTES - 4096)).unwrap_or_else(|_| "{}".to_owned())
+    serde_json::to_string(&fit(&f, EVENTBRIDGE_MAX_BYTES - 4096)).unwrap_or_else(|_| "{}".to_owned())
 }
 
 pub fn instance_arn(f: &Finding) -> String {

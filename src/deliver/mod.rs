@@ -69,8 +69,9 @@ pub struct BusEvent {
 }
 
 impl Outbox {
-    /// The payloads for every sink that is on.
+    /// The payloads for every sink that is on, dated when the finding was decided (else `now`).
     pub fn render(finding: &Finding, sinks: &Sinks, now: &str) -> Self {
+        let decided = finding.decided_at.as_deref().unwrap_or(now);
         Self {
             finding_id: finding.id.clone(),
             instance_id: finding.instance_id.clone(),
@@ -81,7 +82,7 @@ impl Outbox {
                 body: message::sns_body(finding),
                 attributes: message::sns_attributes(finding),
             }),
-            security_hub: sinks.security_hub.then(|| message::asff(finding, None, now)),
+            security_hub: sinks.security_hub.then(|| message::asff(finding, None, decided)),
             eventbridge: sinks.event_bus.as_ref().map(|bus| BusEvent {
                 bus: bus.clone(),
                 detail: message::eventbridge_detail(finding),
@@ -130,8 +131,14 @@ pub async fn send<E: Effects>(effects: &E, outbox: &mut Outbox, now: &str) -> (D
         }
         if let Some(doc) = &outbox.security_hub {
             match security_hub(effects, doc, now).await {
-                Ok(()) => {
-                    delivered.security_hub = Some("ok".to_owned());
+                Ok(imported) => {
+                    delivered.security_hub = Some(
+                        match imported {
+                            Imported::Upserted => "ok",
+                            Imported::NewerKept => "newer finding kept",
+                        }
+                        .to_owned(),
+                    );
                     outbox.security_hub = None;
                 }
                 Err(e) => failures.push(e),
@@ -174,14 +181,39 @@ pub async fn deliver<E: Effects>(
     (failures, outbox)
 }
 
-/// Upserts the finding by its stable Id, keeping the first import's CreatedAt.
-async fn security_hub<E: Effects>(effects: &E, doc: &message::Asff, now: &str) -> Result<(), CallError> {
-    let created = effects
-        .finding_created_at(&doc.region, &doc.product_arn, &doc.id)
+/// What a Security Hub delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Imported {
+    Upserted,
+    /// Security Hub holds a finding with this Id decided later: it is kept.
+    NewerKept,
+}
+
+/// Upserts the finding by its stable Id, keeping the first import's CreatedAt. Its UpdatedAt
+/// is when the finding was decided, so a late redelivery or a replay of an older decision never
+/// overwrites a newer one (RFC 3339 in UTC compares as text).
+async fn security_hub<E: Effects>(effects: &E, doc: &message::Asff, now: &str) -> Result<Imported, CallError> {
+    let existing = effects
+        .existing_finding(&doc.region, &doc.product_arn, &doc.id)
         .instrument(info_span!("securityhub.GetFindings"))
         .await?;
     let mut doc = doc.clone();
-    doc.created_at = created.unwrap_or_else(|| now.to_owned());
-    doc.updated_at = now.to_owned();
-    effects.import_finding(&doc.region, &doc).instrument(info_span!("securityhub.BatchImportFindings")).await
+    if doc.updated_at.is_empty() {
+        doc.updated_at = now.to_owned();
+    }
+    if let Some((_, updated)) = &existing {
+        if newer(updated, &doc.updated_at) {
+            tracing::info!(finding_id = %doc.id, theirs = %updated, ours = %doc.updated_at, "Security Hub has a newer finding: kept");
+            return Ok(Imported::NewerKept);
+        }
+    }
+    doc.created_at = existing.map(|(c, _)| c).filter(|c| !c.is_empty()).unwrap_or_else(|| doc.updated_at.clone());
+    effects.import_finding(&doc.region, &doc).instrument(info_span!("securityhub.BatchImportFindings")).await?;
+    Ok(Imported::Upserted)
+}
+
+/// Whether timestamp `a` is later than `b` (RFC 3339; unparsable ones are never newer).
+fn newer(a: &str, b: &str) -> bool {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a > b)
 }

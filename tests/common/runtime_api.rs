@@ -26,6 +26,12 @@ pub struct RuntimeApi {
 
 impl RuntimeApi {
     pub fn start(events: Vec<Value>) -> Self {
+        Self::start_with_budget(events, 60_000)
+    }
+
+    /// Each invocation's deadline (`Lambda-Runtime-Deadline-Ms`) is `budget_ms` after it is
+    /// handed out, as Lambda sets it from the function's timeout.
+    pub fn start_with_budget(events: Vec<Value>, budget_ms: i64) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (tx, rx) = channel();
@@ -36,7 +42,7 @@ impl RuntimeApi {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
                 let (queue, tx) = (Arc::clone(&queue), tx.clone());
-                thread::spawn(move || serve(stream, &queue, &tx));
+                thread::spawn(move || serve(stream, &queue, &tx, budget_ms));
             }
         });
         Self { address, outcomes: rx }
@@ -71,7 +77,7 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
 }
 
 /// Serves requests on one connection; once the queue is empty, a `next` is held open.
-fn serve(mut stream: TcpStream, queue: &Queue, tx: &Sender<Outcome>) {
+fn serve(mut stream: TcpStream, queue: &Queue, tx: &Sender<Outcome>, budget_ms: i64) {
     while let Some((method, path, body)) = read_request(&mut stream) {
         if method == "GET" && path.ends_with("/invocation/next") {
             let next = queue.lock().map(|mut q| q.next()).ok().flatten();
@@ -81,7 +87,7 @@ fn serve(mut stream: TcpStream, queue: &Queue, tx: &Sender<Outcome>) {
                 return;
             };
             let payload = event.to_string();
-            let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
+            let deadline = chrono::Utc::now().timestamp_millis() + budget_ms;
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-{n}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:kms-launch-doctor\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n{payload}",

@@ -222,7 +222,15 @@ async fn storm(name: &str) -> (Scenario, Vec<String>, String) {
     }
     let i = s.instance(&[Some(&dead)]).await;
     s.fail_launch(&i, "terminated");
-    records.push(s.launch_record("RunInstances", &i, iam_user_identity(&user_arn, &user), Duration::hours(6)));
+    // Terminated: its volumes are gone; the RunInstances request names the key.
+    records.push(s.run_instances_record(
+        &i,
+        iam_user_identity(&user_arn, &user),
+        Duration::hours(6),
+        "ami-12c6146b",
+        vec![json!({"deviceName": "/dev/xvda", "ebs": {"volumeSize": 8, "encrypted": true, "kmsKeyId": dead}})],
+        None,
+    ));
     ids.push(i);
     s.trail(records);
     (s, ids, user_arn)

@@ -573,6 +573,8 @@ fn sibling(s: &Scenario, name: &str) -> Scenario {
     Scenario {
         name: name.to_owned(),
         region: s.region.clone(),
+        account: s.account.clone(),
+        credentials: s.credentials.clone(),
         ec2: s.ec2.clone(),
         kms: s.kms.clone(),
         iam: s.iam.clone(),

@@ -63,7 +63,7 @@ async fn delete_handled(s: &Scenario, queue_url: &str, batch: &Value) {
     s.sqs.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.unwrap();
 }
 
-fn lines_with(stdout: &str, message: &str) -> Vec<Value> {
+pub(crate) fn lines_with(stdout: &str, message: &str) -> Vec<Value> {
     stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["message"] == message).collect()
 }
 
@@ -89,7 +89,9 @@ fn invoke_all(region: &str, events: Vec<Value>, env: &[(&str, &str)]) -> (Vec<ru
         })
     }
     let n = events.len();
-    let runtime = RuntimeApi::start(events);
+    let budget: i64 =
+        env.iter().find(|(k, _)| *k == "TEST_INVOCATION_BUDGET_MS").and_then(|(_, v)| v.parse().ok()).unwrap_or(60_000);
+    let runtime = RuntimeApi::start_with_budget(events, budget);
     let mut child = lambda_process_with(&runtime, region, env);
     let stdout = drain(child.stdout.take().unwrap());
     let stderr = drain(child.stderr.take().unwrap());
@@ -159,24 +161,28 @@ async fn a_late_cloudtrail_record_is_retried_then_diagnosed_once() {
         serde_json::from_str(&std::fs::read_to_string(sample_event("stopped.json", &instance, &s.region)).unwrap())
             .unwrap();
 
-    // First delivery: no StartInstances record in CloudTrail yet.
+    // First delivery: no StartInstances record in CloudTrail yet. The event goes back on the
+    // queue as a deferred event carrying what this look learned; the message in hand is done.
     let first = sqs_batch(&s, &queue_url, &queue_arn, &event, 1).await;
-    let message_id = first["Records"][0]["messageId"].as_str().unwrap().to_owned();
     s.reset_calls();
-    let (outcomes, stdout) = invoke(&s.region, vec![first], &[("EVENTS_QUEUE_URL", &queue_url)]);
+    let (outcomes, stdout) = invoke(&s.region, vec![first.clone()], &[("EVENTS_QUEUE_URL", &queue_url)]);
     assert_eq!(outcomes[0].kind, "response");
-    assert_eq!(outcomes[0].body, json!({"batchItemFailures": [{"itemIdentifier": message_id}]}));
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}));
     assert!(finding_lines(&stdout).is_empty(), "no finding before the record arrives:\n{stdout}");
-    assert!(s.calls().iter().any(|c| c == "sqs:ChangeMessageVisibility"), "visibility extended for backoff");
+    assert!(s.calls().iter().any(|c| c == "sqs:SendMessage"), "deferred by a message of its own");
+    let deferred: Vec<Value> =
+        queued(&s, &queue_url).into_iter().filter(|m| m["kms-launch-doctor"] == "deferred/1").collect();
+    assert_eq!(deferred.len(), 1);
 
-    // The record arrives; the message comes back: one finding, no failure.
+    // The record arrives; the deferred event comes back: one finding, no failure.
     s.trail(vec![s.launch_record(
         "StartInstances",
         &instance,
         iam_user_identity(&user_arn, "late-dev"),
         Duration::minutes(2),
     )]);
-    let second = sqs_batch(&s, &queue_url, &queue_arn, &event, 2).await;
+    let mut second = first;
+    second["Records"][0]["body"] = json!(deferred[0].to_string());
     let (outcomes, stdout) = invoke(&s.region, vec![second], &[("EVENTS_QUEUE_URL", &queue_url)]);
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}));
     let lines = finding_lines(&stdout);
@@ -219,11 +225,13 @@ async fn an_event_claiming_to_be_old_still_waits_for_cloudtrail() {
     let mut event = event_for(&instance, &s.region, "stopped");
     event["time"] = json!(rfc3339(Utc::now() - Duration::minutes(30)));
     let batch = sqs_batch(&s, &queue_url, &queue_arn, &event, 1).await;
-    let message_id = batch["Records"][0]["messageId"].as_str().unwrap().to_owned();
     let (outcomes, stdout) =
         invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url), ("CLOUDTRAIL_WAIT_MINUTES", "20")]);
-    assert_eq!(outcomes[0].body, json!({"batchItemFailures": [{"itemIdentifier": message_id}]}), "{stdout}");
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
     assert!(finding_lines(&stdout).is_empty(), "{stdout}");
+    let deferred: Vec<Value> =
+        queued(&s, &queue_url).into_iter().filter(|m| m["kms-launch-doctor"] == "deferred/1").collect();
+    assert_eq!(deferred.len(), 1, "deferred, not reported: {stdout}");
 }
 
 #[tokio::test]
@@ -502,4 +510,181 @@ async fn if_the_unsent_part_cannot_be_queued_the_event_is_retried_whole() {
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": [{"itemIdentifier": message_id}]}), "{stdout}");
     assert!(stdout.contains("could not queue the unsent delivery"), "{stdout}");
     assert!(s.drain(&bus_inbox).await.is_empty());
+}
+
+// ---- Issue 15: deadlines, facts that survive the wait, CloudTrail's budget, ordered findings --
+
+/// What the function has put on its queue (delayed messages included).
+fn queued(s: &Scenario, queue_url: &str) -> Vec<Value> {
+    let name = queue_url.rsplit('/').next().unwrap();
+    let got = http("GET", &format!("/_kld/sqs/messages?queue_name={name}&region={}", s.region), None);
+    got["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| serde_json::from_str(m["body"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn with_no_time_left_every_event_goes_back_unfinished_before_the_deadline() {
+    let s = Scenario::isolated("deadline").await;
+    let key = s.key(None).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let i = s.instance(&[Some(&key)]).await;
+        s.fail_launch(&i, "stopped");
+        events.push(event_for(&i, &s.region, "stopped"));
+    }
+    let batch = batch_of(&events, &s.region);
+    let ids: Vec<Value> =
+        batch["Records"].as_array().unwrap().iter().map(|r| json!({"itemIdentifier": r["messageId"]})).collect();
+    // The deadline 5 s after the invocation starts, and a 5 s safety margin: nothing may start.
+    s.reset_calls();
+    let started = std::time::Instant::now();
+    let (outcomes, stdout) = invoke(
+        &s.region,
+        vec![batch.clone()],
+        &[("TEST_INVOCATION_BUDGET_MS", "5000"), ("DEADLINE_MARGIN_SECONDS", "5")],
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "answered after the deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcomes[0].kind, "response");
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": ids}), "{stdout}");
+    assert!(finding_lines(&stdout).is_empty(), "{stdout}");
+    assert!(!s.calls().iter().any(|c| c == "cloudtrail:LookupEvents"), "{:?}", s.calls());
+
+    // With time, the same batch is diagnosed (and deferred: no launch record yet).
+    let (queue_url, _) = s.queue("deadline-events").await;
+    let (outcomes, stdout) = invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url)]);
+    assert_eq!(outcomes[0].kind, "response", "{stdout}");
+    assert_eq!(
+        lines_with(&stdout, "launch record not in CloudTrail yet: deferred with what is known").len(),
+        3,
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_event_whose_instance_has_started_since_still_yields_its_finding() {
+    let s = Scenario::new("deferstart").await;
+    let key = s.key(None).await;
+    let user_arn = s.user("deferstart-dev", &[("ec2-full", ec2_full_access())]).await;
+    let instance = s.instance(&[Some(&key)]).await;
+    s.fail_launch(&instance, "stopped");
+    let (queue_url, queue_arn) = s.queue("deferstart-events").await;
+    let event = event_for(&instance, &s.region, "stopped");
+    let first = sqs_batch(&s, &queue_url, &queue_arn, &event, 1).await;
+    let env = [("EVENTS_QUEUE_URL", queue_url.as_str())];
+    let (outcomes, stdout) = invoke(&s.region, vec![first.clone()], &env);
+    // Deferred by a message of its own: the one in hand is done.
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    assert!(finding_lines(&stdout).is_empty(), "{stdout}");
+    let deferred: Vec<Value> =
+        queued(&s, &queue_url).into_iter().filter(|m| m["kms-launch-doctor"] == "deferred/1").collect();
+    assert_eq!(deferred.len(), 1, "{deferred:#?}");
+    assert_eq!(deferred[0]["snapshot"]["instance"]["id"], instance.as_str());
+    assert_eq!(deferred[0]["snapshot"]["volumes"][0]["kms_key_arn"], key.as_str());
+
+    // Meanwhile someone started the instance again, and the launch record arrived.
+    s.ec2.start_instances().instance_ids(&instance).send().await.unwrap();
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "deferstart-dev"),
+        Duration::minutes(2),
+    )]);
+    let mut later = first;
+    later["Records"][0]["body"] = json!(deferred[0].to_string());
+    later["Records"][0]["messageId"] = json!("deferred-1");
+    let (outcomes, stdout) = invoke(&s.region, vec![later], &env);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    let lines = finding_lines(&stdout);
+    assert_eq!(lines.len(), 1, "the finding, decided on what the first look saw: {stdout}");
+    let f = &lines[0]["finding"];
+    assert_eq!(f["instance_state"], "stopped");
+    assert_eq!(f["causes"][0]["code"], "caller-lacks-create-grant", "{f:#}");
+    assert_eq!(f["launch"]["caller"]["principal_arn"], user_arn.as_str());
+}
+
+#[tokio::test]
+async fn a_throttled_cloudtrail_defers_instead_of_reporting_caller_unknown() {
+    let s = Scenario::new("trailthrottle").await;
+    let key = s.key(None).await;
+    let instance = s.instance(&[Some(&key)]).await;
+    s.fail_launch(&instance, "stopped");
+    let (queue_url, queue_arn) = s.queue("trailthrottle-events").await;
+    let mut event = event_for(&instance, &s.region, "stopped");
+    event["time"] = json!(rfc3339(Utc::now() - Duration::minutes(25)));
+    let mut batch = sqs_batch(&s, &queue_url, &queue_arn, &event, 6).await;
+    // Past the 20-minute budget, but CloudTrail answered every attempt with throttling.
+    sent_ago(&mut batch, Duration::minutes(25));
+    // Only this instance's lookups (its id is in the request), in a shared region.
+    let fault = http(
+        "POST",
+        "/_kld/faults",
+        Some(&json!({"service": "cloudtrail", "action": "LookupEvents", "region": s.region,
+        "match": instance, "code": "ThrottlingException", "message": "Rate exceeded"})),
+    );
+    let (outcomes, stdout) =
+        invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url), ("CLOUDTRAIL_WAIT_MINUTES", "20")]);
+    http("DELETE", &format!("/_kld/faults/{}", fault["id"].as_str().unwrap()), None);
+    assert_eq!(outcomes[0].kind, "response");
+    assert!(finding_lines(&stdout).is_empty(), "no caller-unknown from a lookup that failed: {stdout}");
+    assert!(queued(&s, &queue_url).iter().any(|m| m["kms-launch-doctor"] == "deferred/1"), "deferred");
+    // The metrics line counts the throttles and the deferral.
+    let emf: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert!(emf.iter().any(|m| m["CloudTrailThrottles"].as_u64().unwrap_or(0) >= 1 && m["Deferrals"] == 1), "{emf:#?}");
+}
+
+#[tokio::test]
+async fn a_stale_redelivery_never_overwrites_a_newer_security_hub_finding() {
+    let a = super::article("stalehub").await;
+    let (queue_url, queue_arn) = a.s.queue("stalehub-events").await;
+    let env = [("SECURITY_HUB", "on"), ("EVENTS_QUEUE_URL", queue_url.as_str())];
+    let event = event_for(&a.instance, &a.s.region, "stopped");
+
+    // First decision (T1): Security Hub refuses it once, so its delivery goes back on the queue.
+    // Only this finding's import (its instance id is in the request), in a shared region.
+    a.s.fault(json!({"service": "securityhub", "action": "BatchImportFindings", "region": a.s.region, "times": 1,
+        "match": a.instance, "status": 400, "code": "InvalidInputException", "message": "refused once"}));
+    let first = sqs_batch(&a.s, &queue_url, &queue_arn, &event, 1).await;
+    let (outcomes, stdout) = invoke(&a.s.region, vec![first.clone()], &env);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    let stale: Vec<Value> =
+        queued(&a.s, &queue_url).into_iter().filter(|m| m["kms-launch-doctor"] == "redelivery/1").collect();
+    assert_eq!(stale.len(), 1, "{stdout}");
+    let t1 = stale[0]["outbox"]["security_hub"]["UpdatedAt"].as_str().unwrap().to_owned();
+
+    // A later decision of the same finding (T2 > T1) reaches Security Hub.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (outcomes, stdout) = invoke(&a.s.region, vec![first.clone()], &env);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    let id = finding_lines(&stdout)[0]["finding"]["id"].as_str().unwrap().to_owned();
+    let stored = |found: &aws_sdk_securityhub::operation::get_findings::GetFindingsOutput| {
+        found
+            .findings()
+            .iter()
+            .find(|f| f.id() == Some(id.as_str()))
+            .map(|f| f.updated_at().unwrap_or_default().to_owned())
+    };
+    let t2 = stored(&a.s.securityhub.get_findings().send().await.unwrap()).unwrap();
+    assert!(t2 > t1, "{t2} after {t1}");
+
+    // Now the stale remainder is delivered: it must not overwrite the newer finding.
+    let mut redelivery = first;
+    redelivery["Records"][0]["body"] = json!(stale[0].to_string());
+    redelivery["Records"][0]["messageId"] = json!("stale-1");
+    let (outcomes, stdout) = invoke(&a.s.region, vec![redelivery], &env);
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    assert_eq!(stored(&a.s.securityhub.get_findings().send().await.unwrap()).unwrap(), t2);
+    let log = lines_with(&stdout, "finding redelivered");
+    assert_eq!(log[0]["delivered"]["security_hub"], "newer finding kept", "{stdout}");
 }

@@ -39,7 +39,15 @@ async fn scan_finds_exactly_the_failed_launches() {
     s.ec2.stop_instances().instance_ids(&user_stopped).send().await.unwrap();
     s.trail(vec![
         s.launch_record("StartInstances", &lacks, identity(&dev, "scanmix-dev"), Duration::hours(5)),
-        s.launch_record("RunInstances", &dead_key, identity(&dev, "scanmix-dev"), Duration::hours(30)),
+        // Terminated: its volumes are gone; the request's block device mapping names the key.
+        s.run_instances_record(
+            &dead_key,
+            identity(&dev, "scanmix-dev"),
+            Duration::hours(30),
+            "ami-12c6146b",
+            vec![json!({"deviceName": "/dev/xvda", "ebs": {"volumeSize": 8, "encrypted": true, "kmsKeyId": disabled}})],
+            None,
+        ),
         s.launch_record("StartInstances", &server_code, identity(&ok_user, "scanmix-ok"), Duration::days(2)),
     ]);
 
