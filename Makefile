@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
 EMULATOR := $(PY) tests/emulator.py run --
 
-.PHONY: run test unit venv clean
+.PHONY: run test unit venv clean install
 
 $(STAMP): tests/requirements.txt
 	rm -rf $(VENV)
@@ -29,6 +29,11 @@ run: $(STAMP)
 ## The whole suite: the emulator's self-test, unit tests, emulator integration tests.
 test: $(STAMP)
 	$(EMULATOR) bash -c '$(PY) -m unittest tests/test_emulator.py 2>&1 | tail -n 3 && $(CARGO) test --locked'
+
+## Install the CLI into ~/.cargo/bin (a release build), then say how to add shell completions.
+install:
+	$(CARGO) install --locked --path .
+	@echo "Shell completions: kms-launch-doctor completions bash|zsh|fish (see README, Install)"
 
 ## Fast loop: the pure core only, no emulator.
 unit:

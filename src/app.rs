@@ -80,3 +80,66 @@ pub async fn handle_event<A: Cloud + Effects + IamWrites>(
     }
     Ok((report, failures))
 }
+
+/// Diagnoses several events at once (`replay` of a list or an SQS event), as the Lambda does a
+/// batch: events are grouped by region, an instance named twice is diagnosed once (at its
+/// latest state change), and each finding is acted on. A region whose DescribeInstances
+/// fails is skipped with the reason while the others go on; only when every region fails is it
+/// an error.
+pub async fn handle_events<A: Cloud + Effects + IamWrites>(
+    aws: &A,
+    events: Vec<Result<Value, crate::report::Skipped>>,
+    default_region: Option<&str>,
+    plan: &Plan,
+) -> Result<(Report, Vec<CallError>), CallError> {
+    use std::collections::BTreeMap;
+    let mut report = Report::default();
+    let mut by_region: BTreeMap<String, BTreeMap<String, chrono::DateTime<Utc>>> = BTreeMap::new();
+    for e in events {
+        let trigger = match e.and_then(|v| event::parse(&v)) {
+            Ok(t) => t,
+            Err(skipped) => {
+                report.skipped.push(skipped);
+                continue;
+            }
+        };
+        let Some(region) = trigger.region.clone().or_else(|| default_region.map(str::to_owned)) else {
+            report.skipped.push(crate::report::Skipped {
+                instance_id: Some(trigger.instance_id),
+                region: None,
+                reason: "the event names no region and none is configured".to_owned(),
+            });
+            continue;
+        };
+        let time = trigger.time.unwrap_or_else(Utc::now);
+        let latest = by_region.entry(region).or_default().entry(trigger.instance_id).or_insert(time);
+        *latest = (*latest).max(time);
+    }
+    let regions = by_region.len();
+    let mut errors = Vec::new();
+    for (region, instances) in by_region {
+        let targets: Vec<Target> =
+            instances.into_iter().map(|(instance_id, observed_at)| Target::new(instance_id, observed_at)).collect();
+        match gather::diagnose(aws, &region, &targets, &plan.options).await {
+            Ok(r) => report.merge(r),
+            Err(e) => {
+                report.skipped.push(crate::report::Skipped {
+                    instance_id: None,
+                    region: Some(region.clone()),
+                    reason: e.to_string(),
+                });
+                errors.push(e);
+            }
+        }
+    }
+    if regions > 0 && errors.len() == regions {
+        if let Some(first) = errors.into_iter().next() {
+            return Err(first);
+        }
+    }
+    let mut failures = Vec::new();
+    for f in &mut report.findings {
+        failures.extend(act(aws, plan, f).await.0);
+    }
+    Ok((report, failures))
+}

@@ -124,6 +124,12 @@ pub trait Cloud: Sync {
     fn describe_regions(&self) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
     fn describe_key(&self, key: &KeyArn) -> impl Future<Output = Result<KeyMetadata, CallError>> + Send;
     fn get_key_policy(&self, key: &KeyArn) -> impl Future<Output = Result<String, CallError>> + Send;
+    /// kms:ListAliases for one key: its alias names (`alias/…`). Only names a person reads; no
+    /// decision depends on them. The default (a cloud without aliases) has none.
+    fn list_aliases(&self, key: &KeyArn) -> impl Future<Output = Result<Vec<String>, CallError>> + Send {
+        let _ = key;
+        async { Ok(Vec::new()) }
+    }
     /// One page of LookupEvents in `region`. Implementations keep to CloudTrail's 2 requests
     /// per second per region.
     fn lookup_events(

@@ -246,7 +246,7 @@ impl Record {
             .and_then(Value::as_str)
             .and_then(|g| g.rsplit_once(":aws:ec2-infrastructure:"))
             .map(|(_, id)| id.to_owned())
-            .filter(|id| crate::event::is_instance_id(id));
+            .filter(|id| looks_like_instance_id(id));
         let mappings = v.pointer("/requestParameters/blockDeviceMapping/items").and_then(Value::as_array);
         let mut request_keys = Vec::new();
         let mut request_default_key = false;
@@ -341,6 +341,12 @@ impl Record {
     }
 }
 
+/// An instance id as CloudTrail writes it (`i-` and a short alphanumeric tail). Read leniently:
+/// this is AWS's record, not input to validate.
+fn looks_like_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|t| (1..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// EC2's identity-only role, with which EC2 itself decrypts a volume's data key at launch.
 pub const EC2_INFRASTRUCTURE_ROLE: &str = "aws:ec2-infrastructure";
 
@@ -360,8 +366,8 @@ fn ec2_infrastructure_instance(identity: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .and_then(|a| a.split_once(":instance/"))
         .map(|(_, id)| id.to_owned());
-    let from_session = crate::event::is_instance_id(session).then(|| session.to_owned());
-    scoped.filter(|id| crate::event::is_instance_id(id)).or(from_session)
+    let from_session = looks_like_instance_id(session).then(|| session.to_owned());
+    scoped.filter(|id| looks_like_instance_id(id)).or(from_session)
 }
 
 /// Maps `userIdentity` to the IAM entity a fix belongs on.

@@ -136,6 +136,7 @@ pub fn decide(f: &Facts) -> Finding {
             manager: v.facts.metadata.as_ref().and_then(|m| m.manager.clone()),
             state: v.facts.metadata.as_ref().map(|m| m.state.as_str().to_owned()),
             iam_delegation: iam_delegation(&ctx, v, caller),
+            aliases: Vec::new(),
         })
         .collect();
 
@@ -146,6 +147,8 @@ pub fn decide(f: &Facts) -> Finding {
         account: f.instance.account.clone(),
         region: f.instance.region.clone(),
         instance_id: f.instance.id.clone(),
+        instance_name: f.instance.tags.iter().find(|(k, _)| k == "Name").map(|(_, v)| v.clone()),
+        severity: crate::report::CauseCode::severity_of(&causes),
         instance_state: f.state,
         state_reason: f.state_reason.clone(),
         observed_at: rfc3339(f.observed_at),
@@ -162,6 +165,7 @@ pub fn decide(f: &Facts) -> Finding {
         causes,
         remediations,
         missing_evidence: f.missing.clone(),
+        cloudtrail_window: None,
         delivered: Default::default(),
         decided_at: None,
         digest: String::new(),
@@ -912,10 +916,17 @@ fn no_cause(ctx: &Ctx<'_>, caller: Option<&Caller>) -> Cause {
     } else if !f.missing.is_empty() {
         "No KMS cause was found in the evidence that could be gathered; see missing_evidence for what could not be checked.".to_owned()
     } else {
-        format!(
-            "Every KMS key of the instance's volumes is enabled and {} may create grants on it, so KMS is not the cause of this launch failure.",
-            caller.map(Caller::short_name).unwrap_or_else(|| "the caller".to_owned())
-        )
+        // Allowed *now*: whether it was at the launch, nothing on record says.
+        return cause(
+            ctx,
+            CauseCode::NoKmsCauseFound,
+            None,
+            format!(
+                "Every KMS key of the instance's volumes is enabled and {} may create grants on it now, and CloudTrail shows no KMS call denied for this launch, so KMS does not stop the instance now.",
+                caller.map(Caller::short_name).unwrap_or_else(|| "the caller".to_owned())
+            ),
+            simulation_evidence(&f.simulations.iter().collect::<Vec<_>>()),
+        );
     };
     cause(ctx, CauseCode::NoKmsCauseFound, None, summary, Vec::new())
 }

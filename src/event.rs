@@ -44,10 +44,44 @@ pub fn echo(s: &str) -> String {
     }
 }
 
-/// EC2 instance ids: `i-` and 8 or 17 hex digits; we accept any short alphanumeric tail.
+/// EC2 instance ids: `i-` and 8 (older instances) or 17 lowercase hex digits.
 pub fn is_instance_id(s: &str) -> bool {
-    s.strip_prefix("i-")
-        .is_some_and(|rest| (1..=32).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    s.strip_prefix("i-").is_some_and(|rest| {
+        matches!(rest.len(), 8 | 17) && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The events in a replay input: one EventBridge event, a JSON array of them, or an SQS event
+/// as Lambda receives it (each record's body one event). A part that cannot be used becomes a
+/// skip entry that names it; nothing fails.
+pub fn unpack(input: &Value) -> Vec<Result<Value, Skipped>> {
+    let skip = |reason: String| Err(Skipped { instance_id: None, region: None, reason });
+    if let Some(events) = input.as_array() {
+        return events.iter().cloned().map(Ok).collect();
+    }
+    let records = input.get("Records").and_then(Value::as_array);
+    let Some(records) =
+        records.filter(|r| r.iter().any(|m| m.get("eventSource").and_then(Value::as_str) == Some("aws:sqs")))
+    else {
+        return vec![Ok(input.clone())];
+    };
+    records
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            let id = m.get("messageId").and_then(Value::as_str).map(echo).unwrap_or_else(|| format!("#{}", n + 1));
+            let Some(body) = m.get("body").and_then(Value::as_str) else {
+                return skip(format!("SQS message {id}: no body"));
+            };
+            match serde_json::from_str::<Value>(body) {
+                Ok(v) if v.get("kms-launch-doctor").is_some() => skip(format!(
+                    "SQS message {id}: a redelivery of findings to sinks, not an event (the Lambda function sends those to itself)"
+                )),
+                Ok(v) => Ok(v),
+                Err(e) => skip(format!("SQS message {id}: the body is not JSON ({})", echo(&e.to_string()))),
+            }
+        })
+        .collect()
 }
 
 /// Parses one event; `Err` carries the skip entry.
@@ -148,11 +182,38 @@ mod tests {
             event(json!({"instance-id": 7, "state": "stopped"})),
             event(json!({"state": "stopped"})),
             event(json!({"instance-id": "i-0abc; rm -rf /", "state": "stopped"})),
+            event(json!({"instance-id": "i-12345", "state": "stopped"})),
             event(json!("x".repeat(100_000))),
         ] {
             let s = parse(&bad).unwrap_err();
             assert!(s.reason.len() < 400, "{}", s.reason);
         }
         assert!(parse_bytes(b"{not json").unwrap_err().reason.starts_with("malformed JSON"));
+    }
+
+    #[test]
+    fn instance_ids_are_i_and_8_or_17_hex_digits() {
+        for ok in ["i-0123abcd", "i-0abcd1234ef567890"] {
+            assert!(is_instance_id(ok), "{ok}");
+        }
+        for bad in ["i-12345", "i-0123abcg", "i-0ABCD1234EF567890", "i-0abcd1234ef5678901", "vol-0123abcd", "i-", ""] {
+            assert!(!is_instance_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn replay_inputs_unpack_to_events() {
+        let one = event(json!({"instance-id": "i-0abcd1234ef567890", "state": "stopped"}));
+        assert_eq!(unpack(&one).len(), 1);
+        assert_eq!(unpack(&json!([one.clone(), one.clone()])).len(), 2);
+        let sqs = json!({"Records": [
+            {"messageId": "m1", "eventSource": "aws:sqs", "body": one.to_string()},
+            {"messageId": "m2", "eventSource": "aws:sqs", "body": "{nope"},
+            {"messageId": "m3", "eventSource": "aws:sqs", "body": "{\"kms-launch-doctor\": \"redelivery/1\"}"}]});
+        let parts = unpack(&sqs);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].as_ref().unwrap(), &one);
+        assert!(parts[1].as_ref().unwrap_err().reason.starts_with("SQS message m2: the body is not JSON"));
+        assert!(parts[2].as_ref().unwrap_err().reason.contains("redelivery"));
     }
 }

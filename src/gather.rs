@@ -176,7 +176,7 @@ pub async fn diagnose<C: Cloud>(
             report.skipped.push(Skipped {
                 instance_id: Some(target.instance_id.clone()),
                 region: None,
-                reason: format!("instance no longer exists in {region} (DescribeInstances does not return it)"),
+                reason: format!("not found in {region}"),
             });
             continue;
         };
@@ -281,15 +281,18 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
     let keys: Vec<KeyArn> = keys.into_iter().collect();
     // The keys and CloudTrail do not depend on each other: ask both at once.
     let key_work = stream::iter(keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect();
-    let (key_facts, trails): (Vec<(KeyFacts, Vec<Missing>)>, Vec<Trail>) =
+    let (key_facts, trails): (Vec<KeyGathered>, Vec<Trail>) =
         tokio::join!(key_work, trail_evidence(cloud, &candidates, &volumes, opts));
     let mut key_map = BTreeMap::new();
-    for (facts, missing) in key_facts {
+    let mut aliases = BTreeMap::new();
+    for (facts, missing, names) in key_facts {
         for m in missing {
             gaps.note(&facts.arn.to_string(), m);
         }
+        aliases.insert(facts.arn.clone(), names);
         key_map.insert(facts.arn.clone(), facts);
     }
+    let windows: Vec<Option<crate::report::Window>> = trails.iter().map(|t| t.window.clone()).collect();
 
     let mut all_facts: Vec<Facts> = candidates
         .into_iter()
@@ -341,15 +344,20 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
         })
         .collect();
 
-    discover_keys(cloud, &mut all_facts, &mut key_map, opts).await;
+    discover_keys(cloud, &mut all_facts, &mut key_map, &mut aliases, opts).await;
     simulate_all(cloud, &mut all_facts, opts).await;
     boundaries(cloud, &mut all_facts, opts).await;
     // The moment of decision: sinks date the finding by it (never by when it is sent).
     let decided = crate::decide::rfc3339(Utc::now());
     all_facts
         .iter()
-        .map(|f| {
-            let mut finding = decide(f);
+        .zip(windows)
+        .map(|(facts, window)| {
+            let mut finding = decide(facts);
+            for k in &mut finding.keys {
+                k.aliases = aliases.get(&k.arn).cloned().unwrap_or_default();
+            }
+            finding.cloudtrail_window = window;
             finding.decided_at = Some(decided.clone());
             finding
         })
@@ -486,13 +494,17 @@ fn volumes_of(instance: &Instance, infos: &BTreeMap<String, VolumeInfo>, gaps: &
         .collect()
 }
 
-/// DescribeKey and GetKeyPolicy, concurrently.
-async fn key_facts<C: Cloud>(cloud: &C, key: &KeyArn) -> (KeyFacts, Vec<Missing>) {
+/// What was learned about one key, what could not be, and its aliases.
+type KeyGathered = (KeyFacts, Vec<Missing>, Vec<String>);
+
+/// DescribeKey, GetKeyPolicy and ListAliases (names for people), concurrently.
+async fn key_facts<C: Cloud>(cloud: &C, key: &KeyArn) -> KeyGathered {
     let span = info_span!("key", key_arn = %key);
     async move {
-        let (meta, policy) = tokio::join!(
+        let (meta, policy, aliases) = tokio::join!(
             cloud.describe_key(key).instrument(info_span!("kms.DescribeKey")),
             cloud.get_key_policy(key).instrument(info_span!("kms.GetKeyPolicy")),
+            cloud.list_aliases(key).instrument(info_span!("kms.ListAliases")),
         );
         let mut missing = Vec::new();
         let mut note = |e: CallError| {
@@ -500,7 +512,8 @@ async fn key_facts<C: Cloud>(cloud: &C, key: &KeyArn) -> (KeyFacts, Vec<Missing>
         };
         let metadata = meta.map_err(&mut note).ok();
         let policy = policy.map_err(&mut note).ok();
-        (KeyFacts { arn: key.clone(), metadata, policy }, missing)
+        let aliases = aliases.map_err(&mut note).ok().unwrap_or_default();
+        (KeyFacts { arn: key.clone(), metadata, policy }, missing, aliases)
     }
     .instrument(span)
     .await
@@ -520,6 +533,12 @@ struct Trail {
     launch: Option<Record>,
     denials: Vec<Record>,
     missing: Vec<Missing>,
+    /// The window searched for the launch call.
+    window: Option<crate::report::Window>,
+}
+
+fn window_of(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<crate::report::Window> {
+    Some(crate::report::Window { start: crate::decide::rfc3339(start), end: crate::decide::rfc3339(end) })
 }
 
 async fn trail_evidence<C: Cloud>(
@@ -640,7 +659,7 @@ async fn instance_trail<C: Cloud>(cloud: &C, c: &Candidate, volumes: &[Volume], 
         missing.append(&mut m);
     }
     let denials = relevant_denials(found.iter(), launch.as_ref(), &c.instance.id, volumes);
-    Trail { launch, denials, missing }
+    Trail { launch, denials, missing, window: window_of(window.start, window.end) }
 }
 
 /// Many instances: one query per event name over the whole window, matched locally.
@@ -674,7 +693,7 @@ async fn window_trail<C: Cloud>(
             let keys: Vec<&KeyArn> = vols.iter().filter_map(|v| v.kms_key_arn.as_ref()).collect();
             let on_our_keys = grants.0.iter().filter(|r| keys.iter().any(|k| record_key_matches(r, k)));
             let denials = relevant_denials(on_our_keys, launch.as_ref(), &c.instance.id, vols);
-            Trail { launch, denials, missing: shared_missing.clone() }
+            Trail { launch, denials, missing: shared_missing.clone(), window: window_of(start, end) }
         })
         .collect()
 }
@@ -852,6 +871,7 @@ async fn discover_keys<C: Cloud>(
     cloud: &C,
     facts: &mut [Facts],
     key_map: &mut BTreeMap<KeyArn, KeyFacts>,
+    aliases: &mut BTreeMap<KeyArn, Vec<String>>,
     opts: &Options,
 ) {
     let mut cache = SourceCache::default();
@@ -867,10 +887,11 @@ async fn discover_keys<C: Cloud>(
             }
         }
     }
-    let fetched: Vec<(KeyFacts, Vec<Missing>)> =
+    let fetched: Vec<(KeyFacts, Vec<Missing>, Vec<String>)> =
         stream::iter(new_keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect().await;
     let mut key_missing: BTreeMap<KeyArn, Vec<Missing>> = BTreeMap::new();
-    for (kf, missing) in fetched {
+    for (kf, missing, names) in fetched {
+        aliases.insert(kf.arn.clone(), names);
         key_missing.insert(kf.arn.clone(), missing);
         key_map.insert(kf.arn.clone(), kf);
     }

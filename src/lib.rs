@@ -32,6 +32,7 @@ pub mod render;
 pub mod report;
 pub mod scan;
 pub mod stats;
+pub mod term;
 
 #[cfg(test)]
 mod decide_tests;

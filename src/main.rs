@@ -11,7 +11,10 @@ const STACK: usize = 64 * 1024 * 1024;
 
 fn main() -> ExitCode {
     let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    kms_launch_doctor::init_tracing(lambda);
+    // The CLI sets up its logging once its flags are read (--debug, --color).
+    if lambda {
+        kms_launch_doctor::init_tracing(true);
+    }
     let run = move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(STACK).build()?;
         Ok::<_, std::io::Error>(runtime.block_on(async {

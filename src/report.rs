@@ -16,12 +16,29 @@ pub struct Report {
     pub schema: &'static str,
     pub findings: Vec<Finding>,
     pub skipped: Vec<Skipped>,
+    /// What a scan searched (additive to report/1; `scan` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<ScanSummary>,
 }
 
 impl Default for Report {
     fn default() -> Self {
-        Self { schema: REPORT_SCHEMA, findings: Vec::new(), skipped: Vec::new() }
+        Self { schema: REPORT_SCHEMA, findings: Vec::new(), skipped: Vec::new(), summary: None }
     }
+}
+
+/// What a scan covered: the regions searched, the accounts the failures belong to, the window
+/// and the failures per cause. Skipped regions are in the report's `skipped`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanSummary {
+    /// Regions whose failed launches were searched (those that could not be are in `skipped`).
+    pub regions: Vec<String>,
+    /// Accounts the failed instances belong to, as DescribeInstances reported them.
+    pub accounts: Vec<String>,
+    /// The CloudTrail window searched for the launch calls.
+    pub window: Window,
+    /// Failed launches per (first) cause code.
+    pub findings_by_cause: std::collections::BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -50,6 +67,11 @@ pub struct Finding {
     pub account: String,
     pub region: String,
     pub instance_id: String,
+    /// The instance's `Name` tag, when it has one (additive to finding/1).
+    pub instance_name: Option<String>,
+    /// `HIGH`, `MEDIUM`, `LOW` or `INFORMATIONAL`, by the first cause: the rule SNS and
+    /// Security Hub use (see [`CauseCode::severity`]; additive to finding/1).
+    pub severity: &'static str,
     pub instance_state: EndState,
     pub state_reason: StateReason,
     /// RFC 3339.
@@ -60,6 +82,9 @@ pub struct Finding {
     pub causes: Vec<Cause>,
     pub remediations: Vec<Remediation>,
     pub missing_evidence: Vec<Missing>,
+    /// The time window CloudTrail was searched for the launch call, when it was searched
+    /// (additive to finding/1): a `caller-unknown` says where nothing was found.
+    pub cloudtrail_window: Option<Window>,
     /// Which sinks the finding reached (additive to finding/1).
     pub delivered: crate::deliver::Delivered,
     /// RFC 3339: when the finding was decided. Sinks date it by this, not by when it was sent,
@@ -70,6 +95,13 @@ pub struct Finding {
     /// same content, so a subscriber can drop a repeat (additive to finding/1).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub digest: String,
+}
+
+/// A time window, both ends RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub start: String,
+    pub end: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,6 +123,9 @@ pub struct KeyReport {
     /// Does the key policy let IAM policies of the caller's account grant kms:CreateGrant?
     /// `null` when the policy could not be read or depends on conditions we cannot evaluate.
     pub iam_delegation: Option<bool>,
+    /// The key's aliases (`alias/…`), from kms:ListAliases (additive to finding/1); empty when
+    /// it has none or they could not be read (then `missing_evidence` says so).
+    pub aliases: Vec<String>,
 }
 
 /// The cause codes: a closed set, part of the public contract.
@@ -151,6 +186,37 @@ impl CauseCode {
             Self::ScpBlocks => "scp-blocks",
             Self::Ec2InfrastructureDenied => "ec2-infrastructure-denied",
         }
+    }
+
+    /// Severity, and why:
+    /// - HIGH: the key itself is unusable (disabled, pending deletion, no key material,
+    ///   unavailable). Every instance and volume on that key is down, and a key pending
+    ///   deletion means data loss once the waiting period ends.
+    /// - MEDIUM: a permission gap (caller, key policy, explicit Deny, cross-account,
+    ///   service-linked role). The instance is down until an IAM or key-policy change; nothing
+    ///   is exposed.
+    /// - LOW: the caller is unknown, so the cause is not established.
+    /// - INFORMATIONAL: KMS is not the cause.
+    pub fn severity(self) -> &'static str {
+        match self {
+            Self::KeyDisabled | Self::KeyPendingDeletion | Self::KeyPendingImport | Self::KeyUnavailable => "HIGH",
+            Self::CallerLacksCreateGrant
+            | Self::KeyPolicyDeniesCaller
+            | Self::ExplicitDeny
+            | Self::CrossAccountKey
+            | Self::ServiceLinkedRoleNeedsKeyAccess
+            | Self::PermissionsBoundaryBlocks
+            | Self::ScpBlocks
+            | Self::Ec2InfrastructureDenied => "MEDIUM",
+            Self::CallerUnknown => "LOW",
+            Self::NoKmsCauseFound => "INFORMATIONAL",
+        }
+    }
+
+    /// The severity of a finding with these causes: that of the first (causes come in key
+    /// order; a finding with no problem key has exactly one, `no-kms-cause-found`).
+    pub fn severity_of(causes: &[Cause]) -> &'static str {
+        causes.first().map_or(Self::NoKmsCauseFound, |c| c.code).severity()
     }
 }
 

@@ -5,12 +5,16 @@
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Duration, Utc};
 use futures_util::stream::{self, StreamExt};
 
 use crate::cloud::Cloud;
+use crate::decide::rfc3339;
 use crate::gather::{scan_region, Options};
-use crate::report::{Finding, Report, Skipped};
+use crate::report::{Finding, RemediationStatus, Report, ScanSummary, Skipped, Window};
+use crate::term::{clean, display_width, pad, truncate};
 
 /// A progress line on stderr, only on a terminal and never with `--quiet`.
 pub struct Progress {
@@ -53,7 +57,8 @@ impl Progress {
     }
 }
 
-/// Scans `regions`; the report holds every finding, and a `skipped` entry per failed region.
+/// Scans `regions`; the report holds every finding, a `skipped` entry per failed region, and
+/// the summary of what was searched.
 pub async fn scan<C: Cloud>(
     cloud: &C,
     regions: &[String],
@@ -75,56 +80,172 @@ pub async fn scan<C: Cloud>(
     let mut report = Report::default();
     let mut results = results;
     results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut searched = Vec::new();
     for (region, result) in results {
         match result {
-            Ok(findings) => report.findings.extend(findings),
+            Ok(findings) => {
+                searched.push(region);
+                report.findings.extend(findings);
+            }
             Err(e) => report.skipped.push(Skipped { instance_id: None, region: Some(region), reason: e.to_string() }),
         }
     }
+    let mut by_cause = BTreeMap::new();
+    let mut accounts = BTreeSet::new();
+    for f in &report.findings {
+        *by_cause.entry(crate::deliver::message::primary(f).as_str().to_owned()).or_insert(0) += 1;
+        accounts.insert(f.account.clone());
+    }
+    report.summary = Some(ScanSummary {
+        regions: searched,
+        accounts: accounts.into_iter().collect(),
+        window: Window { start: rfc3339(now - since), end: rfc3339(now) },
+        findings_by_cause: by_cause,
+    });
     report
 }
 
-/// The table a person reads: instance, state, since, caller, key, cause, fix.
-pub fn table(report: &Report, colour: bool) -> String {
-    let mut rows: Vec<[String; 7]> =
-        vec![["INSTANCE", "STATE", "SINCE", "CALLER", "KEY", "CAUSE", "FIX"].map(str::to_owned)];
-    for f in &report.findings {
-        let state = match f.instance_state {
-            crate::facts::EndState::Stopped => "stopped",
-            crate::facts::EndState::Terminated => "terminated",
-        };
-        let since = f.launch.as_ref().map(|l| l.event_time.clone()).unwrap_or_else(|| "-".to_owned());
-        let caller = f.launch.as_ref().map(|l| l.caller.short_name()).unwrap_or_else(|| "unknown".to_owned());
-        let cause = f.causes.first();
-        let key =
-            cause.and_then(|c| c.key_arn.as_ref()).map(|k| k.key_id().to_owned()).unwrap_or_else(|| "-".to_owned());
-        let code = cause.map(|c| c.code.as_str()).unwrap_or("-").to_owned();
-        let fix = f
-            .remediations
-            .first()
-            .map(|r| {
-                let action = r.action.as_str().to_owned();
-                let status = r.status.as_str().to_owned();
-                if status == "proposed" {
-                    action
-                } else {
-                    format!("{action} ({status})")
-                }
-            })
-            .unwrap_or_else(|| "-".to_owned());
-        rows.push([format!("{} ({})", f.instance_id, f.region), state.to_owned(), since, caller, key, code, fix]);
+/// How a table is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct TableStyle {
+    /// Columns to fit in (`--wide` ignores it).
+    pub width: usize,
+    /// Everything in full: whole ARNs, no truncation.
+    pub wide: bool,
+    pub colour: bool,
+    /// For the age of each launch.
+    pub now: DateTime<Utc>,
+}
+
+/// One column: its header, the narrowest it may be made before the others have given up all
+/// they can, when it is left out of a table too narrow for every column (lower first, `None`
+/// never), and its cells.
+struct Column {
+    header: &'static str,
+    min: usize,
+    drop: Option<u8>,
+    cells: Vec<String>,
+}
+
+/// `5m`, `3h`, `2d` since `then`.
+fn age(then: &str, now: DateTime<Utc>) -> String {
+    let Ok(t) = DateTime::parse_from_rfc3339(then) else { return "-".to_owned() };
+    let d = now.signed_duration_since(t.with_timezone(&Utc));
+    if d < Duration::hours(1) {
+        format!("{}m", d.num_minutes().max(0))
+    } else if d < Duration::days(2) {
+        format!("{}h", d.num_hours())
+    } else {
+        format!("{}d", d.num_days())
     }
-    let widths: Vec<usize> =
-        (0..7).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+}
+
+/// The table a person reads: instance, (name, region,) state, since, caller, key, cause, fix;
+/// fitted to `style.width` by showing ARNs by their resource part and cutting cells with `…`,
+/// and, when even that cannot fit every column, by leaving out SINCE, then KEY, STATE and NAME;
+/// or everything in full with `style.wide`. The summary line (a scan's) ends it. Skipped
+/// regions and warnings are not part of it: they go to stderr.
+pub fn table(report: &Report, style: &TableStyle) -> String {
+    let wide = style.wide;
+    let fs = &report.findings;
+    let names = fs.iter().any(|f| f.instance_name.as_deref().is_some_and(|n| !n.trim().is_empty()));
+    let regions: BTreeSet<&str> = fs.iter().map(|f| f.region.as_str()).collect();
+    let mut cols: Vec<Column> = Vec::new();
+    let mut col = |header: &'static str, min: usize, drop: Option<u8>, cell: &dyn Fn(&Finding) -> String| {
+        cols.push(Column { header, min, drop, cells: fs.iter().map(|f| clean(&cell(f))).collect() });
+    };
+    col("INSTANCE", 19, None, &|f| f.instance_id.clone());
+    if names {
+        col("NAME", 8, Some(3), &|f| f.instance_name.clone().unwrap_or_default());
+    }
+    if regions.len() > 1 || wide {
+        col("REGION", 9, None, &|f| f.region.clone());
+    }
+    col("STATE", 7, Some(2), &|f| crate::render::end_state(f.instance_state).to_owned());
+    col("SINCE", 3, Some(0), &|f| match (&f.launch, wide) {
+        (Some(l), true) => l.event_time.clone(),
+        (Some(l), false) => age(&l.event_time, style.now),
+        (None, _) => "-".to_owned(),
+    });
+    col("CALLER", 10, None, &|f| match &f.launch {
+        Some(l) if wide => {
+            l.caller.principal_arn.clone().or_else(|| l.caller.arn.clone()).unwrap_or_else(|| l.caller.short_name())
+        }
+        Some(l) => l.caller.short_name(),
+        None => "unknown".to_owned(),
+    });
+    col("KEY", 10, Some(1), &|f| {
+        let Some(key) = f.causes.first().and_then(|c| c.key_arn.as_ref()) else { return "-".to_owned() };
+        let alias = f.keys.iter().find(|k| k.arn == *key).and_then(|k| k.aliases.first());
+        match (alias, wide) {
+            (Some(a), true) => format!("{key} ({a})"),
+            (None, true) => key.to_string(),
+            (Some(a), false) => a.clone(),
+            (None, false) => key.arn().resource().to_owned(),
+        }
+    });
+    col("CAUSE", 18, None, &|f| f.causes.first().map(|c| c.code.as_str()).unwrap_or("-").to_owned());
+    col("FIX", 12, None, &|f| {
+        let Some(r) = f.remediations.first() else { return "-".to_owned() };
+        let mut fix = r.action.as_str().to_owned();
+        if r.status != RemediationStatus::Proposed {
+            fix = format!("{fix} ({})", r.status.as_str());
+        }
+        if f.remediations.len() > 1 {
+            fix = format!("{fix} +{}", f.remediations.len() - 1);
+        }
+        fix
+    });
+
+    const GAP: usize = 2;
+    let natural =
+        |c: &Column| c.cells.iter().map(|s| display_width(s)).chain(std::iter::once(c.header.len())).max().unwrap_or(0);
+    let total = |w: &[usize]| w.iter().sum::<usize>() + GAP * w.len().saturating_sub(1);
+    if !wide {
+        // Leave out the least needed columns while even their minimums do not fit.
+        loop {
+            let widths: Vec<usize> = cols.iter().map(|c| natural(c).min(c.min)).collect();
+            if total(&widths) <= style.width {
+                break;
+            }
+            let Some(i) = cols.iter().enumerate().filter_map(|(i, c)| c.drop.map(|d| (d, i))).min().map(|(_, i)| i)
+            else {
+                break;
+            };
+            cols.remove(i);
+        }
+    }
+    let mut widths: Vec<usize> = cols.iter().map(natural).collect();
+    if !wide {
+        // Narrow the widest column first, down to each column's minimum; then, if that is not
+        // enough, every column down to 2.
+        for floor in [None, Some(2usize)] {
+            while total(&widths) > style.width {
+                let widest = widths
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, w)| **w > floor.unwrap_or_else(|| cols.get(*i).map_or(2, |c| c.min)))
+                    .max_by_key(|(i, w)| (**w, std::cmp::Reverse(*i)))
+                    .map(|(i, _)| i);
+                match widest.and_then(|i| widths.get_mut(i)) {
+                    Some(w) => *w -= 1,
+                    None => break,
+                }
+            }
+        }
+    }
     let mut out = String::new();
-    for (n, row) in rows.iter().enumerate() {
+    let rows = fs.len() + 1;
+    for n in 0..rows {
         let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            let w = widths.get(i).copied().unwrap_or(0);
-            let padded = if i + 1 == row.len() { cell.clone() } else { format!("{cell:<w$}  ") };
-            let painted = match (colour, n, i) {
+        for (i, (c, w)) in cols.iter().zip(&widths).enumerate() {
+            let cell = if n == 0 { c.header.to_owned() } else { c.cells.get(n - 1).cloned().unwrap_or_default() };
+            let text = truncate(&cell, *w);
+            let last = i + 1 == cols.len();
+            let padded = if last { text.clone() } else { pad(&text, *w + GAP) };
+            let painted = match (style.colour, n, c.header) {
                 (true, 0, _) => format!("\x1b[1m{padded}\x1b[0m"),
-                (true, _, 5) => format!("{}{padded}\x1b[0m", cause_colour(cell)),
+                (true, _, "CAUSE") => format!("{}{padded}\x1b[0m", cause_colour(&cell)),
                 _ => padded,
             };
             line.push_str(&painted);
@@ -132,15 +253,17 @@ pub fn table(report: &Report, colour: bool) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    if report.findings.is_empty() {
-        out.push_str("No failed launches found.\n");
+    if fs.is_empty() {
+        out.clear();
     }
-    for s in &report.skipped {
-        out.push_str(&format!(
-            "skipped {}: {}\n",
-            s.region.as_deref().or(s.instance_id.as_deref()).unwrap_or("-"),
-            s.reason
-        ));
+    if let Some(summary) = crate::render::summary_line(report) {
+        let lines = if wide { vec![summary] } else { crate::term::wrap(&summary, style.width, "  ") };
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    } else if fs.is_empty() {
+        out.push_str("No failed launches found.\n");
     }
     out
 }
@@ -153,7 +276,16 @@ fn cause_colour(code: &str) -> &'static str {
     }
 }
 
-/// Colour only on a terminal, and never with `NO_COLOR` set (https://no-color.org).
-pub fn use_colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_short() {
+        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(age("2026-11-28T11:30:00Z", now), "30m");
+        assert_eq!(age("2026-11-28T07:00:00Z", now), "5h");
+        assert_eq!(age("2026-11-25T12:00:00Z", now), "3d");
+        assert_eq!(age("nonsense", now), "-");
+    }
 }

@@ -47,7 +47,7 @@ fn json_value() -> impl Strategy<Value = Value> {
             Just("aws.ec2".to_owned()),
             Just("EC2 Instance State-change Notification".to_owned()),
             Just("stopped".to_owned()),
-            Just("i-0abc".to_owned()),
+            Just("i-0abcd1234ef567890".to_owned()),
             Just("*".to_owned()),
             Just("Allow".to_owned()),
             Just("Deny".to_owned()),

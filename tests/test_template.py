@@ -74,6 +74,7 @@ STAR_RESOURCE_OK = {
     "ec2:DescribeInstances",
     "ec2:DescribeVolumes",
     "cloudtrail:LookupEvents",
+    "kms:ListAliases",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
 }
@@ -97,7 +98,7 @@ IAM_ACTIONS_ALLOWED = {
 # Every KMS and EC2 action the function may be granted (read the keys and instances; with
 # apply, read a key's opt-in tag; with restart, start an opted-in instance and let EC2 make the
 # grant it needs). Anything else (kms:Decrypt, kms:PutKeyPolicy, ec2:RunInstances, ...) fails.
-KMS_ACTIONS_ALLOWED = {"kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListResourceTags", "kms:CreateGrant"}
+KMS_ACTIONS_ALLOWED = {"kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListAliases", "kms:ListResourceTags", "kms:CreateGrant"}
 EC2_ACTIONS_ALLOWED = {"ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:StartInstances"}
 
 PUT_POLICY = {"iam:PutUserPolicy", "iam:PutRolePolicy"}
@@ -923,7 +924,7 @@ class TemplateTest(unittest.TestCase):
             if s.effect == "Allow" and ev.active(s.guards) and ev.resource_exists(s.resource):
                 for a in s.actions:
                     granted.setdefault(a, []).extend(s.resources)
-        for a in ("ec2:DescribeInstances", "ec2:DescribeVolumes", "cloudtrail:LookupEvents"):
+        for a in ("ec2:DescribeInstances", "ec2:DescribeVolumes", "cloudtrail:LookupEvents", "kms:ListAliases"):
             self.assertEqual(granted.get(a), ["*"], a)
         for a in ("kms:DescribeKey", "kms:GetKeyPolicy"):
             self.assertEqual(granted.get(a), [{"Fn::Sub": "arn:${AWS::Partition}:kms:*:*:key/*"}], a)

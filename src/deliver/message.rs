@@ -25,31 +25,9 @@ pub fn primary(f: &Finding) -> CauseCode {
     f.causes.first().map(|c| c.code).unwrap_or(CauseCode::NoKmsCauseFound)
 }
 
-/// Severity, and why:
-/// - HIGH: the key itself is unusable (disabled, pending deletion, no key material,
-///   unavailable). Every instance and volume on that key is down, and a key pending deletion
-///   means data loss once the waiting period ends.
-/// - MEDIUM: a permission gap (caller, key policy, explicit Deny, cross-account, service-linked
-///   role). The instance is down until an IAM or key-policy change; nothing is exposed.
-/// - LOW: the caller is unknown, so the cause is not established.
-/// - INFORMATIONAL: KMS is not the cause.
+/// Severity: [`CauseCode::severity`], the rule the JSON finding's `severity` follows too.
 pub fn severity(code: CauseCode) -> &'static str {
-    match code {
-        CauseCode::KeyDisabled
-        | CauseCode::KeyPendingDeletion
-        | CauseCode::KeyPendingImport
-        | CauseCode::KeyUnavailable => "HIGH",
-        CauseCode::CallerLacksCreateGrant
-        | CauseCode::KeyPolicyDeniesCaller
-        | CauseCode::ExplicitDeny
-        | CauseCode::CrossAccountKey
-        | CauseCode::ServiceLinkedRoleNeedsKeyAccess
-        | CauseCode::PermissionsBoundaryBlocks
-        | CauseCode::ScpBlocks
-        | CauseCode::Ec2InfrastructureDenied => "MEDIUM",
-        CauseCode::CallerUnknown => "LOW",
-        CauseCode::NoKmsCauseFound => "INFORMATIONAL",
-    }
+    code.severity()
 }
 
 fn who(f: &Finding) -> String {

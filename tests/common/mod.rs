@@ -189,10 +189,11 @@ impl Scenario {
         Self::in_region(name, region).await
     }
 
-    /// A scenario in another account (a region of its own): its clients, and the tool, use
+    /// A scenario in another account: its clients, and the tool, use
     /// credentials from STS AssumeRole on a role of that account, which moto makes act there.
     pub async fn in_account(name: &str, account: &str) -> Self {
-        let base = Self::isolated(name).await;
+        // The account isolates it: a shared region will do.
+        let base = Self::new(name).await;
         let sts_config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(base.region.clone()))
             .endpoint_url(emulator_url())

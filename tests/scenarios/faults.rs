@@ -1,9 +1,9 @@
 //! The fault matrix: every AWS call the tool makes, under every fault the emulator can inject
 //! (access denied, throttling, bare HTTP 429/503/500, a malformed body, a timeout), run through
 //! the real binary. Each cell's outcome is observed and classified; the invariants the tool
-//! promises are checked (exit 0 or 1 only, no panic, no hang, missing evidence that names the
-//! call, a failed sink or remediation that says which call failed, a transient fault retried
-//! away); and the observations become `docs/reliability.md`, which is compared with the file on
+//! promises are checked (exit 0, 1 or 3 only, no panic, no hang, missing evidence that names the
+//! call and exit 3, a failed sink or remediation that says which call failed, a transient fault
+//! retried away); and the observations become `docs/reliability.md`, which is compared with the file on
 //! disk (`KLD_BLESS=1` rewrites it).
 //!
 //! Each path (diagnosis, sinks, remediation) has a region of its own and runs its cells one
@@ -295,7 +295,7 @@ impl Observed {
         self.violations.push(format!("{what}: {text}"));
     }
 
-    /// The invariants of every run: it ended by itself within the bound, with 0 or 1, no panic.
+    /// The invariants of every run: it ended by itself within the bound, with 0, 1 or 3, no panic.
     /// Returns whether the run can be classified at all.
     fn sane(&mut self, what: &str, run: &Run) -> bool {
         self.timings.push((what.to_owned(), run.elapsed));
@@ -307,7 +307,7 @@ impl Observed {
             self.violation(what, format!("panic: {}", first_line(&run.stderr)));
             return false;
         }
-        if !matches!(run.code, Some(0) | Some(1)) {
+        if !matches!(run.code, Some(0) | Some(1) | Some(3)) {
             self.violation(what, format!("exit {:?}", run.code));
             return false;
         }
@@ -690,6 +690,7 @@ async fn diagnosis_path() -> Observed {
         Call::new("ec2:DescribeVolumes", Proto::Ec2, &volume),
         Call::new("kms:DescribeKey", Proto::Json, &key_id(&a)),
         Call::new("kms:GetKeyPolicy", Proto::Json, &key_id(&a)),
+        Call::new("kms:ListAliases", Proto::Json, &key_id(&a)),
         Call::new("cloudtrail:LookupEvents", Proto::Json, &a.instance),
         Call::new("iam:SimulatePrincipalPolicy", Proto::Query, &user_name(&a)),
     ];
@@ -722,9 +723,10 @@ async fn diagnosis_path() -> Observed {
                         tries(fault, used)
                     ),
                 ),
-                (None, _) => {
-                    ("exit 0, no finding".to_owned(), format!("{}; {}", skipped_list(&report, &a), tries(fault, used)))
-                }
+                (None, _) => (
+                    format!("exit {}, no finding", run.code.unwrap_or(-1)),
+                    format!("{}; {}", skipped_list(&report, &a), tries(fault, used)),
+                ),
                 (Some(s), _) if *s == base => unchanged(fault, used, "the same finding as without the fault"),
                 (Some(s), _) => {
                     let evidence = if s["evidence"] == base["evidence"] {
@@ -733,11 +735,11 @@ async fn diagnosis_path() -> Observed {
                         format!("evidence: {}; ", evidence_list(s))
                     };
                     (
-                        if names_call {
-                            "finding, exit 0, missing evidence names the call".to_owned()
-                        } else {
-                            "finding, exit 0, missing evidence does not name the call".to_owned()
-                        },
+                        format!(
+                            "finding, exit {}, missing evidence {}",
+                            run.code.unwrap_or(-1),
+                            if names_call { "names the call" } else { "does not name the call" }
+                        ),
                         format!(
                             "causes {}; {evidence}missing evidence: {}; {}",
                             cause_list(s),
@@ -750,7 +752,8 @@ async fn diagnosis_path() -> Observed {
             let ok = match (essential, fault.transient()) {
                 (_, true) => run.code == Some(0) && sig.as_ref() == Some(&base),
                 (true, false) => one_line,
-                (false, false) => run.code == Some(0) && sig.is_some() && names_call,
+                // Evidence that could not be read: the finding all the same, and a partial run.
+                (false, false) => run.code == Some(3) && sig.is_some() && names_call,
             };
             if !ok {
                 obs.violation(&what, format!("{outcome} ({details})"));
@@ -965,7 +968,10 @@ async fn remediation_path() -> Observed {
                     (outcome, details)
                 }
             };
-            let ok = run.code == Some(0)
+            // A remediation call that failed makes the run partial (3); a failed restart is
+            // reported in the finding, and the fix itself was applied (0).
+            let want = if fault.transient() || name == "ec2:StartInstances" { 0 } else { 3 };
+            let ok = run.code == Some(want)
                 && sig.is_some()
                 && if fault.transient() {
                     sig.as_ref() == Some(&base)
@@ -1064,11 +1070,12 @@ faulted on its first request, by instance id (the launch record).\n"
     writeln!(
         out,
         "Every outcome below is observed, not expected. The test checks the invariants on each cell: the exit \
-code is 0 or 1, nothing panics, every run ends by itself within {} s (it is killed and the test fails \
+code is 0, 1 or 3, nothing panics, every run ends by itself within {} s (it is killed and the test fails \
 otherwise); a failed DescribeInstances exits 1 with one line on stderr; any other failed diagnosis call \
-still gives the finding, with a `missing_evidence` entry naming the call and why; a failed sink exits 1 \
-naming the call while the other sinks still deliver; a failed remediation call leaves the remediation \
-`failed` with a note naming the call (for StartInstances, `restart.ok` false); and a transient fault \
+still gives the finding, with a `missing_evidence` entry naming the call and why, and exits 3 (partial); \
+a failed sink exits 1 naming the call while the other sinks still deliver; a failed remediation call \
+leaves the remediation `failed` with a note naming the call and exits 3 (for StartInstances, \
+`restart.ok` false, exit 0: the fix was applied); and a transient fault \
 (throttled, 429 or 503, twice) gives the same outcome as no fault, after retries. Reasons are reduced to their error \
 code, and ids to placeholders, so that the tables do not change between runs.\n",
         RUN_BOUND.as_secs()

@@ -570,7 +570,7 @@ async fn with_no_time_left_every_event_goes_back_unfinished_before_the_deadline(
 
 #[tokio::test]
 async fn a_deferred_event_whose_instance_has_started_since_still_yields_its_finding() {
-    let s = Scenario::isolated("deferstart").await;
+    let s = Scenario::new("deferstart").await;
     let key = s.key(None).await;
     let user_arn = s.user("deferstart-dev", &[("ec2-full", ec2_full_access())]).await;
     let instance = s.instance(&[Some(&key)]).await;
@@ -612,7 +612,7 @@ async fn a_deferred_event_whose_instance_has_started_since_still_yields_its_find
 
 #[tokio::test]
 async fn a_throttled_cloudtrail_defers_instead_of_reporting_caller_unknown() {
-    let s = Scenario::isolated("trailthrottle").await;
+    let s = Scenario::new("trailthrottle").await;
     let key = s.key(None).await;
     let instance = s.instance(&[Some(&key)]).await;
     s.fail_launch(&instance, "stopped");
@@ -622,10 +622,16 @@ async fn a_throttled_cloudtrail_defers_instead_of_reporting_caller_unknown() {
     let mut batch = sqs_batch(&s, &queue_url, &queue_arn, &event, 6).await;
     // Past the 20-minute budget, but CloudTrail answered every attempt with throttling.
     sent_ago(&mut batch, Duration::minutes(25));
-    s.fault(json!({"service": "cloudtrail", "action": "LookupEvents", "region": s.region, "code": "ThrottlingException", "message": "Rate exceeded"}));
+    // Only this instance's lookups (its id is in the request), in a shared region.
+    let fault = http(
+        "POST",
+        "/_kld/faults",
+        Some(&json!({"service": "cloudtrail", "action": "LookupEvents", "region": s.region,
+        "match": instance, "code": "ThrottlingException", "message": "Rate exceeded"})),
+    );
     let (outcomes, stdout) =
         invoke(&s.region, vec![batch], &[("EVENTS_QUEUE_URL", &queue_url), ("CLOUDTRAIL_WAIT_MINUTES", "20")]);
-    http("DELETE", "/_kld/faults", None);
+    http("DELETE", &format!("/_kld/faults/{}", fault["id"].as_str().unwrap()), None);
     assert_eq!(outcomes[0].kind, "response");
     assert!(finding_lines(&stdout).is_empty(), "no caller-unknown from a lookup that failed: {stdout}");
     assert!(queued(&s, &queue_url).iter().any(|m| m["kms-launch-doctor"] == "deferred/1"), "deferred");
@@ -640,14 +646,15 @@ async fn a_throttled_cloudtrail_defers_instead_of_reporting_caller_unknown() {
 
 #[tokio::test]
 async fn a_stale_redelivery_never_overwrites_a_newer_security_hub_finding() {
-    let a = super::article_isolated("stalehub").await;
+    let a = super::article("stalehub").await;
     let (queue_url, queue_arn) = a.s.queue("stalehub-events").await;
     let env = [("SECURITY_HUB", "on"), ("EVENTS_QUEUE_URL", queue_url.as_str())];
     let event = event_for(&a.instance, &a.s.region, "stopped");
 
     // First decision (T1): Security Hub refuses it once, so its delivery goes back on the queue.
+    // Only this finding's import (its instance id is in the request), in a shared region.
     a.s.fault(json!({"service": "securityhub", "action": "BatchImportFindings", "region": a.s.region, "times": 1,
-        "status": 400, "code": "InvalidInputException", "message": "refused once"}));
+        "match": a.instance, "status": 400, "code": "InvalidInputException", "message": "refused once"}));
     let first = sqs_batch(&a.s, &queue_url, &queue_arn, &event, 1).await;
     let (outcomes, stdout) = invoke(&a.s.region, vec![first.clone()], &env);
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");

@@ -71,12 +71,20 @@ async fn scan_finds_exactly_the_failed_launches() {
     assert_eq!(got, want, "{stdout}");
     assert!(!stdout.contains(&user_stopped) && !stdout.contains(&running));
 
-    // The table, for a person.
-    let (code, table, _) = scan(&["--region", &s.region, "--quiet"], &[("NO_COLOR", "1")]);
+    // The table, for a person, at a width where every column fits.
+    let (code, table, _) = scan(&["--region", &s.region, "--quiet"], &[("NO_COLOR", "1"), ("COLUMNS", "200")]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("INSTANCE") && lines[0].contains("CAUSE") && lines[0].contains("FIX"), "{table}");
-    assert_eq!(lines.len(), 4, "{table}");
+    // A header, three rows, the summary line (wrapped to the width).
+    assert!(
+        lines[4].starts_with("3 failed launches (caller-lacks-create-grant 1, key-disabled 1, no-kms-cause-found 1)"),
+        "{table}"
+    );
+    assert!(
+        lines[4..].join(" ").split_whitespace().collect::<Vec<_>>().join(" ").ends_with("nothing skipped."),
+        "{table}"
+    );
     let row = lines.iter().find(|l| l.contains(&lacks)).unwrap();
     assert!(
         row.contains("stopped")
@@ -133,6 +141,13 @@ async fn fifty_failures_cost_at_most_three_cloudtrail_calls() {
     assert_eq!(count("kms:DescribeKey"), 1, "each key once");
     assert_eq!(count("kms:GetKeyPolicy"), 1);
     assert_eq!(count("iam:SimulatePrincipalPolicy"), 1, "one simulation per principal");
+
+    // In text, the one fix these 50 failures share is printed once, with what it unblocks.
+    let (code, text, stderr) = scan(&["--region", &s.region, "--output", "text"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    eprintln!("scan --output text, 50 failures, one fix: {} bytes", text.len());
+    assert_eq!(text.matches("$ aws ").count(), 1, "{text}");
+    assert!(text.contains("Fixes (1 distinct, for 50 failed launches):"), "{text}");
 }
 
 #[tokio::test]
@@ -144,7 +159,7 @@ async fn a_failing_region_is_skipped_and_the_scan_goes_on() {
     good.fail_launch(&instance, "stopped");
     bad.fault(json!({"service": "ec2", "action": "DescribeInstances", "code": "UnauthorizedOperation", "message": "You are not authorized to perform this operation."}));
     let (code, stdout, stderr) = scan(&["--region", &good.region, "--region", &bad.region, "--format", "json"], &[]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 3, "a region that could not be searched makes the scan partial: {stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["findings"].as_array().unwrap().len(), 1);
     assert_eq!(report["skipped"][0]["region"], bad.region.as_str());
@@ -192,19 +207,73 @@ async fn check_permissions_reports_each_call() {
         &[("AWS_ACCESS_KEY_ID", key.access_key_id()), ("AWS_SECRET_ACCESS_KEY", key.secret_access_key())],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    // Required calls (the remediation's) are not allowed: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("arn:aws:iam::{ACCOUNT}:user/perms-operator")), "{stdout}");
     let decision = |action: &str| {
         stdout
             .lines()
-            .find(|l| l.starts_with(&format!("{action} ")))
+            .find(|l| l.trim_start().starts_with(&format!("{action} ")))
             .unwrap_or_else(|| panic!("{action} missing:\n{stdout}"))
             .to_owned()
     };
     assert!(decision("kms:GetKeyPolicy").contains("allowed"));
     assert!(decision("ec2:DescribeVolumes").contains("allowed"));
     assert!(decision("iam:PutUserPolicy").contains("implicitDeny"));
-    assert!(decision("iam:PutUserPolicy").contains("--remediate apply"));
+    let writes = stdout.find("--remediate apply (writes").unwrap();
+    assert!(stdout.find("iam:PutUserPolicy ").unwrap() > writes, "listed under the command that needs it:\n{stdout}");
+    // ec2:DescribeRegions only under --all-regions, not as something every diagnosis needs.
+    let every = stdout.find("Every diagnosis").unwrap();
+    let all_regions = stdout.find("--all-regions (diagnose, scan)").unwrap();
+    let regions_line = stdout.find("ec2:DescribeRegions").unwrap();
+    assert!(every < all_regions && regions_line > all_regions, "{stdout}");
+
+    // The policy that grants exactly what is missing, and how to attach it.
+    let start = stdout.find("{\n").unwrap();
+    let end = stdout[start..].find("\n}\n").unwrap() + start + 2;
+    let policy: Value = serde_json::from_str(&stdout[start..end]).unwrap();
+    let mut granted: Vec<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()))
+        .collect();
+    granted.sort();
+    let mut missing: Vec<String> = [
+        "kms:ListAliases",
+        "iam:ListUserTags",
+        "iam:ListRoleTags",
+        "iam:ListUserPolicies",
+        "iam:ListRolePolicies",
+        "iam:GetUserPolicy",
+        "iam:GetRolePolicy",
+        "kms:ListResourceTags",
+        "iam:PutUserPolicy",
+        "iam:PutRolePolicy",
+        "ec2:StartInstances",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    missing.sort();
+    assert_eq!(granted, missing, "{stdout}");
+    assert!(stdout.contains("$ aws iam put-user-policy --user-name perms-operator --policy-name kms-launch-doctor-permissions --policy-document '{"), "{stdout}");
+
+    // Grant it (as printed), and the same check passes with exit 0.
+    s.iam
+        .put_user_policy()
+        .user_name("perms-operator")
+        .policy_name("kms-launch-doctor-permissions")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let out = run_tool(
+        &["check-permissions".into(), "--remediate".into(), "apply".into(), "--region".into(), s.region.clone()],
+        &[("AWS_ACCESS_KEY_ID", key.access_key_id()), ("AWS_SECRET_ACCESS_KEY", key.secret_access_key())],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Every required call is allowed."), "{stdout}");
 }
 
 #[test]

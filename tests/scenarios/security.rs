@@ -133,7 +133,8 @@ async fn without_a_launch_record_a_kms_denial_never_names_who_gets_a_policy() {
         &[],
     );
     let (code, report, stderr) = parse_output(out);
-    assert_eq!(code, 0, "{stderr}");
+    // The region is shared with other scenarios, whose evidence may be partial (exit 3).
+    assert!(matches!(code, 0 | 3), "{stderr}");
     let mine: Vec<&Value> =
         report["findings"].as_array().unwrap().iter().filter(|f| f["instance_id"] == instance.as_str()).collect();
     assert_eq!(mine.len(), 1, "{report:#}");
