@@ -394,18 +394,23 @@ pub fn metric_lines(m: &Metrics, trail_throttles: u64, at: DateTime<Utc>) -> Vec
         json!({"Name": "DeliveryFailures", "Unit": "Count"}),
         json!({"Name": "CloudTrailThrottles", "Unit": "Count"}),
     ];
-    let mut first = json!({
-        "Deferrals": m.deferrals,
-        "DeliveryFailures": m.delivery_failures,
-        "CloudTrailThrottles": trail_throttles,
-    });
+    let mut first = serde_json::Map::new();
+    first.insert("Deferrals".into(), json!(m.deferrals));
+    first.insert("DeliveryFailures".into(), json!(m.delivery_failures));
+    first.insert("CloudTrailThrottles".into(), json!(trail_throttles));
     // EMF takes up to 100 values for a metric; with none, the metric is left out of the line.
     if !m.seconds_to_finding.is_empty() {
         metrics.push(json!({"Name": "SecondsToFinding", "Unit": "Seconds"}));
-        first["SecondsToFinding"] = json!(m.seconds_to_finding.iter().take(100).copied().collect::<Vec<f64>>());
+        first.insert(
+            "SecondsToFinding".into(),
+            json!(m.seconds_to_finding.iter().take(100).copied().collect::<Vec<f64>>()),
+        );
     }
-    first["_aws"] = json!({"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [[]], "Metrics": metrics}]});
-    let mut lines = vec![first];
+    first.insert(
+        "_aws".into(),
+        json!({"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [[]], "Metrics": metrics}]}),
+    );
+    let mut lines = vec![Value::Object(first)];
     for (cause, n) in &m.findings_by_cause {
         lines.push(json!({
             "_aws": {"Timestamp": ts, "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [["Cause"]],

@@ -561,41 +561,14 @@ mod guardrail_tests {
                 r.policy_document = Some(crate::remedy::identity_policy(&key, &["kms:CreateGrant".into()]));
                 r
             });
-        let caller = crate::cloudtrail::Caller {
-            identity_type: "IAMUser".into(),
-            arn: Some(principal.into()),
-            principal_arn: Some(principal.into()),
-            principal_kind: kind,
-            account: Some("123456789012".into()),
-            invoked_by: None,
-        };
-        let f = Finding {
-            schema: crate::report::FINDING_SCHEMA,
-            id: "kld-test".into(),
-            account: "123456789012".into(),
-            region: "eu-west-1".into(),
-            instance_id: "i-0abc".into(),
-            instance_name: None,
-            severity: "MEDIUM",
-            instance_state: EndState::Stopped,
-            state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
-            observed_at: "2026-11-28T10:00:00Z".into(),
-            launch: Some(crate::report::Launch {
-                api: crate::cloudtrail::LaunchApi::StartInstances,
-                event_id: "e".into(),
-                event_time: "2026-11-28T10:00:00Z".into(),
-                caller,
-            }),
-            volumes: vec![],
-            keys: vec![],
-            causes: vec![crate::report::Cause { code, key_arn: Some(key), summary: String::new(), evidence: vec![] }],
-            remediations: vec![fix.clone()],
-            missing_evidence: vec![],
-            cloudtrail_window: None,
-            delivered: Default::default(),
-            decided_at: None,
-            digest: String::new(),
-        };
+        let mut f = super::guardrail_tests_support::finding(principal, &key);
+        if let Some(l) = f.launch.as_mut() {
+            l.caller.principal_kind = kind;
+        }
+        if let Some(c) = f.causes.first_mut() {
+            c.code = code;
+        }
+        f.remediations = vec![fix.clone()];
         (f, fix)
     }
 
