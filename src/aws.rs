@@ -1061,86 +1061,112 @@ impl crate::cloud::Effects for AwsCloud {
         resp.message_id().map(str::to_owned).ok_or_else(|| other("sns:Publish", "response has no MessageId"))
     }
 
-    async fn existing_finding(
+    async fn existing_findings(
         &self,
         region: &str,
         product_arn: &str,
-        id: &str,
-    ) -> Result<Option<(String, String)>, CallError> {
+        ids: &[String],
+    ) -> Result<std::collections::BTreeMap<String, (String, String)>, CallError> {
         use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
         let eq = |v: &str| StringFilter::builder().value(v).comparison(StringFilterComparison::Equals).build();
-        let resp = self
-            .clients(region)
-            .securityhub
-            .get_findings()
-            .filters(AwsSecurityFindingFilters::builder().id(eq(id)).product_arn(eq(product_arn)).build())
-            .max_results(10)
-            .send()
-            .await
-            .map_err(|e| call_error("securityhub:GetFindings", e))?;
-        // Match the Id here too: a filter the service ignored must not borrow another
-        // finding's CreatedAt.
-        Ok(resp.findings().iter().find(|f| f.id() == Some(id)).map(|f| {
-            let created = f.created_at().unwrap_or_default().to_owned();
-            (created.clone(), f.updated_at().map(str::to_owned).unwrap_or(created))
-        }))
+        let filters = AwsSecurityFindingFilters::builder()
+            .set_id(Some(ids.iter().map(|id| eq(id)).collect()))
+            .product_arn(eq(product_arn))
+            .build();
+        let mut out = std::collections::BTreeMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .clients(region)
+                .securityhub
+                .get_findings()
+                .filters(filters.clone())
+                .max_results(100)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("securityhub:GetFindings", e))?;
+            // Match the Ids here too: a filter the service ignored must not borrow another
+            // finding's dates.
+            for f in resp.findings() {
+                if let Some(id) = f.id().filter(|id| ids.iter().any(|want| want == id)) {
+                    let created = f.created_at().unwrap_or_default().to_owned();
+                    let updated = f.updated_at().map(str::to_owned).unwrap_or_else(|| created.clone());
+                    out.insert(id.to_owned(), (created, updated));
+                }
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() && out.len() < ids.len() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
     }
 
-    async fn import_finding(&self, region: &str, finding: &crate::deliver::message::Asff) -> Result<(), CallError> {
+    async fn import_findings(
+        &self,
+        region: &str,
+        findings: &[crate::deliver::message::Asff],
+    ) -> Result<Vec<(String, String)>, CallError> {
         let resp = self
             .clients(region)
             .securityhub
             .batch_import_findings()
-            .findings(to_sdk_finding(finding))
+            .set_findings(Some(findings.iter().map(to_sdk_finding).collect()))
             .send()
             .await
             .map_err(|e| call_error("securityhub:BatchImportFindings", e))?;
-        if resp.failed_count().unwrap_or(0) > 0 {
-            let why = resp
-                .failed_findings()
-                .iter()
-                .map(|f| format!("{}: {}", f.error_code().unwrap_or("?"), f.error_message().unwrap_or("?")))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(other("securityhub:BatchImportFindings", format!("finding rejected: {why}")));
-        }
-        Ok(())
+        Ok(resp
+            .failed_findings()
+            .iter()
+            .map(|f| {
+                (
+                    f.id().unwrap_or_default().to_owned(),
+                    format!("{}: {}", f.error_code().unwrap_or("?"), f.error_message().unwrap_or("?")),
+                )
+            })
+            .collect())
     }
 
-    async fn put_event(
+    async fn put_events(
         &self,
         region: &str,
-        bus: &str,
-        detail: &str,
-        resources: &[String],
-    ) -> Result<String, CallError> {
+        entries: &[crate::deliver::BusEvent],
+    ) -> Result<Vec<Result<String, String>>, CallError> {
         use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-        let entry = PutEventsRequestEntry::builder()
-            .source(crate::deliver::message::EVENT_SOURCE)
-            .detail_type(crate::deliver::message::EVENT_DETAIL_TYPE)
-            .detail(detail)
-            .set_resources(Some(resources.to_vec()))
-            .event_bus_name(bus)
-            .build();
+        let request: Vec<PutEventsRequestEntry> = entries
+            .iter()
+            .map(|e| {
+                PutEventsRequestEntry::builder()
+                    .source(crate::deliver::message::EVENT_SOURCE)
+                    .detail_type(crate::deliver::message::EVENT_DETAIL_TYPE)
+                    .detail(&e.detail)
+                    .set_resources(Some(e.resources.clone()))
+                    .event_bus_name(&e.bus)
+                    .build()
+            })
+            .collect();
         let resp = self
             .clients(region)
             .eventbridge
             .put_events()
-            .entries(entry)
+            .set_entries(Some(request))
             .send()
             .await
             .map_err(|e| call_error("events:PutEvents", e))?;
-        let first = resp.entries().first();
-        if resp.failed_entry_count() > 0 || first.and_then(|e| e.error_code()).is_some() {
-            let why = first
-                .map(|e| format!("{}: {}", e.error_code().unwrap_or("?"), e.error_message().unwrap_or("?")))
-                .unwrap_or_else(|| "no entry result".to_owned());
-            return Err(other("events:PutEvents", format!("event rejected: {why}")));
-        }
-        first
-            .and_then(|e| e.event_id())
-            .map(str::to_owned)
-            .ok_or_else(|| other("events:PutEvents", "response has no EventId"))
+        // One result per entry, in order (PutEvents API reference).
+        Ok((0..entries.len())
+            .map(|i| match resp.entries().get(i) {
+                Some(r) if r.error_code().is_none() => {
+                    r.event_id().map(str::to_owned).ok_or_else(|| "response has no EventId".to_owned())
+                }
+                Some(r) => Err(format!(
+                    "event rejected: {}: {}",
+                    r.error_code().unwrap_or("?"),
+                    r.error_message().unwrap_or("?")
+                )),
+                None => Err("no entry result".to_owned()),
+            })
+            .collect())
     }
 }
 

@@ -171,27 +171,26 @@ pub trait Effects: Sync {
         body: &str,
         attributes: &std::collections::BTreeMap<String, String>,
     ) -> impl Future<Output = Result<String, CallError>> + Send;
-    /// Security Hub GetFindings by Id: the existing finding's (CreatedAt, UpdatedAt), if any.
-    fn existing_finding(
+    /// Security Hub GetFindings by Id (one call, the Ids OR'd: at most 20, the filter's limit):
+    /// each existing finding's (CreatedAt, UpdatedAt), by Id.
+    fn existing_findings(
         &self,
         region: &str,
         product_arn: &str,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<(String, String)>, CallError>> + Send;
-    /// Security Hub BatchImportFindings of one finding; a rejected finding is an error.
-    fn import_finding(
+        ids: &[String],
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<String, (String, String)>, CallError>> + Send;
+    /// Security Hub BatchImportFindings (at most 100): the Ids it rejected, each with why.
+    fn import_findings(
         &self,
         region: &str,
-        finding: &crate::deliver::message::Asff,
-    ) -> impl Future<Output = Result<(), CallError>> + Send;
-    /// EventBridge PutEvents of one entry; returns the event id.
-    fn put_event(
+        findings: &[crate::deliver::message::Asff],
+    ) -> impl Future<Output = Result<Vec<(String, String)>, CallError>> + Send;
+    /// EventBridge PutEvents (at most 10 entries): per entry, its event id or why it failed.
+    fn put_events(
         &self,
         region: &str,
-        bus: &str,
-        detail: &str,
-        resources: &[String],
-    ) -> impl Future<Output = Result<String, CallError>> + Send;
+        entries: &[crate::deliver::BusEvent],
+    ) -> impl Future<Output = Result<Vec<Result<String, String>>, CallError>> + Send;
 }
 
 /// An IAM user or role, by name: the only principals remediation ever writes to.

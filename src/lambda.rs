@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{info_span, Instrument};
 
-use crate::app::{act, handle_event, Plan};
+use crate::app::{handle_event, Plan};
 use crate::aws::{load_config, AwsCloud};
 use crate::cloud::{CallError, Cloud, Effects, FailureKind, IamWrites, Queue};
 use crate::config::Settings;
@@ -119,7 +119,7 @@ const DEFERRED_FORMAT: &str = "deferred/1";
 /// limits; one that would not fit is retried the old way (whole event) rather than lost.
 const SQS_MAX_BYTES: usize = 262_144;
 
-/// Settled findings acted on at once (remediation and sinks).
+/// Findings remediated at once (their deliveries then go out together).
 const SETTLE_CONCURRENCY: usize = 4;
 
 /// The body of a redelivery message: what is left of one finding's delivery.
@@ -356,16 +356,20 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
         }
     }
 
-    // Remediate and deliver, a few findings at a time.
-    let settled: Vec<(Item, Finding, Vec<CallError>, Outbox)> =
-        stream::iter(to_act.into_iter().map(|(item, mut f)| async move {
-            let (failures, unsent) = act(aws, plan, &mut f).await;
-            (item, f, failures, unsent)
-        }))
-        .buffer_unordered(SETTLE_CONCURRENCY)
-        .collect()
-        .await;
-    for (item, f, failures, unsent) in settled {
+    // Remediate, a few findings at a time; then deliver them all together, with as few calls
+    // as the sinks allow (Security Hub and EventBridge take findings in batches).
+    let remediated: Vec<(Item, Finding)> = stream::iter(to_act.into_iter().map(|(item, mut f)| async move {
+        crate::remediate::remediate(aws, aws, &plan.guardrails, &mut f).await;
+        (item, f)
+    }))
+    .buffer_unordered(SETTLE_CONCURRENCY)
+    .collect()
+    .await;
+    let sent_at = crate::decide::rfc3339(now);
+    let mut outboxes: Vec<Outbox> = remediated.iter().map(|(_, f)| Outbox::render(f, &plan.sinks, &sent_at)).collect();
+    let results = deliver::send_all(aws, &mut outboxes, &sent_at).await;
+    for (((item, mut f), (delivered, failures)), unsent) in remediated.into_iter().zip(results).zip(outboxes) {
+        f.delivered = delivered;
         log_finding(&f);
         record(metrics, &f, now, failures.len());
         if !failures.is_empty() && !requeue(aws, &item.message, &item.id, settings, &unsent).await {

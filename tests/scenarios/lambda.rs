@@ -688,3 +688,49 @@ async fn a_stale_redelivery_never_overwrites_a_newer_security_hub_finding() {
     let log = lines_with(&stdout, "finding redelivered");
     assert_eq!(log[0]["delivered"]["security_hub"], "newer finding kept", "{stdout}");
 }
+
+#[tokio::test]
+async fn a_batch_of_findings_reaches_security_hub_and_eventbridge_in_few_calls() {
+    // 12 failures settled together: Security Hub's GetFindings takes 20 Ids a call and
+    // BatchImportFindings 100 findings, EventBridge's PutEvents 10 entries.
+    // The function counts its own calls (KLD_CALL_STATS): a shared region will do.
+    let s = Scenario::new("sinkbatch").await;
+    let key = s.key(None).await;
+    let user_arn = s.user("sinkbatch-dev", &[("ec2-full", ec2_full_access())]).await;
+    let (bus, _) = s.bus_with_queue("sinkbatch-bus").await;
+    let mut events = Vec::new();
+    let mut records = Vec::new();
+    for _ in 0..12 {
+        let i = s.instance(&[Some(&key)]).await;
+        s.fail_launch(&i, "stopped");
+        records.push(s.launch_record(
+            "StartInstances",
+            &i,
+            iam_user_identity(&user_arn, "sinkbatch-dev"),
+            Duration::minutes(3),
+        ));
+        events.push(event_for(&i, &s.region, "stopped"));
+    }
+    s.trail(records);
+    let (outcomes, stdout) = invoke(
+        &s.region,
+        vec![batch_of(&events, &s.region)],
+        &[("SECURITY_HUB", "on"), ("FINDINGS_EVENT_BUS", &bus), ("KLD_CALL_STATS", "1")],
+    );
+    assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
+    let lines = finding_lines(&stdout);
+    assert_eq!(lines.len(), 12, "{stdout}");
+    assert!(
+        lines.iter().all(|l| l["finding"]["delivered"]["security_hub"] == "ok"
+            && l["finding"]["delivered"]["eventbridge"].is_string()),
+        "{stdout}"
+    );
+    let stats = lines_with(&stdout, "api calls");
+    let calls = &stats[0]["stats"]["api_calls"];
+    assert_eq!(calls["securityhub:GetFindings"], 1, "{calls:#}");
+    assert_eq!(calls["securityhub:BatchImportFindings"], 1, "{calls:#}");
+    assert_eq!(calls["eventbridge:PutEvents"], 2, "{calls:#}");
+    let found = s.securityhub.get_findings().send().await.unwrap();
+    let ids: std::collections::BTreeSet<&str> = lines.iter().map(|l| l["finding"]["id"].as_str().unwrap()).collect();
+    assert_eq!(found.findings().iter().filter(|f| f.id().is_some_and(|id| ids.contains(id))).count(), 12);
+}
