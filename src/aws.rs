@@ -413,6 +413,25 @@ where
     CallError { call, kind, message: one_line(&message) }
 }
 
+/// Every page of a marker-paginated list: `page` takes the marker (none for the first page)
+/// and returns that page's items and the next marker, if any.
+async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, CallError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), CallError>>,
+{
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let (items, next) = page(marker.take()).await?;
+        out.extend(items);
+        match next.filter(|m| !m.is_empty()) {
+            Some(m) => marker = Some(m),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// What the SDK's standard retry strategy would retry: throttling (classified by the caller),
 /// 429, 5xx, timeouts and connection failures.
 fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
@@ -664,24 +683,16 @@ impl Cloud for AwsCloud {
     }
 
     async fn list_aliases(&self, key: &KeyArn) -> Result<Vec<String>, CallError> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let r = self
-                .clients(key.region())
-                .kms
-                .list_aliases()
-                .key_id(key.to_string())
-                .set_marker(marker.take())
-                .send()
-                .await
-                .map_err(|e| call_error("kms:ListAliases", e))?;
-            out.extend(r.aliases().iter().filter_map(|a| a.alias_name().map(str::to_owned)));
-            match r.next_marker() {
-                Some(m) if r.truncated() && !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(out),
+        let kms = self.clients(key.region()).kms;
+        all_pages(|marker| {
+            let req = kms.list_aliases().key_id(key.to_string()).set_marker(marker);
+            async move {
+                let r = req.send().await.map_err(|e| call_error("kms:ListAliases", e))?;
+                let names = r.aliases().iter().filter_map(|a| a.alias_name().map(str::to_owned)).collect();
+                Ok((names, r.truncated().then(|| r.next_marker().map(str::to_owned)).flatten()))
             }
-        }
+        })
+        .await
     }
 
     async fn lookup_events(
@@ -1217,24 +1228,16 @@ impl crate::cloud::IamWrites for AwsCloud {
     }
 
     async fn key_tags(&self, key: &KeyArn) -> Result<Vec<(String, String)>, CallError> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let r = self
-                .clients(key.region())
-                .kms
-                .list_resource_tags()
-                .key_id(key.to_string())
-                .set_marker(marker.take())
-                .send()
-                .await
-                .map_err(|e| call_error("kms:ListResourceTags", e))?;
-            out.extend(r.tags().iter().map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned())));
-            match r.next_marker() {
-                Some(m) if r.truncated() && !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(out),
+        let kms = self.clients(key.region()).kms;
+        all_pages(|marker| {
+            let req = kms.list_resource_tags().key_id(key.to_string()).set_marker(marker);
+            async move {
+                let r = req.send().await.map_err(|e| call_error("kms:ListResourceTags", e))?;
+                let tags = r.tags().iter().map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned())).collect();
+                Ok((tags, r.truncated().then(|| r.next_marker().map(str::to_owned)).flatten()))
             }
-        }
+        })
+        .await
     }
 
     async fn inline_policy_names(&self, principal: &crate::cloud::Principal) -> Result<Vec<String>, CallError> {

@@ -250,16 +250,13 @@ fn get_key_policy_command(key: &KeyArn) -> String {
     ])
 }
 
-/// Add one statement to the key policy (for whoever administers the key).
-pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
+/// A key-policy edit for whoever administers the key: read the policy, change it with `jq`
+/// (the statement is `$s`), put it back.
+fn key_policy_edit(key: &KeyArn, statement: Value, jq: &str) -> Remediation {
     let k = key.to_string();
     let stmt = compact(&statement);
     let commands = vec![
-        format!(
-            "{} | jq --argjson s {} '.Statement += [$s]' > key-policy.json",
-            get_key_policy_command(key),
-            shell_quote(&stmt)
-        ),
+        format!("{} | jq --argjson s {} {jq} > key-policy.json", get_key_policy_command(key), shell_quote(&stmt)),
         cmd(&[
             "aws",
             "kms",
@@ -285,6 +282,11 @@ pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
         note: None,
         restart: None,
     }
+}
+
+/// Add one statement to the key policy (for whoever administers the key).
+pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
+    key_policy_edit(key, statement, "'.Statement += [$s]'")
 }
 
 fn key_command(action: RemediationAction, key: &KeyArn, commands: Vec<String>) -> Remediation {
@@ -563,27 +565,11 @@ pub fn allow_account_statement(key: &KeyArn, account_root: &str) -> Value {
 
 /// Replace statement `index` of a key policy (for whoever administers the key).
 pub fn replace_key_policy_statement(key: &KeyArn, index: usize, statement: Value) -> Remediation {
-    let k = key.to_string();
-    let stmt = compact(&statement);
-    let commands = vec![
-        format!(
-            "{} | jq --argjson s {} --argjson i {index} '.Statement = ([.Statement] | flatten | .[$i] = $s)' > key-policy.json",
-            get_key_policy_command(key),
-            shell_quote(&stmt)
-        ),
-        cmd(&["aws", "kms", "put-key-policy", "--region", key.region(), "--key-id", &k, "--policy-name", "default", "--policy", "file://key-policy.json"]),
-    ];
-    Remediation {
-        action: RemediationAction::AddKeyPolicyStatement,
-        target: k,
-        policy_name: Some("default".to_owned()),
-        policy_document: Some(statement),
-        commands,
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    }
+    key_policy_edit(
+        key,
+        statement,
+        &format!("--argjson i {index} '.Statement = ([.Statement] | flatten | .[$i] = $s)'"),
+    )
 }
 
 /// An explicit Deny cannot be outvoted by an Allow: show where to look for it.
