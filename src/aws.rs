@@ -1184,47 +1184,38 @@ impl crate::cloud::Effects for AwsCloud {
 impl crate::cloud::IamWrites for AwsCloud {
     async fn principal_tags(&self, principal: &crate::cloud::Principal) -> Result<Vec<(String, String)>, CallError> {
         use crate::cloud::Principal;
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let (tags, next) = match principal {
+        all_pages(|marker| async move {
+            let tags = |t: &[aws_sdk_iam::types::Tag]| -> Vec<(String, String)> {
+                t.iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect()
+            };
+            match principal {
                 Principal::User(n) => {
                     let r = self
                         .iam
                         .list_user_tags()
                         .user_name(n)
-                        .set_marker(marker.take())
+                        .set_marker(marker)
                         .send()
                         .await
                         .map_err(|e| call_error("iam:ListUserTags", e))
                         .and_then(|r| complete("iam:ListUserTags", r))?;
-                    (
-                        r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(),
-                        r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten(),
-                    )
+                    Ok((tags(r.tags()), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten()))
                 }
                 Principal::Role(n) => {
                     let r = self
                         .iam
                         .list_role_tags()
                         .role_name(n)
-                        .set_marker(marker.take())
+                        .set_marker(marker)
                         .send()
                         .await
                         .map_err(|e| call_error("iam:ListRoleTags", e))
                         .and_then(|r| complete("iam:ListRoleTags", r))?;
-                    (
-                        r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect::<Vec<_>>(),
-                        r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten(),
-                    )
+                    Ok((tags(r.tags()), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten()))
                 }
-            };
-            out.extend(tags);
-            match next {
-                Some(m) => marker = Some(m),
-                None => return Ok(out),
             }
-        }
+        })
+        .await
     }
 
     async fn key_tags(&self, key: &KeyArn) -> Result<Vec<(String, String)>, CallError> {
@@ -1242,41 +1233,35 @@ impl crate::cloud::IamWrites for AwsCloud {
 
     async fn inline_policy_names(&self, principal: &crate::cloud::Principal) -> Result<Vec<String>, CallError> {
         use crate::cloud::Principal;
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let (names, next) = match principal {
+        all_pages(|marker| async move {
+            match principal {
                 Principal::User(n) => {
                     let r = self
                         .iam
                         .list_user_policies()
                         .user_name(n)
-                        .set_marker(marker.take())
+                        .set_marker(marker)
                         .send()
                         .await
                         .map_err(|e| call_error("iam:ListUserPolicies", e))
                         .and_then(|r| complete("iam:ListUserPolicies", r))?;
-                    (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                    Ok((r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten()))
                 }
                 Principal::Role(n) => {
                     let r = self
                         .iam
                         .list_role_policies()
                         .role_name(n)
-                        .set_marker(marker.take())
+                        .set_marker(marker)
                         .send()
                         .await
                         .map_err(|e| call_error("iam:ListRolePolicies", e))
                         .and_then(|r| complete("iam:ListRolePolicies", r))?;
-                    (r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten())
+                    Ok((r.policy_names().to_vec(), r.is_truncated().then(|| r.marker().map(str::to_owned)).flatten()))
                 }
-            };
-            out.extend(names);
-            match next {
-                Some(m) => marker = Some(m),
-                None => return Ok(out),
             }
-        }
+        })
+        .await
     }
 
     async fn inline_policy(
