@@ -19,39 +19,6 @@ pub struct Plan {
     pub guardrails: Guardrails,
 }
 
-/// Diagnoses one EventBridge event. Events we do not handle become `skipped` entries; only a
-/// failed DescribeInstances (nothing could be confirmed) is an error, so Lambda retries it.
-pub async fn diagnose_event<C: Cloud>(
-    cloud: &C,
-    event: &Value,
-    default_region: Option<&str>,
-    opts: &Options,
-) -> Result<Report, CallError> {
-    let trigger = match event::parse(event) {
-        Ok(t) => t,
-        Err(skipped) => {
-            tracing::info!(reason = %skipped.reason, instance_id = ?skipped.instance_id, "event skipped");
-            return Ok(Report { skipped: vec![skipped], ..Report::default() });
-        }
-    };
-    let Some(region) = trigger.region.as_deref().or(default_region) else {
-        return Ok(Report {
-            skipped: vec![crate::report::Skipped {
-                instance_id: Some(trigger.instance_id),
-                region: None,
-                reason: "the event names no region and none is configured".to_owned(),
-            }],
-            ..Report::default()
-        });
-    };
-    let target = Target::new(trigger.instance_id.clone(), trigger.time.unwrap_or_else(Utc::now));
-    let report = gather::diagnose(cloud, region, &[target], opts).await?;
-    for s in &report.skipped {
-        tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
-    }
-    Ok(report)
-}
-
 /// Remediates (per the guardrails) and delivers (per the sinks) one finding. Returns the
 /// delivery failures and what is left to send (empty unless a sink failed); remediation
 /// outcomes are recorded in the finding itself.
@@ -65,24 +32,8 @@ pub async fn act<A: Cloud + Effects + IamWrites>(
     deliver(aws, finding, &plan.sinks, &now).await
 }
 
-/// Diagnoses an event and acts on its findings: the Lambda path for a direct EventBridge
-/// invocation, and `replay`.
-pub async fn handle_event<A: Cloud + Effects + IamWrites>(
-    aws: &A,
-    event: &Value,
-    default_region: Option<&str>,
-    plan: &Plan,
-) -> Result<(Report, Vec<CallError>), CallError> {
-    let mut report = diagnose_event(aws, event, default_region, &plan.options).await?;
-    let mut failures = Vec::new();
-    for f in &mut report.findings {
-        failures.extend(act(aws, plan, f).await.0);
-    }
-    Ok((report, failures))
-}
-
-/// Diagnoses several events at once (`replay` of a list or an SQS event), as the Lambda does a
-/// batch: events are grouped by region, an instance named twice is diagnosed once (at its
+/// Diagnoses events and acts on their findings (`replay`, and the Lambda invoked directly by
+/// EventBridge), as the Lambda does a batch from SQS: `running` events resolve open findings; events are grouped by region, an instance named twice is diagnosed once (at its
 /// latest state change), and each finding is acted on. A region whose DescribeInstances
 /// fails is skipped with the reason while the others go on; only when every region fails is it
 /// an error.
@@ -95,9 +46,14 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
     use std::collections::BTreeMap;
     let mut report = Report::default();
     let mut by_region: BTreeMap<String, BTreeMap<String, chrono::DateTime<Utc>>> = BTreeMap::new();
+    let mut running = Vec::new();
     for e in events {
-        let trigger = match e.and_then(|v| event::parse(&v)) {
-            Ok(t) => t,
+        let trigger = match e.and_then(|v| event::classify(&v)) {
+            Ok(event::Change::Ended(t)) => t,
+            Ok(event::Change::Running(r)) => {
+                running.push(r);
+                continue;
+            }
             Err(skipped) => {
                 report.skipped.push(skipped);
                 continue;
@@ -132,12 +88,43 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
             }
         }
     }
+    let mut failures = Vec::new();
+    if !plan.sinks.security_hub {
+        // Open findings are kept in Security Hub: without it, none is known to resolve.
+        report.skipped.extend(running.drain(..).map(|r| crate::report::Skipped {
+            instance_id: Some(r.instance_id),
+            region: None,
+            reason: "state \"running\" resolves open findings, which are kept in Security Hub: it is off".to_owned(),
+        }));
+    }
+    if !running.is_empty() {
+        let outcome = crate::resolve::resolve(aws, &plan.sinks, &running, default_region, Utc::now()).await;
+        for r in outcome.resolved {
+            let mut delivered =
+                crate::deliver::Delivered { security_hub: Some("archived".to_owned()), ..Default::default() };
+            // What the notices reached: a sink still in the outbox was not.
+            if r.unsent.sns.is_none() && plan.sinks.topic_arn.is_some() {
+                delivered.sns = Some("sent".to_owned());
+            }
+            if r.unsent.eventbridge.is_none() && plan.sinks.event_bus.is_some() {
+                delivered.eventbridge = Some("sent".to_owned());
+            }
+            failures.extend(r.failures);
+            report.resolved.push(crate::report::Resolved {
+                finding_id: r.finding_id,
+                instance_id: r.instance_id,
+                region: r.region,
+                resolved_at: r.resolved_at,
+                delivered,
+            });
+        }
+        failures.extend(outcome.failed.into_values());
+    }
     if regions > 0 && errors.len() == regions {
         if let Some(first) = errors.into_iter().next() {
             return Err(first);
         }
     }
-    let mut failures = Vec::new();
     for f in &mut report.findings {
         failures.extend(act(aws, plan, f).await.0);
     }

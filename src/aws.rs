@@ -217,6 +217,7 @@ struct Clients {
     securityhub: aws_sdk_securityhub::Client,
     eventbridge: aws_sdk_eventbridge::Client,
     sqs: aws_sdk_sqs::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
 }
 
 /// Token bucket: CloudTrail allows 2 LookupEvents per second per account and region.
@@ -340,6 +341,7 @@ impl AwsCloud {
                     securityhub: regional!(aws_sdk_securityhub),
                     eventbridge: regional!(aws_sdk_eventbridge),
                     sqs: regional!(aws_sdk_sqs),
+                    autoscaling: regional!(aws_sdk_autoscaling),
                 }
             })
             .clone()
@@ -886,6 +888,110 @@ impl Cloud for AwsCloud {
             ec2.get_ebs_default_kms_key_id().send().await.map_err(|e| call_error("ec2:GetEbsDefaultKmsKeyId", e))?;
         Ok(resp.kms_key_id().map(str::to_owned))
     }
+
+    async fn account_id(&self) -> Result<String, CallError> {
+        let arn = self.caller_arn().await?;
+        crate::arn::Arn::parse(&arn)
+            .map(|a| a.account().to_owned())
+            .map_err(|e| other("sts:GetCallerIdentity", e.to_string()))
+    }
+
+    async fn scoped_instances(
+        &self,
+        region: &str,
+        scope: &crate::cloud::InstanceScope,
+    ) -> Result<Vec<Instance>, CallError> {
+        use aws_sdk_ec2::types::Filter;
+        let ec2 = self.clients(region).ec2;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = ec2.describe_instances().set_next_token(token.take());
+            if scope.ids.is_empty() {
+                req = req
+                    .filters(Filter::builder().name("instance-state-name").values("stopped").build())
+                    .max_results(1000);
+            } else {
+                // A filter, not InstanceIds: one id that does not exist (or is in another
+                // region) would fail the whole call with InvalidInstanceID.NotFound.
+                req = req.filters(Filter::builder().name("instance-id").set_values(Some(scope.ids.clone())).build());
+            }
+            if let Some((k, v)) = &scope.tag {
+                req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+            }
+            let resp = req.send().await.map_err(|e| call_error("ec2:DescribeInstances", e))?;
+            for r in resp.reservations() {
+                let owner = r.owner_id().unwrap_or_default();
+                out.extend(r.instances().iter().filter_map(|i| instance_of(region, owner, i)));
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn auto_scaling_groups(&self, region: &str) -> Result<Vec<crate::cloud::AutoScalingGroup>, CallError> {
+        let client = self.clients(region).autoscaling;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = client
+                .describe_auto_scaling_groups()
+                .max_records(100)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("autoscaling:DescribeAutoScalingGroups", e))?;
+            for g in resp.auto_scaling_groups() {
+                let spec = g.launch_template().or_else(|| {
+                    g.mixed_instances_policy()
+                        .and_then(|m| m.launch_template())
+                        .and_then(|t| t.launch_template_specification())
+                });
+                out.push(crate::cloud::AutoScalingGroup {
+                    name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
+                    arn: g.auto_scaling_group_arn().map(str::to_owned),
+                    service_linked_role_arn: g.service_linked_role_arn().map(str::to_owned),
+                    launch_template: spec.map(|t| crate::cloudtrail::LaunchTemplateRef {
+                        id: t.launch_template_id().map(str::to_owned),
+                        name: t.launch_template_name().map(str::to_owned),
+                        version: t.version().map(str::to_owned),
+                    }),
+                    launch_configuration: g.launch_configuration_name().map(str::to_owned),
+                });
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn launch_configuration_volumes(&self, region: &str, name: &str) -> Result<VolumeKeys, CallError> {
+        const CALL: &str = "autoscaling:DescribeLaunchConfigurations";
+        let resp = self
+            .clients(region)
+            .autoscaling
+            .describe_launch_configurations()
+            .launch_configuration_names(name)
+            .send()
+            .await
+            .map_err(|e| call_error(CALL, e))?;
+        let lc = resp.launch_configurations().first().ok_or_else(|| other(CALL, format!("{name} not found")))?;
+        let mut out = VolumeKeys { image_id: lc.image_id().map(str::to_owned), ..VolumeKeys::default() };
+        // A launch configuration cannot name a KMS key: an encrypted volume gets the account's
+        // EBS default key, or its snapshot's key (AWS::AutoScaling::LaunchConfiguration
+        // BlockDevice: "Encrypted", no KmsKeyId).
+        for ebs in lc.block_device_mappings().iter().filter_map(|m| m.ebs()) {
+            match ebs.encrypted() {
+                Some(true) if ebs.snapshot_id().is_none() => out.default_key = true,
+                Some(true) => {}
+                _ => out.unencrypted = true,
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl AwsCloud {
@@ -986,6 +1092,60 @@ fn region_of(arn: &str) -> Option<String> {
     crate::arn::Arn::parse(arn).ok().map(|a| a.region().to_owned()).filter(|r| !r.is_empty())
 }
 
+/// The subset of a Security Hub finding this tool writes, read back (to archive it as it is).
+fn from_sdk_finding(f: &aws_sdk_securityhub::types::AwsSecurityFinding) -> crate::deliver::message::Asff {
+    use crate::deliver::message::{
+        Asff, AsffCompliance, AsffRecommendation, AsffRemediation, AsffResource, AsffSeverity,
+    };
+    let text = |s: Option<&str>| s.unwrap_or_default().to_owned();
+    let recommendation = f.remediation().and_then(|r| r.recommendation());
+    Asff {
+        schema_version: text(f.schema_version()),
+        id: text(f.id()),
+        product_arn: text(f.product_arn()),
+        generator_id: text(f.generator_id()),
+        aws_account_id: text(f.aws_account_id()),
+        types: f.types().to_vec(),
+        created_at: text(f.created_at()),
+        updated_at: text(f.updated_at()),
+        first_observed_at: text(f.first_observed_at()),
+        severity: AsffSeverity {
+            label: f.severity().and_then(|s| s.label()).map(|l| l.as_str().to_owned()).unwrap_or_default(),
+        },
+        title: text(f.title()),
+        description: text(f.description()),
+        remediation: AsffRemediation {
+            recommendation: AsffRecommendation {
+                text: text(recommendation.and_then(|r| r.text())),
+                url: text(recommendation.and_then(|r| r.url())),
+            },
+        },
+        product_fields: f
+            .product_fields()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        resources: f
+            .resources()
+            .iter()
+            .map(|r| AsffResource {
+                kind: text(r.r#type()),
+                id: text(r.id()),
+                partition: r.partition().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+                region: text(r.region()),
+                details: r.details().and_then(|d| d.aws_kms_key()).map(|k| {
+                    serde_json::json!({"AwsKmsKey": {
+                        "KeyState": k.key_state(), "KeyManager": k.key_manager(),
+                        "KeyId": k.key_id(), "AWSAccountId": k.aws_account_id(),
+                    }})
+                }),
+            })
+            .collect(),
+        record_state: f.record_state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        region: text(f.region()),
+        compliance: f.compliance().and_then(|c| c.status()).map(|s| AsffCompliance { status: s.as_str().to_owned() }),
+    }
+}
+
 fn to_sdk_finding(a: &crate::deliver::message::Asff) -> aws_sdk_securityhub::types::AwsSecurityFinding {
     use aws_sdk_securityhub::types::{
         AwsKmsKeyDetails, AwsSecurityFinding, Partition, Recommendation, RecordState, Remediation, Resource,
@@ -1045,6 +1205,11 @@ fn to_sdk_finding(a: &crate::deliver::message::Asff) -> aws_sdk_securityhub::typ
         .set_resources(Some(resources))
         .record_state(RecordState::from(a.record_state.as_str()))
         .region(&a.region)
+        .set_compliance(a.compliance.as_ref().map(|c| {
+            aws_sdk_securityhub::types::Compliance::builder()
+                .status(aws_sdk_securityhub::types::ComplianceStatus::from(c.status.as_str()))
+                .build()
+        }))
         .build()
 }
 
@@ -1113,6 +1278,41 @@ impl crate::cloud::Effects for AwsCloud {
         }
     }
 
+    async fn open_findings(
+        &self,
+        region: &str,
+        product_arn: &str,
+        resource_ids: &[String],
+    ) -> Result<Vec<crate::deliver::message::Asff>, CallError> {
+        use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
+        let filter = |v: &str, c: StringFilterComparison| StringFilter::builder().value(v).comparison(c).build();
+        let filters = AwsSecurityFindingFilters::builder()
+            .set_resource_id(Some(resource_ids.iter().map(|id| filter(id, StringFilterComparison::Equals)).collect()))
+            .product_arn(filter(product_arn, StringFilterComparison::Equals))
+            .generator_id(filter(crate::resolve::GENERATOR_PREFIX, StringFilterComparison::Prefix))
+            .record_state(filter("ACTIVE", StringFilterComparison::Equals))
+            .build();
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .clients(region)
+                .securityhub
+                .get_findings()
+                .filters(filters.clone())
+                .max_results(100)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("securityhub:GetFindings", e))?;
+            out.extend(resp.findings().iter().map(from_sdk_finding));
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     async fn import_findings(
         &self,
         region: &str,
@@ -1149,7 +1349,7 @@ impl crate::cloud::Effects for AwsCloud {
             .map(|e| {
                 PutEventsRequestEntry::builder()
                     .source(crate::deliver::message::EVENT_SOURCE)
-                    .detail_type(crate::deliver::message::EVENT_DETAIL_TYPE)
+                    .detail_type(&e.detail_type)
                     .detail(&e.detail)
                     .set_resources(Some(e.resources.clone()))
                     .event_bus_name(&e.bus)

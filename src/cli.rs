@@ -99,6 +99,17 @@ pub enum ScanFormat {
     Script,
 }
 
+/// `preflight --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PreflightFormat {
+    /// One line a check: verdict, region, instance or group, principal, first cause, keys.
+    Table,
+    /// The `kms-launch-doctor.preflight/1` report.
+    Json,
+    /// Each check for a person, with its causes and fix commands.
+    Text,
+}
+
 /// What to do with findings besides printing them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ActionArgs {
@@ -175,6 +186,35 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Will these principals be able to start these instances (and these Auto Scaling groups
+    /// launch)? The checks a diagnosis makes, before the launch.
+    #[command(after_help = const_format_preflight())]
+    Preflight {
+        /// An IAM user or role ARN whose StartInstances to check (repeat for several).
+        #[arg(long = "principal", value_name = "ARN")]
+        principals: Vec<String>,
+        /// Check this instance (repeat for several; default: every stopped instance).
+        #[arg(long = "instance-id", value_parser = instance_id, value_name = "ID", conflicts_with = "tag")]
+        instance_ids: Vec<String>,
+        /// Check the stopped instances with this tag.
+        #[arg(long, value_parser = tag, value_name = "KEY=VALUE")]
+        tag: Option<(String, String)>,
+        /// Also check each Auto Scaling group's launch for its service-linked role.
+        #[arg(long)]
+        auto_scaling_groups: bool,
+        /// A region to check (repeat for several; default: AWS_REGION or the profile's region).
+        #[arg(long = "region", value_parser = region, conflicts_with = "all_regions", value_name = "REGION")]
+        regions: Vec<String>,
+        /// Every region enabled for the account (ec2:DescribeRegions).
+        #[arg(long)]
+        all_regions: bool,
+        /// Output format (--output is the same flag, as in the AWS CLI).
+        #[arg(long, visible_alias = "output", value_enum, default_value_t = PreflightFormat::Table)]
+        format: PreflightFormat,
+        /// Opt-in remediation of what will fail: off, dry-run, apply (the same opt-in rules).
+        #[arg(long, env = "REMEDIATION_MODE", value_enum, default_value_t = Mode::Off)]
+        remediate: Mode,
+    },
     /// Can the current credentials make every call the tool needs? (IAM policy simulator)
     #[command(after_help = const_format_check())]
     CheckPermissions {
@@ -240,6 +280,16 @@ Exit codes: 0 complete, 1 no region could be searched, 2 usage, 3 partial (some 
 evidence could not be read; they are named on stderr)."
 }
 
+const fn const_format_preflight() -> &'static str {
+    "Examples:
+  kms-launch-doctor preflight --principal arn:aws:iam::123456789012:role/scheduler --region eu-west-1
+  kms-launch-doctor preflight --principal arn:aws:iam::123456789012:user/ops --tag team=batch --all-regions
+  kms-launch-doctor preflight --auto-scaling-groups --region us-east-1 --output json
+
+Exit codes: 0 complete (whatever the verdicts), 1 no region could be checked, 2 usage, 3 partial
+(some instances, regions or evidence could not be read: verdict unknown or skipped)."
+}
+
 const fn const_format_check() -> &'static str {
     "Examples:
   kms-launch-doctor check-permissions
@@ -269,6 +319,13 @@ fn instance_id(s: &str) -> Result<String, String> {
             "{:?} is not an EC2 instance id: expected i- and 8 or 17 hex digits (i-0123456789abcdef0)",
             crate::event::echo(s)
         ))
+    }
+}
+
+fn tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{:?}: expected KEY=VALUE", crate::event::echo(s))),
     }
 }
 
@@ -629,6 +686,80 @@ pub async fn main() -> ExitCode {
                 }
             } else if format != ScanFormat::Json {
                 warn_about(&err, &report);
+            }
+            outcome.max(printed).code()
+        }
+        Command::Preflight {
+            principals,
+            instance_ids,
+            tag,
+            auto_scaling_groups,
+            regions: given,
+            all_regions,
+            format,
+            remediate,
+        } => {
+            if principals.is_empty() && !auto_scaling_groups {
+                return usage(&err, "nothing to check: pass --principal ARN, or --auto-scaling-groups");
+            }
+            if let Some(e) = principals.iter().find_map(|p| crate::preflight::caller_for(p).err()) {
+                return usage(&err, &e);
+            }
+            let settings = match Settings::from_env() {
+                Ok(s) => s,
+                Err(e) => return usage(&err, &e),
+            };
+            let cloud = match cloud(&err, &global, given.first().map(String::as_str)).await {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let regions = match regions(&cloud, all_regions, given).await {
+                Ok(r) => r,
+                Err(RegionsError::Aws(e)) => {
+                    err.error(&e.to_string());
+                    return Exit::Failed.code();
+                }
+                Err(RegionsError::None) => {
+                    return usage(&err, "no region: pass --region or --all-regions, or set AWS_REGION")
+                }
+            };
+            let scope = crate::preflight::Scope {
+                instances: crate::cloud::InstanceScope { ids: instance_ids, tag },
+                principals,
+                auto_scaling_groups,
+            };
+            let guardrails = Guardrails { mode: remediate, ..settings.guardrails };
+            let report = crate::preflight::run(&cloud, &regions, &scope, &guardrails, &Options::default()).await.report;
+            report_calls(&cloud);
+            let none = report.checks.is_empty()
+                && report.skipped.iter().filter(|s| s.instance_id.is_none()).count() == regions.len();
+            let outcome = if none {
+                Exit::Failed
+            } else if crate::preflight::is_partial(&report) {
+                Exit::Partial
+            } else {
+                Exit::Complete
+            };
+            let printed = match format {
+                PreflightFormat::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(s) => emit(&err, &format!("{s}\n")),
+                    Err(e) => {
+                        err.error(&e.to_string());
+                        Exit::Failed
+                    }
+                },
+                PreflightFormat::Table => emit(&err, &crate::preflight::table(&report)),
+                PreflightFormat::Text => emit(&err, &crate::preflight::text(&report)),
+            };
+            if format != PreflightFormat::Json {
+                for s in &report.skipped {
+                    err.skipped(&format!(
+                        "{}{}: {}",
+                        s.instance_id.as_deref().unwrap_or(""),
+                        s.region.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                        s.reason
+                    ));
+                }
             }
             outcome.max(printed).code()
         }

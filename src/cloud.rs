@@ -104,6 +104,28 @@ pub struct VolumeKeys {
     pub image_id: Option<String>,
 }
 
+/// An Auto Scaling group, as preflight needs it: what it launches from, and as whom.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoScalingGroup {
+    pub name: String,
+    /// `AutoScalingGroupARN`.
+    pub arn: Option<String>,
+    /// `ServiceLinkedRoleARN`: the role Auto Scaling launches with (by default
+    /// `AWSServiceRoleForAutoScaling`).
+    pub service_linked_role_arn: Option<String>,
+    /// The launch template (directly, or in a mixed instances policy).
+    pub launch_template: Option<crate::cloudtrail::LaunchTemplateRef>,
+    pub launch_configuration: Option<String>,
+}
+
+/// Which instances preflight checks: these ids (whatever their state), else every stopped
+/// instance, with this tag if one is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceScope {
+    pub ids: Vec<String>,
+    pub tag: Option<(String, String)>,
+}
+
 pub trait Cloud: Sync {
     /// DescribeInstances for these ids. Instances that no longer exist are absent from the
     /// result (not an error).
@@ -158,6 +180,41 @@ pub trait Cloud: Sync {
     /// GetEbsEncryptionByDefault, then GetEbsDefaultKmsKeyId: the key new volumes get when
     /// encryption by default is on (`None` when it is off).
     fn ebs_default_key(&self, region: &str) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
+    /// DescribeInstances for preflight: the scope's instances, every page.
+    fn scoped_instances(
+        &self,
+        region: &str,
+        scope: &InstanceScope,
+    ) -> impl Future<Output = Result<Vec<Instance>, CallError>> + Send {
+        let _ = (region, scope);
+        async { Err(unsupported("ec2:DescribeInstances")) }
+    }
+    /// GetCallerIdentity: the account of the credentials in use (no permission needed).
+    fn account_id(&self) -> impl Future<Output = Result<String, CallError>> + Send {
+        async { Err(unsupported("sts:GetCallerIdentity")) }
+    }
+    /// DescribeAutoScalingGroups: every group in the region, every page.
+    fn auto_scaling_groups(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<Vec<AutoScalingGroup>, CallError>> + Send {
+        let _ = region;
+        async { Err(unsupported("autoscaling:DescribeAutoScalingGroups")) }
+    }
+    /// DescribeLaunchConfigurations: the volumes and AMI of one launch configuration.
+    fn launch_configuration_volumes(
+        &self,
+        region: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<VolumeKeys, CallError>> + Send {
+        let _ = (region, name);
+        async { Err(unsupported("autoscaling:DescribeLaunchConfigurations")) }
+    }
+}
+
+/// What a cloud without the call answers (test doubles that do not model it).
+fn unsupported(call: &'static str) -> CallError {
+    CallError { call, kind: FailureKind::Other, message: "not supported by this cloud".to_owned() }
 }
 
 /// The calls that change something outside: notifications and, when switched on, IAM.
@@ -179,6 +236,15 @@ pub trait Effects: Sync {
         product_arn: &str,
         ids: &[String],
     ) -> impl Future<Output = Result<std::collections::BTreeMap<String, (String, String)>, CallError>> + Send;
+    /// Security Hub GetFindings for the `ACTIVE` findings of this tool (`GeneratorId` prefix
+    /// `kms-launch-doctor/`, `product_arn`) whose resources include one of `resource_ids` (at
+    /// most 20, the filter's limit), every page: each as the document to import again.
+    fn open_findings(
+        &self,
+        region: &str,
+        product_arn: &str,
+        resource_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<crate::deliver::message::Asff>, CallError>> + Send;
     /// Security Hub BatchImportFindings (at most 100): the Ids it rejected, each with why.
     fn import_findings(
         &self,

@@ -35,6 +35,9 @@ pub struct Settings {
     /// CloudTrail's 2 LookupEvents per second per account and region. The SAM template sets
     /// it so that its concurrent functions together stay under 2.
     pub cloudtrail_rate: f64,
+    /// `PREFLIGHT_PRINCIPALS`: comma-separated IAM user or role ARNs whose StartInstances the
+    /// scheduled preflight checks (the template's `PreflightPrincipals`). Each must parse.
+    pub preflight_principals: Vec<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -121,12 +124,22 @@ impl Settings {
                 1_209_600,
             )?)),
             cloudtrail_rate: rate("CLOUDTRAIL_CALLS_PER_SECOND", crate::aws::TRAIL_RATE)?,
+            preflight_principals: principals("PREFLIGHT_PRINCIPALS")?,
         })
     }
 
     pub fn options(&self) -> Options {
         Options { lookback: self.lookback, ..Options::default() }
     }
+}
+
+/// Comma-separated principal ARNs, each one preflight can suppose a launch by.
+fn principals(name: &str) -> Result<Vec<String>, String> {
+    let list = patterns(&var(name).unwrap_or_default());
+    for p in &list {
+        crate::preflight::caller_for(p).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(list)
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (CloudTrail keeps 90 days).

@@ -84,8 +84,39 @@ pub fn unpack(input: &Value) -> Vec<Result<Value, Skipped>> {
         .collect()
 }
 
-/// Parses one event; `Err` carries the skip entry.
+/// An instance that reached `running`: whatever we reported of its failed launch is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub instance_id: String,
+    pub region: Option<String>,
+    pub account: Option<String>,
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// What a state-change event asks of us: diagnose a launch that ended, or resolve the
+/// findings of an instance that now runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Ended(Trigger),
+    Running(Running),
+}
+
+/// Parses one event; `Err` carries the skip entry. A `running` event is skipped here (it is
+/// not a failure to diagnose); [`classify`] tells it apart.
 pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
+    match classify(event)? {
+        Change::Ended(t) => Ok(t),
+        Change::Running(r) => Err(Skipped {
+            instance_id: Some(r.instance_id),
+            region: None,
+            reason: "state \"running\" is not one a failed launch ends in (stopped, terminated)".to_owned(),
+        }),
+    }
+}
+
+/// Parses one event into what it asks: a failure to diagnose (`stopped`, `terminated`) or a
+/// resolution (`running`). Any other event or state is a skip entry with the reason.
+pub fn classify(event: &Value) -> Result<Change, Skipped> {
     let skip = |instance_id: Option<String>, reason: String| Skipped { instance_id, region: None, reason };
     let source = event.get("source").and_then(Value::as_str);
     let detail_type = event.get("detail-type").and_then(Value::as_str);
@@ -112,20 +143,28 @@ pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
             format!("malformed state-change event: {:?} is not an instance id", echo(&detail.instance_id)),
         ));
     }
+    let region = parsed.region.filter(|r| is_region(r));
+    let account = parsed.account.filter(|a| crate::arn::is_account_id(a));
+    if detail.state == "running" {
+        return Ok(Change::Running(Running { instance_id: detail.instance_id, region, account, time: parsed.time }));
+    }
     let Some(state) = EndState::parse(&detail.state) else {
         return Err(skip(
             Some(detail.instance_id),
-            format!("state {:?} is not one a failed launch ends in (stopped, terminated)", echo(&detail.state)),
+            format!(
+                "state {:?} is neither one a failed launch ends in (stopped, terminated) nor running",
+                echo(&detail.state)
+            ),
         ));
     };
-    Ok(Trigger {
+    Ok(Change::Ended(Trigger {
         instance_id: detail.instance_id,
         state,
-        region: parsed.region.filter(|r| is_region(r)),
-        account: parsed.account.filter(|a| crate::arn::is_account_id(a)),
+        region,
+        account,
         time: parsed.time,
         event_id: parsed.id,
-    })
+    }))
 }
 
 /// Parses the raw bytes of an event file or request.
@@ -189,6 +228,24 @@ mod tests {
             assert!(s.reason.len() < 400, "{}", s.reason);
         }
         assert!(parse_bytes(b"{not json").unwrap_err().reason.starts_with("malformed JSON"));
+    }
+
+    #[test]
+    fn running_is_a_resolution_and_other_states_are_skipped() {
+        let running = event(json!({"instance-id": "i-0abcd1234ef567890", "state": "running"}));
+        match classify(&running).unwrap() {
+            Change::Running(r) => {
+                assert_eq!(r.instance_id, "i-0abcd1234ef567890");
+                assert!(r.time.is_some() && r.region.is_some() && r.account.is_some(), "{r:?}");
+            }
+            other => panic!("not a resolution: {other:?}"),
+        }
+        assert!(matches!(
+            classify(&event(json!({"instance-id": "i-0abcd1234ef567890", "state": "stopped"}))),
+            Ok(Change::Ended(_))
+        ));
+        let pending = classify(&event(json!({"instance-id": "i-0abcd1234ef567890", "state": "pending"}))).unwrap_err();
+        assert!(pending.reason.contains("pending"), "{}", pending.reason);
     }
 
     #[test]

@@ -244,6 +244,25 @@ impl Gaps {
     fn note(&mut self, target: &str, m: Missing) {
         self.by_target.entry(target.to_owned()).or_default().push(m);
     }
+    /// What is missing for one launch: of the instance, its volumes and its keys.
+    fn for_launch(&self, instance: &Instance, volumes: &[Volume], keys: &[KeyArn]) -> Vec<Missing> {
+        let mut missing = self.for_targets(
+            std::iter::once(instance.id.as_str())
+                .chain(volumes.iter().map(|v| v.volume_id.as_str()))
+                .chain(keys.iter().map(|k| k.arn().resource()))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        for k in keys {
+            for m in self.by_target.get(&k.to_string()).into_iter().flatten() {
+                if !missing.contains(m) {
+                    missing.push(m.clone());
+                }
+            }
+        }
+        missing
+    }
+
     fn for_targets<'a>(&self, targets: impl Iterator<Item = &'a str>) -> Vec<Missing> {
         let mut out = self.everyone.clone();
         for t in targets {
@@ -280,18 +299,9 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
     }
     let keys: Vec<KeyArn> = keys.into_iter().collect();
     // The keys and CloudTrail do not depend on each other: ask both at once.
-    let key_work = stream::iter(keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect();
-    let (key_facts, trails): (Vec<KeyGathered>, Vec<Trail>) =
-        tokio::join!(key_work, trail_evidence(cloud, &candidates, &volumes, opts));
-    let mut key_map = BTreeMap::new();
-    let mut aliases = BTreeMap::new();
-    for (facts, missing, names) in key_facts {
-        for m in missing {
-            gaps.note(&facts.arn.to_string(), m);
-        }
-        aliases.insert(facts.arn.clone(), names);
-        key_map.insert(facts.arn.clone(), facts);
-    }
+    let (keyring, trails): (Keyring, Vec<Trail>) =
+        tokio::join!(keyring(cloud, &keys, &mut gaps, opts), trail_evidence(cloud, &candidates, &volumes, opts));
+    let Keyring { facts: mut key_map, mut aliases } = keyring;
     let windows: Vec<Option<crate::report::Window>> = trails.iter().map(|t| t.window.clone()).collect();
 
     let mut all_facts: Vec<Facts> = candidates
@@ -308,20 +318,7 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let mut missing = gaps.for_targets(
-                std::iter::once(c.instance.id.as_str())
-                    .chain(vols.iter().map(|v| v.volume_id.as_str()))
-                    .chain(inst_keys.iter().map(|k| k.arn().resource()))
-                    .collect::<Vec<_>>()
-                    .into_iter(),
-            );
-            for k in &inst_keys {
-                for m in gaps.by_target.get(&k.to_string()).into_iter().flatten() {
-                    if !missing.contains(m) {
-                        missing.push(m.clone());
-                    }
-                }
-            }
+            let mut missing = gaps.for_launch(&c.instance, &vols, &inst_keys);
             missing.extend(trail.missing);
             Facts {
                 keys: inst_keys.iter().filter_map(|k| key_map.get(k).cloned()).collect(),
@@ -347,11 +344,22 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
     discover_keys(cloud, &mut all_facts, &mut key_map, &mut aliases, opts).await;
     simulate_all(cloud, &mut all_facts, opts).await;
     boundaries(cloud, &mut all_facts, opts).await;
-    // The moment of decision: sinks date the finding by it (never by when it is sent).
-    let decided = crate::decide::rfc3339(Utc::now());
-    all_facts
+    conclude(&all_facts, windows, &aliases)
+}
+
+/// Decides each launch's facts. The moment of decision dates the findings: sinks date a
+/// finding by it, never by when it is sent.
+fn conclude(
+    facts: &[Facts],
+    windows: Vec<Option<crate::report::Window>>,
+    aliases: &BTreeMap<KeyArn, Vec<String>>,
+) -> Vec<Finding> {
+    // Milliseconds: Security Hub ignores an update not dated after what it holds, and two
+    // decisions on one failure (the first look, then the caller) can fall in one second.
+    let decided = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    facts
         .iter()
-        .zip(windows)
+        .zip(windows.into_iter().chain(std::iter::repeat(None)))
         .map(|(facts, window)| {
             let mut finding = decide(facts);
             for k in &mut finding.keys {
@@ -362,6 +370,109 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
             finding
         })
         .collect()
+}
+
+/// The event id of a launch that preflight supposes (no CloudTrail record has it).
+pub const SUPPOSED_EVENT_ID: &str = "preflight";
+
+/// A launch supposed by preflight: this instance (for an Auto Scaling group, a stand-in that
+/// has the group's keys and no volumes), launched by this caller.
+#[derive(Debug, Clone)]
+pub struct Supposed {
+    pub instance: Instance,
+    /// `Stopped`: a StartInstances; `Terminated`: a RunInstances (the KMS actions each needs).
+    pub state: EndState,
+    pub caller: crate::cloudtrail::Caller,
+    /// A RunInstances' launch template and AMI, and whether a volume it asks for gets the EBS
+    /// default key: where a group's keys come from (as for a terminated instance's launch).
+    pub launch_template: Option<crate::cloudtrail::LaunchTemplateRef>,
+    pub image_id: Option<String>,
+    pub default_key: bool,
+    /// What could not be learned about the launch before it was supposed.
+    pub missing: Vec<Missing>,
+}
+
+/// Whether the facts are of a launch preflight supposes (then no CloudTrail is read).
+fn is_supposed(f: &Facts) -> bool {
+    f.launch.as_ref().is_some_and(|l| l.event_id == SUPPOSED_EVENT_ID)
+}
+
+/// Preflight: the findings that the supposed launches would meet, gathered as a diagnosis
+/// gathers (volumes, keys and key policies, the caller's simulation with the launch's context
+/// keys, permissions boundaries), and decided by the same rules. No CloudTrail is read: the
+/// launch has not happened.
+pub async fn suppose<C: Cloud>(cloud: &C, launches: Vec<Supposed>, now: DateTime<Utc>, opts: &Options) -> Vec<Finding> {
+    if launches.is_empty() {
+        return Vec::new();
+    }
+    let candidates: Vec<Candidate> = launches
+        .iter()
+        .map(|l| Candidate {
+            instance: l.instance.clone(),
+            state: l.state,
+            reason: l.instance.state_reason.clone().unwrap_or_else(|| StateReason {
+                code: SUPPOSED_EVENT_ID.to_owned(),
+                message: "a launch supposed by preflight".to_owned(),
+            }),
+            observed_at: now,
+            known: None,
+        })
+        .collect();
+    let mut gaps = Gaps::default();
+    let infos = describe_volumes(cloud, &candidates, opts, &mut gaps).await;
+    let volumes: Vec<Vec<Volume>> = candidates.iter().map(|c| volumes_of(&c.instance, &infos, &mut gaps)).collect();
+    let keys: Vec<KeyArn> =
+        volumes.iter().flatten().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let Keyring { facts: mut key_map, mut aliases } = keyring(cloud, &keys, &mut gaps, opts).await;
+    let mut facts: Vec<Facts> = launches
+        .into_iter()
+        .zip(candidates)
+        .zip(volumes)
+        .map(|((l, c), vols)| {
+            let inst_keys: Vec<KeyArn> =
+                vols.iter().filter_map(|v| v.kms_key_arn.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            let mut missing = gaps.for_launch(&c.instance, &vols, &inst_keys);
+            missing.extend(l.missing);
+            let launch = Record {
+                event_id: SUPPOSED_EVENT_ID.to_owned(),
+                event_name: c.state.launch_api().as_str().to_owned(),
+                event_time: now,
+                caller: l.caller,
+                error_code: None,
+                error_message: None,
+                instance_ids: vec![c.instance.id.clone()],
+                key: None,
+                volume_ids: Vec::new(),
+                ec2_infrastructure_for: None,
+                request_keys: Vec::new(),
+                request_default_key: l.default_key,
+                launch_template: l.launch_template,
+                image_id: l.image_id,
+                via_ec2: false,
+                grant_for_instance: None,
+            };
+            Facts {
+                keys: inst_keys.iter().filter_map(|k| key_map.get(k).cloned()).collect(),
+                instance: c.instance,
+                state: c.state,
+                state_reason: c.reason,
+                observed_at: now,
+                volumes: vols,
+                launch: Some(launch),
+                kms_denials: Vec::new(),
+                simulations: Vec::new(),
+                boundary_arn: None,
+                key_sources: inst_keys.iter().map(|k| (k.clone(), KeySource::Volume)).collect(),
+                missing,
+            }
+        })
+        .collect();
+    // A group's launch has no volumes yet: its keys come from its template, AMI and the EBS
+    // default key, found as for a terminated instance's launch.
+    discover_keys(cloud, &mut facts, &mut key_map, &mut aliases, opts).await;
+    simulate_all(cloud, &mut facts, opts).await;
+    boundaries(cloud, &mut facts, opts).await;
+    conclude(&facts, Vec::new(), &aliases)
 }
 
 /// GetUser/GetRole for the principals whose simulation says their permissions boundary blocks
@@ -492,6 +603,28 @@ fn volumes_of(instance: &Instance, infos: &BTreeMap<String, VolumeInfo>, gaps: &
             }
         })
         .collect()
+}
+
+/// Every key of a batch, asked once: its facts and aliases (what could not be read goes to
+/// the gaps).
+#[derive(Default)]
+struct Keyring {
+    facts: BTreeMap<KeyArn, KeyFacts>,
+    aliases: BTreeMap<KeyArn, Vec<String>>,
+}
+
+async fn keyring<C: Cloud>(cloud: &C, keys: &[KeyArn], gaps: &mut Gaps, opts: &Options) -> Keyring {
+    let gathered: Vec<KeyGathered> =
+        stream::iter(keys.iter().map(|k| key_facts(cloud, k))).buffered(opts.concurrency.max(1)).collect().await;
+    let mut ring = Keyring::default();
+    for (facts, missing, names) in gathered {
+        for m in missing {
+            gaps.note(&facts.arn.to_string(), m);
+        }
+        ring.aliases.insert(facts.arn.clone(), names);
+        ring.facts.insert(facts.arn.clone(), facts);
+    }
+    ring
 }
 
 /// What was learned about one key, what could not be, and its aliases.
@@ -910,6 +1043,9 @@ async fn discover_keys<C: Cloud>(
                     f.missing.push(m.clone());
                 }
             }
+            if is_supposed(f) {
+                continue;
+            }
             // The denied KMS calls on this key that belong to the launch.
             let window = match &f.launch {
                 Some(l) => (l.event_time - Duration::minutes(1), l.event_time + Duration::minutes(15)),
@@ -1003,7 +1139,7 @@ async fn key_sources<C: Cloud>(
             }
         }
     }
-    if raw.is_empty() {
+    if raw.is_empty() && !is_supposed(f) {
         raw.extend(ec2_kms_calls(cloud, f, opts).await.into_iter().map(|k| (k, KeySource::Cloudtrail)));
     }
     let mut out: Vec<(KeyArn, KeySource)> = Vec::new();

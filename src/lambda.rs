@@ -1,15 +1,19 @@
 //! Lambda mode. The function is invoked either directly by EventBridge (one event) or by SQS
 //! (a batch whose bodies are EventBridge events; the SAM template's path).
 //!
-//! CloudTrail delivers records about 5 minutes after a call, with no guarantee, while the
-//! state-change event arrives within seconds. From SQS, a record whose launch call is not in
-//! CloudTrail yet is returned as a batch item failure with its visibility extended (growing
-//! backoff), until the caller is found or `CLOUDTRAIL_WAIT_MINUTES` after SQS first received
-//! the message (its `SentTimestamp`) have passed; only then is the finding emitted, as
-//! `caller-unknown`. The wait is measured from SQS's own clock, not from the event's `time`,
-//! which whoever wrote the event chose: an event claiming to be old must not skip the wait.
+//! CloudTrail delivers records about 5 minutes after a call (some much later), while the
+//! state-change event arrives within seconds. From SQS, an event whose launch call is not in
+//! CloudTrail yet is put back on the queue with what this look learned (a `deferred/1`
+//! message) and looked at again every 30 s, until the caller is found or
+//! `CLOUDTRAIL_WAIT_MINUTES` after SQS first received the message (its `SentTimestamp`) have
+//! passed; only then is the finding emitted, as `caller-unknown`. A failure whose answer no
+//! caller can change (a disabled key, one pending deletion or without key material) is
+//! reported at the first look and updated, under the same finding `Id`, when its caller
+//! appears. The wait is measured from SQS's own clock, not from the event's `time`, which
+//! whoever wrote the event chose: an event claiming to be old must not skip the wait.
 //! An event whose time is in the future, or older than the queue keeps messages, cannot have
-//! come from the rule through the queue, and is skipped with a reason.
+//! come from the rule through the queue, and is skipped with a reason. A `running` event
+//! resolves the instance's open findings (see [`crate::resolve`]).
 //!
 //! A sink can fail after others succeeded. Retrying the whole event would send the finding
 //! again to the sinks that have it (SNS and EventBridge cannot tell a repeat), so instead the
@@ -29,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{info_span, Instrument};
 
-use crate::app::{handle_event, Plan};
+use crate::app::{handle_events, Plan};
 use crate::aws::{load_config, AwsCloud};
 use crate::cloud::{CallError, Cloud, Effects, FailureKind, IamWrites, Queue};
 use crate::config::Settings;
@@ -85,12 +89,15 @@ pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
     stop_at: Option<std::time::Instant>,
     metrics: &mut Metrics,
 ) -> Result<Value, Error> {
+    if is_schedule(&payload) {
+        return scheduled_preflight(aws, region, plan, settings, metrics).await;
+    }
     if is_sqs_batch(&payload) {
         let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| format!("malformed SQS batch: {e}"))?;
         let response = handle_batch(aws, batch, region, plan, settings, now, stop_at, metrics).await;
         return Ok(serde_json::to_value(response)?);
     }
-    let (report, failures) = handle_event(aws, &payload, region, plan).await?;
+    let (report, failures) = handle_events(aws, vec![Ok(payload)], region, plan).await?;
     for f in &report.findings {
         log_finding(f);
     }
@@ -100,6 +107,56 @@ pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
         return Err(format!("{} sink(s) failed; first: {first}", failures.len()).into());
     }
     Ok(serde_json::to_value(report)?)
+}
+
+/// An EventBridge scheduled rule's event (the template's `PreflightSchedule`).
+fn is_schedule(payload: &Value) -> bool {
+    payload.get("source").and_then(Value::as_str) == Some("aws.events")
+        && payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+}
+
+/// The scheduled preflight: every stopped instance of the function's region for
+/// `PREFLIGHT_PRINCIPALS`, and every Auto Scaling group, checked; each launch that will fail
+/// goes to the sinks as a warning (`EC2 Launch Will Fail`). Nothing is remediated here: a
+/// schedule is not an operator asking for a change. A sink that fails fails the invocation, so
+/// EventBridge tries again (Security Hub upserts by Id; SNS may repeat).
+async fn scheduled_preflight<A: Cloud + Effects + IamWrites>(
+    aws: &A,
+    region: Option<&str>,
+    plan: &Plan,
+    settings: &Settings,
+    metrics: &mut Metrics,
+) -> Result<Value, Error> {
+    let Some(region) = region else {
+        return Err("scheduled preflight: no region configured".into());
+    };
+    let scope = crate::preflight::Scope {
+        instances: crate::cloud::InstanceScope::default(),
+        principals: settings.preflight_principals.clone(),
+        auto_scaling_groups: true,
+    };
+    let off = crate::remediate::Guardrails { mode: crate::remediate::Mode::Off, ..plan.guardrails.clone() };
+    let ran = crate::preflight::run(aws, &[region.to_owned()], &scope, &off, &plan.options).await;
+    let now = crate::decide::rfc3339(Utc::now());
+    let mut outboxes: Vec<Outbox> =
+        ran.will_fail.iter().map(|s| crate::preflight::outbox(s, &plan.sinks, &now)).collect();
+    let results = deliver::send_all(aws, &mut outboxes, &now).await;
+    let failures: Vec<CallError> = results.into_iter().flat_map(|(_, errors)| errors).collect();
+    metrics.delivery_failures += failures.len() as u64;
+    for c in &ran.report.checks {
+        let line = json!({
+            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "level": if c.verdict == crate::preflight::Verdict::WillFail { "WARN" } else { "INFO" },
+            "target": "kms_launch_doctor::preflight",
+            "message": "preflight check",
+            "check": c,
+        });
+        println!("{line}");
+    }
+    if let Some(first) = failures.first() {
+        return Err(format!("preflight: {} sink(s) failed; first: {first}", failures.len()).into());
+    }
+    Ok(serde_json::to_value(ran.report)?)
 }
 
 fn is_sqs_batch(payload: &Value) -> bool {
@@ -142,12 +199,25 @@ struct Deferred {
     snapshot: Option<gather::Snapshot>,
     first_received: DateTime<Utc>,
     looks: u32,
+    /// The finding already sent for this event at an earlier look (a key state that no caller
+    /// could get past): a later look updates that same finding `Id` when the caller appears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reported: Option<Reported>,
+}
+
+/// A finding sent before the launch record was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Reported {
+    finding_id: String,
+    digest: String,
 }
 
 /// A parsed queue message.
 #[derive(Debug)]
 enum Work {
     Event(Trigger, Value),
+    /// An instance reached `running`: its open findings resolve.
+    Running(crate::event::Running),
     Deferred(Trigger, Box<Deferred>),
     Redelivery(Box<Outbox>),
 }
@@ -186,8 +256,9 @@ fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
             )),
         };
     }
-    match crate::event::parse(&event) {
-        Ok(t) => Ok(Some(Work::Event(t, event))),
+    match crate::event::classify(&event) {
+        Ok(crate::event::Change::Ended(t)) => Ok(Some(Work::Event(t, event))),
+        Ok(crate::event::Change::Running(r)) => Ok(Some(Work::Running(r))),
         Err(s) => {
             tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped");
             Ok(None)
@@ -207,6 +278,7 @@ struct Item {
     first_received: DateTime<Utc>,
     /// Looks so far, this one included.
     looks: u32,
+    reported: Option<Reported>,
 }
 
 /// What an invocation did, for the metrics line.
@@ -215,6 +287,8 @@ pub struct Metrics {
     pub findings_by_cause: BTreeMap<String, u64>,
     pub deferrals: u64,
     pub delivery_failures: u64,
+    /// Findings archived because their instance runs.
+    pub resolved: u64,
     pub seconds_to_finding: Vec<f64>,
 }
 
@@ -238,6 +312,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     let mut response = SqsBatchResponse::default();
     let mut items: Vec<Item> = Vec::new();
     let mut redeliveries: Vec<(SqsMessage, String, Outbox)> = Vec::new();
+    let mut running: Vec<(SqsMessage, String, crate::event::Running)> = Vec::new();
     let retention = settings.queue_retention;
     for message in batch.records {
         let Some(id) = message.message_id.clone() else {
@@ -252,7 +327,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
                     tracing::warn!(message_id = %id, instance_id = %trigger.instance_id, reason = %reason, "event skipped");
                     continue;
                 }
-                Item { message, id, trigger, event, known: None, first_received: sent, looks: received }
+                Item { message, id, trigger, event, known: None, first_received: sent, looks: received, reported: None }
             }
             Ok(Some(Work::Deferred(trigger, d))) => {
                 let d = *d;
@@ -264,10 +339,19 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
                     known: d.snapshot.map(Box::new),
                     first_received: d.first_received.min(now),
                     looks: d.looks.saturating_add(received),
+                    reported: d.reported,
                 }
             }
             Ok(Some(Work::Redelivery(outbox))) => {
                 redeliveries.push((message, id, *outbox));
+                continue;
+            }
+            Ok(Some(Work::Running(r))) => {
+                if let Some(reason) = implausible_time(r.time, now, retention) {
+                    tracing::warn!(message_id = %id, instance_id = %r.instance_id, reason = %reason, "event skipped");
+                    continue;
+                }
+                running.push((message, id, r));
                 continue;
             }
             Ok(None) => continue,
@@ -330,6 +414,8 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     // it (done, deferred or retried); the others are done, so it is acted on once.
     let mut seen = BTreeSet::new();
     let mut to_act: Vec<(Item, Finding)> = Vec::new();
+    // Reported now, and looked at again later for the caller: (item, finding, next look).
+    let mut early: Vec<(Item, Finding, i32)> = Vec::new();
     for item in items {
         let Some(r) = item.trigger.region.clone().or_else(|| region.map(str::to_owned)) else { continue };
         if failed_regions.contains(&r) {
@@ -345,15 +431,33 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
             response.batch_item_failures.push(failure(&item.id));
             continue;
         }
-        match next_look(finding, settings, now, item.first_received, item.looks) {
+        let mut finding = finding.clone();
+        if let Some(r) = &item.reported {
+            // The same failure, told again: an update of the finding already sent.
+            finding.id.clone_from(&r.finding_id);
+        }
+        match next_look(&finding, settings, now, item.first_received) {
+            Some(seconds) if item.reported.is_none() && settled_without_caller(&finding) => {
+                early.push((item, finding, seconds));
+            }
             Some(seconds) => {
                 metrics.deferrals += 1;
-                if !defer(aws, &item, finding, settings, seconds, now).await {
+                if !defer(aws, &item, &finding, settings, seconds, now).await {
                     response.batch_item_failures.push(failure(&item.id));
                 }
             }
-            None => to_act.push((item, finding.clone())),
+            None if item.reported.is_some() && finding.launch.is_none() => {
+                // Sent at the first look; CloudTrail had nothing to add within the wait.
+                tracing::info!(message_id = %item.id, finding_id = %finding.id, instance_id = %item.trigger.instance_id, "reported at the first look; no launch record within the wait: nothing to update");
+            }
+            None => to_act.push((item, finding)),
         }
+    }
+    let early_ids: BTreeSet<String> = early.iter().map(|(item, _, _)| item.id.clone()).collect();
+    let mut next_looks: BTreeMap<String, i32> = BTreeMap::new();
+    for (item, finding, seconds) in early {
+        next_looks.insert(item.id.clone(), seconds);
+        to_act.push((item, finding));
     }
 
     // Remediate, a few findings at a time; then deliver them all together, with as few calls
@@ -368,15 +472,97 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     let sent_at = crate::decide::rfc3339(now);
     let mut outboxes: Vec<Outbox> = remediated.iter().map(|(_, f)| Outbox::render(f, &plan.sinks, &sent_at)).collect();
     let results = deliver::send_all(aws, &mut outboxes, &sent_at).await;
-    for (((item, mut f), (delivered, failures)), unsent) in remediated.into_iter().zip(results).zip(outboxes) {
+    for (((mut item, mut f), (delivered, failures)), unsent) in remediated.into_iter().zip(results).zip(outboxes) {
         f.delivered = delivered;
         log_finding(&f);
         record(metrics, &f, now, failures.len());
         if !failures.is_empty() && !requeue(aws, &item.message, &item.id, settings, &unsent).await {
+            // Retried whole (an early report is then made again, to the same Id).
             response.batch_item_failures.push(failure(&item.id));
+            continue;
+        }
+        if early_ids.contains(&item.id) {
+            // Reported before its caller is known: look again for the launch record, carrying
+            // the finding's Id so the caller comes as an update of it.
+            item.reported = Some(Reported { finding_id: f.id.clone(), digest: crate::deliver::message::digest(&f) });
+            let seconds = next_looks.get(&item.id).copied().unwrap_or(30);
+            metrics.deferrals += 1;
+            if !defer(aws, &item, &f, settings, seconds, now).await {
+                response.batch_item_failures.push(failure(&item.id));
+            }
         }
     }
+    resolve_running(aws, running, region, plan, settings, now, stop_at, metrics, &mut response).await;
     response
+}
+
+/// Resolves the open findings of the batch's `running` instances, all at once. A message whose
+/// lookup or archive failed comes back (batch item failure); one whose notices did not all go
+/// out has the rest queued as a redelivery.
+#[allow(clippy::too_many_arguments)]
+async fn resolve_running<A: Effects + Queue>(
+    aws: &A,
+    running: Vec<(SqsMessage, String, crate::event::Running)>,
+    region: Option<&str>,
+    plan: &Plan,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    stop_at: Option<std::time::Instant>,
+    metrics: &mut Metrics,
+    response: &mut SqsBatchResponse,
+) {
+    if running.is_empty() {
+        return;
+    }
+    if past(stop_at) {
+        response.batch_item_failures.extend(running.iter().map(|(_, id, _)| failure(id)));
+        return;
+    }
+    let events: Vec<crate::event::Running> = running.iter().map(|(_, _, r)| r.clone()).collect();
+    let outcome = crate::resolve::resolve(aws, &plan.sinks, &events, region, now).await;
+    let mut unsent: BTreeMap<String, Vec<Outbox>> = BTreeMap::new();
+    for r in outcome.resolved {
+        log_resolution(&r);
+        metrics.resolved += 1;
+        metrics.delivery_failures += r.failures.len() as u64;
+        if !r.unsent.is_empty() {
+            unsent.entry(r.instance_id.clone()).or_default().push(r.unsent);
+        }
+    }
+    let mut done = BTreeSet::new();
+    for (message, id, r) in running {
+        if !done.insert(r.instance_id.clone()) {
+            continue;
+        }
+        if let Some(e) = outcome.failed.get(&r.instance_id) {
+            tracing::warn!(message_id = %id, instance_id = %r.instance_id, error = %e, "could not resolve: will retry");
+            response.batch_item_failures.push(failure(&id));
+            continue;
+        }
+        for outbox in unsent.remove(&r.instance_id).unwrap_or_default() {
+            if !requeue(aws, &message, &id, settings, &outbox).await {
+                response.batch_item_failures.push(failure(&id));
+                break;
+            }
+        }
+    }
+}
+
+/// One JSON line per resolved finding.
+fn log_resolution(r: &crate::resolve::Resolution) {
+    let line = json!({
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "level": "INFO",
+        "target": "kms_launch_doctor::resolve",
+        "message": "finding resolved",
+        "finding_id": r.finding_id,
+        "instance_id": r.instance_id,
+        "region": r.region,
+        "resolved_at": r.resolved_at,
+        "pending": r.unsent.pending(),
+        "errors": r.failures.iter().map(|e| format!("{}: {}", e.call, e.message)).collect::<Vec<_>>(),
+    });
+    println!("{line}");
 }
 
 /// Counts a settled finding for the metrics line.
@@ -397,11 +583,13 @@ pub fn metric_lines(m: &Metrics, trail_throttles: u64, at: DateTime<Utc>) -> Vec
         json!({"Name": "Deferrals", "Unit": "Count"}),
         json!({"Name": "DeliveryFailures", "Unit": "Count"}),
         json!({"Name": "CloudTrailThrottles", "Unit": "Count"}),
+        json!({"Name": "Resolved", "Unit": "Count"}),
     ];
     let mut first = serde_json::Map::new();
     first.insert("Deferrals".into(), json!(m.deferrals));
     first.insert("DeliveryFailures".into(), json!(m.delivery_failures));
     first.insert("CloudTrailThrottles".into(), json!(trail_throttles));
+    first.insert("Resolved".into(), json!(m.resolved));
     // EMF takes up to 100 values for a metric; with none, the metric is left out of the line.
     if !m.seconds_to_finding.is_empty() {
         metrics.push(json!({"Name": "SecondsToFinding", "Unit": "Seconds"}));
@@ -456,6 +644,7 @@ async fn defer<A: Queue>(
         snapshot: Some(gather::Snapshot::of(f)),
         first_received: item.first_received,
         looks: item.looks,
+        reported: item.reported.clone(),
     };
     let delay = seconds.clamp(0, 900);
     let sent = match (serde_json::to_string(&body), queue_of(aws, &item.message, settings).await) {
@@ -600,51 +789,49 @@ fn implausible_time(time: Option<DateTime<Utc>>, now: DateTime<Utc>, retention: 
     }
 }
 
-/// Backoff for a deferred event: 1, 2, 4, 8 minutes, at most 15 (SQS allows 12 hours), and
-/// never much past the deadline.
-pub fn backoff(receive_count: u32, until_deadline: Duration) -> i32 {
-    let exp = 60i64.saturating_mul(1i64 << receive_count.saturating_sub(1).min(10));
-    let capped = exp.min(900).min(until_deadline.num_seconds() + 5).max(30);
-    i32::try_from(capped).unwrap_or(900)
-}
-
-/// CloudTrail delivers a record about 5 minutes after the call (CloudTrail User Guide: "within
-/// an average of about 5 minutes"): a look sooner than that mostly pages the same window again.
-const CLOUDTRAIL_DELIVERY: Duration = Duration::seconds(330);
+/// How long a pending event waits between looks for its launch record. CloudTrail shows most
+/// records about 5 minutes after the call and some much later (1 to 15 minutes is common), and
+/// an operator wants the alert within a minute of the record showing: a look every 30 s, plus
+/// the event source's batching window (at most 20 s in the template) and one look's work, keeps
+/// that under 60 s. It is affordable because one window query serves every pending event of the
+/// account-region in a batch, and deferred events of one batch come back together: a storm
+/// costs a few LookupEvents a minute, not one per event (`make bench`, the schedule model).
+const LOOK_INTERVAL: Duration = Duration::seconds(30);
 
 /// When to look again for the launch record, or `None` to settle now. The wait budget runs
-/// from when SQS first received the event. The first look after the delivery delay is put off
-/// until CloudTrail can have the record; later ones back off. A lookup that failed (throttled,
-/// cut off by the deadline) is no evidence of absence: it is tried again, up to twice the
-/// budget, rather than reported as `caller-unknown`.
-fn next_look(
-    f: &Finding,
-    settings: &Settings,
-    now: DateTime<Utc>,
-    first_received: DateTime<Utc>,
-    looks: u32,
-) -> Option<i32> {
+/// from when SQS first received the event; until it ends the event is looked at every
+/// [`LOOK_INTERVAL`], from its first receipt on. A lookup that failed (throttled, cut off by
+/// the deadline) is no evidence of absence: it is tried again, up to twice the budget, rather
+/// than reported as `caller-unknown`.
+fn next_look(f: &Finding, settings: &Settings, now: DateTime<Utc>, first_received: DateTime<Utc>) -> Option<i32> {
     if f.launch.is_some() {
         return None;
     }
     let deadline = first_received + settings.cloudtrail_wait;
     let hard_limit = first_received + settings.cloudtrail_wait * 2;
     let lookup_failed = f.missing_evidence.iter().any(|m| m.call == "cloudtrail:LookupEvents");
-    let until = if now < deadline {
-        deadline - now
+    let end = if now < deadline {
+        deadline
     } else if lookup_failed && now < hard_limit {
-        hard_limit - now
+        hard_limit
     } else {
         return None;
     };
-    let observed =
-        DateTime::parse_from_rfc3339(&f.observed_at).map(|t| t.with_timezone(&Utc)).unwrap_or(first_received);
-    let due = observed.min(first_received) + CLOUDTRAIL_DELIVERY;
-    if now < due {
-        let wait = (due - now).num_seconds().clamp(30, 900);
-        return i32::try_from(wait).ok();
-    }
-    Some(backoff(looks, until))
+    // The last look lands on the budget's end, not a whole interval past it.
+    let wait = LOOK_INTERVAL.min(end - now).num_seconds().max(1);
+    i32::try_from(wait).ok()
+}
+
+/// Whether a finding's answer can no longer change with CloudTrail: every cause is the state of
+/// a key (disabled, pending deletion, without key material, its key store unavailable), which no
+/// caller could have got past. Such a finding is reported at the first look; the caller is
+/// added when its record appears, as an update of the same finding `Id`.
+fn settled_without_caller(f: &Finding) -> bool {
+    use crate::report::CauseCode as C;
+    !f.causes.is_empty()
+        && f.causes
+            .iter()
+            .all(|c| matches!(c.code, C::KeyDisabled | C::KeyPendingDeletion | C::KeyPendingImport | C::KeyUnavailable))
 }
 
 /// One JSON line per finding, with stable field names.
@@ -672,6 +859,7 @@ mod tests {
             security_hub: None,
             eventbridge: Some(deliver::BusEvent {
                 bus: "default".into(),
+                detail_type: crate::deliver::message::EVENT_DETAIL_TYPE.into(),
                 detail: r#"{"finding":{}}"#.into(),
                 resources: vec!["arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc".into()],
             }),
@@ -726,18 +914,6 @@ mod tests {
         assert!(implausible_time(Some(now - Duration::days(5)), now, retention)
             .unwrap()
             .contains("older than the queue"));
-    }
-
-    #[test]
-    fn backoff_grows_and_respects_the_deadline() {
-        let far = Duration::hours(1);
-        assert_eq!(backoff(1, far), 60);
-        assert_eq!(backoff(2, far), 120);
-        assert_eq!(backoff(4, far), 480);
-        assert_eq!(backoff(9, far), 900);
-        assert_eq!(backoff(u32::MAX, far), 900);
-        assert_eq!(backoff(3, Duration::seconds(100)), 105);
-        assert_eq!(backoff(3, Duration::seconds(1)), 30);
     }
 }
 
@@ -800,26 +976,39 @@ mod look_tests {
     }
 
     #[test]
-    fn the_first_look_waits_for_cloudtrail_to_have_the_record_then_backs_off() {
+    fn a_pending_event_is_looked_at_every_interval_until_the_budget_ends() {
         let s = settings();
         let f = finding("2026-11-30T12:00:00Z", false, false);
-        // Received at 12:00:05, looked at 12:01:05: come back when CloudTrail can have it (~12:05:30).
-        assert_eq!(next_look(&f, &s, at("2026-11-30T12:01:05Z"), at("2026-11-30T12:00:05Z"), 1), Some(265));
-        // After that, the usual backoff.
-        assert_eq!(next_look(&f, &s, at("2026-11-30T12:06:00Z"), at("2026-11-30T12:00:05Z"), 2), Some(120));
+        // Received at 12:00:05: looked at on receipt, then every 30 s.
+        assert_eq!(next_look(&f, &s, at("2026-11-30T12:00:06Z"), at("2026-11-30T12:00:05Z")), Some(30));
+        assert_eq!(next_look(&f, &s, at("2026-11-30T12:09:00Z"), at("2026-11-30T12:00:05Z")), Some(30));
+        // The last look lands on the budget's end (12:20:05), not past it.
+        assert_eq!(next_look(&f, &s, at("2026-11-30T12:19:55Z"), at("2026-11-30T12:00:05Z")), Some(10));
         // With the launch record there is nothing to wait for.
         let found = finding("2026-11-30T12:00:00Z", true, false);
-        assert_eq!(next_look(&found, &s, at("2026-11-30T12:01:05Z"), at("2026-11-30T12:00:05Z"), 1), None);
+        assert_eq!(next_look(&found, &s, at("2026-11-30T12:01:05Z"), at("2026-11-30T12:00:05Z")), None);
     }
 
     #[test]
     fn past_the_budget_only_a_failed_lookup_is_tried_again_up_to_a_hard_limit() {
         let s = settings();
         let quiet = finding("2026-11-30T12:00:00Z", false, false);
-        assert_eq!(next_look(&quiet, &s, at("2026-11-30T12:21:00Z"), at("2026-11-30T12:00:05Z"), 6), None);
+        assert_eq!(next_look(&quiet, &s, at("2026-11-30T12:21:00Z"), at("2026-11-30T12:00:05Z")), None);
         let throttled = finding("2026-11-30T12:00:00Z", false, true);
-        assert!(next_look(&throttled, &s, at("2026-11-30T12:21:00Z"), at("2026-11-30T12:00:05Z"), 6).is_some());
-        assert_eq!(next_look(&throttled, &s, at("2026-11-30T12:41:00Z"), at("2026-11-30T12:00:05Z"), 9), None);
+        assert_eq!(next_look(&throttled, &s, at("2026-11-30T12:21:00Z"), at("2026-11-30T12:00:05Z")), Some(30));
+        assert_eq!(next_look(&throttled, &s, at("2026-11-30T12:41:00Z"), at("2026-11-30T12:00:05Z")), None);
+    }
+
+    #[test]
+    fn only_a_key_state_settles_without_the_caller() {
+        let mut f = finding("2026-11-30T12:00:00Z", false, false);
+        assert!(!settled_without_caller(&f), "caller-unknown waits for CloudTrail");
+        let cause = |code| crate::report::Cause { code, key_arn: None, summary: String::new(), evidence: vec![] };
+        f.causes =
+            vec![cause(crate::report::CauseCode::KeyDisabled), cause(crate::report::CauseCode::KeyPendingImport)];
+        assert!(settled_without_caller(&f));
+        f.causes.push(cause(crate::report::CauseCode::CallerLacksCreateGrant));
+        assert!(!settled_without_caller(&f), "a permission cause depends on who launched");
     }
 
     #[test]
@@ -832,6 +1021,7 @@ mod look_tests {
             snapshot: Some(gather::Snapshot::of(&f)),
             first_received: at("2026-11-30T12:00:05Z"),
             looks: 2,
+            reported: Some(Reported { finding_id: "kld-0123456789abcdef".into(), digest: "d".into() }),
         };
         let body = serde_json::to_string(&d).unwrap();
         match parse_message("m", Some(&body)) {
@@ -855,7 +1045,7 @@ mod look_tests {
         assert_eq!(lines[0]["SecondsToFinding"], json!([61.5]));
         let quiet = metric_lines(&Metrics::default(), 0, at("2026-11-30T12:00:00Z"));
         assert!(quiet[0].get("SecondsToFinding").is_none(), "{:#}", quiet[0]);
-        assert_eq!(quiet[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 3);
+        assert_eq!(quiet[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 4);
         assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "KmsLaunchDoctor");
         assert_eq!((lines[0]["Deferrals"].as_u64(), lines[0]["CloudTrailThrottles"].as_u64()), (Some(2), Some(4)));
         assert_eq!(lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Cause"]]));

@@ -19,12 +19,28 @@ pub struct Report {
     /// What a scan searched (additive to report/1; `scan` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<ScanSummary>,
+    /// Findings resolved because their instance reached `running` (additive to report/1;
+    /// `replay` of a `running` event, with Security Hub on).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<Resolved>,
 }
 
 impl Default for Report {
     fn default() -> Self {
-        Self { schema: REPORT_SCHEMA, findings: Vec::new(), skipped: Vec::new(), summary: None }
+        Self { schema: REPORT_SCHEMA, findings: Vec::new(), skipped: Vec::new(), summary: None, resolved: Vec::new() }
     }
+}
+
+/// A finding archived because its instance runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    pub finding_id: String,
+    pub instance_id: String,
+    pub region: String,
+    /// RFC 3339: when the instance was seen running.
+    pub resolved_at: String,
+    /// Which sinks were told (Security Hub: the archive).
+    pub delivered: crate::deliver::Delivered,
 }
 
 /// What a scan covered: the regions searched, the accounts the failures belong to, the window

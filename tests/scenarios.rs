@@ -694,3 +694,9 @@ mod cli;
 
 #[path = "scenarios/diagnosis.rs"]
 mod diagnosis;
+
+#[path = "scenarios/lifecycle.rs"]
+mod lifecycle;
+
+#[path = "scenarios/preflight.rs"]
+mod preflight;

@@ -13,6 +13,10 @@ use crate::report::{CauseCode, Evidence, Finding};
 pub const KNOWLEDGE_CENTER_URL: &str = "https://repost.aws/knowledge-center/kms-iam-ec2-permission";
 pub const EVENT_SOURCE: &str = "kms-launch-doctor";
 pub const EVENT_DETAIL_TYPE: &str = "EC2 Launch Failure Diagnosed";
+/// An instance with an open finding reached `running`: the finding is resolved.
+pub const RESOLVED_DETAIL_TYPE: &str = "EC2 Launch Failure Resolved";
+/// Preflight found a launch that would fail (scheduled preflight in Lambda).
+pub const WILL_FAIL_DETAIL_TYPE: &str = "EC2 Launch Will Fail";
 
 /// SNS allows 256 KB per message, EventBridge 256 KB per entry; Security Hub 240 KB per finding.
 pub const SNS_MAX_BYTES: usize = 256 * 1024;
@@ -44,7 +48,7 @@ fn short_key(arn: &str) -> String {
 }
 
 /// Printable ASCII only, at most `max` characters.
-fn ascii(s: &str, max: usize) -> String {
+pub(crate) fn ascii(s: &str, max: usize) -> String {
     let clean: String = s.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
     if clean.len() <= max {
         clean
@@ -238,6 +242,15 @@ pub struct Asff {
     pub resources: Vec<AsffResource>,
     pub record_state: String,
     pub region: String,
+    /// `PASSED` when the finding is resolved (the instance runs); absent while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<AsffCompliance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AsffCompliance {
+    pub status: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -377,6 +390,7 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
         resources,
         record_state: "ACTIVE".to_owned(),
         region: f.region.clone(),
+        compliance: None,
     };
     // Security Hub takes 240 KB per finding; the fields above are bounded except resources.
     while serde_json::to_vec(&a).map(|v| v.len()).unwrap_or(0) > ASFF_MAX_BYTES && a.resources.len() > 1 {

@@ -64,8 +64,15 @@ pub struct SnsMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusEvent {
     pub bus: String,
+    /// The event's detail-type (a redelivery written before it was recorded is a diagnosis).
+    #[serde(default = "diagnosed_detail_type")]
+    pub detail_type: String,
     pub detail: String,
     pub resources: Vec<String>,
+}
+
+fn diagnosed_detail_type() -> String {
+    message::EVENT_DETAIL_TYPE.to_owned()
 }
 
 impl Outbox {
@@ -85,6 +92,7 @@ impl Outbox {
             security_hub: sinks.security_hub.then(|| message::asff(finding, None, decided)),
             eventbridge: sinks.event_bus.as_ref().map(|bus| BusEvent {
                 bus: bus.clone(),
+                detail_type: message::EVENT_DETAIL_TYPE.to_owned(),
                 detail: message::eventbridge_detail(finding),
                 resources: vec![message::instance_arn(finding)],
             }),

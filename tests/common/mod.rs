@@ -174,6 +174,7 @@ pub struct Scenario {
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub securityhub: aws_sdk_securityhub::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
 }
 
 impl Scenario {
@@ -243,6 +244,7 @@ impl Scenario {
             sqs: aws_sdk_sqs::Client::new(&config),
             events: aws_sdk_eventbridge::Client::new(&config),
             securityhub: aws_sdk_securityhub::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
         }
     }
 

@@ -582,6 +582,7 @@ fn sibling(s: &Scenario, name: &str) -> Scenario {
         sqs: s.sqs.clone(),
         events: s.events.clone(),
         securityhub: s.securityhub.clone(),
+        autoscaling: s.autoscaling.clone(),
     }
 }
 
