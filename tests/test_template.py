@@ -47,7 +47,13 @@ EXPECTED_PARAMETERS = {
     "LogLevel": ("info", {"error", "warn", "info", "debug"}),
     "LogRetentionDays": ("30", None),
     "EnableTracing": ("false", {"true", "false"}),
+    "PreflightSchedule": ("", None),
+    "PreflightPrincipals": ("", None),
 }
+
+# issue 18: samconfig.toml.example was not part of that change and may not list these yet; when it
+# does, they must carry the template's default like every other parameter.
+NOT_YET_IN_SAMCONFIG = {"PreflightSchedule", "PreflightPrincipals"}
 
 CLOUDWATCH_RETENTION_DAYS = {
     "1", "3", "5", "7", "14", "30", "60", "90", "120", "150", "180", "365", "400", "545",
@@ -66,13 +72,25 @@ SWITCHES = {
     "QueueRedrivePrincipalArn": ["", "arn:aws:iam::123456789012:role/ops/dlq-redrive"],
     # A non-default opt-in tag key: the tag conditions must follow the parameter.
     "RemediationTagKey": ["kms-launch-doctor:auto-remediate", "team/opt-in"],
+    # issue 18: the scheduled preflight, off and on.
+    "PreflightSchedule": ["", "cron(0 18 * * ? *)"],
 }
+PREFLIGHT_SCHEDULE_ON = SWITCHES["PreflightSchedule"][1]
 
 # The only actions that may be granted on Resource "*": IAM offers no resource-level
 # permissions for them.
 STAR_RESOURCE_OK = {
     "ec2:DescribeInstances",
     "ec2:DescribeVolumes",
+    # issue 18: a launch's other keys (template, AMI snapshots, EBS default) and the Auto Scaling
+    # groups; the Service Authorization Reference lists no resource type for any of them.
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeImages",
+    "ec2:DescribeSnapshots",
+    "ec2:GetEbsDefaultKmsKeyId",
+    "ec2:GetEbsEncryptionByDefault",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeLaunchConfigurations",
     "cloudtrail:LookupEvents",
     "kms:ListAliases",
     "xray:PutTraceSegments",
@@ -99,7 +117,18 @@ IAM_ACTIONS_ALLOWED = {
 # apply, read a key's opt-in tag; with restart, start an opted-in instance and let EC2 make the
 # grant it needs). Anything else (kms:Decrypt, kms:PutKeyPolicy, ec2:RunInstances, ...) fails.
 KMS_ACTIONS_ALLOWED = {"kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListAliases", "kms:ListResourceTags", "kms:CreateGrant"}
-EC2_ACTIONS_ALLOWED = {"ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:StartInstances"}
+EC2_ACTIONS_ALLOWED = {
+    "ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:StartInstances",
+    "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeImages", "ec2:DescribeSnapshots",
+    "ec2:GetEbsDefaultKmsKeyId", "ec2:GetEbsEncryptionByDefault",
+}
+# The reads a launch's keys need besides its volumes', always granted, on "*".
+LAUNCH_KEY_READS = {
+    "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeImages", "ec2:DescribeSnapshots",
+    "ec2:GetEbsDefaultKmsKeyId", "ec2:GetEbsEncryptionByDefault",
+}
+# Auto Scaling: read only, and only for the scheduled preflight.
+AUTOSCALING_ACTIONS_ALLOWED = {"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations"}
 
 PUT_POLICY = {"iam:PutUserPolicy", "iam:PutRolePolicy"}
 TAG_CONDITION_KEY = "iam:ResourceTag/${RemediationTagKey}"
@@ -652,7 +681,16 @@ class TemplateTest(unittest.TestCase):
         return policy
 
     def rule(self):
-        return self.one("AWS::Events::Rule")
+        """The EC2 state-change rule (the one with an EventPattern)."""
+        found = {k: v for k, v in self.of_type("AWS::Events::Rule").items() if "EventPattern" in v["Properties"]}
+        self.assertEqual(len(found), 1, f"expected one event-pattern rule, got {sorted(found)}")
+        return next(iter(found.items()))
+
+    def preflight_rule(self):
+        """The scheduled preflight rule (the one with a ScheduleExpression)."""
+        found = {k: v for k, v in self.of_type("AWS::Events::Rule").items() if "ScheduleExpression" in v["Properties"]}
+        self.assertEqual(len(found), 1, f"expected one scheduled rule, got {sorted(found)}")
+        return next(iter(found.items()))
 
     def rule_target(self):
         _, rule = self.rule()
@@ -710,6 +748,23 @@ class TemplateTest(unittest.TestCase):
                     self.assertIn(a, KMS_ACTIONS_ALLOWED, f"{s}: {a} is not an allowed KMS action")
                 if a.lower().startswith("ec2:"):
                     self.assertIn(a, EC2_ACTIONS_ALLOWED, f"{s}: {a} is not an allowed EC2 action")
+
+    def test_autoscaling_actions_are_read_only_and_only_for_the_preflight(self) -> None:
+        # issue 18: the preflight reads the Auto Scaling groups (their launch templates or
+        # configurations and service-linked roles); nothing else of Auto Scaling, never a write,
+        # and only when the schedule is on.
+        reads = [s for s in self.statements if any(a.lower().startswith("autoscaling:") for a in s.actions)]
+        self.assertTrue(reads, "no statement grants autoscaling:DescribeAutoScalingGroups: the preflight cannot read groups")
+        for s in reads:
+            self.assertEqual(s.effect, "Allow", s)
+            self.assertLessEqual(set(s.actions), AUTOSCALING_ACTIONS_ALLOWED, s)
+            self.assertEqual(s.resources, ["*"], s)
+            self.assertNotIn("Condition", s.body, s)
+        for params, ev in self.combos:
+            on = bool(params["PreflightSchedule"])
+            for action in AUTOSCALING_ACTIONS_ALLOWED:
+                self.assertEqual(bool(self.active_allows(ev, action)), on, (action, params))
+                self.assertEqual(bool(self.rendered_allows(ev, action)), on, (action, params))
 
     def test_star_resource_only_where_unavoidable(self):
         for s in self.statements:
@@ -926,6 +981,13 @@ class TemplateTest(unittest.TestCase):
                     granted.setdefault(a, []).extend(s.resources)
         for a in ("ec2:DescribeInstances", "ec2:DescribeVolumes", "cloudtrail:LookupEvents", "kms:ListAliases"):
             self.assertEqual(granted.get(a), ["*"], a)
+        # issue 18: a launch's keys from its launch template, its AMI's snapshots and the EBS
+        # default key, in every combination (the diagnosis and the preflight both need them).
+        for a in sorted(LAUNCH_KEY_READS):
+            self.assertEqual(granted.get(a), ["*"], a)
+        for params, ev in self.combos:
+            for a in LAUNCH_KEY_READS:
+                self.assertTrue(self.active_allows(ev, a), (a, params))
         for a in ("kms:DescribeKey", "kms:GetKeyPolicy"):
             self.assertEqual(granted.get(a), [{"Fn::Sub": "arn:${AWS::Partition}:kms:*:*:key/*"}], a)
         principals = [
@@ -955,13 +1017,15 @@ class TemplateTest(unittest.TestCase):
     # --- Event delivery -----------------------------------------------------------------------
 
     def test_rule_pattern_and_target(self):
-        name, rule = self.one("AWS::Events::Rule")
+        name, rule = self.rule()
         pattern = rule["Properties"]["EventPattern"]
         self.assertEqual(set(pattern), {"source", "detail-type", "detail"})
         self.assertEqual(pattern["source"], ["aws.ec2"])
         self.assertEqual(pattern["detail-type"], ["EC2 Instance State-change Notification"])
         self.assertEqual(set(pattern["detail"]), {"state"})
-        self.assertEqual(sorted(pattern["detail"]["state"]), ["stopped", "terminated"])
+        # stopped/terminated: a failed launch ends there; running (issue 18): the function
+        # resolves the instance's open findings.
+        self.assertEqual(sorted(pattern["detail"]["state"]), ["running", "stopped", "terminated"])
         targets = rule["Properties"]["Targets"]
         self.assertEqual([t["Arn"] for t in targets], [{"Fn::GetAtt": [self.events_queue_name(), "Arn"]}])
 
@@ -992,6 +1056,93 @@ class TemplateTest(unittest.TestCase):
         self.assertIs(props.get("SqsManagedSseEnabled"), True)
         self.assertEqual(int(props["MessageRetentionPeriod"]), 1209600)
         self.assertNotIn("Condition", queue)
+
+    # --- issue 18: the scheduled preflight ----------------------------------------------------
+
+    def test_preflight_rule_and_permission_exist_only_with_the_schedule(self):
+        # A scheduled rule on the default bus sends the function EventBridge's own Scheduled
+        # Event (source aws.events, detail-type "Scheduled Event": no Input of ours), retried
+        # within an hour; the function's resource policy admits events.amazonaws.com for that
+        # rule only. Rule, permission and asynchronous-invocation settings exist exactly when
+        # PreflightSchedule is set.
+        name, rule = self.preflight_rule()
+        fn_name, _ = self.function()
+        condition = rule.get("Condition")
+        self.assertIsNotNone(condition, "the preflight rule must exist only with PreflightSchedule")
+        props = rule["Properties"]
+        self.assertEqual(props["ScheduleExpression"], {"Ref": "PreflightSchedule"})
+        self.assertEqual(props.get("State"), "ENABLED")
+        self.assertNotIn("EventBusName", props)  # scheduled rules are on the default bus
+        self.assertNotIn("EventPattern", props)
+        (target,) = props["Targets"]
+        self.assertEqual(target["Arn"], {"Fn::GetAtt": [fn_name, "Arn"]})
+        for key in ("Input", "InputPath", "InputTransformer", "RoleArn"):
+            self.assertNotIn(key, target)
+        retry = target["RetryPolicy"]
+        self.assertTrue(1 <= int(retry["MaximumRetryAttempts"]) <= 185, retry)
+        self.assertTrue(60 <= int(retry["MaximumEventAgeInSeconds"]) <= 3600, retry)
+
+        permissions = self.of_type("AWS::Lambda::Permission")
+        self.assertEqual(len(permissions), 1, sorted(permissions))
+        ((permission_name, permission),) = permissions.items()
+        self.assertEqual(permission.get("Condition"), condition)
+        pp = permission["Properties"]
+        self.assertEqual(pp["Action"], "lambda:InvokeFunction")
+        self.assertEqual(pp["Principal"], "events.amazonaws.com")
+        self.assertIn(pp["FunctionName"], ({"Ref": fn_name}, {"Fn::GetAtt": [fn_name, "Arn"]}))
+        self.assertEqual(pp.get("SourceArn"), {"Fn::GetAtt": [name, "Arn"]})
+
+        # Asynchronous invocations (the only ones are the ticks): no retry, so a failed run does
+        # not send its findings twice; the next tick repeats it.
+        configs = self.of_type("AWS::Lambda::EventInvokeConfig")
+        self.assertEqual(len(configs), 1, sorted(configs))
+        ((config_name, config),) = configs.items()
+        self.assertEqual(config.get("Condition"), condition)
+        self.assertEqual(config["Properties"]["FunctionName"], {"Ref": fn_name})
+        self.assertEqual(config["Properties"]["Qualifier"], "$LATEST")
+        self.assertEqual(int(config["Properties"]["MaximumRetryAttempts"]), 0)
+        self.assertNotIn("DestinationConfig", config["Properties"])
+
+        for params, ev in self.combos:
+            on = bool(params["PreflightSchedule"])
+            for resource in (name, permission_name, config_name):
+                self.assertEqual(ev.resource_exists(resource), on, (resource, params))
+            if on:
+                self.assertEqual(ev.resolve(props)["ScheduleExpression"], params["PreflightSchedule"], params)
+
+    def test_whatever_names_the_preflight_rule_exists_only_with_it(self):
+        # No dangling reference when the schedule is off: every resource or output that names a
+        # preflight resource carries the same condition.
+        conditional = {k for k, v in self.res.items() if v.get("Condition") == "HasPreflightSchedule"}
+        self.assertGreaterEqual(len(conditional), 4, sorted(conditional))
+
+        def names(node):
+            if isinstance(node, dict):
+                if is_fn(node, "Ref"):
+                    yield node["Ref"]
+                elif is_fn(node, "Fn::GetAtt"):
+                    target = node["Fn::GetAtt"]
+                    yield target[0] if isinstance(target, list) else target.split(".", 1)[0]
+                for v in node.values():
+                    yield from names(v)
+            elif isinstance(node, list):
+                for v in node:
+                    yield from names(v)
+
+        for section in ("Resources", "Outputs"):
+            for key, item in self.t[section].items():
+                if set(names(item)) & conditional:
+                    self.assertEqual(item.get("Condition"), "HasPreflightSchedule", f"{section}.{key}")
+
+    def test_preflight_failed_invocations_alarm(self):
+        name, _ = self.preflight_rule()
+        names = self.alarm_watching("AWS/Events", "FailedInvocations", {"RuleName": ("rule", name)})
+        self.assertEqual(len(names), 1, names)
+        alarm = self.alarms()[names[0]]
+        self.assertEqual(alarm.get("Condition"), self.res[name]["Condition"])
+        p = alarm["Properties"]
+        self.assertEqual((p["Statistic"], p["ComparisonOperator"], float(p["Threshold"])), ("Sum", "GreaterThanThreshold", 0.0))
+        self.assertEqual(p.get("TreatMissingData"), "notBreaching")
 
     def test_rule_dlq_policy_admits_only_the_rule(self):
         # For every combination: one Allow (EventBridge, for this rule only) and one Deny of
@@ -1055,7 +1206,7 @@ class TemplateTest(unittest.TestCase):
         self.assertTrue(checked)
 
     def test_queue_policy_allows_only_the_rule(self):
-        rule_name, _ = self.one("AWS::Events::Rule")
+        rule_name, _ = self.rule()
         queue = self.events_queue_name()
         policy = self.queue_policy()
         self.assertEqual(policy["Properties"]["Queues"], [{"Ref": queue}])
@@ -1073,7 +1224,7 @@ class TemplateTest(unittest.TestCase):
         # the function's role and, only when set, the redrive principal (aws:PrincipalArn). Both
         # keys sit under one negated operator: ANDed, so the Deny applies only to a request that
         # is neither from the rule nor from an exempt principal.
-        rule = f"<getatt:{self.one('AWS::Events::Rule')[0]}.Arn>"
+        rule = f"<getatt:{self.rule()[0]}.Arn>"
         role = f"<getatt:{self.role_name()}.Arn>"
         queue = f"<getatt:{self.events_queue_name()}.Arn>"
         document = self.queue_policy()["Properties"]["PolicyDocument"]
@@ -1102,7 +1253,7 @@ class TemplateTest(unittest.TestCase):
         # The decision for a few callers, by a small evaluator of that one policy (plus the
         # caller's identity policy): only the rule's delivery, the function's role and the
         # configured redrive principal may send.
-        rule = f"<getatt:{self.one('AWS::Events::Rule')[0]}.Arn>"
+        rule = f"<getatt:{self.rule()[0]}.Arn>"
         role = f"<getatt:{self.role_name()}.Arn>"
         queue = f"<getatt:{self.events_queue_name()}.Arn>"
         document = self.queue_policy()["Properties"]["PolicyDocument"]
@@ -1196,7 +1347,9 @@ class TemplateTest(unittest.TestCase):
         alarms = self.alarms()
         self.assertGreaterEqual(len(alarms), 7, sorted(alarms))
         for name, alarm in alarms.items():
-            self.assertNotIn("Condition", alarm, name)
+            # An alarm exists unconditionally, or exactly with what it watches (issue 18: the
+            # preflight rule's alarm, with the schedule).
+            self.assertIn(alarm.get("Condition"), (None, "HasPreflightSchedule"), name)
             self.assertTrue(alarm["Properties"].get("AlarmDescription"), name)
             # Nothing but the actions depends on the parameters (checked once, below, for all).
             rest = {k: v for k, v in alarm["Properties"].items() if k not in ("AlarmActions",)}
@@ -1206,6 +1359,8 @@ class TemplateTest(unittest.TestCase):
             if expected.startswith("<ref:"):
                 self.assertTrue(ev.resource_exists(expected[5:-1]), params)
             for name, alarm in alarms.items():
+                if not ev.resource_exists(name):
+                    continue
                 actions = ev.resolve(alarm["Properties"]).get("AlarmActions", [])
                 self.assertEqual(as_list(actions), [expected], f"{name}: {params}")
 
@@ -1408,6 +1563,8 @@ class TemplateTest(unittest.TestCase):
                 # The function skips events older than what the queue can hold: the same number.
                 "EVENTS_QUEUE_RETENTION_SECONDS": str(ev.value(retention)),
                 "LOG_LEVEL": params["LogLevel"],
+                # issue 18: whose launches the scheduled preflight checks.
+                "PREFLIGHT_PRINCIPALS": params["PreflightPrincipals"],
             }
             self.assertEqual({k: got.get(k) for k in expected}, expected, params)
 
@@ -1438,6 +1595,28 @@ class TemplateTest(unittest.TestCase):
                     "arn:aws:sts::123456789012:assumed-role/ops/session", "arn:aws:iam::123456789012:root",
                     "arn:aws:iam::*:role/ops"):
             self.assertFalse(redrive.fullmatch(bad), bad)
+        # issue 18: empty (off) or an EventBridge schedule expression; CloudFormation applies
+        # AllowedPattern to the whole value, as fullmatch does.
+        schedule = re.compile(params["PreflightSchedule"]["AllowedPattern"])
+        for good in ("", "cron(0 18 * * ? *)", "cron(0/15 8-17 ? * MON-FRI *)", "rate(1 day)", "rate(12 hours)",
+                     "rate(30 minutes)"):
+            self.assertTrue(schedule.fullmatch(good), good)
+        for bad in ("cron(0 18 * * ?)", "cron(0 18 * * ? * *)", "rate(1 days)", "rate(2 hour)", "rate(0 minutes)",
+                    "at(2026-11-28T10:00:00)", "daily", " cron(0 18 * * ? *)"):
+            self.assertFalse(schedule.fullmatch(bad), bad)
+        principals = re.compile(params["PreflightPrincipals"]["AllowedPattern"])
+        for good in ("", "arn:aws:iam::123456789012:role/ops/deployer",
+                     "arn:aws:iam::123456789012:role/a,arn:aws:iam::123456789012:user/b",
+                     "arn:aws:iam::123456789012:role/a, arn:aws:iam::123456789012:role/b"):
+            self.assertTrue(principals.fullmatch(good), good)
+        for bad in ("*", "arn:aws:iam::123456789012:role/*", "arn:aws:sts::123456789012:assumed-role/a/s",
+                    "arn:aws:iam::123456789012:role/a,", ",arn:aws:iam::123456789012:role/a",
+                    "arn:aws:iam::123456789012:group/g", "arn:aws:iam::123456789012:role/a?"):
+            self.assertFalse(principals.fullmatch(bad), bad)
+        self.assertLessEqual(int(params["PreflightPrincipals"]["MaxLength"]), 4096)  # Lambda's 4 KB of environment
+        groups = self.t["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+        grouped = [p for g in groups for p in g["Parameters"]]
+        self.assertEqual(sorted(grouped), sorted(params), "every parameter in exactly one group")
 
     def test_topic_resources_follow_parameters(self):
         subs = self.of_type("AWS::SNS::Subscription")
@@ -1459,6 +1638,9 @@ class TemplateTest(unittest.TestCase):
             self.assertIn(name, outputs)
         self.assertEqual(outputs["RuleDeadLetterQueueUrl"]["Value"], {"Ref": self.rule_dlq_name()})
         self.assertEqual(outputs["OperationsTopicArn"]["Value"], {"Ref": OPERATIONS_TOPIC})
+        preflight_name, _ = self.preflight_rule()
+        self.assertEqual(outputs["PreflightScheduleRuleArn"]["Value"], {"Fn::GetAtt": [preflight_name, "Arn"]})
+        self.assertEqual(outputs["PreflightScheduleRuleArn"].get("Condition"), self.res[preflight_name]["Condition"])
         for params, ev in self.combos:
             has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
             cond = outputs["FindingsTopicArn"].get("Condition")
@@ -1474,7 +1656,8 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(config["default"]["global"]["parameters"]["stack_name"], "kms-launch-doctor")
         overrides = dict(item.split("=", 1) for item in shlex.split(deploy["parameter_overrides"]))
         defaults = {k: default for k, (default, _) in EXPECTED_PARAMETERS.items()}
-        self.assertEqual(overrides, defaults)
+        self.assertEqual(set(defaults) - set(overrides), NOT_YET_IN_SAMCONFIG - set(overrides))
+        self.assertEqual(overrides, {k: v for k, v in defaults.items() if k in overrides})
 
 
 
@@ -1495,6 +1678,7 @@ class MutationSmokeTest(unittest.TestCase):
             return True  # refusing to even read it counts as noticing
         suite = unittest.TestLoader().loadTestsFromTestCase(Mutated)
         result = unittest.TestResult()
+        result.failfast = True  # one failing check is enough to call it noticed
         suite.run(result)
         return not result.wasSuccessful()
 
@@ -1799,6 +1983,57 @@ class MutationSmokeTest(unittest.TestCase):
 
     def test_visibility_timeout_without_the_batching_window(self):
         self.assertTrue(self.broken(lambda t: t["Resources"]["EventsQueue"]["Properties"].update(VisibilityTimeout=360)))
+
+    # --- issue 18: running forwarded, preflight schedule, launch-key and Auto Scaling reads ----
+
+    @staticmethod
+    def policy_statements(t, name):
+        (policy,) = [
+            p["Fn::If"][1] for p in t["Resources"]["FunctionRole"]["Properties"]["Policies"]
+            if is_fn(p, "Fn::If") and p["Fn::If"][1]["PolicyName"] == name
+        ]
+        return policy["PolicyDocument"]["Statement"]
+
+    def test_rule_without_running(self):
+        def mutate(t):
+            t["Resources"]["StateChangeRule"]["Properties"]["EventPattern"]["detail"]["state"] = ["stopped", "terminated"]
+        self.assertTrue(self.broken(mutate))
+
+    def test_preflight_rule_always_created(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["PreflightScheduleRule"].pop("Condition")))
+
+    def test_preflight_permission_for_any_rule(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["PreflightInvokePermission"]["Properties"].pop("SourceArn")))
+
+    def test_preflight_permission_for_the_state_change_rule(self):
+        def mutate(t):
+            t["Resources"]["PreflightInvokePermission"]["Properties"]["SourceArn"] = {"Fn::GetAtt": ["StateChangeRule", "Arn"]}
+        self.assertTrue(self.broken(mutate))
+
+    def test_preflight_retried_by_lambda(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["PreflightInvokeConfig"]["Properties"].update(MaximumRetryAttempts=2)))
+
+    def test_autoscaling_write(self):
+        def mutate(t):
+            self.policy_statements(t, "preflight")[0]["Action"].append("autoscaling:UpdateAutoScalingGroup")
+        self.assertTrue(self.broken(mutate))
+
+    def test_autoscaling_reads_without_the_schedule(self):
+        def mutate(t):
+            statement = self.policy_statements(t, "preflight")[0]
+            t["Resources"]["FunctionRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"].append(statement)
+        self.assertTrue(self.broken(mutate))
+
+    def test_launch_key_reads_missing(self):
+        def mutate(t):
+            statements = t["Resources"]["FunctionRole"]["Properties"]["Policies"][1]["PolicyDocument"]["Statement"]
+            statements[:] = [st for st in statements if st.get("Sid") != "FindLaunchKeys"]
+        self.assertTrue(self.broken(mutate))
+
+    def test_preflight_principals_not_passed(self):
+        def mutate(t):
+            t["Resources"]["Function"]["Properties"]["Environment"]["Variables"].pop("PREFLIGHT_PRINCIPALS")
+        self.assertTrue(self.broken(mutate))
 
 
 if __name__ == "__main__":
