@@ -64,6 +64,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
                 instance_id: Some(trigger.instance_id),
                 region: None,
                 reason: "the event names no region and none is configured".to_owned(),
+                account: None,
             });
             continue;
         };
@@ -83,6 +84,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
                     instance_id: None,
                     region: Some(region.clone()),
                     reason: e.to_string(),
+                    account: None,
                 });
                 errors.push(e);
             }
@@ -95,6 +97,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
             instance_id: Some(r.instance_id),
             region: None,
             reason: "state \"running\" resolves open findings, which are kept in Security Hub: it is off".to_owned(),
+            account: None,
         }));
     }
     if !running.is_empty() {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
+use tracing::Instrument;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -236,6 +237,9 @@ pub const TRAIL_RATE: f64 = 1.5;
 /// No burst.
 const TRAIL_BURST: f64 = 1.0;
 
+/// A member account's cloud, and when its credentials expire.
+type Entered = (AwsCloud, Option<std::time::SystemTime>);
+
 /// [`Cloud`] backed by the AWS SDKs; clients are built once per region.
 #[derive(Clone)]
 pub struct AwsCloud {
@@ -247,11 +251,24 @@ pub struct AwsCloud {
     trail_rate: f64,
     /// LookupEvents answered with throttling since the last `take_trail_throttles`.
     trail_throttles: Arc<std::sync::atomic::AtomicU64>,
+    /// Hub topology (`SPOKE_ROLE_NAME`): the role assumed in another account to gather its facts.
+    spoke_role: Option<String>,
+    /// The account of the credentials in use, once asked.
+    own_account: Arc<tokio::sync::OnceCell<String>>,
+    /// Member accounts entered so far, with when their credentials expire.
+    members: Arc<tokio::sync::Mutex<HashMap<String, Entered>>>,
 }
 
 impl AwsCloud {
     pub fn new(config: SdkConfig) -> Self {
-        let counter = crate::stats::CallCounter::default();
+        Self::counted(config, crate::stats::CallCounter::default(), Arc::default())
+    }
+
+    fn counted(
+        config: SdkConfig,
+        counter: crate::stats::CallCounter,
+        trail_throttles: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let iam = aws_sdk_iam::Client::from_conf(
             aws_sdk_iam::config::Builder::from(&config)
                 .interceptor(counter.clone())
@@ -266,8 +283,113 @@ impl AwsCloud {
             clients: Arc::default(),
             buckets: Arc::default(),
             trail_rate: TRAIL_RATE,
-            trail_throttles: Arc::default(),
+            trail_throttles,
+            spoke_role: None,
+            own_account: Arc::default(),
+            members: Arc::default(),
         }
+    }
+
+    /// Hub topology: facts of another account's instances are gathered through this role in
+    /// that account (`SPOKE_ROLE_NAME`); empty turns it off.
+    pub fn with_spoke_role(mut self, role_name: Option<String>) -> Self {
+        self.spoke_role = role_name.filter(|r| !r.is_empty());
+        self
+    }
+
+    /// sts:AssumeRole into `role_arn`: a cloud acting in the role's account, with CloudTrail
+    /// pacing of its own (the budget is per account and region) and this one's call counts.
+    /// Returns when its credentials expire.
+    pub async fn assume(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+        external_id: Option<&str>,
+    ) -> Result<(AwsCloud, Option<std::time::SystemTime>), CallError> {
+        let out = self
+            .sts()
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session_name)
+            .set_external_id(external_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| call_error("sts:AssumeRole", e))?;
+        let c = out.credentials().ok_or_else(|| other("sts:AssumeRole", "response has no credentials"))?;
+        let expiry = std::time::SystemTime::try_from(*c.expiration()).ok();
+        let creds = aws_credential_types::Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            expiry,
+            "kms-launch-doctor-assume-role",
+        );
+        let config = self
+            .config
+            .to_builder()
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(creds))
+            .build();
+        let mut cloud = Self::counted(config, self.counter.clone(), self.trail_throttles.clone());
+        cloud.trail_rate = self.trail_rate;
+        Ok((cloud, expiry))
+    }
+
+    fn sts(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&self.config)
+                .interceptor(self.counter.clone())
+                .interceptor(EndpointRecorder)
+                .build(),
+        )
+    }
+
+    /// organizations:ListAccounts, every page: the ids of the ACTIVE accounts (from the
+    /// management account or a delegated administrator).
+    pub async fn organization_accounts(&self) -> Result<Vec<String>, CallError> {
+        let org = aws_sdk_organizations::Client::from_conf(
+            aws_sdk_organizations::config::Builder::from(&self.config)
+                .interceptor(self.counter.clone())
+                .interceptor(EndpointRecorder)
+                .build(),
+        );
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = org
+                .list_accounts()
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("organizations:ListAccounts", e))?;
+            for a in resp.accounts() {
+                // `State` replaces the deprecated `Status`; either says ACTIVE.
+                let active = match (a.state(), a.status()) {
+                    (Some(s), _) => s.as_str() == "ACTIVE",
+                    (None, Some(s)) => s.as_str() == "ACTIVE",
+                    (None, None) => false,
+                };
+                if let (true, Some(id)) = (active, a.id()) {
+                    out.push(id.to_owned());
+                }
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The account of the credentials in use (GetCallerIdentity once, then remembered).
+    pub async fn own_account(&self) -> Result<String, CallError> {
+        self.own_account
+            .get_or_try_init(|| async {
+                let arn = self.caller_arn().await?;
+                crate::arn::Arn::parse(&arn)
+                    .map(|a| a.account().to_owned())
+                    .map_err(|e| other("sts:GetCallerIdentity", e.to_string()))
+            })
+            .await
+            .cloned()
     }
 
     /// LookupEvents per second per region for this process. With N processes at once (the
@@ -890,12 +1012,13 @@ impl Cloud for AwsCloud {
     }
 
     async fn account_id(&self) -> Result<String, CallError> {
-        let arn = self.caller_arn().await?;
-        crate::arn::Arn::parse(&arn)
-            .map(|a| a.account().to_owned())
-            .map_err(|e| other("sts:GetCallerIdentity", e.to_string()))
+        self.own_account().await
     }
 
+    async fn in_account(&self, account: &str) -> Result<Option<Self>, CallError> {
+        let Some(role) = self.spoke_role.clone() else { return Ok(None) };
+        self.member(account, &role).await
+    }
     async fn scoped_instances(
         &self,
         region: &str,
@@ -995,6 +1118,33 @@ impl Cloud for AwsCloud {
 }
 
 impl AwsCloud {
+    /// The cloud acting in `account` through `role` there (hub topology), credentials cached
+    /// until five minutes before they expire; `None` for this cloud's own account.
+    async fn member(&self, account: &str, role: &str) -> Result<Option<Self>, CallError> {
+        if self.own_account().await? == account {
+            return Ok(None);
+        }
+        let mut members = self.members.lock().await;
+        // Credentials are kept until five minutes before they expire.
+        let fresh = |expiry: &Option<std::time::SystemTime>| {
+            expiry.is_none_or(|t| t > std::time::SystemTime::now() + std::time::Duration::from_secs(300))
+        };
+        let cache_key = format!("{account}/{role}");
+        if let Some((cloud, expiry)) = members.get(&cache_key) {
+            if fresh(expiry) {
+                return Ok(Some(cloud.clone()));
+            }
+        }
+        let partition = crate::arn::partition_of_region(&self.default_region().unwrap_or_default());
+        let role_arn = format!("arn:{partition}:iam::{account}:role/{role}");
+        let (cloud, expiry) = self
+            .assume(&role_arn, "kms-launch-doctor-hub", None)
+            .instrument(tracing::info_span!("sts.AssumeRole", account))
+            .await?;
+        members.insert(cache_key, (cloud.clone(), expiry));
+        Ok(Some(cloud))
+    }
+
     /// One SimulatePrincipalPolicy (all its pages) for `actions` on the request's resources.
     async fn simulate_actions(
         &self,
@@ -1382,6 +1532,11 @@ impl crate::cloud::Effects for AwsCloud {
 }
 
 impl crate::cloud::IamWrites for AwsCloud {
+    async fn writes_in(&self, account: &str) -> Result<Option<Self>, CallError> {
+        let Some(role) = self.spoke_role.as_deref() else { return Ok(None) };
+        self.member(account, &format!("{role}-remediation")).await
+    }
+
     async fn principal_tags(&self, principal: &crate::cloud::Principal) -> Result<Vec<(String, String)>, CallError> {
         use crate::cloud::Principal;
         all_pages(|marker| async move {
@@ -1615,13 +1770,7 @@ impl AwsCloud {
 
     /// GetCallerIdentity: the ARN of the credentials in use.
     pub async fn caller_arn(&self) -> Result<String, CallError> {
-        let sts = aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(&self.config)
-                .interceptor(self.counter.clone())
-                .interceptor(EndpointRecorder)
-                .build(),
-        );
-        let r = sts.get_caller_identity().send().await.map_err(|e| call_error("sts:GetCallerIdentity", e))?;
+        let r = self.sts().get_caller_identity().send().await.map_err(|e| call_error("sts:GetCallerIdentity", e))?;
         r.arn().map(str::to_owned).ok_or_else(|| other("sts:GetCallerIdentity", "response has no Arn"))
     }
 

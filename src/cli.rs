@@ -185,6 +185,22 @@ pub enum Command {
         /// No progress bar on stderr (it shows only on a terminal anyway); warnings still show.
         #[arg(long, short)]
         quiet: bool,
+        /// Every ACTIVE account of the organization (organizations:ListAccounts, from the
+        /// management account or a delegated administrator), each entered through --role-name.
+        #[arg(long, conflicts_with_all = ["accounts", "accounts_file"])]
+        org: bool,
+        /// These accounts (comma-separated or repeated), each entered through --role-name.
+        #[arg(long, value_delimiter = ',', value_parser = crate::org::account_id, value_name = "ID[,ID...]", conflicts_with = "accounts_file")]
+        accounts: Vec<String>,
+        /// The accounts listed in a file, one id a line (# comments allowed).
+        #[arg(long, value_name = "FILE")]
+        accounts_file: Option<PathBuf>,
+        /// The role assumed in each account (arn:<partition>:iam::<id>:role/<name>).
+        #[arg(long, default_value = "kms-launch-doctor-scan", value_name = "NAME")]
+        role_name: String,
+        /// The external id the role's trust policy asks for (sts:ExternalId).
+        #[arg(long, value_name = "ID")]
+        external_id: Option<String>,
     },
     /// Will these principals be able to start these instances (and these Auto Scaling groups
     /// launch)? The checks a diagnosis makes, before the launch.
@@ -436,6 +452,7 @@ fn plan(actions: &ActionArgs, options: Options) -> Result<Plan, String> {
             topic_arn: blank(&actions.notify_topic),
             security_hub: actions.security_hub,
             event_bus: blank(&actions.event_bus),
+            home: None,
         },
         guardrails: Guardrails { mode: actions.remediate, ..settings.guardrails },
     })
@@ -472,7 +489,7 @@ pub fn init_tracing(debug: bool, colour: bool) {
 fn report_outcome(report: &Report) -> Exit {
     let partial = report.findings.iter().any(|f| {
         !f.missing_evidence.is_empty() || f.remediations.iter().any(|r| r.status == RemediationStatus::Failed)
-    }) || report.skipped.iter().any(|s| s.region.is_some() || is_not_found(s));
+    }) || report.skipped.iter().any(|s| s.region.is_some() || s.account.is_some() || is_not_found(s));
     if partial {
         Exit::Partial
     } else {
@@ -489,6 +506,16 @@ fn is_not_found(s: &Skipped) -> bool {
 fn warn_about(err: &Stderr, report: &Report) {
     for s in &report.skipped {
         match (&s.region, &s.instance_id) {
+            (Some(r), _) if s.account.is_some() => err.warning(&format!(
+                "account {} region {r} could not be searched: {}",
+                s.account.as_deref().unwrap_or_default(),
+                s.reason
+            )),
+            (None, None) if s.account.is_some() => err.warning(&format!(
+                "account {} could not be searched: {}",
+                s.account.as_deref().unwrap_or_default(),
+                s.reason
+            )),
             (Some(r), _) => err.warning(&format!("region {r} could not be searched: {}", s.reason)),
             (None, Some(i)) if is_not_found(s) => err.warning(&format!("{i}: {}", s.reason)),
             (None, Some(i)) => err.skipped(&format!("{i}: {}", s.reason)),
@@ -632,7 +659,21 @@ pub async fn main() -> ExitCode {
             report_calls(&cloud);
             finish(&err, &report, &failures, format, global.color)
         }
-        Command::Scan { regions: given, all_regions, since, format, wide, remediate, concurrency, quiet } => {
+        Command::Scan {
+            regions: given,
+            all_regions,
+            since,
+            format,
+            wide,
+            remediate,
+            concurrency,
+            quiet,
+            org,
+            accounts,
+            accounts_file,
+            role_name,
+            external_id,
+        } => {
             let settings = match Settings::from_env() {
                 Ok(s) => s,
                 Err(e) => return usage(&err, &e),
@@ -641,33 +682,89 @@ pub async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let regions = match regions(&cloud, all_regions, given).await {
-                Ok(r) => r,
-                Err(RegionsError::Aws(e)) => {
-                    err.error(&e.to_string());
-                    return Exit::Failed.code();
-                }
-                Err(RegionsError::None) => {
-                    return usage(&err, "no region: pass --region or --all-regions, or set AWS_REGION")
-                }
-            };
+            let many = org || !accounts.is_empty() || accounts_file.is_some();
             let opts = Options { concurrency: usize::from(concurrency), ..Options::default() };
-            let progress = crate::scan::Progress::new(regions.len(), quiet);
             let now = Utc::now();
-            let mut report = crate::scan::scan(&cloud, &regions, since, now, &opts, &progress).await;
-            let plan = Plan {
-                options: opts,
-                sinks: Sinks::default(),
-                guardrails: Guardrails { mode: remediate, ..settings.guardrails },
+            let guardrails = Guardrails { mode: remediate, ..settings.guardrails };
+            let report = if many {
+                let accounts = if org {
+                    match cloud.organization_accounts().await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            err.error(&format!("cannot list the organization's accounts: {e}"));
+                            return Exit::Failed.code();
+                        }
+                    }
+                } else if let Some(path) = &accounts_file {
+                    match std::fs::read_to_string(path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| crate::org::accounts_file(&t))
+                    {
+                        Ok(a) => a,
+                        Err(e) => return usage(&err, &format!("{}: {e}", path.display())),
+                    }
+                } else {
+                    accounts
+                };
+                let region_choice = if all_regions {
+                    crate::org::Regions::All
+                } else if !given.is_empty() {
+                    crate::org::Regions::Given(given)
+                } else {
+                    match cloud.default_region() {
+                        Some(r) => crate::org::Regions::Given(vec![r]),
+                        None => return usage(&err, "no region: pass --region or --all-regions, or set AWS_REGION"),
+                    }
+                };
+                let members = crate::org::members(
+                    &cloud,
+                    &accounts,
+                    &role_name,
+                    external_id.as_deref(),
+                    &region_choice,
+                    opts.concurrency,
+                )
+                .await;
+                let sizes: Vec<(String, usize)> =
+                    members.iter().map(|m| (m.account.clone(), m.regions.as_ref().map_or(0, Vec::len))).collect();
+                let progress = crate::scan::OrgProgress::new(&sizes, quiet);
+                let mut report = crate::scan::scan_members(&members, since, now, &opts, &progress).await;
+                // Each finding is remediated (when asked) with its own account's role: the
+                // role's permissions decide, and a denied write says so in the finding.
+                for f in &mut report.findings {
+                    if let Some(Ok(member)) = members.iter().find(|m| m.account == f.account).map(|m| m.cloud.as_ref())
+                    {
+                        crate::remediate::remediate(member, member, &guardrails, f).await;
+                        let why = format!("the role {role_name} in {} may not make this change", f.account);
+                        crate::remediate::refuse_denied(f, &why);
+                    }
+                }
+                report
+            } else {
+                let regions = match regions(&cloud, all_regions, given).await {
+                    Ok(r) => r,
+                    Err(RegionsError::Aws(e)) => {
+                        err.error(&e.to_string());
+                        return Exit::Failed.code();
+                    }
+                    Err(RegionsError::None) => {
+                        return usage(&err, "no region: pass --region or --all-regions, or set AWS_REGION")
+                    }
+                };
+                let progress = crate::scan::Progress::new(regions.len(), quiet);
+                let mut report = crate::scan::scan(&cloud, &regions, since, now, &opts, &progress).await;
+                let plan = Plan { options: opts.clone(), sinks: Sinks::default(), guardrails };
+                for f in &mut report.findings {
+                    act(&cloud, &plan, f).await;
+                }
+                report
             };
-            for f in &mut report.findings {
-                act(&cloud, &plan, f).await;
-            }
             report_calls(&cloud);
             let none_searched = report.summary.as_ref().is_some_and(|s| s.regions.is_empty());
             let outcome = if none_searched { Exit::Failed } else { report_outcome(&report) };
             let printed = match format {
                 ScanFormat::Json => json(&err, &report),
+                ScanFormat::Text if many => emit(&err, &render::scan_text_by_account(&report)),
                 ScanFormat::Text => emit(&err, &render::scan_text(&report)),
                 ScanFormat::Script => emit(&err, &render::script(&report)),
                 ScanFormat::Table => {
@@ -676,13 +773,15 @@ pub async fn main() -> ExitCode {
                         wide,
                         colour: global.color.stdout(),
                         now,
+                        accounts: many,
                     };
                     emit(&err, &crate::scan::table(&report, &style))
                 }
             };
             if none_searched {
-                for s in report.skipped.iter().filter(|s| s.region.is_some()) {
-                    err.error(&format!("{}: {}", s.region.as_deref().unwrap_or("-"), s.reason));
+                for s in report.skipped.iter().filter(|s| s.region.is_some() || s.account.is_some()) {
+                    let place = [s.account.as_deref(), s.region.as_deref()].into_iter().flatten().collect::<Vec<_>>();
+                    err.error(&format!("{}: {}", place.join(" "), s.reason));
                 }
             } else if format != ScanFormat::Json {
                 warn_about(&err, &report);
@@ -855,14 +954,24 @@ async fn diagnose_everywhere(
                 match gather::diagnose(cloud, &region, &targets, opts).await {
                     Ok(r) => report.merge(r),
                     Err(e) => {
-                        report.skipped.push(Skipped { instance_id: None, region: Some(region), reason: e.to_string() });
+                        report.skipped.push(Skipped {
+                            instance_id: None,
+                            region: Some(region),
+                            reason: e.to_string(),
+                            account: None,
+                        });
                         errors.push(e);
                     }
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                report.skipped.push(Skipped { instance_id: None, region: Some(region), reason: e.to_string() });
+                report.skipped.push(Skipped {
+                    instance_id: None,
+                    region: Some(region),
+                    reason: e.to_string(),
+                    account: None,
+                });
                 errors.push(e);
             }
         }
@@ -873,6 +982,7 @@ async fn diagnose_everywhere(
             instance_id: Some(id.clone()),
             region: None,
             reason: format!("not found in any of the {searched} regions searched"),
+            account: None,
         });
     }
     (report, errors)
@@ -890,6 +1000,7 @@ fn finish(err: &Stderr, report: &Report, failures: &[CallError], format: Format,
                 wide: false,
                 colour: color.stdout(),
                 now: Utc::now(),
+                accounts: false,
             };
             emit(err, &crate::scan::table(report, &style))
         }

@@ -193,6 +193,15 @@ pub trait Cloud: Sync {
     fn account_id(&self) -> impl Future<Output = Result<String, CallError>> + Send {
         async { Err(unsupported("sts:GetCallerIdentity")) }
     }
+    /// The cloud that gathers facts in `account` (hub topology: through the spoke role there);
+    /// `None`: this one (its own account, or no hub).
+    fn in_account(&self, account: &str) -> impl Future<Output = Result<Option<Self>, CallError>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = account;
+        async { Ok(None) }
+    }
     /// DescribeAutoScalingGroups: every group in the region, every page.
     fn auto_scaling_groups(
         &self,
@@ -296,6 +305,15 @@ pub trait IamWrites: Sync {
         name: &str,
         document: &str,
     ) -> impl Future<Output = Result<(), CallError>> + Send;
+    /// The writer for `account` (hub topology: the member's remediation role); `None`: this
+    /// one (its own account, or no hub).
+    fn writes_in(&self, account: &str) -> impl Future<Output = Result<Option<Self>, CallError>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = account;
+        async { Ok(None) }
+    }
     /// StartInstances; returns the state EC2 reports next (`pending`).
     fn start_instance(&self, region: &str, instance_id: &str)
         -> impl Future<Output = Result<String, CallError>> + Send;

@@ -38,6 +38,9 @@ pub struct Settings {
     /// `PREFLIGHT_PRINCIPALS`: comma-separated IAM user or role ARNs whose StartInstances the
     /// scheduled preflight checks (the template's `PreflightPrincipals`). Each must parse.
     pub preflight_principals: Vec<String>,
+    /// `SPOKE_ROLE_NAME` (hub topology): the role of each member account the function assumes
+    /// to gather an event's facts there (and `<name>-remediation` to write, when enabled).
+    pub spoke_role_name: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -104,6 +107,7 @@ impl Settings {
                 topic_arn: var("FINDINGS_TOPIC_ARN"),
                 security_hub: flag("SECURITY_HUB")?,
                 event_bus: var("FINDINGS_EVENT_BUS"),
+                home: None,
             },
             guardrails: Guardrails {
                 mode,
@@ -125,11 +129,26 @@ impl Settings {
             )?)),
             cloudtrail_rate: rate("CLOUDTRAIL_CALLS_PER_SECOND", crate::aws::TRAIL_RATE)?,
             preflight_principals: principals("PREFLIGHT_PRINCIPALS")?,
+            spoke_role_name: role_name("SPOKE_ROLE_NAME")?,
         })
     }
 
     pub fn options(&self) -> Options {
         Options { lookback: self.lookback, ..Options::default() }
+    }
+}
+
+/// An IAM role name: 1 to 64 of letters, digits and `+=,.@_-` (IAM's rule), and room for the
+/// `-remediation` suffix.
+fn role_name(name: &str) -> Result<Option<String>, String> {
+    match var(name) {
+        None => Ok(None),
+        Some(v)
+            if (1..=52).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)) =>
+        {
+            Ok(Some(v))
+        }
+        Some(v) => Err(format!("{name}={v:?}: expected an IAM role name (at most 52 of A-Z a-z 0-9 +=,.@_-)")),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn is_instance_id(s: &str) -> bool {
 /// as Lambda receives it (each record's body one event). A part that cannot be used becomes a
 /// skip entry that names it; nothing fails.
 pub fn unpack(input: &Value) -> Vec<Result<Value, Skipped>> {
-    let skip = |reason: String| Err(Skipped { instance_id: None, region: None, reason });
+    let skip = |reason: String| Err(Skipped { instance_id: None, region: None, reason, account: None });
     if let Some(events) = input.as_array() {
         return events.iter().cloned().map(Ok).collect();
     }
@@ -110,6 +110,7 @@ pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
             instance_id: Some(r.instance_id),
             region: None,
             reason: "state \"running\" is not one a failed launch ends in (stopped, terminated)".to_owned(),
+            account: None,
         }),
     }
 }
@@ -117,7 +118,8 @@ pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
 /// Parses one event into what it asks: a failure to diagnose (`stopped`, `terminated`) or a
 /// resolution (`running`). Any other event or state is a skip entry with the reason.
 pub fn classify(event: &Value) -> Result<Change, Skipped> {
-    let skip = |instance_id: Option<String>, reason: String| Skipped { instance_id, region: None, reason };
+    let skip =
+        |instance_id: Option<String>, reason: String| Skipped { instance_id, region: None, reason, account: None };
     let source = event.get("source").and_then(Value::as_str);
     let detail_type = event.get("detail-type").and_then(Value::as_str);
     match (source, detail_type) {
@@ -175,6 +177,7 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Trigger, Skipped> {
             instance_id: None,
             region: None,
             reason: format!("malformed JSON: {}", echo(&e.to_string())),
+            account: None,
         }),
     }
 }

@@ -177,6 +177,7 @@ pub async fn diagnose<C: Cloud>(
                 instance_id: Some(target.instance_id.clone()),
                 region: None,
                 reason: format!("not found in {region}"),
+                account: None,
             });
             continue;
         };
@@ -188,9 +189,12 @@ pub async fn diagnose<C: Cloud>(
                 observed_at: target.observed_at,
                 known: None,
             }),
-            Err(reason) => {
-                report.skipped.push(Skipped { instance_id: Some(instance.id.clone()), region: None, reason })
-            }
+            Err(reason) => report.skipped.push(Skipped {
+                instance_id: Some(instance.id.clone()),
+                region: None,
+                reason,
+                account: None,
+            }),
         }
     }
     report.findings = investigate(cloud, candidates, opts).await;
@@ -809,15 +813,27 @@ async fn window_trail<C: Cloud>(
     let query = |name: &str| TrailQuery { key: TrailKey::EventName(name.to_owned()), start, end };
     // Scans cover days: allow more pages than a single diagnosis.
     let pages = opts.max_pages.saturating_mul(5);
-    let (q_start, q_run, q_grant) = (query("StartInstances"), query("RunInstances"), query("CreateGrant"));
-    let (starts, runs, grants) = tokio::join!(
+    let (q_start, q_run) = (query("StartInstances"), query("RunInstances"));
+    let (starts, runs) = tokio::join!(
         trail_records(cloud, region, &q_start, pages, opts.deadline, |r| r.error_code.is_none()),
         trail_records(cloud, region, &q_run, pages, opts.deadline, |r| r.error_code.is_none()),
-        trail_records(cloud, region, &q_grant, pages, opts.deadline, Record::is_access_denied),
     );
-    let shared_missing: Vec<Missing> = [&starts.1, &runs.1, &grants.1].into_iter().flatten().cloned().collect();
     let mut launches: Vec<Record> = starts.0.into_iter().chain(runs.0).collect();
     launches.sort_by_key(|r| std::cmp::Reverse(r.event_time));
+    // The denied grants come seconds after their launch: searched from the earliest launch
+    // (or, for a failure whose launch is not found, a few minutes before its state change), not
+    // over the whole lookback. In a busy account CreateGrant is the most frequent of the three
+    // names (every attached volume makes one), so this is most of the pages saved.
+    let grants_from = candidates
+        .iter()
+        .map(|c| pick_launch(launches.iter(), c).map_or(c.observed_at - opts.slack, |l| l.event_time))
+        .min()
+        .unwrap_or(start)
+        .max(start)
+        - Duration::minutes(1);
+    let q_grant = TrailQuery { key: TrailKey::EventName("CreateGrant".to_owned()), start: grants_from.max(start), end };
+    let grants = trail_records(cloud, region, &q_grant, pages, opts.deadline, Record::is_access_denied).await;
+    let shared_missing: Vec<Missing> = [&starts.1, &runs.1, &grants.1].into_iter().flatten().cloned().collect();
     candidates
         .iter()
         .zip(volumes)

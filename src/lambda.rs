@@ -44,10 +44,18 @@ use crate::report::Finding;
 
 pub async fn run() -> Result<(), Error> {
     let settings = Settings::from_env().map_err(|e| format!("configuration: {e}"))?;
-    let cloud = AwsCloud::new(load_config(None).await).with_trail_rate(settings.cloudtrail_rate);
+    let cloud = AwsCloud::new(load_config(None).await)
+        .with_trail_rate(settings.cloudtrail_rate)
+        .with_spoke_role(settings.spoke_role_name.clone());
     let region = cloud.default_region();
-    let plan =
+    let mut plan =
         Plan { options: settings.options(), sinks: settings.sinks.clone(), guardrails: settings.guardrails.clone() };
+    if settings.spoke_role_name.is_some() {
+        // Hub topology: every finding is delivered in the hub's account and region.
+        let account = cloud.own_account().await.map_err(|e| format!("hub topology: the hub's account: {e}"))?;
+        let home_region = region.clone().ok_or("hub topology: no region configured")?;
+        plan.sinks.home = Some(crate::deliver::Home { account, region: home_region });
+    }
     tracing::info!(cloudtrail_calls_per_second = settings.cloudtrail_rate, remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (cloud, region, plan, settings) = (cloud.clone(), region.clone(), plan.clone(), settings.clone());
@@ -176,6 +184,12 @@ const DEFERRED_FORMAT: &str = "deferred/1";
 /// limits; one that would not fit is retried the old way (whole event) rather than lost.
 const SQS_MAX_BYTES: usize = 262_144;
 
+/// Account-regions diagnosed at once in a batch (each paces its own CloudTrail lookups).
+const PLACE_CONCURRENCY: usize = 8;
+
+/// Time kept after CloudTrail paging to remediate and deliver what it found.
+const SETTLE_RESERVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Findings remediated at once (their deliveries then go out together).
 const SETTLE_CONCURRENCY: usize = 4;
 
@@ -265,6 +279,10 @@ fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
         }
     }
 }
+
+/// Where a batch's events are diagnosed together: (the account the event names, or empty;
+/// the region).
+type Place = (String, String);
 
 /// One event of the batch, with its clock.
 struct Item {
@@ -370,42 +388,82 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
         }
     }
 
-    // One diagnosis per region for the whole batch: keys, CloudTrail pages and simulations
-    // are shared between its events (a storm of failures costs a handful of calls), and one
-    // window query serves every event of the region.
-    let mut by_region: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    // One diagnosis per account and region for the whole batch: keys, CloudTrail pages and
+    // simulations are shared between its events (a storm of failures costs a handful of
+    // calls), and one window query serves every event of the account-region. In hub topology
+    // another account's facts are gathered through its spoke role.
+    let place_of = |item: &Item| -> Option<Place> {
+        let r = item.trigger.region.as_deref().or(region)?;
+        Some((item.trigger.account.clone().unwrap_or_default(), r.to_owned()))
+    };
+    let mut by_place: BTreeMap<Place, Vec<Target>> = BTreeMap::new();
     for item in &items {
-        let Some(r) = item.trigger.region.as_deref().or(region) else {
+        let Some(place) = place_of(item) else {
             tracing::warn!(message_id = %item.id, "event names no region and none is configured: skipped");
             continue;
         };
-        by_region.entry(r.to_owned()).or_default().push(Target {
+        by_place.entry(place).or_default().push(Target {
             instance_id: item.trigger.instance_id.clone(),
             observed_at: item.trigger.time.unwrap_or(item.first_received),
             known: item.known.clone(),
         });
     }
-    let options = Options { deadline: stop_at, window_threshold: 1, ..plan.options.clone() };
-    let mut findings: BTreeMap<(String, String), Finding> = BTreeMap::new();
-    let mut failed_regions = BTreeSet::new();
-    for (r, targets) in &by_region {
-        if past(stop_at) {
-            tracing::warn!(region = %r, events = targets.len(), "the invocation's deadline is near: returned for a later try");
-            failed_regions.insert(r.clone());
-            continue;
-        }
-        match gather::diagnose(aws, r, targets, &options).await {
-            Ok(report) => {
-                for s in &report.skipped {
-                    tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
+    // CloudTrail paging stops early enough to settle what it found before the stop point: a
+    // third of the time left, at most SETTLE_RESERVE. What it could not search is deferred
+    // (a lookup cut short is no evidence of absence), so a busy window never holds back the
+    // findings it did reach.
+    let trail_stop = stop_at.map(|t| {
+        let left = t.saturating_duration_since(std::time::Instant::now());
+        t.checked_sub((left / 3).min(SETTLE_RESERVE)).unwrap_or(t)
+    });
+    let options = Options { deadline: trail_stop, window_threshold: 1, ..plan.options.clone() };
+    // Account-regions are diagnosed side by side: each has its own CloudTrail budget, paced
+    // per account and region, so a hub's storm across accounts is not served one at a time.
+    let diagnosed: Vec<(Place, Option<Vec<Finding>>)> =
+        stream::iter(by_place.iter().map(|(place, targets)| {
+            let options = &options;
+            async move {
+                let (account, r) = place;
+                if past(stop_at) {
+                    tracing::warn!(region = %r, events = targets.len(), "the invocation's deadline is near: returned for a later try");
+                    return (place.clone(), None);
                 }
-                for f in report.findings {
-                    findings.insert((r.clone(), f.instance_id.clone()), f);
+                let member = if account.is_empty() { Ok(None) } else { aws.in_account(account).await };
+                let member = match member {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::error!(account = %account, region = %r, error = %e, "could not enter the account: will retry");
+                        return (place.clone(), None);
+                    }
+                };
+                match gather::diagnose(member.as_ref().unwrap_or(aws), r, targets, options).await {
+                    Ok(report) => {
+                        for s in &report.skipped {
+                            tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
+                        }
+                        (place.clone(), Some(report.findings))
+                    }
+                    Err(e) => {
+                        tracing::error!(region = %r, error = %e, "diagnosis failed: will retry");
+                        (place.clone(), None)
+                    }
                 }
             }
-            Err(e) => {
-                tracing::error!(region = %r, error = %e, "diagnosis failed: will retry");
-                failed_regions.insert(r.clone());
+        }))
+        .buffer_unordered(PLACE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut findings: BTreeMap<(Place, String), Finding> = BTreeMap::new();
+    let mut failed_places = BTreeSet::new();
+    for (place, result) in diagnosed {
+        match result {
+            Some(fs) => {
+                for f in fs {
+                    findings.insert((place.clone(), f.instance_id.clone()), f);
+                }
+            }
+            None => {
+                failed_places.insert(place);
             }
         }
     }
@@ -417,12 +475,12 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     // Reported now, and looked at again later for the caller: (item, finding, next look).
     let mut early: Vec<(Item, Finding, i32)> = Vec::new();
     for item in items {
-        let Some(r) = item.trigger.region.clone().or_else(|| region.map(str::to_owned)) else { continue };
-        if failed_regions.contains(&r) {
+        let Some(place) = place_of(&item) else { continue };
+        if failed_places.contains(&place) {
             response.batch_item_failures.push(failure(&item.id));
             continue;
         }
-        let key = (r, item.trigger.instance_id.clone());
+        let key = (place, item.trigger.instance_id.clone());
         let Some(finding) = findings.get(&key) else { continue };
         if !seen.insert(key) {
             continue;
@@ -463,7 +521,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     // Remediate, a few findings at a time; then deliver them all together, with as few calls
     // as the sinks allow (Security Hub and EventBridge take findings in batches).
     let remediated: Vec<(Item, Finding)> = stream::iter(to_act.into_iter().map(|(item, mut f)| async move {
-        crate::remediate::remediate(aws, aws, &plan.guardrails, &mut f).await;
+        crate::remediate::remediate_in_account(aws, &plan.guardrails, &mut f).await;
         (item, f)
     }))
     .buffer_unordered(SETTLE_CONCURRENCY)

@@ -24,6 +24,7 @@ pub mod event;
 pub mod facts;
 pub mod gather;
 pub mod lambda;
+pub mod org;
 pub mod permissions;
 pub mod policy;
 pub mod preflight;

@@ -181,7 +181,7 @@ pub async fn region<C: Cloud>(
         .filter_map(|p| match caller_for(p) {
             Ok(c) => Some((p.clone(), c)),
             Err(reason) => {
-                skipped.push(Skipped { instance_id: None, region: Some(region.to_owned()), reason });
+                skipped.push(Skipped { instance_id: None, region: Some(region.to_owned()), reason, account: None });
                 None
             }
         })
@@ -202,6 +202,7 @@ pub async fn region<C: Cloud>(
                             instance_id: Some(i.id.clone()),
                             region: Some(region.to_owned()),
                             reason: format!("instance is {}: it cannot be started", i.state_name),
+                            account: None,
                         });
                         continue;
                     }
@@ -233,7 +234,12 @@ pub async fn region<C: Cloud>(
         return Err(e);
     }
     if let Some(e) = first_error {
-        skipped.push(Skipped { instance_id: None, region: Some(region.to_owned()), reason: e.to_string() });
+        skipped.push(Skipped {
+            instance_id: None,
+            region: Some(region.to_owned()),
+            reason: e.to_string(),
+            account: None,
+        });
     }
     let meta: Vec<(String, Option<Group>)> = launches.iter().map(|(_, p, g)| (p.clone(), g.clone())).collect();
     let findings = gather::suppose(cloud, launches.into_iter().map(|(l, _, _)| l).collect(), now, opts).await;
@@ -428,7 +434,12 @@ pub async fn run<C: Cloud + crate::cloud::IamWrites>(
                     }
                 }
             }
-            Err(e) => report.skipped.push(Skipped { instance_id: None, region: Some(r), reason: e.to_string() }),
+            Err(e) => report.skipped.push(Skipped {
+                instance_id: None,
+                region: Some(r),
+                reason: e.to_string(),
+                account: None,
+            }),
         }
     }
     // Ids asked for by name and found in no region.
@@ -440,6 +451,7 @@ pub async fn run<C: Cloud + crate::cloud::IamWrites>(
                 instance_id: Some(id.clone()),
                 region: None,
                 reason: format!("not found in {}", regions.join(", ")),
+                account: None,
             });
         }
     }

@@ -226,6 +226,47 @@ pub async fn remediate<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardr
     }
 }
 
+/// Remediates with the credentials of the finding's account: the cloud's own, or in hub
+/// topology the member account's remediation role (`<SPOKE_ROLE_NAME>-remediation`), reading
+/// through its spoke role. Never the hub's own credentials for another account's principal:
+/// a principal of the same name in the hub account is someone else. An account that cannot
+/// be entered for writing refuses every fix, with the reason.
+pub async fn remediate_in_account<A: Cloud + IamWrites>(aws: &A, g: &Guardrails, f: &mut Finding) {
+    if g.mode == Mode::Off {
+        return;
+    }
+    let reads = aws.in_account(&f.account).await;
+    let writes = aws.writes_in(&f.account).await;
+    match (reads, writes) {
+        (Ok(None), Ok(None)) => remediate(aws, aws, g, f).await,
+        (Ok(Some(reads)), Ok(Some(writes))) => remediate(&reads, &writes, g, f).await,
+        (Err(e), _) | (_, Err(e)) => {
+            refuse_all(f, &format!("account {} cannot be entered for remediation: {e}", f.account))
+        }
+        _ => refuse_all(f, &format!("account {} has no remediation role for this function", f.account)),
+    }
+}
+
+/// A write the credentials in use may not make (IAM answered AccessDenied) is a refusal, not a
+/// failure of the tool: across accounts, the member role's permissions decide (`scan --org
+/// --remediate`). The note keeps IAM's reason.
+pub fn refuse_denied(f: &mut Finding, why: &str) {
+    for r in &mut f.remediations {
+        let denied = r.note.as_deref().is_some_and(|n| n.contains("AccessDenied") || n.contains("not authorized"));
+        if r.status == RemediationStatus::Failed && denied {
+            r.status = RemediationStatus::Refused;
+            r.note = Some(format!("{why}: {}", r.note.as_deref().unwrap_or_default()));
+        }
+    }
+}
+
+fn refuse_all(f: &mut Finding, note: &str) {
+    for r in &mut f.remediations {
+        r.status = RemediationStatus::Refused;
+        r.note = Some(note.to_owned());
+    }
+}
+
 async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &Finding, r: &mut Remediation) {
     let refuse = |r: &mut Remediation, note: String| {
         r.status = RemediationStatus::Refused;

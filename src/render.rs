@@ -406,6 +406,30 @@ fn instance_list(fs: &[&Finding], max: usize) -> String {
 
 /// `scan --format text`: each finding without its commands, then each distinct command once
 /// ("Fixes"), then the summary line.
+/// `scan_text` of a scan of several accounts: each account's failures and fixes under its own
+/// heading (a fix runs with that account's credentials), then the summary.
+pub fn scan_text_by_account(report: &Report) -> String {
+    let accounts: std::collections::BTreeSet<&str> = report.findings.iter().map(|f| f.account.as_str()).collect();
+    if accounts.is_empty() {
+        return scan_text(report);
+    }
+    let mut out = String::new();
+    for account in accounts {
+        let part = Report {
+            findings: report.findings.iter().filter(|f| f.account == account).cloned().collect(),
+            ..Report::default()
+        };
+        let _ = writeln!(out, "== Account {account} ==");
+        out.push_str(&scan_text(&part));
+        out.push('\n');
+    }
+    if let Some(summary) = summary_line(report) {
+        out.push_str(&summary);
+        out.push('\n');
+    }
+    out
+}
+
 pub fn scan_text(report: &Report) -> String {
     let fixes = distinct_fixes(report);
     let number = |c: &str| fixes.iter().position(|x| x.command == c).map(|i| i + 1);

@@ -72,6 +72,9 @@ pub struct Skipped {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     pub reason: String,
+    /// For an account a scan could not enter or search (additive to report/1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -97,31 +97,47 @@ pub fn archived(open: &Asff, resolved_at: &str, now: &str) -> Asff {
     a
 }
 
-/// SNS and EventBridge payloads for a resolution.
-pub fn notice(a: &Asff, instance_id: &str, region: &str, resolved_at: &str, sinks: &Sinks) -> Outbox {
+/// An instance that runs: where it is, and its ARN (as the finding's resources name it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub instance_id: String,
+    pub account: String,
+    pub region: String,
+}
+
+impl Place {
+    fn arn(&self) -> String {
+        instance_arn(&self.region, &self.account, &self.instance_id)
+    }
+}
+
+/// SNS and EventBridge payloads for a resolution, delivered in `delivery_region` (the
+/// instance's, or the hub's).
+pub fn notice(a: &Asff, at: &Place, resolved_at: &str, sinks: &Sinks, delivery_region: &str) -> Outbox {
+    let (instance_id, region, account) = (at.instance_id.as_str(), at.region.as_str(), at.account.as_str());
     let detail = json!({
         "status": "resolved",
         "finding_id": a.id,
         "instance_id": instance_id,
-        "account": a.aws_account_id,
+        "account": account,
         "region": region,
         "resolved_at": resolved_at,
         "title": a.title,
     });
     let body = format!(
-        "Resolved: instance {instance_id} ({region}, account {}) reached running at {resolved_at}.\n\
+        "Resolved: instance {instance_id} ({region}, account {account}) reached running at {resolved_at}.\n\
          The finding {} is archived in Security Hub.\n\nIt said: {}\n{}\n",
-        a.aws_account_id, a.id, a.title, a.description
+        a.id, a.title, a.description
     );
     let mut attributes = BTreeMap::new();
     attributes.insert("finding_id".to_owned(), a.id.clone());
     attributes.insert("status".to_owned(), "resolved".to_owned());
     attributes.insert("instance_id".to_owned(), instance_id.to_owned());
-    attributes.insert("account".to_owned(), a.aws_account_id.clone());
+    attributes.insert("account".to_owned(), account.to_owned());
     Outbox {
         finding_id: a.id.clone(),
         instance_id: instance_id.to_owned(),
-        region: region.to_owned(),
+        region: delivery_region.to_owned(),
         sns: sinks.topic_arn.as_ref().map(|topic| SnsMessage {
             topic_arn: topic.clone(),
             // SNS subjects: ASCII, under 100 characters.
@@ -134,7 +150,7 @@ pub fn notice(a: &Asff, instance_id: &str, region: &str, resolved_at: &str, sink
             bus: bus.clone(),
             detail_type: message::RESOLVED_DETAIL_TYPE.to_owned(),
             detail: detail.to_string(),
-            resources: vec![instance_arn(region, &a.aws_account_id, instance_id)],
+            resources: vec![at.arn()],
         }),
     }
 }
@@ -174,12 +190,18 @@ pub async fn resolve<E: Effects>(
         slot.1 = slot.1.max(at);
     }
     let now_text = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut archives: Vec<(String, Asff, String, String)> = Vec::new(); // (region, doc, instance, resolved_at)
+    // (where it is imported, the archive, the instance, when it ran)
+    let mut archives: Vec<(String, Asff, Place, String)> = Vec::new();
     for ((region, account), instances) in &groups {
         let arns: Vec<String> = instances.keys().cloned().collect();
         for chunk in arns.chunks(RESOURCE_IDS_PER_CALL) {
+            // Hub topology: the findings are the hub's, in its region.
+            let (home_region, product) = match &sinks.home {
+                Some(h) => (h.region.clone(), h.product_arn()),
+                None => (region.clone(), product_arn(region, account)),
+            };
             let open = effects
-                .open_findings(region, &product_arn(region, account), chunk)
+                .open_findings(&home_region, &product, chunk)
                 .instrument(info_span!("securityhub.GetFindings", region = %region, instances = chunk.len()))
                 .await;
             let open = match open {
@@ -202,13 +224,14 @@ pub async fn resolve<E: Effects>(
                     continue;
                 };
                 let resolved_at = crate::decide::rfc3339(*at);
-                archives.push((region.clone(), archived(&doc, &resolved_at, &now_text), id.clone(), resolved_at));
+                let place = Place { instance_id: id.clone(), account: account.clone(), region: region.clone() };
+                archives.push((home_region.clone(), archived(&doc, &resolved_at, &now_text), place, resolved_at));
             }
         }
     }
-    let mut by_region: BTreeMap<String, Vec<(Asff, String, String)>> = BTreeMap::new();
-    for (region, doc, id, at) in archives {
-        by_region.entry(region).or_default().push((doc, id, at));
+    let mut by_region: BTreeMap<String, Vec<(Asff, Place, String)>> = BTreeMap::new();
+    for (region, doc, place, at) in archives {
+        by_region.entry(region).or_default().push((doc, place, at));
     }
     let mut notices: Vec<(Resolution, Outbox)> = Vec::new();
     for (region, docs) in by_region {
@@ -218,7 +241,7 @@ pub async fn resolve<E: Effects>(
                 .import_findings(&region, &request)
                 .instrument(info_span!("securityhub.BatchImportFindings", region = %region, archive = request.len()))
                 .await;
-            for (doc, instance_id, resolved_at) in batch {
+            for (doc, place, resolved_at) in batch {
                 let rejected = match &imported {
                     Ok(rejected) => rejected.iter().find(|(id, _)| *id == doc.id).map(|(_, why)| CallError {
                         call: "securityhub:BatchImportFindings",
@@ -228,15 +251,15 @@ pub async fn resolve<E: Effects>(
                     Err(e) => Some(e.clone()),
                 };
                 if let Some(e) = rejected {
-                    outcome.failed.insert(instance_id.clone(), e);
+                    outcome.failed.insert(place.instance_id.clone(), e);
                     continue;
                 }
-                let outbox = notice(doc, instance_id, &region, resolved_at, sinks);
+                let outbox = notice(doc, place, resolved_at, sinks, &region);
                 notices.push((
                     Resolution {
                         finding_id: doc.id.clone(),
-                        instance_id: instance_id.clone(),
-                        region: region.clone(),
+                        instance_id: place.instance_id.clone(),
+                        region: place.region.clone(),
                         resolved_at: resolved_at.clone(),
                         archived: doc.clone(),
                         unsent: outbox.clone(),
@@ -336,8 +359,14 @@ mod tests {
             topic_arn: Some("arn:aws:sns:eu-west-1:123456789012:t".into()),
             security_hub: true,
             event_bus: Some("default".into()),
+            home: None,
         };
-        let o = notice(&f, "i-0abcd1234ef567890", "eu-west-1", "2026-11-30T13:00:00Z", &sinks);
+        let place = Place {
+            instance_id: "i-0abcd1234ef567890".into(),
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+        };
+        let o = notice(&f, &place, "2026-11-30T13:00:00Z", &sinks, "eu-west-1");
         let sns = o.sns.unwrap();
         assert!(sns.subject.starts_with("Resolved:") && sns.subject.len() < 100, "{}", sns.subject);
         assert_eq!(sns.attributes.get("finding_id"), Some(&f.id));
@@ -346,7 +375,7 @@ mod tests {
         assert_eq!(bus.detail_type, "EC2 Launch Failure Resolved");
         assert_eq!(bus.resources, [ARN]);
         assert!(o.security_hub.is_none(), "Security Hub gets the archive, not a notice");
-        let quiet = notice(&f, "i-0abcd1234ef567890", "eu-west-1", "x", &Sinks::default());
+        let quiet = notice(&f, &place, "x", &Sinks::default(), "eu-west-1");
         assert!(quiet.is_empty());
     }
 }

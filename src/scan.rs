@@ -87,7 +87,12 @@ pub async fn scan<C: Cloud>(
                 searched.push(region);
                 report.findings.extend(findings);
             }
-            Err(e) => report.skipped.push(Skipped { instance_id: None, region: Some(region), reason: e.to_string() }),
+            Err(e) => report.skipped.push(Skipped {
+                instance_id: None,
+                region: Some(region),
+                reason: e.to_string(),
+                account: None,
+            }),
         }
     }
     let mut by_cause = BTreeMap::new();
@@ -105,6 +110,130 @@ pub async fn scan<C: Cloud>(
     report
 }
 
+/// A member account of a multi-account scan: its cloud, or why it could not be entered.
+pub struct Member<C> {
+    pub account: String,
+    pub cloud: Result<C, String>,
+    /// The regions to scan in it.
+    pub regions: Result<Vec<String>, String>,
+}
+
+/// Progress across accounts: accounts and regions done, failures found, and an ETA.
+pub struct OrgProgress {
+    inner: Progress,
+    accounts: usize,
+    per_account: std::sync::Mutex<BTreeMap<String, usize>>,
+    started: std::time::Instant,
+}
+
+impl OrgProgress {
+    pub fn new(members: &[(String, usize)], quiet: bool) -> Self {
+        let total = members.iter().map(|(_, n)| n).sum();
+        Self {
+            inner: Progress::new(total, quiet),
+            accounts: members.len(),
+            per_account: std::sync::Mutex::new(members.iter().cloned().collect()),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn region_done(&self, account: &str, findings: usize) {
+        let accounts_done = match self.per_account.lock() {
+            Ok(mut left) => {
+                if let Some(n) = left.get_mut(account) {
+                    *n = n.saturating_sub(1);
+                }
+                left.values().filter(|n| **n == 0).count()
+            }
+            Err(_) => 0,
+        };
+        let done = self.inner.done.fetch_add(1, Ordering::SeqCst) + 1;
+        let diagnosed = self.inner.diagnosed.fetch_add(findings, Ordering::SeqCst) + findings;
+        if !self.inner.enabled {
+            return;
+        }
+        let left = self.inner.regions.saturating_sub(done);
+        let eta = self.started.elapsed().as_secs_f64() / done.max(1) as f64 * left as f64;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2K{accounts_done}/{} accounts, {done}/{} regions, {diagnosed} failed launches, ETA {:.0}s",
+            self.accounts, self.inner.regions, eta
+        );
+        let _ = err.flush();
+    }
+
+    pub fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
+/// Scans every region of every member account, all (account, region) pairs under one bound.
+/// CloudTrail's budget is kept per account and region: each member's cloud paces its own
+/// regions. An account that could not be entered, or whose regions could not be listed, and
+/// each region that failed, is a `skipped` entry naming the account; the scan goes on.
+pub async fn scan_members<C: Cloud>(
+    members: &[Member<C>],
+    since: Duration,
+    now: DateTime<Utc>,
+    opts: &Options,
+    progress: &OrgProgress,
+) -> Report {
+    let mut report = Report::default();
+    let mut pairs: Vec<(&str, &C, String)> = Vec::new();
+    for m in members {
+        match (&m.cloud, &m.regions) {
+            (Ok(cloud), Ok(regions)) => pairs.extend(regions.iter().map(|r| (m.account.as_str(), cloud, r.clone()))),
+            (Err(why), _) | (_, Err(why)) => report.skipped.push(Skipped {
+                instance_id: None,
+                region: None,
+                reason: why.clone(),
+                account: Some(m.account.clone()),
+            }),
+        }
+    }
+    let results: Vec<(String, String, Result<Vec<Finding>, crate::cloud::CallError>)> =
+        stream::iter(pairs.into_iter().map(|(account, cloud, region)| async move {
+            let result = scan_region(cloud, &region, since, now, opts).await;
+            progress.region_done(account, result.as_ref().map(Vec::len).unwrap_or(0));
+            (account.to_owned(), region, result)
+        }))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    progress.finish();
+    let mut results = results;
+    results.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut searched = BTreeSet::new();
+    let mut entered = BTreeSet::new();
+    for (account, region, result) in results {
+        entered.insert(account.clone());
+        match result {
+            Ok(findings) => {
+                searched.insert(region);
+                report.findings.extend(findings);
+            }
+            Err(e) => report.skipped.push(Skipped {
+                instance_id: None,
+                region: Some(region),
+                reason: e.to_string(),
+                account: Some(account),
+            }),
+        }
+    }
+    let mut by_cause = BTreeMap::new();
+    for f in &report.findings {
+        *by_cause.entry(crate::deliver::message::primary(f).as_str().to_owned()).or_insert(0) += 1;
+    }
+    report.summary = Some(ScanSummary {
+        regions: searched.into_iter().collect(),
+        accounts: entered.into_iter().collect(),
+        window: Window { start: rfc3339(now - since), end: rfc3339(now) },
+        findings_by_cause: by_cause,
+    });
+    report
+}
+
 /// How a table is laid out.
 #[derive(Debug, Clone, Copy)]
 pub struct TableStyle {
@@ -115,6 +244,8 @@ pub struct TableStyle {
     pub colour: bool,
     /// For the age of each launch.
     pub now: DateTime<Utc>,
+    /// An ACCOUNT column (a scan of several accounts).
+    pub accounts: bool,
 }
 
 /// One column: its header, the narrowest it may be made before the others have given up all
@@ -154,6 +285,9 @@ pub fn table(report: &Report, style: &TableStyle) -> String {
     let mut col = |header: &'static str, min: usize, drop: Option<u8>, cell: &dyn Fn(&Finding) -> String| {
         cols.push(Column { header, min, drop, cells: fs.iter().map(|f| clean(&cell(f))).collect() });
     };
+    if style.accounts {
+        col("ACCOUNT", 12, None, &|f| f.account.clone());
+    }
     col("INSTANCE", 19, None, &|f| f.instance_id.clone());
     if names {
         col("NAME", 8, Some(3), &|f| f.instance_name.clone().unwrap_or_default());

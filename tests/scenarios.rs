@@ -700,3 +700,6 @@ mod lifecycle;
 
 #[path = "scenarios/preflight.rs"]
 mod preflight;
+
+#[path = "scenarios/organization.rs"]
+mod organization;

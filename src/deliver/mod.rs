@@ -19,6 +19,25 @@ pub struct Sinks {
     pub topic_arn: Option<String>,
     pub security_hub: bool,
     pub event_bus: Option<String>,
+    /// Hub topology: where every finding is delivered, whichever account and region it is
+    /// about. Security Hub's BatchImportFindings takes a finding only for the caller's own
+    /// account, into its product in the region called; the hub's bus is in the hub's region.
+    pub home: Option<Home>,
+}
+
+/// The hub's account and region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    pub account: String,
+    pub region: String,
+}
+
+impl Home {
+    /// The account's default Security Hub product in its region (where findings are imported).
+    pub fn product_arn(&self) -> String {
+        let partition = crate::arn::partition_of_region(&self.region);
+        format!("arn:{partition}:securityhub:{}:{}:product/{}/default", self.region, self.account, self.account)
+    }
 }
 
 /// Which sinks a finding reached: the SNS message id, `ok` for Security Hub, the EventBridge
@@ -78,6 +97,21 @@ fn diagnosed_detail_type() -> String {
 impl Outbox {
     /// The payloads for every sink that is on, dated when the finding was decided (else `now`).
     pub fn render(finding: &Finding, sinks: &Sinks, now: &str) -> Self {
+        let mut o = Self::render_here(finding, sinks, now);
+        if let Some(home) = &sinks.home {
+            // The finding keeps naming the member's instance, keys and principal in its
+            // resources; the record itself belongs to the hub.
+            o.region.clone_from(&home.region);
+            if let Some(a) = &mut o.security_hub {
+                a.aws_account_id.clone_from(&home.account);
+                a.product_arn = home.product_arn();
+                a.region.clone_from(&home.region);
+            }
+        }
+        o
+    }
+
+    fn render_here(finding: &Finding, sinks: &Sinks, now: &str) -> Self {
         let decided = finding.decided_at.as_deref().unwrap_or(now);
         Self {
             finding_id: finding.id.clone(),

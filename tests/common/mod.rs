@@ -195,6 +195,15 @@ impl Scenario {
     pub async fn in_account(name: &str, account: &str) -> Self {
         // The account isolates it: a shared region will do.
         let base = Self::new(name).await;
+        Self::in_account_at(name, account, &base.region).await
+    }
+
+    /// [`Scenario::in_account`] in a given region (several accounts scanned in one region).
+    pub async fn in_account_at(name: &str, account: &str, region: &str) -> Self {
+        // STS AssumeRole needs the role to exist in the account and trust the caller, as in
+        // AWS: the emulator's control route makes it (trusting 123456789012).
+        http("POST", "/_kld/iam/role", Some(&json!({"account_id": account, "name": "kld-test"})));
+        let base = Self::in_region(name, region).await;
         let sts_config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(base.region.clone()))
             .endpoint_url(emulator_url())

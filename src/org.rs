@@ -1,0 +1,113 @@
+//! `scan` across an organization: the accounts (organizations:ListAccounts, `--accounts`, or a
+//! file), each entered with sts:AssumeRole into the same role, as Cloud Custodian's c7n-org
+//! does. An account that cannot be entered is skipped with the reason; the others go on.
+
+use futures_util::stream::{self, StreamExt};
+
+use crate::aws::AwsCloud;
+use crate::cloud::Cloud;
+use crate::scan::Member;
+
+/// The account ids of an `--accounts-file`: one a line; blank lines and `#` comments ignored.
+pub fn accounts_file(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let id = line.split('#').next().unwrap_or_default().trim();
+        if id.is_empty() {
+            continue;
+        }
+        if !crate::arn::is_account_id(id) {
+            return Err(format!("line {}: {:?} is not a 12-digit account id", n + 1, crate::event::echo(id)));
+        }
+        if !out.iter().any(|a| a == id) {
+            out.push(id.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// An account id given on the command line.
+pub fn account_id(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if crate::arn::is_account_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{:?} is not a 12-digit account id", crate::event::echo(s)))
+    }
+}
+
+/// A role session name that says who scanned: `kms-launch-doctor-` and the caller's name, in
+/// the characters STS allows (`[\w+=,.@-]`, 2 to 64).
+pub fn session_name(caller_arn: &str) -> String {
+    let who = caller_arn.rsplit(['/', ':']).next().unwrap_or_default();
+    let clean: String =
+        who.chars().map(|c| if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) { c } else { '-' }).collect();
+    let mut name = format!("kms-launch-doctor-{clean}");
+    name.truncate(64);
+    name
+}
+
+/// Where to scan in each account.
+pub enum Regions {
+    Given(Vec<String>),
+    /// Each account's own enabled regions (ec2:DescribeRegions through its role).
+    All,
+}
+
+/// Enters every account (a few at once): its cloud through `role_name`, and the regions to
+/// scan there.
+pub async fn members(
+    cloud: &AwsCloud,
+    accounts: &[String],
+    role_name: &str,
+    external_id: Option<&str>,
+    regions: &Regions,
+    concurrency: usize,
+) -> Vec<Member<AwsCloud>> {
+    let partition = crate::arn::partition_of_region(&cloud.default_region().unwrap_or_default());
+    let session = match cloud.caller_arn().await {
+        Ok(arn) => session_name(&arn),
+        Err(_) => "kms-launch-doctor-scan".to_owned(),
+    };
+    let session = session.as_str();
+    stream::iter(accounts.iter().map(|account| async move {
+        let role_arn = format!("arn:{partition}:iam::{account}:role/{role_name}");
+        let entered = cloud.assume(&role_arn, session, external_id).await.map(|(c, _)| c);
+        let member_cloud = entered.map_err(|e| format!("could not assume {role_arn}: {e}"));
+        let regions = match (&member_cloud, regions) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), Regions::Given(list)) => Ok(list.clone()),
+            (Ok(c), Regions::All) => {
+                c.describe_regions().await.map_err(|e| format!("could not list the regions of {account}: {e}"))
+            }
+        };
+        Member { account: account.clone(), cloud: member_cloud, regions }
+    }))
+    .buffered(concurrency.max(1))
+    .collect()
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_accounts_file_is_one_id_a_line_with_comments() {
+        let ids = accounts_file("# prod\n111111111111\n\n222222222222  # batch\n111111111111\n").unwrap();
+        assert_eq!(ids, ["111111111111", "222222222222"]);
+        assert!(accounts_file("111111111111\n12345\n").unwrap_err().starts_with("line 2:"));
+    }
+
+    #[test]
+    fn session_names_say_who_scanned_in_the_characters_sts_allows() {
+        assert_eq!(session_name("arn:aws:iam::123456789012:user/alice"), "kms-launch-doctor-alice");
+        assert_eq!(
+            session_name("arn:aws:sts::123456789012:assumed-role/Admin/jane@example.com"),
+            "kms-launch-doctor-jane@example.com"
+        );
+        let long = session_name(&format!("arn:aws:iam::123456789012:user/{}", "x".repeat(100)));
+        assert_eq!(long.len(), 64);
+        assert_eq!(session_name("arn:aws:iam::123456789012:user/a b"), "kms-launch-doctor-a-b");
+    }
+}
