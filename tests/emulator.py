@@ -5,7 +5,8 @@ middleware, served by werkzeug on 127.0.0.1. Before the server starts, moto is p
 in-process to fill its gaps (EC2 launch failures, encrypted AMIs and the EBS default key,
 CloudTrail LookupEvents, IAM SimulatePrincipalPolicy with boundaries and SCPs, user
 permissions boundaries, Organizations invitations, Security Hub finding filters and update
-rules, an Auto Scaling group's service-linked role) and two KMS cross-account behaviours.
+rules, an Auto Scaling group's service-linked role, STS AssumeRole's checks) and two KMS
+cross-account behaviours.
 The middleware records every AWS call, injects faults and answers the ``/_kld/`` control
 routes. Each behaviour cites, beside its code, the AWS documentation it follows.
 
@@ -34,7 +35,8 @@ id if that key was minted by moto (IAM CreateAccessKey, or STS AssumeRole on a r
 of another account), else ``123456789012``. So with ``AWS_ACCESS_KEY_ID=kld-emulator``
 every call acts in account 123456789012. Control routes take ``account_id`` (default
 123456789012) to prepare state in any account. The region is the one in the SigV4
-credential scope.
+credential scope. STS AssumeRole is authorized as in AWS (below): the role must exist in its
+account (``POST /_kld/iam/role`` makes one) and trust the caller.
 
 Control routes (JSON in, JSON out; never recorded as calls)
 ------------------------------------------------------------
@@ -86,6 +88,15 @@ CloudTrail throttling is switched back on.
     ``state`` is any KMS KeyState (Enabled, Disabled, PendingDeletion, PendingImport,
     Unavailable, ...); a new EXTERNAL key defaults to PendingImport.
     -> ``{"key_id", "arn", "account_id"}``; 404 for an unknown ``key_id``.
+
+``POST /_kld/iam/role``
+    ``{"account_id": optional (default 123456789012), "name": "kld-test", "path": optional
+    (default "/"), "trust_policy": optional JSON object or string, "policies": optional
+    {"<policy name>": JSON object or string}}`` creates the IAM role in that account, or, when
+    it exists, replaces its trust policy and puts the given inline policies (idempotent: tests
+    in parallel may make the same role). Without ``trust_policy`` the role trusts the roots of
+    123456789012 (the default credentials' account) and of its own account. -> ``{"arn",
+    "account_id", "name", "created": bool}``; 400 for a policy moto refuses.
 
 ``GET /_kld/sqs/messages?queue_name=&region=&account_id=`` -> ``{"messages": [{"body",
 "delayed_until_ms"}]}``: every message of the queue, delayed and in flight included (test
@@ -204,6 +215,22 @@ AWS API gaps filled inside moto
   existing Id applies only if its UpdatedAt is later than the stored one (else ignored,
   still counted in SuccessCount); it keeps Note, UserDefinedFields, VerificationState and
   Workflow; ``Region`` is set to the request's region; so ``RecordState: ARCHIVED`` archives.
+* STS ``AssumeRole`` (``assume_role``; moto issues credentials for any RoleArn, role or no
+  role, and checks nothing): the role must exist, by exact ARN, in the account the ARN names,
+  and its trust policy must allow the caller, or the answer is HTTP 403 AccessDenied "User:
+  <caller ARN> is not authorized to perform: sts:AssumeRole on resource: <role ARN>" in both
+  cases. The caller is the session of a key from an earlier AssumeRole, the user of a key
+  from CreateAccessKey, else the acting account's root (``kld-emulator`` credentials). Trust
+  policy: ``Principal`` ``"*"``, an account (root ARN or 12 digits: any principal of that
+  account), a role ARN (its sessions), a session ARN or a user ARN; ``NotPrincipal``;
+  Action/NotAction; a Deny wins. Conditions are evaluated by ``evaluate_conditions`` on
+  ``aws:PrincipalArn`` (a session's role ARN), ``aws:PrincipalAccount``, ``aws:PrincipalType``,
+  ``aws:PrincipalOrgID`` (the caller's organization in moto's organizations backend),
+  ``aws:ResourceAccount``, ``aws:ResourceOrgID`` (the role's account's organization),
+  ``aws:CurrentTime``, ``aws:EpochTime``, ``sts:ExternalId`` (when given) and
+  ``sts:RoleSessionName``. ``DurationSeconds`` outside 900..43200, above the role's
+  MaxSessionDuration, or above 3600 for a session assuming a role (role chaining) is a 400
+  ValidationError. What passes gets moto's credentials, which act in the role's account.
 * Auto Scaling: ``CreateAutoScalingGroup`` / ``UpdateAutoScalingGroup`` keep a given
   ``ServiceLinkedRoleARN`` (moto always answered the default
   ``arn:aws:iam::<account>:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling``,
@@ -215,8 +242,8 @@ AWS API gaps filled inside moto
 Seeding an organization (real Organizations calls)
 --------------------------------------------------
 moto acts in the account of the request (see above), so a second account is reached
-with the ``x-moto-account-id`` header or with credentials from STS AssumeRole on a role
-ARN of that account. moto's CreateAccount makes members with random ids, so the acting
+with the ``x-moto-account-id`` header or with credentials from STS AssumeRole on a role of
+that account (made with ``POST /_kld/iam/role``). moto's CreateAccount makes members with random ids, so the acting
 account 123456789012 joins by invitation:
 
 1. as 111122223333 (management): ``CreateOrganization {FeatureSet: ALL}``;
@@ -250,7 +277,18 @@ default time window to 90 days and ignores EventCategory. Security Hub: BatchImp
 does not check that Security Hub is enabled, that AwsAccountId is the caller's, nor the 240 KB
 size limit; findings are identified by Id alone. CreateAutoScalingGroup does not create
 AWSServiceRoleForAutoScaling in IAM when it is missing (AWS does): create it with
-CreateServiceLinkedRole when a test needs the role itself.
+CreateServiceLinkedRole when a test needs the role itself. AssumeRole does not evaluate the
+caller's own identity policies, permissions boundary, SCPs or session policy ("Verify that
+your IAM policy grants you permission to call sts:AssumeRole for the role that you want to
+assume", IAM User Guide, Troubleshooting IAM roles), does not require ``sts:TagSession`` /
+``sts:SetSourceIdentity`` for Tags / SourceIdentity, ignores MFA (SerialNumber, TokenCode) and
+keys such as ``aws:SourceIp`` or ``aws:PrincipalTag`` (absent from the context), and compares
+a principal by ARN, not by the unique id IAM stores (a role deleted and recreated with the same
+name stays trusted). A role ARN with another path than the role's names no role. AWS errors the
+emulator does not produce: RegionDisabledException, PackedPolicyTooLarge, MalformedPolicyDocument
+for the Policy parameter. Credentials that moto issues are never limited by anything: moto does
+not enforce IAM on the calls made with them. AssumeRoleWithWebIdentity and AssumeRoleWithSAML are
+moto's, unchecked.
 """
 
 from __future__ import annotations
@@ -303,8 +341,8 @@ from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState, 
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore as EbsResponse
 from moto.ec2.responses.instances import InstanceResponse
-from moto.iam.exceptions import InvalidInput, MalformedPolicyDocument, NoSuchEntity, NotFoundException
-from moto.iam.models import IAMBackend, ManagedPolicy, User
+from moto.iam.exceptions import IAMException, InvalidInput, MalformedPolicyDocument, NoSuchEntity, NotFoundException
+from moto.iam.models import IAMBackend, ManagedPolicy, User, iam_backends
 from moto.iam.responses import IamResponse
 from moto.kms.exceptions import NotFoundException as KmsNotFoundException
 from moto.kms.models import Key, kms_backends
@@ -328,7 +366,10 @@ from moto.organizations.responses import OrganizationsResponse
 from moto.securityhub.exceptions import SecurityHubClientError
 from moto.securityhub.models import Finding, SecurityHubBackend
 from moto.securityhub.responses import SecurityHubResponse
+from moto.sts.models import sts_backends
+from moto.sts.responses import TokenResponse
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -2327,6 +2368,331 @@ def patch_organizations() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# STS: AssumeRole authorized as AWS authorizes it; roles in any account for tests
+# --------------------------------------------------------------------------------------
+
+STS_ASSUME_ROLE_API = "https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html"
+# "I can't assume a role" (IAM User Guide, Troubleshooting IAM roles); archived source
+# awsdocs/iam-user-guide doc_source/troubleshoot_roles.md.
+ROLE_TROUBLESHOOTING_DOCS = "https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_roles.html"
+# "AWS JSON policy elements: Principal"; archived source doc_source/reference_policies_elements_principal.md.
+PRINCIPAL_DOCS = "https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_principal.html"
+CONDITION_KEYS_DOCS = "https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html"
+STS_CONDITION_KEYS_DOCS = "https://docs.aws.amazon.com/service-authorization/latest/reference/list_awssecuritytokenservice.html"
+
+ROLE_ARN = re.compile(r"arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role(?P<path>/(?:[^/]+/)*)(?P<name>[^/]+)")
+ACCOUNT_ID = re.compile(r"\d{12}")
+# DurationSeconds: "Valid Range: Minimum value of 900. Maximum value of 43200" (STS_ASSUME_ROLE_API);
+# role chaining: at most one hour (same page, DurationSeconds).
+MIN_SESSION_SECONDS, MAX_SESSION_SECONDS, CHAINED_SESSION_SECONDS = 900, 43200, 3600
+_role_upsert_lock = threading.Lock()
+
+
+class StsError(HTTPException):
+    """An STS error as AWS sends it (awsQuery): ``<ErrorResponse><Error><Type>…``, which the
+    Rust SDK's parser requires (an ``<Errors>`` wrapper, as moto's RESTError writes, leaves it
+    without a code)."""
+
+    def __init__(self, status: int, error_code: str, message: str):
+        super().__init__()
+        self.code = status
+        self.request_id = new_request_id()
+        self.description = (
+            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            f"<Type>Sender</Type><Code>{xml_escape(error_code)}</Code><Message>{xml_escape(message)}</Message>"
+            f"</Error><RequestId>{self.request_id}</RequestId></ErrorResponse>"
+        )
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        return [("Content-Type", "text/xml"), ("x-amzn-RequestId", self.request_id)]
+
+    def get_body(self, *args: Any, **kwargs: Any) -> str:
+        return self.description or ""
+
+
+@dataclass(frozen=True)
+class StsCaller:
+    """Who calls AssumeRole: ``arn`` is what AWS names in its AccessDenied message (the
+    session, the user, or the account's root), ``principal_arn`` is ``aws:PrincipalArn`` ("For
+    IAM roles, the request context returns the ARN of the role, not the ARN of the user that
+    assumed the role", CONDITION_KEYS_DOCS), ``kind`` is ``aws:PrincipalType`` (Account, User,
+    AssumedRole)."""
+
+    arn: str
+    principal_arn: str
+    account_id: str
+    kind: str
+    partition: str
+
+    @property
+    def root_arn(self) -> str:
+        return f"arn:{self.partition}:iam::{self.account_id}:root"
+
+
+def sts_caller(response: TokenResponse) -> StsCaller:
+    """The caller of this request, from its access key as moto minted it.
+
+    A key from an earlier AssumeRole is that session (moto keeps sessions in the role's
+    account, the account moto makes the key act in); a key from IAM CreateAccessKey is that
+    user. Any other key (``kld-emulator``, optionally with ``x-moto-account-id``) carries no
+    identity of its own: the emulator takes it as the acting account's root user, who may
+    call anything in the account, so only the trust policy decides for it.
+    """
+    account, partition = response.current_account, response.partition
+    key = response.get_access_key()
+    session = sts_backends[account][partition].get_assumed_role_from_access_key(key)
+    if session is not None:
+        return StsCaller(session.arn, session.role_arn, account, "AssumedRole", partition)
+    user = iam_backends[account][partition].get_user_from_access_key_id(key)
+    if user is not None:
+        return StsCaller(user.arn, user.arn, account, "User", partition)
+    root = f"arn:{partition}:iam::{account}:root"
+    return StsCaller(root, root, account, "Account", partition)
+
+
+def organization_id(account_id: str, partition: str) -> str | None:
+    """The id of the organization ``account_id`` belongs to (management or member) in moto's
+    organizations backend, or None."""
+    own = organizations_backends[account_id][partition]
+    if own.org is not None:
+        return own.org.id
+    membership = organizations_backends.master_accounts.get(account_id)
+    if membership is None:
+        return None
+    backend = organizations_backends[membership[0]][membership[1]]
+    return backend.org.id if backend.org is not None else None
+
+
+def assume_role_context(
+    caller: StsCaller, role_account: str, external_id: str | None, session_name: str | None
+) -> dict[str, list[str]]:
+    """The request context a trust policy's Condition sees (lower-case keys, as
+    ``evaluate_conditions`` looks them up).
+
+    CONDITION_KEYS_DOCS (each key's Availability): ``aws:PrincipalArn``, ``aws:PrincipalAccount``
+    and ``aws:PrincipalType`` are always present; ``aws:PrincipalOrgID`` only when the principal's
+    account is in an organization; ``aws:ResourceAccount`` is the account that owns the resource
+    (here the role) and ``aws:ResourceOrgID`` is present only when that account is in an
+    organization; ``aws:CurrentTime`` and ``aws:EpochTime`` are always present. STS_CONDITION_KEYS_DOCS:
+    ``sts:ExternalId`` (the ExternalId parameter, present only when given; AssumeRole,
+    "ExternalId": "If the administrator of the account to which the role belongs provided you
+    with an external ID, then provide that value in the ExternalId parameter",
+    STS_ASSUME_ROLE_API) and ``sts:RoleSessionName``. Any other key is absent: a positive
+    operator on it fails, a negated one passes (``evaluate_condition``).
+    """
+    now = datetime.now(UTC)
+    context = {
+        "aws:principalarn": [caller.principal_arn],
+        "aws:principalaccount": [caller.account_id],
+        "aws:principaltype": [caller.kind],
+        "aws:resourceaccount": [role_account],
+        "aws:currenttime": [now.strftime("%Y-%m-%dT%H:%M:%SZ")],
+        "aws:epochtime": [str(int(now.timestamp()))],
+    }
+    principal_org = organization_id(caller.account_id, caller.partition)
+    if principal_org:
+        context["aws:principalorgid"] = [principal_org]
+    resource_org = organization_id(role_account, caller.partition)
+    if resource_org:
+        context["aws:resourceorgid"] = [resource_org]
+    if external_id is not None:
+        context["sts:externalid"] = [external_id]
+    if session_name:
+        context["sts:rolesessionname"] = [session_name]
+    return context
+
+
+def trust_principal_matches(principal: Any, caller: StsCaller) -> bool:
+    """A trust policy's ``Principal`` (PRINCIPAL_DOCS).
+
+    ``"*"`` or ``{"AWS": "*"}`` is everyone. An account, as its root ARN or its 12 digits ("The
+    account ARN and the shortened account ID behave the same way. Both delegate permissions to
+    the account. Using the account ARN in the Principal element does not limit permissions to
+    only the root user of the account"), admits every principal of that account. A role ARN
+    admits that role's sessions; an assumed-role session ARN that one session ("Principals must
+    always name a specific session"); a user ARN that user. Service and Federated principals
+    never name a caller of AssumeRole. "You cannot use a wildcard to match part of a principal
+    name or ARN": values compare exactly.
+    """
+    if principal == "*":
+        return True
+    if not isinstance(principal, dict):
+        return False
+    for value in as_list(principal.get("AWS")):
+        text = str(value)
+        if ACCOUNT_ID.fullmatch(text):
+            text = f"arn:{caller.partition}:iam::{text}:root"
+        if text in ("*", caller.root_arn, caller.principal_arn, caller.arn):
+            return True
+    return False
+
+
+def trust_policy_allows(document: dict[str, Any], caller: StsCaller, context: dict[str, list[str]]) -> bool:
+    """The role's trust policy alone decides (ROLE_TROUBLESHOOTING_DOCS: "If your account number
+    is not listed in the Principal element of the role's trust policy, then you cannot assume
+    the role. It does not matter what permissions are granted to you in access policies", and
+    "Verify that you meet all the conditions that are specified in the role's trust policy").
+    A matching Deny wins; without a matching Allow the answer is no (EVALUATION_DOCS).
+    ``NotPrincipal`` matches every caller it does not name."""
+    allowed = False
+    for statement in as_list(document.get("Statement")):
+        if not isinstance(statement, dict):
+            continue
+        if "NotPrincipal" in statement:
+            named = not trust_principal_matches(statement["NotPrincipal"], caller)
+        else:
+            named = trust_principal_matches(statement.get("Principal"), caller)
+        if not named or not action_matches(statement, "sts:AssumeRole"):
+            continue
+        matched, _ = evaluate_conditions(statement.get("Condition"), context)
+        if not matched:
+            continue
+        effect = str(statement.get("Effect", "")).lower()
+        if effect == "deny":
+            return False
+        allowed = allowed or effect == "allow"
+    return allowed
+
+
+def assume_role_denied(caller: StsCaller, role_arn: str) -> StsError:
+    """AccessDenied, HTTP 403, in the words AWS uses whether the role is missing or its trust
+    policy leaves the caller out. Public records of the message and status: "api error
+    AccessDenied: User: arn:aws:iam::<id>:user/<user> is not authorized to perform:
+    sts:AssumeRole on resource: arn:aws:iam::<id>:role/root" with "StatusCode: 403"
+    (cloud-toolkit/cloud-toolkit-aws issue 31), the same for an assumed-role caller
+    (aws-cloudformation/rain issue 205); for a role that does not exist: "if the role exists or
+    not you always get this error" (HackTricks-wiki/hacktricks-cloud,
+    aws-iam-and-sts-unauthenticated-enum.md). The caller is named as in those records: the
+    session's, the user's or the root's ARN."""
+    return StsError(
+        403, "AccessDenied", f"User: {caller.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+    )
+
+
+def check_session_duration(duration: int | None, role: Any, caller: StsCaller) -> None:
+    """DurationSeconds (STS_ASSUME_ROLE_API): 900 to 43,200 (a value outside is a constraint
+    violation, worded as moto words the session-name one), at most the role's
+    MaxSessionDuration ("If you specify a value higher than this setting [...] the operation
+    fails"), and at most one hour for role chaining ("if you assume a role using role chaining
+    and provide a DurationSeconds parameter value greater than one hour, the operation fails").
+    The messages, status 400 ValidationError, as AWS sends them: "ValidationError: The requested
+    DurationSeconds exceeds the MaxSessionDuration set for this role. status code: 400"
+    (kreuzwerker/awsu issue 27) and "The requested DurationSeconds exceeds the 1 hour session
+    limit for roles assumed by role chaining" (AWS Knowledge Center, iam-role-chaining-limit)."""
+    if duration is None:
+        return
+    if duration < MIN_SESSION_SECONDS or duration > MAX_SESSION_SECONDS:
+        bound = (
+            f"greater than or equal to {MIN_SESSION_SECONDS}"
+            if duration < MIN_SESSION_SECONDS
+            else f"less than or equal to {MAX_SESSION_SECONDS}"
+        )
+        raise StsError(
+            400,
+            "ValidationError",
+            f"1 validation error detected: Value '{duration}' at 'durationSeconds' failed to satisfy "
+            f"constraint: Member must have value {bound}",
+        )
+    if caller.kind == "AssumedRole" and duration > CHAINED_SESSION_SECONDS:
+        raise StsError(
+            400,
+            "ValidationError",
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
+        )
+    if duration > int(role.max_session_duration or CHAINED_SESSION_SECONDS):
+        raise StsError(
+            400, "ValidationError", "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
+        )
+
+
+_original_assume_role = TokenResponse.assume_role
+
+
+def assume_role(self: TokenResponse) -> ActionResult:
+    """AssumeRole that answers as AWS does; moto issues credentials for any RoleArn, role or
+    no role ("Note that the role does not need to exist", moto's STSBackend.assume_role).
+
+    The role must exist in the account its ARN names (moto keeps IAM per account; the path and
+    the name compare exactly: "role names are case sensitive", ROLE_TROUBLESHOOTING_DOCS) and its
+    trust policy must allow the caller (``trust_policy_allows``); otherwise AccessDenied
+    (``assume_role_denied``). Then DurationSeconds is checked (``check_session_duration``).
+    What passes goes to moto, whose credentials act in the role's account.
+    """
+    role_arn = self._get_param("RoleArn") or ""
+    caller = sts_caller(self)
+    duration = self._get_param("DurationSeconds")
+    match = ROLE_ARN.fullmatch(role_arn)
+    role = None
+    if match is not None:
+        backend = iam_backends[match.group("account")][self.partition]
+        role = next((r for r in backend.get_roles() if r.arn == role_arn), None)
+    if role is None:
+        raise assume_role_denied(caller, role_arn)
+    context = assume_role_context(
+        caller, match.group("account"), self._get_param("ExternalId"), self._get_param("RoleSessionName")
+    )
+    document = parse_policy_document(role.assume_role_policy_document, role.name)
+    if not trust_policy_allows(document, caller, context):
+        raise assume_role_denied(caller, role_arn)
+    check_session_duration(int(duration) if duration is not None else None, role, caller)
+    return _original_assume_role(self)
+
+
+def default_trust_policy(account_id: str, partition: str = "aws") -> dict[str, Any]:
+    """What ``POST /_kld/iam/role`` gives a role without ``trust_policy``: the tests' own account
+    (123456789012, whose default credentials assume it) and the role's account may assume it."""
+    principals = sorted({f"arn:{partition}:iam::{DEFAULT_ACCOUNT_ID}:root", f"arn:{partition}:iam::{account_id}:root"})
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": principals}, "Action": "sts:AssumeRole"}],
+    }
+
+
+def policy_text(document: Any, what: str) -> str:
+    if isinstance(document, dict):
+        return json.dumps(document)
+    if isinstance(document, str):
+        return document
+    raise ControlError(400, f"{what} must be a JSON object or a JSON string")
+
+
+def upsert_iam_role(spec: dict[str, Any]) -> dict[str, Any]:
+    """``POST /_kld/iam/role``: create a role in any account, or update it (its trust policy and
+    the given inline policies) when it exists. Idempotent, and safe when tests running in
+    parallel make the same role at once."""
+    account_id = str(spec.get("account_id", DEFAULT_ACCOUNT_ID))
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise ControlError(400, "account_id must be 12 digits")
+    name = required(spec, "name")
+    path = spec.get("path", "/")
+    trust = policy_text(spec.get("trust_policy") or default_trust_policy(account_id), "trust_policy")
+    policies = spec.get("policies") or {}
+    if not isinstance(policies, dict):
+        raise ControlError(400, "policies must be an object: {name: policy document}")
+    documents = {n: policy_text(d, f"policies[{n!r}]") for n, d in policies.items()}
+    backend = iam_backends[account_id]["aws"]
+    with _role_upsert_lock:
+        try:
+            try:
+                role = backend.get_role(name)
+                created = False
+                backend.update_assume_role_policy(name, trust)
+            except NotFoundException:
+                role = backend.create_role(name, trust, path, None, "", [], "3600")
+                created = True
+            for policy_name, document in documents.items():
+                backend.put_role_policy(name, policy_name, document)
+        except IAMException as error:  # moto's own validation (policy grammar, names)
+            raise ControlError(400, f"{error.code}: {error.message}") from error
+    return {"arn": role.arn, "account_id": account_id, "name": name, "created": created}
+
+
+def patch_sts() -> None:
+    """Install the AssumeRole patch (idempotent)."""
+    TokenResponse.assume_role = assume_role
+
+
+# --------------------------------------------------------------------------------------
 # Security Hub: GetFindings filters and paging, BatchImportFindings updates
 # --------------------------------------------------------------------------------------
 
@@ -2812,6 +3178,7 @@ def install_patches() -> None:
     IamResponse.simulate_principal_policy = simulate_principal_policy
     patch_iam_users()
     patch_organizations()
+    patch_sts()
     KmsResponse.describe_key = kms_describe_key
     KmsResponse.get_key_policy = kms_get_key_policy
     SNSResponse.publish = sns_publish
@@ -2838,6 +3205,7 @@ class Emulator:
             ("POST", "cloudtrail/events"): self.store_trail_events,
             ("POST", "cloudtrail/throttle"): self.set_throttle,
             ("POST", "kms/key"): lambda request: upsert_kms_key(json_body(request)),
+            ("POST", "iam/role"): lambda request: upsert_iam_role(json_body(request)),
             ("GET", "calls"): self.list_calls,
             ("GET", "sqs/messages"): lambda request: peek_sqs_messages(request.args),
             ("POST", "calls/reset"): self.reset_calls,

@@ -10,6 +10,13 @@ something on or off. The alarms are checked by what they do: a small model of Cl
 math, alarm evaluation) runs each one over histories of metric data (a DLQ receiving messages,
 the events queue's oldest message at every allowed CloudTrailWaitMinutes). Set KLD_TEMPLATE to
 check another file.
+
+Issue 17 adds the organization hub (``Topology=hub``) to template.yaml, checked the same way with
+Topology among the switches (single-account must behave exactly as before), and org/spoke.yaml,
+the StackSet template for the member accounts (``SpokeTemplateTest``: no Transform, the roles'
+trust, the read role's reads mirroring the function role's, remediation only when enabled and
+mirroring the template's write conditions, roles once per account). KLD_SPOKE_TEMPLATE names
+another spoke file.
 """
 
 import itertools
@@ -30,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - message for a wrong interpreter
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(os.environ.get("KLD_TEMPLATE") or ROOT / "template.yaml")
+SPOKE_TEMPLATE = Path(os.environ.get("KLD_SPOKE_TEMPLATE") or ROOT / "org" / "spoke.yaml")
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
@@ -49,11 +57,11 @@ EXPECTED_PARAMETERS = {
     "EnableTracing": ("false", {"true", "false"}),
     "PreflightSchedule": ("", None),
     "PreflightPrincipals": ("", None),
+    # issue 17: the organization hub.
+    "Topology": ("single-account", {"single-account", "hub"}),
+    "OrganizationId": ("", None),
+    "SpokeRoleName": ("kms-launch-doctor-spoke", None),
 }
-
-# issue 18: samconfig.toml.example was not part of that change and may not list these yet; when it
-# does, they must carry the template's default like every other parameter.
-NOT_YET_IN_SAMCONFIG = {"PreflightSchedule", "PreflightPrincipals"}
 
 CLOUDWATCH_RETENTION_DAYS = {
     "1", "3", "5", "7", "14", "30", "60", "90", "120", "150", "180", "365", "400", "545",
@@ -74,8 +82,13 @@ SWITCHES = {
     "RemediationTagKey": ["kms-launch-doctor:auto-remediate", "team/opt-in"],
     # issue 18: the scheduled preflight, off and on.
     "PreflightSchedule": ["", "cron(0 18 * * ? *)"],
+    # issue 17: the organization hub (with ORGANIZATION_ID, which a hub requires).
+    "Topology": ["single-account", "hub"],
 }
 PREFLIGHT_SCHEDULE_ON = SWITCHES["PreflightSchedule"][1]
+ORGANIZATION_ID = "o-exampleorg1"
+# The hub's own resources: they exist exactly in a hub, and whatever names them is guarded so.
+HUB_CONDITION = "IsHub"
 
 # The only actions that may be granted on Resource "*": IAM offers no resource-level
 # permissions for them.
@@ -96,6 +109,13 @@ STAR_RESOURCE_OK = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
 }
+# issue 17: the reads a diagnosis makes in an account, which org/spoke.yaml's roles get too; and
+# the only STS action the function may have (a hub assumes its spoke roles).
+READ_ONLY_VERBS = ("Describe", "Get", "List", "Lookup", "Simulate")
+STS_ACTIONS_ALLOWED = {"sts:AssumeRole"}
+SPOKE_ROLE_RESOURCE = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${SpokeRoleName}"}
+SPOKE_REMEDIATION_ROLE_RESOURCE = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${SpokeRoleName}-remediation"}
+ORGANIZATION_CONDITION = {"StringEquals": {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}}
 
 # Every IAM action the function may be granted. Anything else (iam:Create*, iam:Attach*,
 # iam:Delete*, iam:Detach*, iam:Update*, iam:PassRole, ...) fails the review.
@@ -246,10 +266,48 @@ def ref_value(node, params):
 
 
 class Evaluator:
-    def __init__(self, template, params):
+    def __init__(self, template, params, shared=None):
         self.template = template
         self.params = params
         self.cache = {}
+        # Shared by the Evaluators of one template (issue 17 doubled the combinations): a node
+        # resolves the same wherever the parameters it depends on are the same, and most nodes
+        # depend on few of them. Resolved values are shared: read them, never change them.
+        self.shared = shared if shared is not None else {"deps": {}, "resolved": {}}
+
+    def dependencies(self, node):
+        """The names a node's resolution can depend on: its Refs, the parameters named in its
+        Fn::Subs, and those of the conditions its Fn::Ifs test (transitively)."""
+        key = id(node)
+        if key not in self.shared["deps"]:
+            found, seen = set(), set()
+
+            def walk(n):
+                if isinstance(n, dict):
+                    if is_fn(n, "Ref") and isinstance(n["Ref"], str):
+                        found.add(n["Ref"])
+                    elif is_fn(n, "Fn::If"):
+                        condition(n["Fn::If"][0])
+                    elif is_fn(n, "Condition"):
+                        condition(n["Condition"])
+                    elif is_fn(n, "Fn::Sub"):
+                        body = n["Fn::Sub"]
+                        found.update(re.findall(r"\$\{([A-Za-z0-9:]+)\}", body[0] if isinstance(body, list) else body))
+                    for v in n.values():
+                        walk(v)
+                elif isinstance(n, list):
+                    for v in n:
+                        walk(v)
+
+            def condition(name):
+                if name not in seen:
+                    seen.add(name)
+                    walk(self.template["Conditions"][name])
+
+            walk(node)
+            # The node itself is kept with its entry, so that its id is not reused meanwhile.
+            self.shared["deps"][key] = (node, tuple(sorted(found)))
+        return self.shared["deps"][key][1]
 
     def condition(self, name):
         negate = name.startswith("!")
@@ -285,14 +343,23 @@ class Evaluator:
 
     def resolve(self, node):
         """node with every Fn::If decided, AWS::NoValue dropped, Refs to parameters replaced."""
+        if not isinstance(node, (dict, list)):
+            return self._resolve(node)
+        key = (id(node), tuple(self.params.get(k) for k in self.dependencies(node)))
+        resolved = self.shared["resolved"]
+        if key not in resolved:
+            resolved[key] = self._resolve(node)
+        return resolved[key]
+
+    def _resolve(self, node):
         node = self.value(node) if isinstance(node, dict) and len(node) == 1 else node
         if isinstance(node, dict):
             if node == NO_VALUE:
                 return NO_VALUE
-            out = {k: self.resolve(v) for k, v in node.items()}
+            out = {k: self._resolve(v) for k, v in node.items()}
             return {k: v for k, v in out.items() if v != NO_VALUE}
         if isinstance(node, list):
-            return [v for v in (self.resolve(x) for x in node) if v != NO_VALUE]
+            return [v for v in (self._resolve(x) for x in node) if v != NO_VALUE]
         return node
 
     def render(self, document):
@@ -314,7 +381,13 @@ class Evaluator:
         return self.resolve(document)
 
     def rendered_statements(self):
-        """(resource name, statement) of every identity policy that exists with these parameters."""
+        """(resource name, statement) of every identity policy that exists with these parameters
+        (computed once per Evaluator: the template does not change under it)."""
+        if getattr(self, "_rendered", None) is None:
+            self._rendered = self._render_statements()
+        return self._rendered
+
+    def _render_statements(self):
         out = []
         for name, res in self.template["Resources"].items():
             if not self.resource_exists(name):
@@ -340,13 +413,19 @@ class Evaluator:
         return "Condition" not in res or self.condition(res["Condition"])
 
 
-def parameter_combinations(template):
+def parameter_combinations(template, switches=None, fixed=None):
+    """Every combination of the switches, over the template's defaults. A hub gets an
+    organization (the template's Rules require one)."""
+    switches = SWITCHES if switches is None else switches
     defaults = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
-    keys = list(SWITCHES)
-    for values in itertools.product(*(SWITCHES[k] for k in keys)):
+    keys = list(switches)
+    for values in itertools.product(*(switches[k] for k in keys)):
         params = dict(defaults)
-        params.update(zip(keys, values))
         params.update({"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"})
+        params.update(fixed or {})
+        params.update(zip(keys, values))
+        if params.get("Topology") == "hub":
+            params["OrganizationId"] = ORGANIZATION_ID
         yield params
 
 
@@ -588,10 +667,11 @@ def dimension_target(node):
         target = node["Fn::GetAtt"]
         name, attr = target if isinstance(target, list) else target.split(".", 1)
         return ("queue", name) if attr == "QueueName" else None
-    # The rule's name as the last part of its ARN (arn:...:rule/<name> on the default bus).
+    # The rule's name as the last part of its ARN (arn:...:rule/<name> on the default bus,
+    # arn:...:rule/<bus>/<name> on a custom bus).
     if is_fn(node, "Fn::Select"):
         index, inner = node["Fn::Select"]
-        if str(index) == "1" and is_fn(inner, "Fn::Split") and inner["Fn::Split"][0] == "/":
+        if str(index) in ("1", "2") and is_fn(inner, "Fn::Split") and inner["Fn::Split"][0] == "/":
             arn = inner["Fn::Split"][1]
             if is_fn(arn, "Fn::GetAtt") and arn["Fn::GetAtt"][1:] == ["Arn"]:
                 return ("rule", arn["Fn::GetAtt"][0])
@@ -632,7 +712,8 @@ class TemplateTest(unittest.TestCase):
         cls.t = cls.load()
         cls.res = cls.t["Resources"]
         cls.statements = identity_statements(cls.t)
-        cls.combos = [(p, Evaluator(cls.t, p)) for p in parameter_combinations(cls.t)]
+        shared = {"deps": {}, "resolved": {}}
+        cls.combos = [(p, Evaluator(cls.t, p, shared)) for p in parameter_combinations(cls.t)]
 
     def of_type(self, typ):
         return {k: v for k, v in self.res.items() if v["Type"] == typ}
@@ -681,10 +762,30 @@ class TemplateTest(unittest.TestCase):
         return policy
 
     def rule(self):
-        """The EC2 state-change rule (the one with an EventPattern)."""
-        found = {k: v for k, v in self.of_type("AWS::Events::Rule").items() if "EventPattern" in v["Properties"]}
-        self.assertEqual(len(found), 1, f"expected one event-pattern rule, got {sorted(found)}")
+        """The EC2 state-change rule (the one with an EventPattern on the default bus)."""
+        found = {k: v for k, v in self.of_type("AWS::Events::Rule").items()
+                 if "EventPattern" in v["Properties"] and "EventBusName" not in v["Properties"]}
+        self.assertEqual(len(found), 1, f"expected one event-pattern rule on the default bus, got {sorted(found)}")
         return next(iter(found.items()))
+
+    def hub_bus(self):
+        found = self.of_type("AWS::Events::EventBus")
+        self.assertEqual(len(found), 1, f"expected one event bus (the hub's), got {sorted(found)}")
+        return next(iter(found.items()))
+
+    def hub_rule(self):
+        """issue 17: the rule on the hub bus (the one event-pattern rule on a custom bus)."""
+        found = {k: v for k, v in self.of_type("AWS::Events::Rule").items() if "EventBusName" in v["Properties"]}
+        self.assertEqual(len(found), 1, f"expected one rule on the hub bus, got {sorted(found)}")
+        return next(iter(found.items()))
+
+    def delivering_rules(self, ev):
+        """The rules that may put events on the events queue (and its DLQ) with these parameters."""
+        rules = [f"<getatt:{self.rule()[0]}.Arn>"]
+        hub_name, _ = self.hub_rule()
+        if ev.resource_exists(hub_name):
+            rules.append(f"<getatt:{hub_name}.Arn>")
+        return rules
 
     def preflight_rule(self):
         """The scheduled preflight rule (the one with a ScheduleExpression)."""
@@ -1038,17 +1139,22 @@ class TemplateTest(unittest.TestCase):
         # to a dead-letter queue of its own: a standard SSE queue, neither the events queue nor
         # its DLQ, keeping messages 14 days.
         rule_name, rule = self.rule()
+        hub_name, hub = self.hub_rule()
         dlq = self.rule_dlq_name()
         self.assertNotIn(dlq, (self.events_queue_name(), self.events_dlq_name()))
         for params, ev in self.combos:
-            (target,) = ev.resolve(rule["Properties"])["Targets"]
-            retry = target.get("RetryPolicy")
-            self.assertIsNotNone(retry, f"the rule target has no RetryPolicy: {params}")
-            attempts, age = int(retry["MaximumRetryAttempts"]), int(retry["MaximumEventAgeInSeconds"])
-            self.assertTrue(1 <= attempts <= 185, attempts)
-            self.assertTrue(60 <= age <= 3600, age)
-            self.assertEqual(target.get("DeadLetterConfig"), {"Arn": f"<getatt:{dlq}.Arn>"}, params)
-            self.assertTrue(ev.resource_exists(dlq), params)
+            # issue 17: the hub bus's rule, when there is one, exactly as the default bus's.
+            rules = [rule] + ([hub] if ev.resource_exists(hub_name) else [])
+            self.assertEqual(len(rules), 2 if params["Topology"] == "hub" else 1, params)
+            for r in rules:
+                (target,) = ev.resolve(r["Properties"])["Targets"]
+                retry = target.get("RetryPolicy")
+                self.assertIsNotNone(retry, f"the rule target has no RetryPolicy: {params}")
+                attempts, age = int(retry["MaximumRetryAttempts"]), int(retry["MaximumEventAgeInSeconds"])
+                self.assertTrue(1 <= attempts <= 185, attempts)
+                self.assertTrue(60 <= age <= 3600, age)
+                self.assertEqual(target.get("DeadLetterConfig"), {"Arn": f"<getatt:{dlq}.Arn>"}, params)
+                self.assertTrue(ev.resource_exists(dlq), params)
         queue = self.res[dlq]
         self.assertEqual(queue["Type"], "AWS::SQS::Queue")
         props = queue["Properties"]
@@ -1147,14 +1253,13 @@ class TemplateTest(unittest.TestCase):
     def test_rule_dlq_policy_admits_only_the_rule(self):
         # For every combination: one Allow (EventBridge, for this rule only) and one Deny of
         # sqs:SendMessage for every other request, nobody exempt.
-        rule_name, _ = self.rule()
         dlq = self.rule_dlq_name()
-        rule = f"<getatt:{rule_name}.Arn>"
         arn = f"<getatt:{dlq}.Arn>"
         policy = self.queue_policy(dlq)
         self.assertNotIn("Condition", policy)
         document = policy["Properties"]["PolicyDocument"]
         for params, ev in self.combos:
+            rules = self.delivering_rules(ev)
             statements = as_list(ev.resolve(document)["Statement"])
             allows = [st for st in statements if st["Effect"] == "Allow"]
             denies = [st for st in statements if st["Effect"] == "Deny"]
@@ -1165,16 +1270,21 @@ class TemplateTest(unittest.TestCase):
             self.assertEqual(allow["Principal"], {"Service": "events.amazonaws.com"})
             self.assertEqual(as_list(allow["Action"]), ["sqs:SendMessage"])
             self.assertEqual(as_list(allow["Resource"]), [arn])
-            self.assertEqual(allow.get("Condition"), {"ArnEquals": {"aws:SourceArn": rule}}, params)
+            self.assertEqual(set(allow.get("Condition", {})), {"ArnEquals"}, params)
+            self.assertEqual(set(allow["Condition"]["ArnEquals"]), {"aws:SourceArn"}, params)
+            self.assertEqual(as_list(allow["Condition"]["ArnEquals"]["aws:SourceArn"]), rules, params)
             self.assertEqual(deny["Principal"], "*")
             self.assertEqual(as_list(deny["Action"]), ["sqs:SendMessage"])
             self.assertEqual(as_list(deny["Resource"]), [arn])
-            self.assertEqual(deny.get("Condition"), {"ArnNotEquals": {"aws:SourceArn": rule}}, params)
+            self.assertEqual(set(deny.get("Condition", {})), {"ArnNotEquals"}, params)
+            self.assertEqual(set(deny["Condition"]["ArnNotEquals"]), {"aws:SourceArn"}, params)
+            self.assertEqual(as_list(deny["Condition"]["ArnNotEquals"]["aws:SourceArn"]), rules, params)
 
     def test_rule_dlq_policy_decisions(self):
         # Only EventBridge delivering for the state-change rule may send; the function's role,
         # the redrive principal, administrators, other accounts and other rules may not.
         rule = f"<getatt:{self.rule()[0]}.Arn>"
+        hub_rule = f"<getatt:{self.hub_rule()[0]}.Arn>"
         role = f"<getatt:{self.role_name()}.Arn>"
         dlq = self.rule_dlq_name()
         arn = f"<getatt:{dlq}.Arn>"
@@ -1187,9 +1297,14 @@ class TemplateTest(unittest.TestCase):
             if key in checked:
                 continue
             checked.add(key)
+            hub = params["Topology"] == "hub"
             callers = [
                 ("EventBridge for the state-change rule", ("Service", "events.amazonaws.com"),
                  {"aws:SourceArn": rule, "aws:SourceAccount": ACCOUNT}, True, False, "allow"),
+                # issue 17: the hub bus's rule dead-letters here too, and only in a hub exists.
+                ("EventBridge for the hub rule", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": hub_rule, "aws:SourceAccount": ACCOUNT}, True, False,
+                 "allow" if hub else "explicit-deny"),
                 ("EventBridge for another rule", ("Service", "events.amazonaws.com"),
                  {"aws:SourceArn": f"arn:aws:events:us-east-1:{ACCOUNT}:rule/other", "aws:SourceAccount": ACCOUNT},
                  True, False, "explicit-deny"),
@@ -1203,28 +1318,31 @@ class TemplateTest(unittest.TestCase):
             for who, caller, context, same_account, identity_allows, expected in callers:
                 got = resource_policy_decision(policy, caller, context, arn, "sqs:SendMessage", same_account, identity_allows)
                 self.assertEqual(got, expected, f"{who}: {params}")
-        self.assertTrue(checked)
+        self.assertEqual(len(checked), 2, "one policy for each topology, whatever the other parameters")
 
     def test_queue_policy_allows_only_the_rule(self):
-        rule_name, _ = self.rule()
+        # One Allow, for EventBridge delivering for the state-change rule, and in a hub (issue 17)
+        # for the hub bus's rule too: nothing else, in every combination.
         queue = self.events_queue_name()
         policy = self.queue_policy()
         self.assertEqual(policy["Properties"]["Queues"], [{"Ref": queue}])
-        statements = as_list(policy["Properties"]["PolicyDocument"]["Statement"])
-        allows = [st for st in statements if st["Effect"] == "Allow"]
-        self.assertEqual(len(allows), 1, statements)
-        (st,) = allows
-        self.assertEqual(st["Principal"], {"Service": "events.amazonaws.com"})
-        self.assertEqual(as_list(st["Action"]), ["sqs:SendMessage"])
-        self.assertEqual(as_list(st["Resource"]), [{"Fn::GetAtt": [queue, "Arn"]}])
-        self.assertEqual(st.get("Condition"), {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_name, "Arn"]}}})
+        for params, ev in self.combos:
+            statements = as_list(ev.resolve(policy["Properties"]["PolicyDocument"])["Statement"])
+            allows = [st for st in statements if st["Effect"] == "Allow"]
+            self.assertEqual(len(allows), 1, statements)
+            (st,) = allows
+            self.assertEqual(st["Principal"], {"Service": "events.amazonaws.com"})
+            self.assertEqual(as_list(st["Action"]), ["sqs:SendMessage"])
+            self.assertEqual(as_list(st["Resource"]), [f"<getatt:{queue}.Arn>"])
+            self.assertEqual(set(st.get("Condition", {})), {"ArnEquals"}, params)
+            self.assertEqual(set(st["Condition"]["ArnEquals"]), {"aws:SourceArn"}, params)
+            self.assertEqual(as_list(st["Condition"]["ArnEquals"]["aws:SourceArn"]), self.delivering_rules(ev), params)
 
     def test_queue_policy_denies_every_other_sender(self):
         # One Deny, in every parameter combination, exempting exactly the rule (aws:SourceArn),
         # the function's role and, only when set, the redrive principal (aws:PrincipalArn). Both
         # keys sit under one negated operator: ANDed, so the Deny applies only to a request that
         # is neither from the rule nor from an exempt principal.
-        rule = f"<getatt:{self.rule()[0]}.Arn>"
         role = f"<getatt:{self.role_name()}.Arn>"
         queue = f"<getatt:{self.events_queue_name()}.Arn>"
         document = self.queue_policy()["Properties"]["PolicyDocument"]
@@ -1240,7 +1358,7 @@ class TemplateTest(unittest.TestCase):
             self.assertEqual(set(deny["Condition"]), {"ArnNotEquals"}, params)
             exempt = deny["Condition"]["ArnNotEquals"]
             self.assertEqual(set(exempt), {"aws:SourceArn", "aws:PrincipalArn"}, params)
-            self.assertEqual(as_list(exempt["aws:SourceArn"]), [rule], params)
+            self.assertEqual(as_list(exempt["aws:SourceArn"]), self.delivering_rules(ev), params)
             expected = {role} | ({params["QueueRedrivePrincipalArn"]} if params["QueueRedrivePrincipalArn"] else set())
             principals = as_list(exempt["aws:PrincipalArn"])
             self.assertEqual(len(principals), len(expected), params)
@@ -1254,6 +1372,7 @@ class TemplateTest(unittest.TestCase):
         # caller's identity policy): only the rule's delivery, the function's role and the
         # configured redrive principal may send.
         rule = f"<getatt:{self.rule()[0]}.Arn>"
+        hub_rule = f"<getatt:{self.hub_rule()[0]}.Arn>"
         role = f"<getatt:{self.role_name()}.Arn>"
         queue = f"<getatt:{self.events_queue_name()}.Arn>"
         document = self.queue_policy()["Properties"]["PolicyDocument"]
@@ -1267,6 +1386,10 @@ class TemplateTest(unittest.TestCase):
                 # (who, caller, request context, same account, identity policy allows, expected)
                 ("EventBridge delivering for the state-change rule", ("Service", "events.amazonaws.com"),
                  {"aws:SourceArn": rule, "aws:SourceAccount": ACCOUNT}, True, False, "allow"),
+                # issue 17: the hub bus's rule, a member account's event; only in a hub.
+                ("EventBridge delivering for the hub rule", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": hub_rule, "aws:SourceAccount": ACCOUNT}, True, False,
+                 "allow" if params["Topology"] == "hub" else "explicit-deny"),
                 ("EventBridge delivering for another rule of the account", ("Service", "events.amazonaws.com"),
                  {"aws:SourceArn": other_rule, "aws:SourceAccount": ACCOUNT}, True, False, "explicit-deny"),
                 ("the function's role (redelivery)", ("AWS", role),
@@ -1307,7 +1430,8 @@ class TemplateTest(unittest.TestCase):
         timeout = int(fn["Properties"]["Timeout"])
         (event,) = fn["Properties"]["Events"].values()
         window = int(event["Properties"].get("MaximumBatchingWindowInSeconds", 0))
-        self.assertEqual(int(queue["DelaySeconds"]), 60)
+        # Looked at on arrival: a delivery delay would only postpone every finding.
+        self.assertEqual(int(queue["DelaySeconds"]), 0)
         # Lambda's six function timeouts, plus the batching window during which the messages'
         # visibility timeout already runs.
         self.assertGreaterEqual(int(queue["VisibilityTimeout"]), 6 * timeout + window)
@@ -1348,8 +1472,8 @@ class TemplateTest(unittest.TestCase):
         self.assertGreaterEqual(len(alarms), 7, sorted(alarms))
         for name, alarm in alarms.items():
             # An alarm exists unconditionally, or exactly with what it watches (issue 18: the
-            # preflight rule's alarm, with the schedule).
-            self.assertIn(alarm.get("Condition"), (None, "HasPreflightSchedule"), name)
+            # preflight rule's alarm, with the schedule; issue 17: the hub rule's, in a hub).
+            self.assertIn(alarm.get("Condition"), (None, "HasPreflightSchedule", HUB_CONDITION), name)
             self.assertTrue(alarm["Properties"].get("AlarmDescription"), name)
             # Nothing but the actions depends on the parameters (checked once, below, for all).
             rest = {k: v for k, v in alarm["Properties"].items() if k not in ("AlarmActions",)}
@@ -1565,6 +1689,8 @@ class TemplateTest(unittest.TestCase):
                 "LOG_LEVEL": params["LogLevel"],
                 # issue 18: whose launches the scheduled preflight checks.
                 "PREFLIGHT_PRINCIPALS": params["PreflightPrincipals"],
+                # issue 17: the role to assume in another account; empty outside a hub.
+                "SPOKE_ROLE_NAME": params["SpokeRoleName"] if params["Topology"] == "hub" else "",
             }
             self.assertEqual({k: got.get(k) for k in expected}, expected, params)
 
@@ -1641,6 +1767,13 @@ class TemplateTest(unittest.TestCase):
         preflight_name, _ = self.preflight_rule()
         self.assertEqual(outputs["PreflightScheduleRuleArn"]["Value"], {"Fn::GetAtt": [preflight_name, "Arn"]})
         self.assertEqual(outputs["PreflightScheduleRuleArn"].get("Condition"), self.res[preflight_name]["Condition"])
+        # issue 17: the spokes trust the function's role (always given), and forward to the hub
+        # bus (given in a hub).
+        self.assertEqual(outputs["FunctionRoleArn"]["Value"], {"Fn::GetAtt": [self.role_name(), "Arn"]})
+        self.assertNotIn("Condition", outputs["FunctionRoleArn"])
+        bus_name, _ = self.hub_bus()
+        self.assertEqual(outputs["HubEventBusArn"]["Value"], {"Fn::GetAtt": [bus_name, "Arn"]})
+        self.assertEqual(outputs["HubEventBusArn"].get("Condition"), HUB_CONDITION)
         for params, ev in self.combos:
             has_topic = bool(params["NotificationEmail"] or params["ExistingTopicArn"])
             cond = outputs["FindingsTopicArn"].get("Condition")
@@ -1656,9 +1789,188 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(config["default"]["global"]["parameters"]["stack_name"], "kms-launch-doctor")
         overrides = dict(item.split("=", 1) for item in shlex.split(deploy["parameter_overrides"]))
         defaults = {k: default for k, (default, _) in EXPECTED_PARAMETERS.items()}
-        self.assertEqual(set(defaults) - set(overrides), NOT_YET_IN_SAMCONFIG - set(overrides))
-        self.assertEqual(overrides, {k: v for k, v in defaults.items() if k in overrides})
+        # Every parameter, with the template's default (issue 17 added the preflight's two).
+        self.assertEqual(overrides, defaults)
+        self.assertEqual(set(defaults), set(self.t["Parameters"]))
 
+
+    # --- issue 17: the organization hub --------------------------------------------------------
+
+    @staticmethod
+    def names_in(node, guards=frozenset()):
+        """(logical id, guards) for every Ref/GetAtt in node, guards being the Fn::If conditions
+        (and negations) on the way to it."""
+        if is_fn(node, "Fn::If"):
+            cond, a, b = node["Fn::If"]
+            yield from TemplateTest.names_in(a, guards | {cond})
+            yield from TemplateTest.names_in(b, guards | {"!" + cond})
+        elif is_fn(node, "Ref"):
+            yield node["Ref"], guards
+        elif is_fn(node, "Fn::GetAtt"):
+            target = node["Fn::GetAtt"]
+            yield (target[0] if isinstance(target, list) else target.split(".", 1)[0]), guards
+        elif isinstance(node, dict):
+            for v in node.values():
+                yield from TemplateTest.names_in(v, guards)
+        elif isinstance(node, list):
+            for v in node:
+                yield from TemplateTest.names_in(v, guards)
+
+    def test_hub_resources_exist_only_in_a_hub(self):
+        # The bus, its policy, its rule and the rule's alarm exist exactly with Topology=hub, and
+        # whatever names one of them is guarded by the same condition (no dangling reference in
+        # a single-account stack).
+        hub = {k for k, v in self.res.items() if v.get("Condition") == HUB_CONDITION}
+        bus_name, _ = self.hub_bus()
+        rule_name, _ = self.hub_rule()
+        policies = self.of_type("AWS::Events::EventBusPolicy")
+        self.assertEqual(len(policies), 1, sorted(policies))
+        self.assertLessEqual({bus_name, rule_name, *policies}, hub)
+        self.assertTrue(self.alarm_watching("AWS/Events", "FailedInvocations",
+                                            {"EventBusName": ("ref", bus_name), "RuleName": ("rule", rule_name)}))
+        self.assertEqual(self.t["Conditions"][HUB_CONDITION], {"Fn::Equals": [{"Ref": "Topology"}, "hub"]})
+        for section in ("Resources", "Outputs"):
+            for key, item in self.t[section].items():
+                for name, guards in self.names_in(item):
+                    if name in hub:
+                        self.assertTrue(item.get("Condition") == HUB_CONDITION or HUB_CONDITION in guards,
+                                        f"{section}.{key} names {name} outside a hub")
+        for params, ev in self.combos:
+            for name in hub:
+                self.assertEqual(ev.resource_exists(name), params["Topology"] == "hub", (name, params))
+
+    def test_single_account_topology_is_unchanged(self):
+        # With Topology=single-account (the default) nothing of the hub exists or is named, and
+        # the function may assume no role: the stack as it was before issue 17. Every other check
+        # of this class runs for both topologies.
+        self.assertEqual(self.t["Parameters"]["Topology"]["Default"], "single-account")
+        hub = {k for k, v in self.res.items() if v.get("Condition") == HUB_CONDITION}
+        for params, ev in self.combos:
+            if params["Topology"] != "single-account":
+                continue
+            existing = {k for k in self.res if ev.resource_exists(k)}
+            self.assertFalse(existing & hub, params)
+            for name in existing:
+                resolved = json.dumps(ev.resolve(self.res[name].get("Properties", {})))
+                for h in hub:
+                    self.assertNotIn(f"<getatt:{h}.", resolved, (name, params))
+                    self.assertNotIn(f"<ref:{h}>", resolved, (name, params))
+            self.assertFalse(self.active_allows(ev, "sts:AssumeRole"), params)
+            self.assertFalse(self.rendered_allows(ev, "sts:AssumeRole"), params)
+            outputs = [o for o, v in self.t["Outputs"].items() if not v.get("Condition") or ev.condition(v["Condition"])]
+            self.assertNotIn("HubEventBusArn", outputs, params)
+            self.assertEqual(ev.value(self.function()[1]["Properties"]["Environment"]["Variables"]["SPOKE_ROLE_NAME"]),
+                             "", params)
+
+    def test_hub_requires_an_organization(self):
+        # Rules: Topology=hub with an empty OrganizationId is refused before anything is created.
+        rules = self.t.get("Rules", {})
+        applied = []
+        for name, rule in rules.items():
+            for topology, org in (("hub", ""), ("hub", ORGANIZATION_ID), ("single-account", "")):
+                ev = Evaluator(self.t, {"Topology": topology, "OrganizationId": org})
+                if "RuleCondition" in rule and not ev.expr(rule["RuleCondition"]):
+                    continue
+                ok = all(ev.expr(a["Assert"]) for a in rule["Assertions"])
+                applied.append((topology, org, ok))
+        self.assertIn(("hub", "", False), applied)
+        self.assertNotIn(("hub", ORGANIZATION_ID, False), applied)
+        self.assertNotIn(("single-account", "", False), applied)
+        pattern = re.compile(self.t["Parameters"]["OrganizationId"]["AllowedPattern"])
+        for good in ("", ORGANIZATION_ID, "o-a1b2c3d4e5"):
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in ("o-short", "O-ABCDEFGHIJ", "r-abcdefghij", "o-abcdefghij*", "*"):
+            self.assertFalse(pattern.fullmatch(bad), bad)
+        role = re.compile(self.t["Parameters"]["SpokeRoleName"]["AllowedPattern"])
+        self.assertTrue(role.fullmatch("kms-launch-doctor-spoke"))
+        # 52 at most, so that "<name>-remediation" is within IAM's 64; no path, no wildcard.
+        self.assertTrue(role.fullmatch("r" * 52))
+        for bad in ("", "r" * 53, "a/b", "spoke*", "spoke?", 'a"b'):
+            self.assertFalse(role.fullmatch(bad), bad)
+
+    def test_hub_bus_admits_the_organization_only(self):
+        bus_name, bus = self.hub_bus()
+        ((_, policy),) = self.of_type("AWS::Events::EventBusPolicy").items()
+        props = policy["Properties"]
+        self.assertEqual(props["EventBusName"], {"Ref": bus_name})
+        self.assertNotIn("Principal", props)  # the whole statement is in Statement
+        self.assertNotIn("Condition", props)
+        st = props["Statement"]
+        self.assertEqual(st["Effect"], "Allow")
+        self.assertEqual(st["Principal"], "*")
+        self.assertEqual(as_list(st["Action"]), ["events:PutEvents"])
+        self.assertEqual(as_list(st["Resource"]), [{"Fn::GetAtt": [bus_name, "Arn"]}])
+        self.assertEqual(st["Condition"], {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}})
+        self.assertNotIn("Policy", bus["Properties"])  # no second policy on the bus itself
+        bus_arn = f"<getatt:{bus_name}.Arn>"
+        for params, ev in self.combos:
+            if params["Topology"] != "hub":
+                continue
+            statement = ev.resolve(st)
+            self.assertEqual(statement["Condition"], {"StringEquals": {"aws:PrincipalOrgID": ORGANIZATION_ID}})
+            document = {"Statement": [statement]}
+            for who, context, same, expected in (
+                ("a member account's forwarding role", {"aws:PrincipalOrgID": ORGANIZATION_ID}, False, "allow"),
+                ("an account of another organization", {"aws:PrincipalOrgID": "o-otherorgzzz"}, False, "implicit-deny"),
+                ("an account in no organization", {}, False, "implicit-deny"),
+            ):
+                caller = ("AWS", "arn:aws:iam::210987654321:role/forwarder")
+                got = resource_policy_decision(document, caller, context, bus_arn, "events:PutEvents", same, True)
+                self.assertEqual(got, expected, who)
+            break
+
+    def test_hub_rule_matches_the_state_change_rule(self):
+        # The same pattern, the same queue, retries and dead-letter queue as the default bus's
+        # rule; on the hub bus.
+        _, rule = self.rule()
+        bus_name, _ = self.hub_bus()
+        hub_name, hub = self.hub_rule()
+        self.assertEqual(hub.get("Condition"), HUB_CONDITION)
+        self.assertEqual(hub["Properties"]["EventBusName"], {"Ref": bus_name})
+        self.assertEqual(hub["Properties"]["EventPattern"], rule["Properties"]["EventPattern"])
+        self.assertEqual(hub["Properties"].get("State"), "ENABLED")
+        (target,) = hub["Properties"]["Targets"]
+        (own,) = rule["Properties"]["Targets"]
+        for key in ("Arn", "RetryPolicy", "DeadLetterConfig"):
+            self.assertEqual(target[key], own[key], key)
+        self.assertEqual(set(target), set(own))
+
+    def test_hub_rule_failed_invocations_alarm(self):
+        bus_name, _ = self.hub_bus()
+        rule_name, _ = self.hub_rule()
+        names = self.alarm_watching("AWS/Events", "FailedInvocations",
+                                    {"EventBusName": ("ref", bus_name), "RuleName": ("rule", rule_name)})
+        self.assertEqual(len(names), 1, names)
+        alarm = self.alarms()[names[0]]
+        self.assertEqual(alarm.get("Condition"), HUB_CONDITION)
+        p = alarm["Properties"]
+        # Like RuleFailedInvocationsAlarm; the rule's name is the third part of a custom bus's
+        # rule ARN (rule/<bus>/<name>).
+        self.assertEqual(p["Dimensions"][1]["Value"]["Fn::Select"][0], 2)
+        self.assertEqual((p["Statistic"], p["ComparisonOperator"], float(p["Threshold"])), ("Sum", "GreaterThanThreshold", 0.0))
+        self.assertEqual((int(p["Period"]), int(p["EvaluationPeriods"])), (300, 1))
+        self.assertEqual(p.get("TreatMissingData"), "notBreaching")
+
+    def test_assume_role_only_in_a_hub_inside_the_organization(self):
+        # sts:AssumeRole only on roles named SpokeRoleName (and, with apply, its -remediation),
+        # in any account but only one of the organization (aws:ResourceOrgID), only in a hub.
+        assumes = [s for s in self.statements if any(a.lower().startswith("sts:") for a in s.actions)]
+        self.assertTrue(assumes, "no statement grants sts:AssumeRole: the hub cannot enter member accounts")
+        for s in assumes:
+            self.assertEqual(s.effect, "Allow", s)
+            self.assertEqual(s.actions, ["sts:AssumeRole"], s)
+            self.assertLessEqual(set(s.actions), STS_ACTIONS_ALLOWED, s)
+            self.assertIn(s.resources, ([SPOKE_ROLE_RESOURCE], [SPOKE_REMEDIATION_ROLE_RESOURCE]), s)
+            self.assertEqual(s.body.get("Condition"), ORGANIZATION_CONDITION, s)
+            self.assertIn(HUB_CONDITION, s.guards | ({self.res[s.resource].get("Condition")} - {None}), s)
+        for params, ev in self.combos:
+            hub = params["Topology"] == "hub"
+            apply = params["RemediationMode"] == "apply"
+            granted = [r for s in self.active_allows(ev, "sts:AssumeRole") for r in s.resources]
+            expected = ([SPOKE_ROLE_RESOURCE] if hub else []) + ([SPOKE_REMEDIATION_ROLE_RESOURCE] if hub and apply else [])
+            self.assertEqual(granted, expected, params)
+            for st in self.rendered_allows(ev, "sts:AssumeRole"):
+                self.assertEqual(st["Condition"], {"StringEquals": {"aws:ResourceOrgID": ORGANIZATION_ID}}, params)
 
 
 class MutationSmokeTest(unittest.TestCase):
@@ -2033,6 +2345,519 @@ class MutationSmokeTest(unittest.TestCase):
     def test_preflight_principals_not_passed(self):
         def mutate(t):
             t["Resources"]["Function"]["Properties"]["Environment"]["Variables"].pop("PREFLIGHT_PRINCIPALS")
+        self.assertTrue(self.broken(mutate))
+
+    # --- issue 17: the hub ---------------------------------------------------------------------
+
+    @staticmethod
+    def assume_statement(t):
+        (policy,) = [
+            p["Fn::If"][1] for p in t["Resources"]["FunctionRole"]["Properties"]["Policies"]
+            if is_fn(p, "Fn::If") and p["Fn::If"][1]["PolicyName"] == "assume-spoke-roles"
+        ]
+        return policy["PolicyDocument"]["Statement"][0]
+
+    def test_bus_policy_without_organization(self):
+        self.assertTrue(self.broken(
+            lambda t: t["Resources"]["HubEventBusPolicy"]["Properties"]["Statement"].pop("Condition")))
+
+    def test_bus_policy_for_one_account(self):
+        def mutate(t):
+            t["Resources"]["HubEventBusPolicy"]["Properties"]["Statement"]["Condition"] = {
+                "StringEquals": {"aws:PrincipalAccount": "210987654321"}}
+        self.assertTrue(self.broken(mutate))
+
+    def test_assume_role_without_resource_org(self):
+        self.assertTrue(self.broken(lambda t: self.assume_statement(t).pop("Condition")))
+
+    def test_assume_any_role(self):
+        def mutate(t):
+            self.assume_statement(t)["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/*"}
+        self.assertTrue(self.broken(mutate))
+
+    def test_assume_role_in_single_account(self):
+        def mutate(t):
+            policies = t["Resources"]["FunctionRole"]["Properties"]["Policies"]
+            for i, p in enumerate(policies):
+                if is_fn(p, "Fn::If") and p["Fn::If"][0] == "IsHub":
+                    policies[i] = p["Fn::If"][1]
+        self.assertTrue(self.broken(mutate))
+
+    def test_queue_admits_only_the_default_rule(self):
+        def mutate(t):
+            allow = self.queue_statements(t)[0]
+            allow["Condition"]["ArnEquals"]["aws:SourceArn"] = {"Fn::GetAtt": ["StateChangeRule", "Arn"]}
+        self.assertTrue(self.broken(mutate))
+
+    def test_hub_rule_without_dead_letter_queue(self):
+        self.assertTrue(self.broken(
+            lambda t: t["Resources"]["HubStateChangeRule"]["Properties"]["Targets"][0].pop("DeadLetterConfig")))
+
+    def test_hub_rule_only_stopped(self):
+        def mutate(t):
+            t["Resources"]["HubStateChangeRule"]["Properties"]["EventPattern"]["detail"]["state"] = ["stopped"]
+        self.assertTrue(self.broken(mutate))
+
+    def test_drop_hub_alarm(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"].pop("HubRuleFailedInvocationsAlarm")))
+
+    def test_hub_alarm_on_the_default_bus_dimension(self):
+        self.assertTrue(self.broken(
+            lambda t: t["Resources"]["HubRuleFailedInvocationsAlarm"]["Properties"]["Dimensions"].pop(0)))
+
+    def test_spoke_role_name_in_single_account(self):
+        def mutate(t):
+            t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["SPOKE_ROLE_NAME"] = {"Ref": "SpokeRoleName"}
+        self.assertTrue(self.broken(mutate))
+
+    def test_hub_without_organization_rule(self):
+        self.assertTrue(self.broken(lambda t: t.pop("Rules")))
+
+    def test_hub_bus_always(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["HubEventBus"].pop("Condition")))
+
+
+# --- issue 17: org/spoke.yaml, the StackSet template for the member accounts ---------------------
+
+HUB_ACCOUNT = "111122223333"
+MEMBER = "210987654321"
+HUB_FUNCTION_ROLE = f"arn:aws:iam::{HUB_ACCOUNT}:role/kms-launch-doctor-FunctionRole-AbC123dEf456"
+SCAN_PRINCIPAL = f"arn:aws:iam::{HUB_ACCOUNT}:role/security/scanner"
+SPOKE_FIXED = {
+    "HubEventBusArn": f"arn:aws:events:us-east-1:{HUB_ACCOUNT}:event-bus/kms-launch-doctor-hub",
+    "HubFunctionRoleArn": HUB_FUNCTION_ROLE,
+    "OrganizationId": ORGANIZATION_ID,
+    "RolesRegion": "us-east-1",
+    "AWS::AccountId": MEMBER,
+}
+SPOKE_SWITCHES = {
+    # The StackSet deploys to every region; only RolesRegion's stack makes the (global) roles.
+    "AWS::Region": ["us-east-1", "eu-west-1"],
+    "EnableRemediation": ["false", "true"],
+    "RestartAfterRemediation": ["false", "true"],
+    "ScanPrincipalArn": ["", SCAN_PRINCIPAL],
+    "RemediationTagKey": ["kms-launch-doctor:auto-remediate", "team/opt-in"],
+}
+# The statements of spoke roles' policies that are writes: only the remediation role's.
+SPOKE_WRITE_ACTIONS = {"iam:PutUserPolicy", "iam:PutRolePolicy", "ec2:StartInstances", "kms:CreateGrant"}
+SCAN_ROLE_NAME = "kms-launch-doctor-scan"
+
+
+def trust_decision(document, caller, context):
+    """'allow' or 'deny' for sts:AssumeRole by caller ("AWS", ARN) with the request context: a
+    trust policy's Allow must name the caller (exactly, as IAM compares principals) and its
+    conditions hold; a matching Deny wins."""
+    allowed = False
+    for st in as_list(document["Statement"]):
+        if not principal_matches(st.get("Principal", {}), caller):
+            continue
+        if not any(_matches(a, "sts:AssumeRole", ignore_case=True) for a in as_list(st["Action"])):
+            continue
+        if not condition_holds(st.get("Condition"), context):
+            continue
+        if st["Effect"] == "Deny":
+            return "deny"
+        allowed = True
+    return "allow" if allowed else "deny"
+
+
+def literal(resource, params):
+    """A Resource entry as IAM gets it: a Fn::Sub substituted, a string as is."""
+    return sub_text(resource, params) if is_fn(resource, "Fn::Sub") else resource
+
+
+def is_read(action):
+    return action.split(":", 1)[1].startswith(READ_ONLY_VERBS)
+
+
+class SpokeTemplateTest(unittest.TestCase):
+    @staticmethod
+    def load():
+        return cfn_yaml.load(str(SPOKE_TEMPLATE))
+
+    @classmethod
+    def setUpClass(cls):
+        cls.t = cls.load()
+        cls.res = cls.t["Resources"]
+        cls.hub = load_template()
+        shared = {"deps": {}, "resolved": {}}
+        cls.combos = [(p, Evaluator(cls.t, p, shared))
+                      for p in parameter_combinations(cls.t, SPOKE_SWITCHES, SPOKE_FIXED)]
+
+    def of_type(self, typ):
+        return {k: v for k, v in self.res.items() if v["Type"] == typ}
+
+    def role_statements(self, ev, role):
+        """(policy, statement) of every policy that applies to `role` with these parameters."""
+        out = []
+        res = self.res[role]
+        for item in res["Properties"].get("Policies", []):
+            policy = ev.value(item)
+            if policy != NO_VALUE:
+                out.extend((policy["PolicyName"], st) for st in as_list(ev.render(policy["PolicyDocument"])["Statement"]))
+        for name, p in self.res.items():
+            if p["Type"] in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy") and ev.resource_exists(name):
+                if f"<ref:{role}>" in as_list(ev.resolve(p["Properties"].get("Roles", []))):
+                    out.extend((name, st) for st in as_list(ev.render(p["Properties"]["PolicyDocument"])["Statement"]))
+        return out
+
+    def named_role(self, name):
+        found = [k for k, v in self.of_type("AWS::IAM::Role").items() if v["Properties"].get("RoleName") == name]
+        self.assertEqual(len(found), 1, f"expected one role named {name!r}, got {found}")
+        return found[0]
+
+    def spoke_role(self):
+        return self.named_role({"Ref": "SpokeRoleName"})
+
+    def remediation_role(self):
+        return self.named_role({"Fn::Sub": "${SpokeRoleName}-remediation"})
+
+    def scan_role(self):
+        return self.named_role(SCAN_ROLE_NAME)
+
+    def hub_read_statements(self):
+        """{action: resources} of the hub function role's reads (template.yaml's diagnose and
+        preflight policies), as written in the template."""
+        reads = {}
+        for s in identity_statements(self.hub):
+            if s.resource == "FunctionRole" and s.effect == "Allow" and all(
+                    a.startswith(("ec2:", "kms:", "cloudtrail:", "iam:", "autoscaling:")) for a in s.actions):
+                for a in s.actions:
+                    reads.setdefault(a, []).extend(s.resources)
+        return reads
+
+    # --- what a StackSet with service-managed permissions accepts --------------------------------
+
+    def test_no_transform_and_nothing_a_stackset_refuses(self):
+        # The default execution role "can't provision nested stacks, transforms, or macros".
+        self.assertNotIn("Transform", self.t)
+        text = json.dumps(self.t)
+        for forbidden in ("Fn::Transform", "AWS::Include", "AWS::Serverless"):
+            self.assertNotIn(forbidden, text)
+        for name, res in self.res.items():
+            self.assertFalse(res["Type"].startswith("AWS::Serverless::"), name)
+            self.assertNotEqual(res["Type"], "AWS::CloudFormation::Stack", name)
+
+    def test_parameters(self):
+        params, hub = self.t["Parameters"], self.hub["Parameters"]
+        # The same names and opt-in tag as the hub's, with the hub's defaults and patterns.
+        for name in ("SpokeRoleName", "RemediationTagKey"):
+            self.assertEqual(params[name]["Default"], hub[name]["Default"], name)
+            self.assertEqual(params[name]["AllowedPattern"], hub[name]["AllowedPattern"], name)
+        for name, default in (("EnableRemediation", "false"), ("RestartAfterRemediation", "false"), ("ScanPrincipalArn", "")):
+            self.assertEqual(str(params[name]["Default"]), default, name)
+        for name in ("HubEventBusArn", "HubFunctionRoleArn", "OrganizationId", "RolesRegion"):
+            self.assertNotIn("Default", params[name], f"{name} must be given")
+        org = re.compile(params["OrganizationId"]["AllowedPattern"])
+        self.assertTrue(org.fullmatch(ORGANIZATION_ID))
+        self.assertFalse(org.fullmatch(""))
+        principal = re.compile(params["HubFunctionRoleArn"]["AllowedPattern"])
+        self.assertTrue(principal.fullmatch(HUB_FUNCTION_ROLE))
+        for bad in ("*", f"arn:aws:iam::{HUB_ACCOUNT}:root", f"arn:aws:iam::{HUB_ACCOUNT}:role/*",
+                    f"arn:aws:sts::{HUB_ACCOUNT}:assumed-role/r/s", f"arn:aws:iam::*:role/r"):
+            self.assertFalse(principal.fullmatch(bad), bad)
+        scan = re.compile(params["ScanPrincipalArn"]["AllowedPattern"])
+        for good in ("", SCAN_PRINCIPAL, f"arn:aws:iam::{HUB_ACCOUNT}:user/ops"):
+            self.assertTrue(scan.fullmatch(good), good)
+        for bad in ("*", f"arn:aws:iam::{HUB_ACCOUNT}:root", f"arn:aws:iam::{HUB_ACCOUNT}:role/*"):
+            self.assertFalse(scan.fullmatch(bad), bad)
+        bus = re.compile(params["HubEventBusArn"]["AllowedPattern"])
+        self.assertTrue(bus.fullmatch(SPOKE_FIXED["HubEventBusArn"]))
+        self.assertFalse(bus.fullmatch(f"arn:aws:sqs:us-east-1:{HUB_ACCOUNT}:queue"))
+        groups = self.t["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+        self.assertEqual(sorted(p for g in groups for p in g["Parameters"]), sorted(params))
+
+    # --- every region: forwarding ----------------------------------------------------------------
+
+    def test_forwarding_rule_sends_the_hubs_pattern_to_the_hub_bus(self):
+        rules = self.of_type("AWS::Events::Rule")
+        self.assertEqual(len(rules), 1, sorted(rules))
+        ((name, rule),) = rules.items()
+        self.assertNotIn("Condition", rule)  # every region
+        props = rule["Properties"]
+        self.assertNotIn("EventBusName", props)  # the default bus, where EC2 sends its events
+        self.assertEqual(props["EventPattern"], self.hub["Resources"]["StateChangeRule"]["Properties"]["EventPattern"])
+        (target,) = props["Targets"]
+        self.assertEqual(target["Arn"], {"Ref": "HubEventBusArn"})
+        # The hub bus admits the organization, so the target needs a role of this account.
+        role = target["RoleArn"]["Fn::GetAtt"][0]
+        self.assertEqual(self.res[role]["Type"], "AWS::IAM::Role")
+        dlq = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+        self.assertEqual(self.res[dlq]["Type"], "AWS::SQS::Queue")
+        self.assertIs(self.res[dlq]["Properties"].get("SqsManagedSseEnabled"), True)
+        self.assertEqual(int(self.res[dlq]["Properties"]["MessageRetentionPeriod"]), 1209600)
+        # The forwarding role: EventBridge only, events:PutEvents on the hub bus only; unnamed and
+        # in every region (its own per region, so the regions' stacks do not collide).
+        forward = self.res[role]
+        self.assertNotIn("Condition", forward)
+        self.assertNotIn("RoleName", forward["Properties"])
+        trust = forward["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        self.assertEqual([st["Principal"] for st in trust], [{"Service": "events.amazonaws.com"}])
+        for params, ev in self.combos:
+            statements = self.role_statements(ev, role)
+            self.assertEqual([(as_list(st["Action"]), as_list(st["Resource"]), st["Effect"]) for _, st in statements],
+                             [(["events:PutEvents"], [SPOKE_FIXED["HubEventBusArn"]], "Allow")], params)
+
+    def test_forwarding_dlq_admits_only_the_forwarding_rule(self):
+        (rule,) = self.of_type("AWS::Events::Rule")
+        policies = self.of_type("AWS::SQS::QueuePolicy")
+        self.assertEqual(len(policies), 1)
+        ((_, policy),) = policies.items()
+        (queue,) = [q["Ref"] for q in policy["Properties"]["Queues"]]
+        arn = f"<getatt:{queue}.Arn>"
+        rule_arn = f"<getatt:{rule}.Arn>"
+        for params, ev in self.combos[:1]:
+            document = ev.resolve(policy["Properties"]["PolicyDocument"])
+            for who, caller, context, same, identity, expected in (
+                ("EventBridge for the forwarding rule", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": rule_arn}, True, False, "allow"),
+                ("EventBridge for another rule", ("Service", "events.amazonaws.com"),
+                 {"aws:SourceArn": f"arn:aws:events:us-east-1:{MEMBER}:rule/other"}, True, False, "explicit-deny"),
+                ("an administrator", ("AWS", f"arn:aws:iam::{MEMBER}:role/Admin"),
+                 {"aws:PrincipalArn": f"arn:aws:iam::{MEMBER}:role/Admin"}, True, True, "explicit-deny"),
+            ):
+                got = resource_policy_decision(document, caller, context, arn, "sqs:SendMessage", same, identity)
+                self.assertEqual(got, expected, who)
+
+    # --- RolesRegion: the roles --------------------------------------------------------------------
+
+    def test_roles_exist_once_per_account(self):
+        # IAM is global: a named role (or policy) made by every region's stack would collide, so
+        # each exists only in RolesRegion's stack.
+        named = [k for k, v in self.res.items()
+                 if v["Type"] in ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy")
+                 and ("RoleName" in v["Properties"] or v["Type"] == "AWS::IAM::ManagedPolicy")]
+        self.assertGreaterEqual(len(named), 4, named)
+        for params, ev in self.combos:
+            in_roles_region = params["AWS::Region"] == params["RolesRegion"]
+            for name in named:
+                if not in_roles_region:
+                    self.assertFalse(ev.resource_exists(name), (name, params))
+            self.assertEqual(ev.resource_exists(self.spoke_role()), in_roles_region, params)
+            self.assertEqual(ev.resource_exists(self.scan_role()), in_roles_region and bool(params["ScanPrincipalArn"]),
+                             params)
+            self.assertEqual(ev.resource_exists(self.remediation_role()),
+                             in_roles_region and params["EnableRemediation"] == "true", params)
+
+    def assert_trusts_only(self, role, principal_param, principal_arn):
+        trust = self.res[role]["Properties"]["AssumeRolePolicyDocument"]
+        (st,) = as_list(trust["Statement"])
+        self.assertEqual(st["Effect"], "Allow", role)
+        self.assertEqual(st["Principal"], {"AWS": {"Ref": principal_param}}, role)
+        self.assertEqual(as_list(st["Action"]), ["sts:AssumeRole"], role)
+        self.assertEqual(st["Condition"], {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}, role)
+        for params, ev in self.combos:
+            if not ev.resource_exists(role):
+                continue
+            document = ev.resolve(trust)
+            in_org = {"aws:PrincipalOrgID": ORGANIZATION_ID, "aws:PrincipalArn": principal_arn}
+            for who, caller, context, expected in (
+                ("the trusted principal, in the organization", ("AWS", principal_arn), in_org, "allow"),
+                ("the trusted principal's ARN, from another organization", ("AWS", principal_arn),
+                 {"aws:PrincipalOrgID": "o-otherorgzzz"}, "deny"),
+                ("the trusted principal's ARN, in no organization", ("AWS", principal_arn), {}, "deny"),
+                ("the hub account's root", ("AWS", f"arn:aws:iam::{HUB_ACCOUNT}:root"),
+                 {"aws:PrincipalOrgID": ORGANIZATION_ID}, "deny"),
+                ("another role of the hub account", ("AWS", f"arn:aws:iam::{HUB_ACCOUNT}:role/Admin"),
+                 {"aws:PrincipalOrgID": ORGANIZATION_ID}, "deny"),
+                ("this account's administrator", ("AWS", f"arn:aws:iam::{MEMBER}:role/Admin"),
+                 {"aws:PrincipalOrgID": ORGANIZATION_ID}, "deny"),
+            ):
+                self.assertEqual(trust_decision(document, caller, context), expected, f"{role}: {who}: {params}")
+
+    def test_spoke_and_remediation_roles_trust_only_the_hub_function_role(self):
+        self.assert_trusts_only(self.spoke_role(), "HubFunctionRoleArn", HUB_FUNCTION_ROLE)
+        self.assert_trusts_only(self.remediation_role(), "HubFunctionRoleArn", HUB_FUNCTION_ROLE)
+
+    def test_scan_role_trusts_only_the_scan_principal(self):
+        self.assert_trusts_only(self.scan_role(), "ScanPrincipalArn", SCAN_PRINCIPAL)
+
+    def test_read_roles_read_what_the_function_role_reads_and_write_nothing(self):
+        # The read role (and the scan role): exactly the hub function role's reads, with the same
+        # resources, plus ec2:DescribeRegions (the CLI's --all-regions); no write, no Deny
+        # needed, no wildcard action.
+        hub_reads = self.hub_read_statements()
+        self.assertIn("iam:SimulatePrincipalPolicy", hub_reads)
+        self.assertIn("autoscaling:DescribeAutoScalingGroups", hub_reads)
+        for role in (self.spoke_role(), self.scan_role()):
+            for params, ev in self.combos:
+                if not ev.resource_exists(role):
+                    continue
+                granted = {}
+                for _, st in self.role_statements(ev, role):
+                    self.assertEqual(st["Effect"], "Allow", (role, st))
+                    self.assertNotIn("NotAction", st)
+                    self.assertNotIn("NotResource", st)
+                    self.assertNotIn("Condition", st)
+                    for a in as_list(st["Action"]):
+                        self.assertFalse(service_wildcard(a), (role, a))
+                        self.assertTrue(is_read(a), f"{role}: {a} is not a read")
+                        self.assertNotIn(a, SPOKE_WRITE_ACTIONS)
+                        granted.setdefault(a, []).extend(literal(r, params) for r in as_list(st["Resource"]))
+                self.assertEqual(granted.pop("ec2:DescribeRegions"), ["*"], role)
+                # The same resource text, substituted for the same account: this account's users
+                # and roles, any account's keys, "*" where IAM has no resource-level permission.
+                expected = {a: [literal(r, params) for r in rs] for a, rs in hub_reads.items()}
+                self.assertEqual(granted, expected, (role, params))
+                break
+
+    def test_remediation_role_mirrors_the_templates_write_conditions(self):
+        role = self.remediation_role()
+        hub = self.hub["Resources"]
+        for params, ev in self.combos:
+            exists = ev.resource_exists(role)
+            self.assertEqual(exists, params["EnableRemediation"] == "true" and params["AWS::Region"] == params["RolesRegion"],
+                             params)
+            # Writes only in the remediation role, in every combination.
+            for other in self.of_type("AWS::IAM::Role"):
+                if other == role or not ev.resource_exists(other):
+                    continue
+                for _, st in self.role_statements(ev, other):
+                    self.assertFalse(set(as_list(st["Action"])) & SPOKE_WRITE_ACTIONS, (other, st))
+            if not exists:
+                continue
+            statements = self.role_statements(ev, role)
+            by_sid = {st.get("Sid"): st for _, st in statements}
+            hub_params = dict(params, **{"AWS::Region": "us-east-1"})
+            template = Evaluator(self.hub, hub_params)
+            wanted = {st["Sid"]: st for st in as_list(template.render(hub["RemediationPolicy"]["Properties"]["PolicyDocument"])["Statement"])}
+            # The Allows exactly as the function role's under apply: the same actions, resources
+            # (this account's principals and keys) and the tag condition with the same key.
+            for sid in ("PutScopedInlinePolicyOnTaggedPrincipals", "ReadKeyOptInTag"):
+                self.assertEqual(by_sid[sid], wanted[sid], (sid, params))
+            self.assertEqual(by_sid["PutScopedInlinePolicyOnTaggedPrincipals"]["Condition"],
+                             {"StringEquals": {f"iam:ResourceTag/{params['RemediationTagKey']}": "true"}})
+            # Never its own role, nor this stack's other roles.
+            never = by_sid["NeverOwnRoles"]
+            self.assertEqual((never["Effect"], as_list(never["Action"])), ("Deny", ["iam:PutRolePolicy"]))
+            name = params["SpokeRoleName"]
+            self.assertEqual(set(as_list(never["Resource"])), {
+                f"arn:aws:iam::{MEMBER}:role/{name}-remediation", f"arn:aws:iam::{MEMBER}:role/{name}",
+                f"arn:aws:iam::{MEMBER}:role/{SCAN_ROLE_NAME}"})
+            # Reads first, as the function role does: the diagnosis policy is attached too.
+            self.assertIn("DescribeInstancesAndVolumes", by_sid)
+            # The restart: only with RestartAfterRemediation, as RestartPolicy, for every region.
+            restart = params["RestartAfterRemediation"] == "true"
+            self.assertEqual("RestartOptedInInstances" in by_sid, restart, params)
+            self.assertEqual("LetEc2DecryptVolumesOnRestart" in by_sid, restart, params)
+            if restart:
+                tag = {f"aws:ResourceTag/{params['RemediationTagKey']}": "true"}
+                start = by_sid["RestartOptedInInstances"]
+                self.assertEqual(as_list(start["Action"]), ["ec2:StartInstances"])
+                self.assertEqual(as_list(start["Resource"]), [f"arn:aws:ec2:*:{MEMBER}:instance/*"])
+                self.assertEqual(start["Condition"], {"StringEquals": tag})
+                grant = by_sid["LetEc2DecryptVolumesOnRestart"]
+                self.assertEqual(as_list(grant["Action"]), ["kms:CreateGrant"])
+                self.assertEqual(as_list(grant["Resource"]), [f"arn:aws:kms:*:{MEMBER}:key/*"])
+                self.assertEqual(grant["Condition"], {
+                    "Bool": {"kms:GrantIsForAWSResource": "true"},
+                    "StringEquals": tag,
+                    "StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"},
+                })
+            # Nothing else writes.
+            for _, st in statements:
+                if st["Effect"] == "Allow":
+                    for a in as_list(st["Action"]):
+                        self.assertTrue(is_read(a) or a in SPOKE_WRITE_ACTIONS, a)
+
+    def test_outputs_follow_the_roles(self):
+        outputs = self.t["Outputs"]
+        for key, role in (("SpokeRoleArn", self.spoke_role()), ("RemediationRoleArn", self.remediation_role()),
+                          ("ScanRoleArn", self.scan_role())):
+            self.assertEqual(outputs[key]["Value"], {"Fn::GetAtt": [role, "Arn"]})
+            self.assertEqual(outputs[key].get("Condition"), self.res[role].get("Condition"))
+
+
+class SpokeMutationSmokeTest(unittest.TestCase):
+    """The spoke's review must notice a broken property."""
+
+    def broken(self, mutate):
+        t = cfn_yaml.load(str(SPOKE_TEMPLATE))
+        mutate(t)
+
+        class Mutated(SpokeTemplateTest):
+            load = staticmethod(lambda: t)
+
+        try:
+            Mutated.setUpClass()
+        except Exception:
+            return True
+        result = unittest.TestResult()
+        result.failfast = True
+        unittest.TestLoader().loadTestsFromTestCase(Mutated).run(result)
+        return not result.wasSuccessful()
+
+    @staticmethod
+    def trust(t, role="SpokeRole"):
+        return t["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+
+    @staticmethod
+    def edit_remediation(t, edit, index=0):
+        policy = t["Resources"]["RemediationRole"]["Properties"]["Policies"][index]
+        if is_fn(policy, "Fn::If"):
+            policy = policy["Fn::If"][1]
+        d = json.loads(policy["PolicyDocument"]["Fn::Sub"])
+        edit(d)
+        policy["PolicyDocument"]["Fn::Sub"] = json.dumps(d)
+
+    def test_transform_added(self):
+        self.assertTrue(self.broken(lambda t: t.__setitem__("Transform", "AWS::Serverless-2016-10-31")))
+
+    def test_trust_without_organization(self):
+        self.assertTrue(self.broken(lambda t: self.trust(t).pop("Condition")))
+
+    def test_trust_the_hub_account(self):
+        def mutate(t):
+            self.trust(t)["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::111122223333:root"}}
+        self.assertTrue(self.broken(mutate))
+
+    def test_remediation_trust_without_organization(self):
+        self.assertTrue(self.broken(lambda t: self.trust(t, "RemediationRole").pop("Condition")))
+
+    def test_read_policy_writes(self):
+        def mutate(t):
+            t["Resources"]["DiagnosisReadPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Action"].append(
+                "iam:PutRolePolicy")
+        self.assertTrue(self.broken(mutate))
+
+    def test_read_policy_drops_a_read(self):
+        def mutate(t):
+            statements = t["Resources"]["DiagnosisReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+            statements[:] = [st for st in statements if st["Sid"] != "FindLaunchCaller"]
+        self.assertTrue(self.broken(mutate))
+
+    def test_read_policy_iam_of_every_account(self):
+        def mutate(t):
+            statements = t["Resources"]["DiagnosisReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+            (st,) = [st for st in statements if st["Sid"] == "ReadAndSimulateCallers"]
+            st["Resource"] = [{"Fn::Sub": "arn:${AWS::Partition}:iam::*:user/*"}, {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/*"}]
+        self.assertTrue(self.broken(mutate))
+
+    def test_remediation_role_always(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["RemediationRole"].update(Condition="CreateRoles")))
+
+    def test_roles_in_every_region(self):
+        self.assertTrue(self.broken(lambda t: t["Resources"]["SpokeRole"].pop("Condition")))
+
+    def test_remediation_tag_ignores_case(self):
+        def edit(d):
+            st = d["Statement"][0]
+            st["Condition"] = {"StringEqualsIgnoreCase": st["Condition"]["StringEquals"]}
+        self.assertTrue(self.broken(lambda t: self.edit_remediation(t, edit)))
+
+    def test_remediation_may_rewrite_its_own_role(self):
+        self.assertTrue(self.broken(lambda t: self.edit_remediation(t, lambda d: d["Statement"].pop(2))))
+
+    def test_restart_on_untagged_instances(self):
+        self.assertTrue(self.broken(lambda t: self.edit_remediation(t, lambda d: d["Statement"][0].pop("Condition"), 1)))
+
+    def test_forwarding_without_role(self):
+        self.assertTrue(self.broken(
+            lambda t: t["Resources"]["ForwardStateChangesRule"]["Properties"]["Targets"][0].pop("RoleArn")))
+
+    def test_forwarding_role_puts_anywhere(self):
+        def mutate(t):
+            t["Resources"]["ForwardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]["Resource"] = "*"
         self.assertTrue(self.broken(mutate))
 
 
