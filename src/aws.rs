@@ -1025,9 +1025,12 @@ impl Cloud for AwsCloud {
         scope: &crate::cloud::InstanceScope,
     ) -> Result<Vec<Instance>, CallError> {
         use aws_sdk_ec2::types::Filter;
+        /// EC2 takes at most 200 values in one filter.
+        const FILTER_VALUES: usize = 200;
         let ec2 = self.clients(region).ec2;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut chunk = 0usize;
         loop {
             let mut req = ec2.describe_instances().set_next_token(token.take());
             if scope.ids.is_empty() {
@@ -1037,7 +1040,9 @@ impl Cloud for AwsCloud {
             } else {
                 // A filter, not InstanceIds: one id that does not exist (or is in another
                 // region) would fail the whole call with InvalidInstanceID.NotFound.
-                req = req.filters(Filter::builder().name("instance-id").set_values(Some(scope.ids.clone())).build());
+                let ids: Vec<String> =
+                    scope.ids.iter().skip(chunk * FILTER_VALUES).take(FILTER_VALUES).cloned().collect();
+                req = req.filters(Filter::builder().name("instance-id").set_values(Some(ids)).build());
             }
             if let Some((k, v)) = &scope.tag {
                 req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
@@ -1049,6 +1054,8 @@ impl Cloud for AwsCloud {
             }
             match resp.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                // The next 200 ids.
+                _ if (chunk + 1) * FILTER_VALUES < scope.ids.len() => chunk += 1,
                 _ => return Ok(out),
             }
         }
@@ -1124,24 +1131,25 @@ impl AwsCloud {
         if self.own_account().await? == account {
             return Ok(None);
         }
-        let mut members = self.members.lock().await;
         // Credentials are kept until five minutes before they expire.
         let fresh = |expiry: &Option<std::time::SystemTime>| {
             expiry.is_none_or(|t| t > std::time::SystemTime::now() + std::time::Duration::from_secs(300))
         };
         let cache_key = format!("{account}/{role}");
-        if let Some((cloud, expiry)) = members.get(&cache_key) {
+        if let Some((cloud, expiry)) = self.members.lock().await.get(&cache_key) {
             if fresh(expiry) {
                 return Ok(Some(cloud.clone()));
             }
         }
+        // The lock is not held across the STS call: one slow account must not hold up the
+        // others (two lookups at once may both assume; the later entry wins).
         let partition = crate::arn::partition_of_region(&self.default_region().unwrap_or_default());
         let role_arn = format!("arn:{partition}:iam::{account}:role/{role}");
         let (cloud, expiry) = self
             .assume(&role_arn, "kms-launch-doctor-hub", None)
             .instrument(tracing::info_span!("sts.AssumeRole", account))
             .await?;
-        members.insert(cache_key, (cloud.clone(), expiry));
+        self.members.lock().await.insert(cache_key, (cloud.clone(), expiry));
         Ok(Some(cloud))
     }
 

@@ -431,6 +431,12 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
                 let member = if account.is_empty() { Ok(None) } else { aws.in_account(account).await };
                 let member = match member {
                     Ok(m) => m,
+                    Err(e) if e.kind == FailureKind::Denied => {
+                        // No spoke role there (or it does not trust the hub): retrying cannot
+                        // help until someone deploys it, so the events are done, loudly.
+                        tracing::warn!(account = %account, region = %r, events = targets.len(), error = %e, "cannot enter the account: its events are skipped (deploy the spoke stack there)");
+                        return (place.clone(), Some(Vec::new()));
+                    }
                     Err(e) => {
                         tracing::error!(account = %account, region = %r, error = %e, "could not enter the account: will retry");
                         return (place.clone(), None);
@@ -490,9 +496,18 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
             continue;
         }
         let mut finding = finding.clone();
-        if let Some(r) = &item.reported {
-            // The same failure, told again: an update of the finding already sent.
-            finding.id.clone_from(&r.finding_id);
+        let mut item = item;
+        if let Some(r) = item.reported.clone() {
+            // The same failure, told again: an update of the finding already sent, which was
+            // made before the caller was known. Only that Id is taken: a message of the queue
+            // cannot point the update at another finding.
+            let early_id = crate::decide::finding_id(&finding.account, &finding.region, &finding.instance_id, None);
+            if r.finding_id == early_id {
+                finding.id = early_id;
+            } else {
+                tracing::warn!(message_id = %item.id, reported = %r.finding_id, "a deferred event names a finding that is not its own: ignored");
+                item.reported = None;
+            }
         }
         match next_look(&finding, settings, now, item.first_received) {
             Some(seconds) if item.reported.is_none() && settled_without_caller(&finding) => {
@@ -528,7 +543,24 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     .collect()
     .await;
     let sent_at = crate::decide::rfc3339(now);
-    let mut outboxes: Vec<Outbox> = remediated.iter().map(|(_, f)| Outbox::render(f, &plan.sinks, &sent_at)).collect();
+    let over = started_since(aws, &remediated).await;
+    let mut outboxes: Vec<Outbox> = remediated
+        .iter()
+        .map(|(_, f)| {
+            let mut o = Outbox::render(f, &plan.sinks, &sent_at);
+            if over.contains(&f.instance_id) {
+                // Decided on an earlier look's facts, but the instance has run since: the
+                // record is kept, born resolved, so it does not (re)open after the `running`
+                // event has passed.
+                if let Some(a) = &mut o.security_hub {
+                    a.record_state = "ARCHIVED".to_owned();
+                    a.compliance = Some(crate::deliver::message::AsffCompliance { status: "PASSED".to_owned() });
+                }
+                tracing::info!(finding_id = %f.id, instance_id = %f.instance_id, "the instance runs since this failure: its finding is sent resolved");
+            }
+            o
+        })
+        .collect();
     let results = deliver::send_all(aws, &mut outboxes, &sent_at).await;
     for (((mut item, mut f), (delivered, failures)), unsent) in remediated.into_iter().zip(results).zip(outboxes) {
         f.delivered = delivered;
@@ -552,6 +584,34 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     }
     resolve_running(aws, running, region, plan, settings, now, stop_at, metrics, &mut response).await;
     response
+}
+
+/// Of the findings decided on an earlier look's snapshot, the instances that are pending or
+/// running now (one DescribeInstances per account and region): their failure is over. A
+/// lookup that fails leaves them as they are.
+async fn started_since<A: Cloud>(aws: &A, settled: &[(Item, Finding)]) -> BTreeSet<String> {
+    let mut by_place: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (item, f) in settled.iter().filter(|(item, _)| item.known.is_some()) {
+        let account = item.trigger.account.clone().unwrap_or_default();
+        by_place.entry((account, f.region.clone())).or_default().push(f.instance_id.clone());
+    }
+    let mut out = BTreeSet::new();
+    for ((account, region), ids) in by_place {
+        let member = if account.is_empty() { Ok(None) } else { aws.in_account(&account).await };
+        let Ok(member) = member else { continue };
+        let cloud = member.as_ref().unwrap_or(aws);
+        match cloud
+            .describe_instances(&region, &ids)
+            .instrument(info_span!("ec2.DescribeInstances", running_since = true))
+            .await
+        {
+            Ok(instances) => out.extend(
+                instances.into_iter().filter(|i| matches!(i.state_name.as_str(), "pending" | "running")).map(|i| i.id),
+            ),
+            Err(e) => tracing::info!(region = %region, error = %e, "could not tell whether deferred instances run now"),
+        }
+    }
+    out
 }
 
 /// Resolves the open findings of the batch's `running` instances, all at once. A message whose

@@ -70,9 +70,17 @@ pub async fn members(
         Err(_) => "kms-launch-doctor-scan".to_owned(),
     };
     let session = session.as_str();
+    let own = cloud.own_account().await.ok();
+    let own = own.as_deref();
     stream::iter(accounts.iter().map(|account| async move {
         let role_arn = format!("arn:{partition}:iam::{account}:role/{role_name}");
-        let entered = cloud.assume(&role_arn, session, external_id).await.map(|(c, _)| c);
+        // The caller's own account with its own credentials (the management account, where a
+        // StackSet puts no role).
+        let entered = if own == Some(account.as_str()) {
+            Ok(cloud.clone())
+        } else {
+            cloud.assume(&role_arn, session, external_id).await.map(|(c, _)| c)
+        };
         let member_cloud = entered.map_err(|e| format!("could not assume {role_arn}: {e}"));
         let regions = match (&member_cloud, regions) {
             (Err(e), _) => Err(e.clone()),

@@ -236,6 +236,14 @@ pub async fn remediate_in_account<A: Cloud + IamWrites>(aws: &A, g: &Guardrails,
         return;
     }
     let reads = aws.in_account(&f.account).await;
+    if g.mode == Mode::DryRun {
+        // A dry run writes nothing: the spoke's read role reads the tags and policies.
+        return match reads {
+            Ok(None) => remediate(aws, aws, g, f).await,
+            Ok(Some(reads)) => remediate(&reads, &reads, g, f).await,
+            Err(e) => refuse_all(f, &format!("account {} cannot be entered for remediation: {e}", f.account)),
+        };
+    }
     let writes = aws.writes_in(&f.account).await;
     match (reads, writes) {
         (Ok(None), Ok(None)) => remediate(aws, aws, g, f).await,

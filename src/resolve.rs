@@ -155,8 +155,9 @@ pub fn notice(a: &Asff, at: &Place, resolved_at: &str, sinks: &Sinks, delivery_r
     }
 }
 
-/// Instance ARN -> (instance id, when it was seen running), for one region and account.
-type RanInstances = BTreeMap<String, (String, DateTime<Utc>)>;
+/// Instance ARN -> (the instance, when it was seen running), for one Security Hub (account and
+/// region) to ask.
+type RanInstances = BTreeMap<String, (Place, DateTime<Utc>)>;
 
 /// Resolves the open findings of instances that reached `running`. `default_region` stands in
 /// for an event without one; an event without an account cannot name a finding and is passed
@@ -175,6 +176,9 @@ pub async fn resolve<E: Effects>(
         }
         return outcome;
     }
+    // Grouped by the Security Hub that holds the findings: each instance's own account and
+    // region, or, in hub topology, the hub's for every instance (up to 20 ARNs a call across
+    // accounts).
     let mut groups: BTreeMap<(String, String), RanInstances> = BTreeMap::new();
     for r in running {
         let (Some(region), Some(account)) = (r.region.as_deref().or(default_region), r.account.as_deref()) else {
@@ -182,34 +186,32 @@ pub async fn resolve<E: Effects>(
             continue;
         };
         let at = r.time.unwrap_or(now);
-        let slot = groups
-            .entry((region.to_owned(), account.to_owned()))
-            .or_default()
-            .entry(instance_arn(region, account, &r.instance_id))
-            .or_insert((r.instance_id.clone(), at));
+        let place =
+            Place { instance_id: r.instance_id.clone(), account: account.to_owned(), region: region.to_owned() };
+        let holder = match &sinks.home {
+            Some(h) => (h.region.clone(), h.account.clone()),
+            None => (region.to_owned(), account.to_owned()),
+        };
+        let slot = groups.entry(holder).or_default().entry(place.arn()).or_insert((place, at));
         slot.1 = slot.1.max(at);
     }
     let now_text = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     // (where it is imported, the archive, the instance, when it ran)
     let mut archives: Vec<(String, Asff, Place, String)> = Vec::new();
-    for ((region, account), instances) in &groups {
+    for ((holder_region, holder_account), instances) in &groups {
+        let product = product_arn(holder_region, holder_account);
         let arns: Vec<String> = instances.keys().cloned().collect();
         for chunk in arns.chunks(RESOURCE_IDS_PER_CALL) {
-            // Hub topology: the findings are the hub's, in its region.
-            let (home_region, product) = match &sinks.home {
-                Some(h) => (h.region.clone(), h.product_arn()),
-                None => (region.clone(), product_arn(region, account)),
-            };
             let open = effects
-                .open_findings(&home_region, &product, chunk)
-                .instrument(info_span!("securityhub.GetFindings", region = %region, instances = chunk.len()))
+                .open_findings(holder_region, &product, chunk)
+                .instrument(info_span!("securityhub.GetFindings", region = %holder_region, instances = chunk.len()))
                 .await;
             let open = match open {
                 Ok(o) => o,
                 Err(e) => {
                     for arn in chunk {
-                        if let Some((id, _)) = instances.get(arn) {
-                            outcome.failed.insert(id.clone(), e.clone());
+                        if let Some((place, _)) = instances.get(arn) {
+                            outcome.failed.insert(place.instance_id.clone(), e.clone());
                         }
                     }
                     continue;
@@ -218,14 +220,18 @@ pub async fn resolve<E: Effects>(
             for doc in open {
                 // The filter is the service's; the decision is ours (a finding it should not
                 // have returned is left alone).
-                let Some((_, (id, at))) =
+                let Some((_, (place, at))) =
                     instances.iter().find(|(arn, (_, at))| chunk.contains(arn) && resolved_by(&doc, arn, *at))
                 else {
                     continue;
                 };
                 let resolved_at = crate::decide::rfc3339(*at);
-                let place = Place { instance_id: id.clone(), account: account.clone(), region: region.clone() };
-                archives.push((home_region.clone(), archived(&doc, &resolved_at, &now_text), place, resolved_at));
+                archives.push((
+                    holder_region.clone(),
+                    archived(&doc, &resolved_at, &now_text),
+                    place.clone(),
+                    resolved_at,
+                ));
             }
         }
     }

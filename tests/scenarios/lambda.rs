@@ -600,6 +600,7 @@ async fn a_deferred_event_whose_instance_has_started_since_still_yields_its_find
     let mut later = first;
     later["Records"][0]["body"] = json!(deferred[0].to_string());
     later["Records"][0]["messageId"] = json!("deferred-1");
+    let env = [("EVENTS_QUEUE_URL", queue_url.as_str()), ("SECURITY_HUB", "on")];
     let (outcomes, stdout) = invoke(&s.region, vec![later], &env);
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
     let lines = finding_lines(&stdout);
@@ -608,6 +609,12 @@ async fn a_deferred_event_whose_instance_has_started_since_still_yields_its_find
     assert_eq!(f["instance_state"], "stopped");
     assert_eq!(f["causes"][0]["code"], "caller-lacks-create-grant", "{f:#}");
     assert_eq!(f["launch"]["caller"]["principal_arn"], user_arn.as_str());
+    // The instance runs now: the record is kept, but born resolved (its `running` event has
+    // passed, and nothing would archive it later).
+    let all = s.securityhub.get_findings().send().await.unwrap();
+    let record = all.findings().iter().find(|x| x.id() == f["id"].as_str()).expect("in Security Hub");
+    assert_eq!(record.record_state().unwrap().as_str(), "ARCHIVED");
+    assert_eq!(record.compliance().and_then(|c| c.status()).unwrap().as_str(), "PASSED");
 }
 
 #[tokio::test]
