@@ -109,6 +109,7 @@ bench: $(STAMP) $(BENCH_STAMP) $(LINT_STAMP)
 	$(PYTHON) bench/steps.py artifacts; \
 	$(EMULATOR) $(PY) bench/run.py; \
 	$(PYTHON) bench/schedule.py; \
+	$(EMULATOR) $(PY) bench/organization.py; \
 	$(PYTHON) bench/render.py
 
 ## The release profile's trade-off (opt-level, LTO, codegen units, panic): four cold release builds

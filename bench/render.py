@@ -1,5 +1,5 @@
 """Writes BENCHMARKS.md from the raw figures in bench/results/ (run.json, criterion.json,
-builds.json, artifacts.json, profiles.json). `make bench` runs it last; run it alone to
+builds.json, artifacts.json, profiles.json, schedule.json, org.json). `make bench` runs it last; run it alone to
 re-render without measuring again. Standard library only. Never edit BENCHMARKS.md by hand.
 """
 
@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -140,7 +141,29 @@ def header(run: dict | None) -> list[str]:
     return lines
 
 
-def headline(run: dict | None, crit: dict | None, arts: dict | None) -> list[str]:
+def deployed_label(v: dict) -> str:
+    if not v.get("background"):
+        return "the storm alone"
+    return f"busier account ({v['background']['grants']:,} + {v['background']['starts']} background records)"
+
+
+def deployed_ok(v: dict) -> bool:
+    lk, dup = v["lookup_events"], v["duplicates"]
+    return (v["timed_out"] == 0 and dup["finding_lines_repeated"] == 0 and dup["sns_repeated"] == 0
+            and lk["max_per_second"] <= 2 and lk["throttled_client"] == 0 and v["finished"])
+
+
+def deployed_headline(v: dict) -> str:
+    vf, lk, dup = v.get("visibility_to_finding") or {}, v["lookup_events"], v["duplicates"]
+    return (f"{deployed_label(v)}: **{v['timed_out']}** of {v['batches']} invocations past Timeout {v['timeout_seconds']} s "
+            f"(longest {secs(v['invocation_seconds_max'])}), findings sent twice **{dup['finding_lines_repeated']}** "
+            f"(SNS {dup['sns_repeated']}), LookupEvents at most {lk['max_per_second']}/s and {lk['per_minute_max']}/min, "
+            f"throttled {lk['throttled_client']}, record visible → finding median **{secs(vf.get('median'))}**, worst {secs(vf.get('max'))}"
+            + ("" if v["finished"] else f" (**stopped at the {v['cap_seconds'] / 60:.0f}-minute cap**, queue not empty)"))
+
+
+def headline(run: dict | None, crit: dict | None, arts: dict | None, sched: dict | None = None,
+             org: dict | None = None) -> list[str]:
     rows = ["| Figure | Result | Target |", "|---|---|---|"]
     if run:
         art = run["calls"][0]
@@ -166,13 +189,35 @@ def headline(run: dict | None, crit: dict | None, arts: dict | None) -> list[str
         if dp:
             rows.append(f"| Storm of 200, as template.yaml delivers it ({dp['batches']} SQS batches of {dp['batch_size']}, {dp['functions']} concurrent function(s)) | "
                         f"LookupEvents **{dp['interceptor'].get('cloudtrail:LookupEvents', 0)}** attempts (up to {dp['lookup_events_max_per_second']} within 1 s), "
-                        f"{dp['total']} calls in all; {dp['distinct_instances']} of 200 diagnosed on first delivery, {dp['batch_item_failures']} deferred | "
+                        f"{dp['total']} calls in all"
+                        + (f" ({dp['interceptor']['sns:Publish']} of them SNS Publish, one per finding)" if dp["interceptor"].get("sns:Publish") else "")
+                        + f"; {dp['distinct_instances']} of 200 diagnosed"
+                        + (" (queue drained)" if "timed_out" in dp else " on first delivery")
+                        + f", {dp['batch_item_failures']} returned as batch item failures | "
                         f"LookupEvents ≤ 10: {ok(dp['interceptor'].get('cloudtrail:LookupEvents', 0) <= 10)} |")
+            variants = [v for v in (dp, run.get("sqs_deployed_noisy"), run.get("sqs_deployed_heavy")) if v and "timed_out" in v]
+            if variants:
+                rows.append("| Storm of 200 as deployed, until the queue is empty (issue 15): "
+                            + "; ".join(deployed_label(v) for v in variants) + " | "
+                            + "; ".join(deployed_headline(v) for v in variants) + " | "
+                            + f"no timeout, nothing sent twice, LookupEvents ≤ 2/s and none throttled: {ok(all(deployed_ok(v) for v in variants))} |")
         rows.append(f"| `diagnose`, whole process, article, warm emulator | median **{secs(run['diagnose']['wall']['median'])}** "
                     f"(min {secs(run['diagnose']['wall']['min'])}, max {secs(run['diagnose']['wall']['max'])}, n = {run['diagnose']['wall']['n']}) | |")
         su = run["startup"]["seconds"]
         rows.append(f"| Lambda start-up: exec → first `invocation/next` | median **{secs(su['median'])}** "
                     f"(min {secs(su['min'])}, max {secs(su['max'])}, n = {su['n']}) | |")
+    if sched:
+        for sc in sched["scenarios"]:
+            if sc["failures"] == 200 and not sc["background"]:
+                o, n = sc["old"], sc["new"]
+                rows.append(f"| CloudTrail record visible → finding, storm of 200, delays of 1–15 min (model, §7) | "
+                            f"old schedule median {secs(o['visibility_to_finding']['median'])}, worst {secs(o['visibility_to_finding']['max'])}; "
+                            f"new (a look every {sched['parameters']['look_interval_seconds']} s) median **{secs(n['visibility_to_finding']['median'])}**, "
+                            f"worst **{secs(n['visibility_to_finding']['max'])}**; LookupEvents at most {o['lookup_events']['per_minute_max']} / "
+                            f"{n['lookup_events']['per_minute_max']} a minute | ≤ 120 a minute: "
+                            f"{ok(o['lookup_events']['within_budget'] and n['lookup_events']['within_budget'])} |")
+    if org:
+        rows += org_headline(org)
     if crit:
         b = crit["benches"]
         if "decide/article" in b:
@@ -255,6 +300,30 @@ def storm_section(run: dict) -> list[str]:
         "before it is stopped after the invocation (the whole life of the process: start-up, one invocation).",
     ]
     dp = run.get("sqs_deployed")
+    if dp and "timed_out" not in dp:
+        lines += legacy_deployed(dp, sq, le)
+    elif dp:
+        lines += deployed_section([v for v in (dp, run.get("sqs_deployed_noisy"), run.get("sqs_deployed_heavy")) if v], sq, le)
+    nz = run.get("storm_noisy")
+    if nz:
+        b = nz["background"]
+        lines += ["", f"**In a busier account.** The same 200 failures in another region ({nz['region']}) with unrelated",
+                  f"CloudTrail traffic in the same hour: {b['grants']:,} successful CreateGrant calls (every launch or attach of an",
+                  f"encrypted volume makes one) and {b['starts']} StartInstances of healthy instances. Queries by event name page",
+                  "through every matching record in the window, 50 a page, at 2 pages a second:", "",
+                  "| | `scan` | one SQS batch of 200 |", "|---|---|---|",
+                  f"| LookupEvents | {le(nz['scan'])} | {le(nz['sqs'])} |",
+                  f"| Calls in all | {nz['scan']['total']} | {nz['sqs']['total']} |",
+                  f"| Wall time | {secs(nz['scan']['wall'])} | {secs(nz['sqs']['invocation_seconds']['median'])} |",
+                  f"| Peak RSS | {mib_kb(nz['scan']['maxrss_kb'])} | {mib_kb(nz['sqs']['maxrss_kb']['median'])} |",
+                  f"| Findings | {nz['scan']['findings']} ({', '.join(f'{k} {v}' for k, v in nz['scan']['causes'].items())}) | "
+                  f"{nz['sqs']['findings']} ({', '.join(f'{k} {v}' for k, v in nz['sqs']['causes'].items())}) |"]
+    return lines
+
+
+def legacy_deployed(dp: dict, sq: dict, le: Any) -> list[str]:
+    """The deployed storm as run.json had it before issue 15 (one delivery, no deadline)."""
+    lines: list[str] = []
     if dp:
         inv = dp["invocation_seconds"]
         tpl = dp.get("template", {})
@@ -276,21 +345,70 @@ def storm_section(run: dict) -> list[str]:
                   f"| Findings on first delivery | {dp['findings']} for {dp['distinct_instances']} instances ({', '.join(f'{k} {v}' for k, v in dp['causes'].items())}) |",
                   f"| Deferred (batch item failures, visibility extended: SQS delivers them again later) | {dp['batch_item_failures']} |",
                   f"| Peak RSS (largest process) | {mib_kb(dp['maxrss_kb'])} |"]
-    nz = run.get("storm_noisy")
-    if nz:
-        b = nz["background"]
-        lines += ["", f"**In a busier account.** The same 200 failures in another region ({nz['region']}) with unrelated",
-                  f"CloudTrail traffic in the same hour: {b['grants']:,} successful CreateGrant calls (every launch or attach of an",
-                  f"encrypted volume makes one) and {b['starts']} StartInstances of healthy instances. Queries by event name page",
-                  "through every matching record in the window, 50 a page, at 2 pages a second:", "",
-                  "| | `scan` | one SQS batch of 200 |", "|---|---|---|",
-                  f"| LookupEvents | {le(nz['scan'])} | {le(nz['sqs'])} |",
-                  f"| Calls in all | {nz['scan']['total']} | {nz['sqs']['total']} |",
-                  f"| Wall time | {secs(nz['scan']['wall'])} | {secs(nz['sqs']['invocation_seconds']['median'])} |",
-                  f"| Peak RSS | {mib_kb(nz['scan']['maxrss_kb'])} | {mib_kb(nz['sqs']['maxrss_kb']['median'])} |",
-                  f"| Findings | {nz['scan']['findings']} ({', '.join(f'{k} {v}' for k, v in nz['scan']['causes'].items())}) | "
-                  f"{nz['sqs']['findings']} ({', '.join(f'{k} {v}' for k, v in nz['sqs']['causes'].items())}) |"]
     return lines
+
+
+def deployed_section(vs: list[dict], sq: dict, le: Any) -> list[str]:
+    """Issue 15: the storm as template.yaml delivers it, until the queue is empty."""
+    dp = vs[0]
+    tpl = dp.get("template", {})
+    inv = dp["invocation_seconds"]
+    head = "| | " + " | ".join(deployed_label(v) for v in vs) + " |"
+
+    def row(label: str, f: Any) -> str:
+        return f"| {label} | " + " | ".join(str(f(v)) for v in vs) + " |"
+
+    def vf(v: dict, k: str) -> str:
+        d = v.get("visibility_to_finding") or {}
+        return secs(d.get(k))
+
+    def agree(v: dict) -> str:
+        return "yes" if v["interceptor"] == v["emulator"] else str(v["emulator"])
+    return [
+        "", f"**As template.yaml delivers it** (issue 15). The storm's 200 StartInstances and denied CreateGrant records become",
+        "visible at one moment (t_visible); right after, the 200 state changes go on a queue in the emulator with the events",
+        f"queue's attributes (`DelaySeconds` {tpl.get('DelaySeconds')}, `VisibilityTimeout` {tpl.get('VisibilityTimeout')}, "
+        f"`maxReceiveCount` {tpl.get('maxReceiveCount')} to a dead-letter queue), as EventBridge puts",
+        f"them there. The benchmark then plays the SQS event source: {dp['functions']} pollers (`MaximumConcurrency` {tpl.get('MaximumConcurrency')}), each",
+        f"gathering up to `BatchSize` {tpl.get('BatchSize')} for up to `MaximumBatchingWindowInSeconds` {tpl.get('MaximumBatchingWindowInSeconds')} s after its first message and invoking",
+        "its own function process (`bench/runtime_api.py`, whose deadline is delivery + the template's "
+        f"`Timeout` {tpl.get('Timeout')} s), then deleting",
+        "what the function did not return as a batch item failure. Returned messages come back after their visibility",
+        "timeout, the function's own deferred events and redeliveries after their delay; `ApproximateReceiveCount` and",
+        "`SentTimestamp` are SQS's. It runs until the queue is empty, delayed and in-flight messages included (or a cap).",
+        "An answer after the deadline counts as a timeout: the whole batch fails, nothing is deleted, and the process",
+        "is replaced. The function has the template's environment (`CLOUDTRAIL_CALLS_PER_SECOND` "
+        f"{tpl.get('CLOUDTRAIL_CALLS_PER_SECOND')}, `DEADLINE_MARGIN_SECONDS` {tpl.get('DEADLINE_MARGIN_SECONDS')},",
+        f"`CLOUDTRAIL_WAIT_MINUTES` {tpl.get('CloudTrailWaitMinutes')}, `EVENTS_QUEUE_URL`) and a findings topic, to which a queue is subscribed.", "",
+        head, "|---|" + "---|" * len(vs),
+        row("Invocations past `Timeout` (target 0)", lambda v: f"**{v['timed_out']}** of {v['batches']}; whole batch failed {v['whole_batch_failed']}"),
+        row("Per invocation", lambda v: f"median {secs(v['invocation_seconds']['median'])}, max {secs(v['invocation_seconds']['max'])}" if v["invocation_seconds"] else "—"),
+        row("Findings sent twice (target 0): log lines / SNS messages with the same id and digest",
+            lambda v: f"**{v['duplicates']['finding_lines_repeated']}** / **{v['duplicates']['sns_repeated']}** "
+                      f"(SNS got {v['duplicates']['sns_messages']}; instances with more than one finding {v['duplicates']['instances_with_several_findings']})"),
+        row("Findings", lambda v: f"{v['findings']} for {v['distinct_instances']} of 200 instances ({', '.join(f'{k} {n}' for k, n in v['causes'].items())})"),
+        row("Record visible → finding (the finding's log time − t_visible)",
+            lambda v: f"median **{vf(v, 'median')}**, p95 {vf(v, 'p95')}, worst **{vf(v, 'max')}**"),
+        row("LookupEvents in all (interceptor) / most in any 1 s (target ≤ 2)",
+            lambda v: f"{le(v)} / **{v['lookup_events']['max_per_second']}**"),
+        row("LookupEvents per minute: most / mean (CloudTrail allows 120)",
+            lambda v: f"{v['lookup_events']['per_minute_max']} / {v['lookup_events']['per_minute_mean']:.1f} (by minute: {v['lookup_events']['per_minute']})"),
+        row("LookupEvents throttled (target 0): the function's CloudTrailThrottles / replayed from the emulator's log",
+            lambda v: f"**{v['lookup_events']['throttled_client']}** / {v['lookup_events']['throttled_replayed']}"),
+        row("Messages received: by kind; again after a visibility timeout", lambda v: f"{v['received']}; {v['received_again']}"),
+        row("Batch item failures / deferrals (EMF `Deferrals`)", lambda v: f"{v['batch_item_failures']} / {v['deferrals']}"),
+        row("Calls in all (function's)", lambda v: f"{v['total']} ({by_service(v['interceptor'])})"),
+        row("Emulator agrees", agree),
+        row("Queue", lambda v: (f"empty after {secs(v['wall'])}" if v["finished"] else
+                                f"**not empty at the {v['cap_seconds'] / 60:.0f}-minute cap**: {v['left_in_queue']}")
+            + f"; dead-letter queue {v['dead_letter_queue']}"),
+        row("Peak RSS (largest process)", lambda v: mib_kb(v["maxrss_kb"])),
+        "", "Background records: successful CreateGrant and healthy StartInstances calls in the same hour (`seed_background`).",
+        f"One batch of 200 in a single invocation took {le(sq)} LookupEvents (above). The first look waits out the queue's",
+        f"`DelaySeconds` ({tpl.get('DelaySeconds')} s), which is part of every figure from t_visible. Throttled calls: the emulator does not log",
+        "its refusals, so the function's own count (EMF `CloudTrailThrottles`) is the figure, cross-checked by replaying",
+        "the emulator's 2/s bucket over the arrival times it recorded.",
+    ]
 
 
 def time_section(run: dict) -> list[str]:
@@ -393,6 +511,268 @@ def custodian_section(run: dict) -> list[str]:
             "answers needs no CloudTrail. Custodian's figure includes its Python start-up."]
 
 
+def schedule_section(sched: dict) -> list[str]:
+    """Issue 18: the look schedule, old and new, in bench/schedule.py's model."""
+    pm = sched["parameters"]
+    tpl = pm["from_template"]
+    d = pm["cloudtrail_delay"]
+    lines = ["## 7. Waiting for CloudTrail: the look schedule (a model)", "",
+             "CloudTrail shows a record 1 to 15 minutes after the call, most near 5; the function cannot name the caller",
+             "before the launch record is there. `bench/schedule.py` is a discrete-event model of the events queue, its SQS",
+             "event source and the function, with the figures read from the code: from template.yaml `BatchSize` "
+             f"{tpl['BatchSize']},",
+             f"`MaximumBatchingWindowInSeconds` {tpl['MaximumBatchingWindowInSeconds']}, `MaximumConcurrency` {tpl['MaximumConcurrency']}, "
+             f"the queue's `DelaySeconds` {tpl['DelaySeconds']}, `CloudTrailWaitMinutes` {tpl['CloudTrailWaitMinutes']} "
+             f"(the default), `CLOUDTRAIL_CALLS_PER_SECOND` {tpl['CLOUDTRAIL_CALLS_PER_SECOND']};",
+             f"from src/lambda.rs `LOOK_INTERVAL` = {pm['look_interval_seconds']} s"
+             + ("." if pm["look_interval_from_code"] else " (**not found in the code: assumed**)."),
+             "",
+             f"- The storm: N failures whose launch calls fall within {pm['storm_spread_seconds']:.0f} s; each state change reaches the queue "
+             f"{pm['queue_arrival_seconds'][0]:.0f}–{pm['queue_arrival_seconds'][1]:.0f} s",
+             f"  after its call. Each failure's two records (StartInstances, denied CreateGrant) show up after a {d['distribution']} delay",
+             f"  with median {d['median']:.0f} s (σ {d['sigma']}), clipped to {d['clipped_to'][0]:.0f}–{d['clipped_to'][1]:.0f} s; seed {sched['seed']}, "
+             "so every run draws the same storm.",
+             "- The event source gathers a batch for up to the window (or until it is full) on each of `MaximumConcurrency`",
+             "  functions. An invocation makes one window query for the account-region (StartInstances, RunInstances and",
+             f"  CreateGrant by event name, {pm['page_size']} records a page, every record visible so far; a batch of one queries by",
+             f"  instance and key, 2 pages), paced at `CLOUDTRAIL_CALLS_PER_SECOND`, plus {pm['invocation_base_seconds']:.0f} s for its other calls. An event",
+             "  whose record was visible when the query started gets its finding at the invocation's end; the others are put",
+             "  back with the schedule's delay. Past the wait budget (`CloudTrailWaitMinutes` from SQS's first receipt) the",
+             "  finding is `caller-unknown`.",
+             f"- Old schedule (the code until issue 18): every receipt looks; a missing record is looked for again at event time + "
+             f"{pm['old_first_look_after_seconds']:.0f} s,",
+             "  then after min(60·2^(looks−1), 900) s (at least 30 s, at most the budget's end + 5 s).",
+             f"- New schedule: a look at the first receipt, then every `LOOK_INTERVAL` ({pm['look_interval_seconds']} s) until the record is there or the",
+             "  budget ends.",
+             "- Self-check (assertions in the script): every failure ends with exactly one finding, every message sent is",
+             "  received once, no finding precedes its record.",
+             "",
+             "| Storm | Schedule | Record visible → finding: median / p95 / worst | `caller-unknown` | LookupEvents: in all, most / mean a minute (budget 120) | Invocations | Looks per failure (mean) |",
+             "|---|---|---|---|---|---|---|"]
+    for sc in sched["scenarios"]:
+        label = f"{sc['failures']}" + (f" + background ({sc['background']['grants']:,} CreateGrant, {sc['background']['starts']} StartInstances)"
+                                       if sc["background"] else "")
+        for name in ("old", "new"):
+            r = sc[name]
+            v, lk = r["visibility_to_finding"] or {}, r["lookup_events"]
+            strong = "**" if name == "new" else ""
+            past = f" ({r['invocations_past_the_stop']} past the deadline margin)" if r["invocations_past_the_stop"] else ""
+            lines.append(f"| {label} | {name} | {strong}{v.get('median', 0):.0f} s{strong} / {v.get('p95', 0):.0f} s / {strong}{v.get('max', 0):.0f} s{strong} | "
+                         f"{r['caller_unknown']} | {lk['total']}, {lk['per_minute_max']} / {lk['per_minute_mean']:.1f}"
+                         f"{'' if lk['within_budget'] else ' **over**'} | {r['invocations']}{past} | "
+                         f"{r['looks_per_failure']['mean']:.1f} |")
+    lines += ["", "Run alone: `python3 bench/schedule.py` (well under a second; writes `bench/results/schedule.json`)."]
+    lines += [f"Note: {n}." for n in sched.get("notes", [])]
+    return lines
+
+
+def org_scan_ok(r: dict) -> bool:
+    return r["found_as_seeded"] == r["seeded"] and not r["findings_not_seeded"]
+
+
+def hub_ok(h: dict, direct: list[dict] | None = None) -> bool:
+    lk = h["lookup_events"]
+    return (lk["max_per_second"] <= 2 and lk["throttled_client"] == 0 and lk["throttled_seen"] == 0
+            and h["findings_as_seeded"] == h["failures"] and h["timed_out"] == 0 and h["finished"]
+            and all(d["lookup_events"]["throttled_client"] == 0 and d["findings_as_seeded"] == d["failures"]
+                    and d["timed_out"] == 0 and d["finished"] for d in direct or []))
+
+
+def hub_agree(h: dict) -> str:
+    """The function's interceptor against the emulator's log, less the calls each process made at
+    start-up (hub topology: its own account), before the storm's calls were recorded."""
+    startup = h.get("interceptor_startup", {})
+    during = {k: n - startup.get(k, 0) for k, n in h["interceptor"].items() if n - startup.get(k, 0)}
+    if during != h["emulator"]:
+        return f"**no**: emulator {h['emulator']}"
+    return "yes" + (f" (less {by_service(startup)} at start-up)" if startup else "")
+
+
+def hub_direct_rows(direct: list[dict]) -> list[str]:
+    """The same storm again without the recording proxy, on fresh member accounts: nothing of
+    ours between the functions and the emulator, so its throttles are the function's alone."""
+    if not direct:
+        return []
+    return [f"| The same storm {len(direct)} more times without the proxy (fresh accounts each): throttled (EMF), "
+            "timed out, found as seeded, record visible → finding median | "
+            + "; ".join(f"**{d['lookup_events']['throttled_client']}**, {d['timed_out']}, {d['findings_as_seeded']}/{d['failures']}, "
+                        f"{secs((d.get('visibility_to_finding') or {}).get('median'))}" for d in direct) + " |"]
+
+
+def hub_offenders(lk: dict) -> list[str]:
+    """Where the pace went over 2 within 1 s or a call was throttled: the calls, in order."""
+    rows = []
+    for place, calls in (lk.get("over_or_throttled") or {}).items():
+        rows.append(f"| LookupEvents of {place} (time from t_visible, function, status) | "
+                    + ", ".join(f"+{t:.3f} s f{via}" + ("" if status == 200 else f" **{status}**") for t, via, status in calls) + " |")
+    return rows
+
+
+def org_headline(org: dict) -> list[str]:
+    """Issue 17's two headline rows: the organization scan, the hub storm."""
+    rows = []
+    sc = org.get("org_scan")
+    if sc and sc["runs"]:
+        r0 = sc["runs"][0]
+        empty = (r0["empty_account_region_calls"] or [{}])[0]
+        others = "; ".join(f"{secs(r['wall'])} with {r['label']}" for r in sc["runs"][1:])
+        rows.append(f"| Organization scan, {sc['accounts']} accounts × {len(sc['regions'])} regions, {len(sc['seeded'])} failures, "
+                    f"one account without the role (§8) | **{secs(r0['wall'])}** ({r0['label']}){'; ' + others if others else ''}; "
+                    f"{r0['total']} calls in all, {by_service(empty.get('calls', {})) or '—'} per account-region without a failure; "
+                    f"found {r0['found_as_seeded']} of {r0['seeded']} in their own account, skipped {len(r0['skipped'])} | "
+                    f"every failure found in its own account, every run: {ok(all(org_scan_ok(r) for r in sc['runs']))} |")
+    h = org.get("hub_storm")
+    if h:
+        lk = h["lookup_events"]
+        vf = h.get("visibility_to_finding") or {}
+        direct = org.get("hub_storm_direct") or []
+        again = (f" (in {len(direct)} more runs without the recording proxy: "
+                 + ", ".join(str(d["lookup_events"]["throttled_client"]) for d in direct) + ")") if direct else ""
+        rows.append(f"| Hub storm, {h['accounts']} accounts × {h['failures'] // max(1, h['accounts'])} failures, as template.yaml delivers it "
+                    f"in `hub` topology ({h['functions']} functions at {lk['calls_per_second_setting']}/s) (§8) | LookupEvents at most "
+                    f"**{lk['max_per_second']}** within 1 s in any account-region, throttled **{lk['throttled_client']}**{again}; "
+                    f"{h['findings_as_seeded']} of {h['failures']} found with their account and caller; record visible → finding "
+                    f"median {secs(vf.get('median'))}, worst {secs(vf.get('max'))} | ≤ 2/s per account-region and none throttled: {ok(hub_ok(h, direct))} |")
+    return rows
+
+
+def short_reason(s: dict) -> str:
+    reason = (s.get("reason") or "").replace("|", "/")
+    return reason if len(reason) <= 110 else reason[:107] + "…"
+
+
+def org_section(org: dict) -> list[str]:
+    """Issue 17: an organization scan, and the hub's storm across member accounts."""
+    lines = ["## 8. Organization scale", "",
+             "`bench/organization.py`, in its own emulator. The emulator's call log has no account, and CloudTrail's 2 requests/s is",
+             "per account and region, so the tool's calls go through a recording proxy (the tool's `AWS_ENDPOINT_URL`; it",
+             "forwards each request unchanged to the emulator) that puts each call in the account its credentials act in (the",
+             "default key is 123456789012's; a key from sts:AssumeRole is the role account's, read from the answer) and the",
+             "region of its SigV4 scope, and sees every LookupEvents answered with ThrottlingException. Totals are cross-checked",
+             "against the tool's interceptor and the emulator's log."]
+    sc = org.get("org_scan")
+    if sc and sc["runs"]:
+        runs = sc["runs"]
+        seeded_places = len({(s["account"], s["region"]) for s in sc["seeded"]})
+        lines += ["", f"**Organization scan.** {sc['accounts']} member accounts, each with the role `kms-launch-doctor-scan` (trusting the",
+                  f"scanning account and the management account), scanned in {len(sc['regions'])} regions ({', '.join(sc['regions'])}): "
+                  f"{sc['accounts'] * len(sc['regions'])} account-regions.",
+                  f"{len(sc['seeded'])} failed launches over {seeded_places} of them, each with its own IAM user (EC2 full access, no",
+                  "kms:CreateGrant), key, instance in the failed-launch state, StartInstances record and EC2's denied CreateGrant, all in",
+                  f"its own account and region. One more account, {sc['closed_account']}, has no role: it must be skipped."
+                  + (f" `--org` runs as a session of the management account {sc['management_account']}, whose organization"
+                     " has every member and the account without the role (joined by invitation)." if sc.get("management_account") else ""),
+                  "", "| | " + " | ".join(r["label"] for r in runs) + " |", "|---|" + "---|" * len(runs)]
+
+        def row(label: str, f: Any) -> None:
+            lines.append(f"| {label} | " + " | ".join(str(f(r)) for r in runs) + " |")
+
+        def agree(r: dict) -> str:
+            same = r["interceptor"] == r["emulator"]
+            return ("yes" if same else f"**no**: emulator {r['emulator_total']}") + f"; proxy saw {r['proxy_total']}"
+
+        def lookups(r: dict) -> str:
+            lk = r["lookup_events"]
+            per = lk["per_account_region"]
+            return (f"{lk['total']} in {lk['account_regions']} account-regions"
+                    + (f" ({per['median']:g} each, {per['min']}–{per['max']})" if per else "")
+                    + f"; most within 1 s in one: **{lk['max_per_second']}**; throttled **{lk['throttled_seen']}**")
+
+        def empty(r: dict) -> str:
+            shapes = r["empty_account_region_calls"]
+            return "; ".join(f"{by_service(s['calls'])} (×{s['account_regions']})" for s in shapes[:3]) or "—"
+
+        def busy(r: dict) -> str:
+            totals = [sum(c.values()) for c in r["failed_account_region_calls"].values()]
+            iam = list(r["iam_calls_of_failed_accounts"].values())
+            def span(v: list[int]) -> str:
+                return f"{min(v)}" if min(v) == max(v) else f"{min(v)}–{max(v)}"
+            one = next(iter(r["failed_account_region_calls"].values()), {})
+            return (f"{span(totals)} regional calls (e.g. {by_service(one)}); IAM calls in the account: {span(iam)}"
+                    if totals and iam else "—")
+
+        row("Exit code (3: partial, an account skipped)", lambda r: r["rc"])
+        row("Whole process", lambda r: f"**{secs(r['wall'])}**")
+        row("Seeded failures found in their own account, with their region, caller, key and cause",
+            lambda r: f"**{r['found_as_seeded']} of {r['seeded']}**" + (f" (wrong: {r['not_as_seeded'][:2]})" if r["not_as_seeded"] else ""))
+        row("Other findings", lambda r: len(r["findings_not_seeded"]))
+        row("Skipped", lambda r: "; ".join(f"{s.get('account')}{' ' + s['region'] if s.get('region') else ''}: {short_reason(s)}"
+                                             for s in r["skipped"]) or "none")
+        row("Accounts entered (summary) / account-regions that were called", lambda r: f"{r['summary_accounts']} / {r['account_regions_seen']}")
+        row("Calls in all (interceptor)", lambda r: f"{r['total']} ({by_service(r['interceptor'])})")
+        row("Emulator agrees", agree)
+        row("Entering the accounts (STS, Organizations)", lambda r: by_service(r["entry_calls"])
+            + (f"; AssumeRole denied {r['assume_role_denied']}" if r["assume_role_denied"] else ""))
+        row("Calls per account-region without a failure (EC2, KMS, CloudTrail)", empty)
+        row("Calls per account-region with a failure", busy)
+        row("Calls per account-region, all (median, min–max)",
+            lambda r: f"{r['calls_per_account_region']['median']:g} ({r['calls_per_account_region']['min']}–{r['calls_per_account_region']['max']})"
+            if r["calls_per_account_region"] else "—")
+        row("LookupEvents", lookups)
+        row("Peak RSS", lambda r: mib_kb(r["maxrss_kb"]))
+        lines += ["", *[f"    {r['command']}" for r in runs], "",
+                  "The scan enters the accounts a few at a time (sts:AssumeRole, `--concurrency`), then scans every",
+                  "(account, region) pair under the same bound; each member's cloud paces its own LookupEvents per region at the",
+                  "CLI's 1.5/s. An account-region without a failure costs the filtered DescribeInstances only."]
+    h = org.get("hub_storm")
+    if h:
+        tpl, lk = h.get("template", {}), h["lookup_events"]
+        vf = h.get("visibility_to_finding") or {}
+        per = lk["per_account_region"] or {}
+        dup = h["duplicates"]
+        busiest = lk.get("busiest") or {}
+        lines += ["", f"**The hub's storm, as template.yaml delivers it in `hub` topology.** {h['accounts']} member accounts, each with",
+                  f"the spoke role `{h['spoke_role']}` and {h['failures'] // max(1, h['accounts'])} failed launches in {h['region']} (two users, two keys),",
+                  f"{h['failures']} in all. Their records become visible at one moment (t_visible); right after, their EC2 state changes",
+                  "(`account` = the member) go on a queue in the emulator, interleaved across accounts, as the hub bus's rule puts them",
+                  "there. The SQS event source is played as in §2 (bench/run.py's `run_event_source`): "
+                  f"`BatchSize` {tpl.get('BatchSize')}, `MaximumBatchingWindowInSeconds` {tpl.get('MaximumBatchingWindowInSeconds')},",
+                  f"{h['functions']} functions at once (`MaximumConcurrency` {tpl.get('MaximumConcurrency')}), `Timeout` {tpl.get('Timeout')} s, "
+                  f"the template's environment (`CLOUDTRAIL_CALLS_PER_SECOND` {tpl.get('CLOUDTRAIL_CALLS_PER_SECOND')}) and",
+                  f"`SPOKE_ROLE_NAME={h['spoke_role']}`; the function runs with the hub account's credentials (123456789012).", "",
+                  "| | |", "|---|---|",
+                  f"| Invocations past `Timeout` (target 0) | **{h['timed_out']}** of {h['batches']}; whole batch failed {h['whole_batch_failed']}; "
+                  f"{h['processes']} processes |",
+                  f"| Per invocation | " + (f"median {secs(h['invocation_seconds']['median'])}, max {secs(h['invocation_seconds']['max'])}"
+                                          if h["invocation_seconds"] else "—") + " |",
+                  f"| Findings with the member's account, its user as caller and its key (target all) | **{h['findings_as_seeded']} of {h['failures']}** "
+                  f"({h['findings']} findings for {h['distinct_instances']} instances in {h['accounts_with_findings']} accounts; "
+                  + ", ".join(f"{k} {n}" for k, n in h["causes"].items()) + ") |",
+                  f"| Findings sent twice: log lines / SNS (target 0) | **{dup['finding_lines_repeated']}** / **{dup['sns_repeated']}** "
+                  f"(SNS got {dup['sns_messages']}, naming {dup['sns_accounts']} accounts) |",
+                  f"| Record visible → finding | median **{secs(vf.get('median'))}**, p95 {secs(vf.get('p95'))}, worst **{secs(vf.get('max'))}** |",
+                  f"| LookupEvents | {lk['total']} in {lk['account_regions']} account-regions"
+                  + (f", {per['median']:g} each ({per['min']}–{per['max']})" if per else "") + " |",
+                  f"| Most LookupEvents within 1 s in one account-region (target ≤ 2) | **{lk['max_per_second']}**; account-regions over 2/s: "
+                  f"{lk['account_regions_over_2_per_second']}; busiest {busiest.get('place')} ({busiest.get('total')} calls, by minute "
+                  f"{busiest.get('per_minute')}) |",
+                  f"| LookupEvents throttled (target 0): EMF `CloudTrailThrottles` / seen by the proxy / replayed per account-region | "
+                  f"**{lk['throttled_client']}** / {lk['throttled_seen']} / {lk['throttled_replayed']} |",
+                  f"| sts:AssumeRole | {h['assume_role']['calls']} calls ({h['assume_role']['denied']} denied) for "
+                  f"{h['assume_role']['member_accounts_entered']} member accounts entered |",
+                  f"| Batch item failures / deferrals / received again | {h['batch_item_failures']} / {h['deferrals']} / {h['received_again']} |",
+                  f"| Calls in all (function's interceptor) | {h['total']} ({by_service(h['interceptor'])}) |",
+                  f"| Emulator agrees | {hub_agree(h)}; proxy saw {h['proxy_total']} |",
+                  f"| Queue | " + (f"empty after {secs(h['wall'])}" if h["finished"] else
+                                   f"**not empty at the {h['cap_seconds'] / 60:.0f}-minute cap**: {h['left_in_queue']}")
+                  + f"; dead-letter queue {h['dead_letter_queue']} |",
+                  f"| Peak RSS (largest process) | {mib_kb(h['maxrss_kb'])} |",
+                  *hub_direct_rows(org.get("hub_storm_direct") or []),
+                  *hub_offenders(lk),
+                  "", f"Each process paces its LookupEvents per account-region at {lk['calls_per_second_setting']}/s, and at most "
+                  f"{h['functions']} run at once: {h['functions']} × {lk['calls_per_second_setting']} = "
+                  f"{h['functions'] * (lk['calls_per_second_setting'] or 0):.1f}/s at most in any account-region, under CloudTrail's 2.",
+                  "That is the sending rate: processes that start together send in pairs "
+                  f"{1 / (lk['calls_per_second_setting'] or 1):.2f} s apart, so a pair arriving",
+                  f"more than {1 / (lk['calls_per_second_setting'] or 1) - 1:.2f} s late finds the account-region's 2 tokens not yet refilled; "
+                  "a throttled call is retried after a full interval.",
+                  "The emulator enforces 2/s per account and region as AWS does (a bucket of 2, refilled 2/s); "
+                  "`CloudTrailThrottles` is the function's own count."]
+    lines += ["", "Run alone (a few minutes): `.venv/bin/python tests/emulator.py run -- .venv/bin/python bench/organization.py "
+              "--bin target/release/kms-launch-doctor --out bench/results/org.json` (`--help` for the sizes)."]
+    return lines
+
+
 def builds_section(builds: dict | None, run: dict | None, crit: dict | None) -> list[str]:
     lines = ["## Builds and timing of this run", ""]
     if builds:
@@ -428,9 +808,10 @@ def reproduce() -> list[str]:
 
 
 def main() -> int:
-    run, crit, builds, arts, profiles = (load(n) for n in
-                                         ("run.json", "criterion.json", "builds.json", "artifacts.json", "profiles.json"))
-    out = [*header(run), "", *headline(run, crit, arts), ""]
+    run, crit, builds, arts, profiles, sched = (load(n) for n in ("run.json", "criterion.json", "builds.json",
+                                                                  "artifacts.json", "profiles.json", "schedule.json"))
+    org = load("org.json")
+    out = [*header(run), "", *headline(run, crit, arts, sched, org), ""]
     if run:
         out += [*calls_section(run), "", *storm_section(run), "", *time_section(run), ""]
     if crit:
@@ -439,6 +820,10 @@ def main() -> int:
         out += [*artifact_section(arts, builds, profiles), ""]
     if run:
         out += [*custodian_section(run), ""]
+    if sched:
+        out += [*schedule_section(sched), ""]
+    if org:
+        out += [*org_section(org), ""]
     out += [*builds_section(builds, run, crit), "", *reproduce(), ""]
     text = "\n".join(out)
     text = re.sub(r"\n{3,}", "\n\n", text)

@@ -1,6 +1,7 @@
 """`make bench`, the part that needs the AWS emulator: API calls per diagnosis, concurrency,
-whole-process time of `diagnose`, Lambda start-up, a storm of 200 failures (`scan` and one SQS
-batch), and Cloud Custodian side by side over the same 200 instances.
+whole-process time of `diagnose`, Lambda start-up, a storm of 200 failures (`scan`, one SQS
+batch, and as template.yaml delivers it until its queue is empty), and Cloud Custodian side by
+side over the same 200 instances.
 
 Runs under ``tests/emulator.py run --`` (which sets AWS_ENDPOINT_URL, KLD_EMULATOR_URL and fake
 credentials; nothing here talks to real AWS) and writes one JSON file of raw figures, which
@@ -9,6 +10,12 @@ bench/render.py turns into BENCHMARKS.md:
     .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/run.py \
         --bin target/release/kms-launch-doctor --custodian .venv-bench/bin/custodian \
         --out bench/results/run.json
+
+Only the deployed storm (issue 15: the template's Timeout, batching and concurrency, run until
+the queue is empty; a few minutes), to iterate on it without overwriting run.json:
+
+    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/run.py \
+        --bin target/debug/kms-launch-doctor --out /tmp/run.json --only deployed [--deployed quiet,noisy,heavy]
 
 Seeding follows tests/demo.py (boto3 against moto, plus the emulator's /_kld/ control routes)
 and, for the storm, tests/scenarios/lambda.rs. Call counts come from the tool's own SDK
@@ -20,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import signal
 import statistics
@@ -29,9 +35,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +49,7 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_api import RuntimeApi  # noqa: E402
+from schedule import pace, template_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
@@ -55,10 +64,23 @@ REGION_STORM = "ap-south-1"
 STORM_SIZE = 200
 REGION_NOISY = "ap-northeast-1"
 NOISE_GRANTS, NOISE_STARTS = 1000, 300
+# The storm as template.yaml delivers it (issue 15): regions of their own, so that their records
+# can become visible at a moment the run chooses, and their LookupEvents are counted alone.
+REGION_DEPLOYED = "ap-southeast-1"
+REGION_DEPLOYED_NOISY = "ap-southeast-2"
+# A busier hour still: the window query needs more pages (55: 44 CreateGrant, 10 StartInstances,
+# 1 RunInstances) than fit before the deadline margin at the deployed pace (about 45 at 0.9/s). Not in `make bench` by default: every retry of a cut batch
+# waits out the queue's visibility timeout (380 s), so it runs to the cap (--deployed heavy).
+REGION_DEPLOYED_HEAVY = "ap-northeast-2"
+HEAVY_GRANTS, HEAVY_STARTS = 2000, 300
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def secs(s: float | None) -> str:
+    return "—" if s is None else f"{s:.1f} s"
 
 
 # --- The emulator's control routes ----------------------------------------------------------
@@ -184,9 +206,10 @@ def seed_role_scenario(region: str, role: str) -> dict:
     return {"region": region, "instance_id": instance, "principal": arn, "keys": [key]}
 
 
-def seed_storm(region: str, user: str) -> dict:
-    """200 failed launches in one region on one key, launched by one user within ~40 minutes
-    (as tests/scenarios/lambda.rs a_storm_of_200_failures_is_diagnosed_within_cloudtrail_limits)."""
+def seed_storm_instances(region: str, user: str) -> dict:
+    """200 failed launches in one region on one key, by one user: the instances, in the failed
+    state, and the caller; no CloudTrail records yet (storm_records, posted when the run wants
+    them visible)."""
     iam, kms, ec2 = clients(region)
     arn = iam.create_user(UserName=user)["User"]["Arn"]
     iam.put_user_policy(UserName=user, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
@@ -197,16 +220,31 @@ def seed_storm(region: str, user: str) -> dict:
                                 BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
                                                       "Ebs": {"VolumeSize": 8, "Encrypted": True, "KmsKeyId": key}}])
         ids += [i["InstanceId"] for i in run["Instances"]]
-    identity = user_identity(arn, user)
-    now = datetime.now(UTC)
-    events = []
-    for n, instance in enumerate(ids):
+    for instance in ids:
         fail_launch(region, instance)
-        ago = timedelta(minutes=1 + n % 40)
-        events.append(launch_record(region, instance, identity, now - ago))
-        events.append(denied_grant(region, key, identity, arn, now - ago + timedelta(seconds=2)))
+    return {"region": region, "instance_ids": ids, "principal": arn, "keys": [key], "user": user}
+
+
+def storm_records(storm: dict, now: datetime, ago: Callable[[int], timedelta]) -> list[dict]:
+    """The storm's CloudTrail records: per instance a StartInstances at now - ago(n) and the
+    denied CreateGrant EC2 makes 2 s later."""
+    region, arn, key = storm["region"], storm["principal"], storm["keys"][0]
+    identity = user_identity(arn, storm["user"])
+    events = []
+    for n, instance in enumerate(storm["instance_ids"]):
+        at = now - ago(n)
+        events.append(launch_record(region, instance, identity, at))
+        events.append(denied_grant(region, key, identity, arn, at + timedelta(seconds=2)))
+    return events
+
+
+def seed_storm(region: str, user: str) -> dict:
+    """200 failed launches in one region on one key, launched by one user within ~40 minutes
+    (as tests/scenarios/lambda.rs a_storm_of_200_failures_is_diagnosed_within_cloudtrail_limits)."""
+    storm = seed_storm_instances(region, user)
+    events = storm_records(storm, datetime.now(UTC), lambda n: timedelta(minutes=1 + n % 40))
     http("POST", "/_kld/cloudtrail/events", {"region": region, "events": events})
-    return {"region": region, "instance_ids": ids, "principal": arn, "keys": [key]}
+    return storm
 
 
 def seed_background(region: str, key_arn: str, grants: int, starts: int) -> dict:
@@ -660,96 +698,338 @@ def all_stats_lines(stdout: str) -> list[dict]:
     return [v.get("stats") or {} for v in log_lines(stdout, "api calls")]
 
 
-def queued_batches(storm: dict, batch_size: int) -> tuple[str, list[dict]]:
-    """The storm's events as real messages of an SQS queue in the emulator (as the EventBridge
-    rule puts them there), received in batches of `batch_size` as the event source mapping
-    would: real message ids and receipt handles, so a deferral's ChangeMessageVisibility works."""
-    region = storm["region"]
+# --- The storm as template.yaml delivers it (issue 15) ---------------------------------------
+
+# SQS calls the benchmark makes itself, as EventBridge (SendMessageBatch) and as the event source
+# mapping (ReceiveMessage, DeleteMessageBatch). The function sends with SendMessage only (deferred
+# events, redeliveries), so these are left out of the emulator's count of the function's calls.
+EVENT_SOURCE_ACTIONS = {"ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"}
+POLL_SECONDS = 0.5  # an idle poller's pause between polls (and checks whether the queue is empty)
+DEFERRED_TAG = "kms-launch-doctor"  # src/lambda.rs REDELIVERY_TAG: its own messages on the queue
+
+
+def template_delivery() -> dict:
+    """template.yaml's delivery figures as it has them now (bench/schedule.py reads them, so that
+    the model and this run follow the same template): the SQS event source (BatchSize,
+    MaximumBatchingWindowInSeconds, MaximumConcurrency), the events queue (DelaySeconds,
+    VisibilityTimeout, maxReceiveCount), the function's Timeout and literal environment
+    (CLOUDTRAIL_CALLS_PER_SECOND, DEADLINE_MARGIN_SECONDS), CloudTrailWaitMinutes' default."""
+    return template_settings()
+
+
+def queue_bodies(url: str, region: str) -> list[str]:
+    """Every message of a queue, delayed and in flight included (the emulator's peek route)."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    query = urllib.parse.urlencode({"queue_name": name, "region": region})
+    return [m["body"] for m in http("GET", f"/_kld/sqs/messages?{query}")["messages"]]
+
+
+def sqs_record(m: dict, arn: str, region: str) -> dict:
+    """A received message as the SQS event source hands it to the function: SQS's own
+    attributes (ApproximateReceiveCount, SentTimestamp, ...), nothing made up."""
+    attrs = m.get("Attributes", {})
+    return {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": {k: attrs[k] for k in ("ApproximateReceiveCount", "SentTimestamp", "SenderId",
+                                                 "ApproximateFirstReceiveTimestamp") if k in attrs},
+            "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
+            "eventSourceARN": arn, "awsRegion": region}
+
+
+def body_kind(body: str) -> str:
+    """`event` (from EventBridge), or the format of one of the function's own messages."""
+    try:
+        v = json.loads(body)
+    except ValueError:
+        return "unreadable"
+    return str(v.get(DEFERRED_TAG, "event")) if isinstance(v, dict) else "unreadable"
+
+
+class Environment:
+    """One Lambda execution environment: the binary in Lambda mode behind its own Runtime API
+    stub, whose deadline is the delivery time plus the template's Timeout, invoked one batch at
+    a time. An answer after the deadline is a timeout: Lambda would have stopped the function
+    there and failed the whole batch, and the next invocation gets a new environment, so the
+    process is replaced (what it did before the deadline, it did: its logs are kept)."""
+
+    GRACE = 2.0  # past the deadline, how long an answer is still waited for (to time it)
+
+    def __init__(self, binary: str, region: str, env_extra: dict[str, str], timeout: float) -> None:
+        self.binary, self.region, self.env_extra, self.timeout = binary, region, env_extra, timeout
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.peak_kb = 0
+        self.processes = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.api = RuntimeApi([], timeout_seconds=self.timeout)
+        self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        env = {**lambda_env(self.api, self.region), **self.env_extra}
+        self.proc = subprocess.Popen([self.binary], env=env, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err)
+        self.processes += 1
+
+    def _stop(self) -> None:
+        self.peak_kb = max(self.peak_kb, vm_hwm_kb(self.proc.pid) or 0)
+        self.proc.kill()
+        self.proc.wait()
+        self.api.close()
+        for f, into in ((self.out, self.stdout), (self.err, self.stderr)):
+            f.seek(0)
+            into.append(f.read().decode(errors="replace"))
+            f.close()
+
+    def invoke(self, event: dict) -> dict:
+        """One invocation: its outcome, its duration (delivery to answer) and whether it timed out."""
+        rid = self.api.submit(event)
+        limit = time.perf_counter() + 60  # start-up of a new process is not the invocation's time
+        while rid not in self.api.delivered and self.proc.poll() is None and time.perf_counter() < limit:
+            time.sleep(0.005)
+        delivered = self.api.delivered.get(rid)
+        outcome = None
+        if delivered is not None:
+            while outcome is None and self.proc.poll() is None \
+                    and time.perf_counter() < delivered + self.timeout + self.GRACE:
+                outcome = self.api.wait(rid, 0.25)
+        seconds = self.api.completed[rid] - delivered if outcome is not None and delivered is not None else None
+        timed_out = seconds is None or seconds > self.timeout
+        crashed = outcome is None and self.proc.poll() is not None
+        if timed_out:
+            self._stop()
+            self._start()
+        return {"seconds": seconds, "timed_out": timed_out, "crashed": crashed,
+                "outcome": outcome[0] if outcome else ("crash" if crashed else "timeout"),
+                "body": outcome[1] if outcome else None}
+
+    def close(self) -> None:
+        self._stop()
+
+
+def run_event_source(envs: list[Environment], url: str, arn: str, region: str, tpl: dict, t0: float,
+                     cap_seconds: float) -> dict:
+    """Plays the SQS event source mapping against the emulator's queue until it is empty (delayed
+    and in-flight messages included) or `cap_seconds` have passed: one poller per environment
+    (MaximumConcurrency), each gathering a batch of up to BatchSize for up to
+    MaximumBatchingWindowInSeconds after its first message, invoking, then deleting what the
+    function did not return as a batch item failure. A failed or timed-out invocation deletes
+    nothing: its whole batch comes back after the queue's visibility timeout, as in Lambda."""
     sqs = boto3.client("sqs", region_name=region)
-    url = sqs.create_queue(QueueName=f"kld-bench-events-{uuid.uuid4().hex[:6]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    ids = storm["instance_ids"]
-    for i in range(0, len(ids), 10):
-        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": json.dumps(eventbridge_event(x, region))}
-                                                      for n, x in enumerate(ids[i:i + 10])])
-    messages: list[dict] = []
-    while len(messages) < len(ids):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=900,
-                                  AttributeNames=["All"]).get("Messages", [])
-        if not got:
-            break
-        messages += got
-    template = json.loads((ROOT / "events" / "sqs-batch.json").read_text())["Records"][0]
-    records = []
-    for m in messages:
-        r = json.loads(json.dumps(template))
-        r.update({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                  "md5OfBody": m["MD5OfBody"], "eventSourceARN": arn, "awsRegion": region})
-        r["attributes"]["ApproximateReceiveCount"] = "1"
-        records.append(r)
-    return url, [{"Records": records[i:i + batch_size]} for i in range(0, len(records), batch_size)]
+    batch_size, window = tpl["BatchSize"], tpl["MaximumBatchingWindowInSeconds"]
+    invocations: list[dict] = []
+    lock = threading.Lock()
+    # moto's ReceiveMessage is not thread-safe: two at once can both take the same visible
+    # message (seen here: 3 of 200, each then diagnosed and sent twice). SQS itself delivers a
+    # message twice only rarely (at-least-once), so the pollers take turns: short polls, one at a
+    # time, and a pause between empty ones instead of a long poll.
+    receiving = threading.Lock()
+    stop = threading.Event()
+    state: dict[str, Any] = {"cap_hit": False, "drained_at": None}
+    in_flight: dict[str, int] = {}  # message id -> invocations holding it now
+    state["overlapping"] = 0
 
+    def gather() -> list[dict]:
+        batch: list[dict] = []
+        close_at: float | None = None
+        while len(batch) < batch_size and not stop.is_set():
+            if close_at is not None and time.time() >= close_at:
+                break
+            with receiving:
+                got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=min(10, batch_size - len(batch)),
+                                          WaitTimeSeconds=0, AttributeNames=["All"]).get("Messages", [])
+            if not got:
+                if close_at is None:
+                    return batch
+                time.sleep(min(POLL_SECONDS, max(0.0, close_at - time.time())))
+                continue
+            if close_at is None:
+                close_at = time.time() + window
+            batch += got
+        return batch
 
-def template_delivery() -> tuple[int, int, int, str | None]:
-    """BatchSize and ScalingConfig.MaximumConcurrency of the function's SQS event source, its
-    Timeout (defaults: Lambda's own for SQS, 10 and 1000, and 3 s), and the CloudTrail pace it
-    gives each function (CLOUDTRAIL_CALLS_PER_SECOND; None: the binary's default), as
-    template.yaml has them now."""
-    text = (ROOT / "template.yaml").read_text()
+    def poller(k: int, env: Environment) -> None:
+        while not stop.is_set():
+            if time.time() - t0 >= cap_seconds:
+                state["cap_hit"] = True
+                stop.set()
+                break
+            batch = gather()
+            if not batch:
+                # In flight counts: a running invocation's batch is still on the queue.
+                if not queue_bodies(url, region):
+                    state["drained_at"] = state["drained_at"] or time.time()
+                    stop.set()
+                else:
+                    time.sleep(POLL_SECONDS)
+                continue
+            ids = {m["MessageId"] for m in batch}
+            with lock:
+                state["overlapping"] += sum(1 for i in ids if in_flight.get(i))
+                for i in ids:
+                    in_flight[i] = in_flight.get(i, 0) + 1
+            kinds = Counter(body_kind(m["Body"]) for m in batch)
+            started = time.time()
+            r = env.invoke({"Records": [sqs_record(m, arn, region) for m in batch]})
+            body = r["body"] if isinstance(r["body"], dict) else {}
+            failed = [f.get("itemIdentifier") for f in body.get("batchItemFailures") or []]
+            # Lambda fails the whole batch for an error, a timeout, or a failure naming no message of it.
+            whole = r["outcome"] != "response" or r["timed_out"] or any(f not in ids for f in failed)
+            done = [] if whole else [m for m in batch if m["MessageId"] not in set(failed)]
+            for i in range(0, len(done), 10):
+                sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                                                                for n, m in enumerate(done[i:i + 10])])
+            log(f"  +{started - t0:.0f} s function {k}: {len(batch)} messages {dict(kinds)} -> {r['outcome']} "
+                f"after {secs(r['seconds'])}{' TIMED OUT' if r['timed_out'] else ''}, {len(failed)} batch item failures")
+            with lock:
+                for i in ids:
+                    in_flight[i] -= 1
+                invocations.append({
+                    "function": k, "at": round(started - t0, 3), "records": len(batch), "kinds": dict(kinds),
+                    "receive_counts": dict(Counter(int(m["Attributes"].get("ApproximateReceiveCount", "1")) for m in batch)),
+                    "seconds": r["seconds"], "timed_out": r["timed_out"], "outcome": r["outcome"],
+                    "batch_item_failures": len(failed), "whole_batch_failed": whole,
+                })
 
-    def find(key: str, default: int) -> int:
-        m = re.search(rf"^\s*{key}:\s*(\d+)\s*$", text, re.MULTILINE)
-        return int(m.group(1)) if m else default
-    rate = re.search(r"^\s*CLOUDTRAIL_CALLS_PER_SECOND:\s*\"?([0-9.]+)\"?\s*$", text, re.MULTILINE)
-    return (find("BatchSize", 10), find("MaximumConcurrency", 1000), find("Timeout", 3),
-            rate.group(1) if rate else None)
-
-
-def measure_deployed(binary: str, storm: dict, batch_size: int, functions: int, rate: str | None) -> dict:
-    """The storm as template.yaml delivers it: SQS batches of `batch_size`, spread over
-    `functions` concurrent function instances (ScalingConfig.MaximumConcurrency), each a process
-    taking its batches one after the other. Each process paces its own CloudTrail calls; the
-    emulator's 2/s bucket is per account and region, shared, as in AWS."""
-    region = storm["region"]
-    queue_url, batches = queued_batches(storm, batch_size)
-    shares = [batches[i::functions] for i in range(functions)]
-    settle_throttle()
-    reset_calls()
-    results: list[Proc | None] = [None] * functions
-
-    def one(i: int) -> None:
-        env = {"EVENTS_QUEUE_URL": queue_url, **({"CLOUDTRAIL_CALLS_PER_SECOND": rate} if rate else {})}
-        results[i] = run_lambda(binary, shares[i], region, timeout=900, env_extra=env)
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(functions)]
+    threads = [threading.Thread(target=poller, args=(k, e), daemon=True) for k, e in enumerate(envs)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    invocations.sort(key=lambda i: i["at"])
+    left = queue_bodies(url, region)
+    return {"invocations": invocations, "cap_hit": state["cap_hit"], "drained_at": state["drained_at"],
+            "left_in_queue": dict(Counter(body_kind(b) for b in left)), "overlapping": state["overlapping"]}
+
+
+def replay_throttle(times: list[float], per_second: float = 2.0) -> int:
+    """LookupEvents the emulator throttled, replayed from the arrival times it recorded: its
+    token bucket (capacity 2, refilled 2/s, per account and region, full at the start of the
+    run) does not log its refusals. Close, not exact: the bucket reads its own clock a moment
+    after the arrival is recorded."""
+    tokens, last, throttled = per_second, None, 0
+    for t in sorted(times):
+        if last is not None:
+            tokens = min(per_second, tokens + (t - last) * per_second)
+        last = t
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            throttled += 1
+    return throttled
+
+
+def emf_total(stdout: str, metric: str) -> int:
+    """A count metric summed over the function's EMF lines (one per invocation)."""
+    return sum(int(v.get(metric) or 0) for v in json_lines(stdout) if "_aws" in v and metric in v)
+
+
+def epoch(stamp_text: str) -> float:
+    return datetime.fromisoformat(stamp_text.replace("Z", "+00:00")).timestamp()
+
+
+def measure_deployed(binary: str, storm: dict, tpl: dict, functions: int, cap_seconds: float,
+                     background: dict | None = None) -> dict:
+    """Issue 15: the storm as template.yaml delivers it, at the deployed pace, with the
+    template's timeout. The storm's CloudTrail records become visible at t_visible and the 200
+    state changes go on a queue with the events queue's attributes right after (as EventBridge
+    puts them there); then the event source runs `functions` (MaximumConcurrency) environments
+    until the queue is empty: first deliveries, batch item failures back after their visibility
+    timeout, deferred events and redeliveries the function sends back after their delay. Each
+    environment paces its own CloudTrail calls; the emulator's 2/s bucket is per account and
+    region, shared, as in AWS. A topic subscribed by a queue counts what SNS got per finding."""
+    region = storm["region"]
+    sqs, sns = boto3.client("sqs", region_name=region), boto3.client("sns", region_name=region)
+    tag = uuid.uuid4().hex[:6]
+
+    def arn_of(url: str) -> str:
+        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    dlq_url = sqs.create_queue(QueueName=f"kld-bench-dlq-{tag}")["QueueUrl"]
+    attrs = {"VisibilityTimeout": str(tpl["VisibilityTimeout"]), "DelaySeconds": str(tpl["DelaySeconds"])}
+    if tpl["maxReceiveCount"]:
+        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn_of(dlq_url), "maxReceiveCount": tpl["maxReceiveCount"]})
+    url = sqs.create_queue(QueueName=f"kld-bench-events-{tag}", Attributes=attrs)["QueueUrl"]
+    arn = arn_of(url)
+    topic = sns.create_topic(Name=f"kld-bench-findings-{tag}")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"kld-bench-inbox-{tag}")["QueueUrl"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn_of(inbox))
+    noise = seed_background(region, storm["keys"][0], background["grants"], background["starts"]) if background else None
+    env_extra = {**tpl["environment"], "CLOUDTRAIL_WAIT_MINUTES": str(tpl["CloudTrailWaitMinutes"]),
+                 "EVENTS_QUEUE_URL": url, "FINDINGS_TOPIC_ARN": topic}
+    envs = [Environment(binary, region, env_extra, tpl["Timeout"]) for _ in range(functions)]
+    settle_throttle()
+    reset_calls()
+    # The launch calls were made 1 to 3 minutes ago; their records become visible now.
+    records = storm_records(storm, datetime.now(UTC), lambda n: timedelta(seconds=60 + n % 120))
+    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": records})
+    t_visible = time.time()
+    ids = storm["instance_ids"]
+    for i in range(0, len(ids), 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": json.dumps(eventbridge_event(x, region))}
+                                                      for n, x in enumerate(ids[i:i + 10])])
+    run = run_event_source(envs, url, arn, region, tpl, t_visible, cap_seconds)
+    t_end = run["drained_at"] or time.time()
+    for e in envs:
+        e.close()
     calls = recorded_calls()
-    procs = [r for r in results if r is not None]
-    invocations = [inv for p in procs for inv in p.extra["invocations"]]
+    stdout = "\n".join(s for e in envs for s in e.stdout)
+    invocations = run["invocations"]
     interceptor: Counter = Counter()
-    for p in procs:
-        for st in all_stats_lines(p.stdout):
-            interceptor.update(st.get("api_calls", {}))
-    findings = [f for p in procs for f in finding_lines(p.stdout)]
-    failures = sum(len(inv["body"].get("batchItemFailures", [])) for inv in invocations if isinstance(inv["body"], dict))
+    for st in all_stats_lines(stdout):
+        interceptor.update(st.get("api_calls", {}))
+    lines = log_lines(stdout, "finding")
+    findings = [v["finding"] for v in lines]
+    first_at: dict[str, float] = {}
+    for v in lines:
+        i = v["finding"]["instance_id"]
+        first_at[i] = min(first_at.get(i, float("inf")), epoch(v["timestamp"]))
+    by_id = Counter((f["id"], f.get("digest")) for f in findings)
+    sns_attrs = [json.loads(b).get("MessageAttributes", {}) for b in queue_bodies(inbox, region)]
+    sns_by_id = Counter((a.get("finding_id", {}).get("Value"), a.get("digest", {}).get("Value")) for a in sns_attrs)
+    lookups = [c["time"] - t_visible for c in calls if c["action"] == "LookupEvents" and c["region"] == region]
+    answered = [i["seconds"] for i in invocations if i["seconds"] is not None]
+    own = [c for c in calls if not (c["service"] == "sqs" and c["action"] in EVENT_SOURCE_ACTIONS)]
+    delays = sorted(first_at.values())
     return {
-        "batch_size": batch_size, "functions": functions, "batches": len(batches),
-        "finished": all(p.extra["finished"] for p in procs),
-        "wall": wall,
-        "invocation_seconds": summary([inv["seconds"] for inv in invocations]) if invocations else None,
-        "maxrss_kb": max(p.maxrss_kb for p in procs),
+        "batch_size": tpl["BatchSize"], "functions": functions, "batches": len(invocations),
+        "finished": run["drained_at"] is not None,
+        "wall": t_end - t_visible,
+        "invocation_seconds": summary(answered) if answered else None,
+        "maxrss_kb": max(e.peak_kb for e in envs),
         "interceptor": dict(sorted(interceptor.items())), "total": sum(interceptor.values()),
-        "emulator": call_counts(calls),
-        "lookup_events_max_per_second": lookup_windows(calls),
+        "emulator": call_counts(own),
+        "lookup_events_max_per_second": lookup_windows([c for c in calls if c["region"] == region]),
         "findings": len(findings),
-        "distinct_instances": len({f["instance_id"] for f in findings}),
+        "distinct_instances": len(first_at),
         "causes": dict(Counter(f["causes"][0]["code"] for f in findings if f.get("causes"))),
-        "batch_item_failures": failures,
+        "batch_item_failures": sum(i["batch_item_failures"] for i in invocations),
+        # Issue 15's figures.
+        "region": region, "background": noise, "cap_seconds": cap_seconds, "cap_hit": run["cap_hit"],
+        "left_in_queue": run["left_in_queue"], "dead_letter_queue": len(queue_bodies(dlq_url, region)),
+        "timeout_seconds": tpl["Timeout"],
+        "timed_out": sum(1 for i in invocations if i["timed_out"]),
+        "whole_batch_failed": sum(1 for i in invocations if i["whole_batch_failed"]),
+        "processes": sum(e.processes for e in envs),
+        "invocation_seconds_max": max(answered, default=None),
+        "received": dict(sum((Counter(i["kinds"]) for i in invocations), Counter())),
+        "received_again": sum(n for i in invocations for c, n in i["receive_counts"].items() if c > 1),
+        # A message handed to a second invocation while the first still held it (the emulator's
+        # receive race, or SQS's rare second delivery): each can make a finding twice.
+        "delivered_to_two_at_once": run["overlapping"],
+        "deferrals": emf_total(stdout, "Deferrals"),
+        "missing_instances": len(set(ids) - set(first_at)),
+        "caller_unknown": sum(1 for f in findings if any(c.get("code") == "caller-unknown" for c in f.get("causes", []))),
+        "duplicates": {
+            "finding_lines_repeated": sum(n - 1 for n in by_id.values() if n > 1),
+            "instances_with_several_findings": sum(1 for n in Counter(f["instance_id"] for f in findings).values() if n > 1),
+            "sns_messages": len(sns_attrs),
+            "sns_repeated": sum(n - 1 for n in sns_by_id.values() if n > 1),
+            "examples": [k[0] for k, n in by_id.items() if n > 1][:3],
+        },
+        "lookup_events": {**pace(lookups), "throttled_client": emf_total(stdout, "CloudTrailThrottles"),
+                          "throttled_replayed": replay_throttle(lookups)},
+        "visibility_to_finding": ({**summary([d - t_visible for d in delays]),
+                                   "p95": delays[max(0, -(-95 * len(delays) // 100) - 1)] - t_visible}
+                                  if delays else None),
+        "invocations": invocations,
     }
 
 
@@ -779,9 +1059,21 @@ def main() -> int:
     ap.add_argument("--startup-runs", type=int, default=25)
     ap.add_argument("--storm-runs", type=int, default=5)
     ap.add_argument("--sqs-runs", type=int, default=3)
+    ap.add_argument("--only", choices=["deployed"],
+                    help="run only this part (to iterate on it; bench/render.py needs a full run.json, so use --out /tmp/...)")
+    ap.add_argument("--deployed", default="quiet,noisy",
+                    help="the deployed-storm variants to run: quiet (the storm alone), noisy (with background CloudTrail "
+                         "traffic, --deployed-noise), heavy (2000 CreateGrant and 300 StartInstances of background: "
+                         "more window pages than fit in one invocation; runs to the cap)")
+    ap.add_argument("--deployed-cap-minutes", type=float, default=20,
+                    help="stop a deployed-storm variant after this long even if its queue is not empty (the output says so)")
+    ap.add_argument("--deployed-noise", default=f"{NOISE_GRANTS},{NOISE_STARTS}",
+                    help="background of the noisy variant: successful CreateGrant records, healthy StartInstances records")
     args = ap.parse_args()
     binary = str(Path(args.bin).resolve())
     custodian = args.custodian if Path(args.custodian).exists() else None
+    variants = [v for v in args.deployed.split(",") if v]
+    grants, starts = (int(x) for x in args.deployed_noise.split(","))
     started = datetime.now(UTC)
     t_start = time.perf_counter()
     results: dict = {"started": started.isoformat(timespec="seconds"), "binary": binary,
@@ -791,38 +1083,66 @@ def main() -> int:
         work = Path(tmp)
         http("POST", "/_kld/reset", {})
         suffix = uuid.uuid4().hex[:6]
-        log("seeding: the article's scenario, two keys, an assumed role, a storm of 200")
-        article = seed_user_scenario(REGION_ARTICLE, f"test-{suffix}", 1)
-        two_keys = seed_user_scenario(REGION_TWO_KEYS, f"two-keys-{suffix}", 2)
-        role = seed_role_scenario(REGION_ROLE, f"launcher-{suffix}")
-        storm = seed_storm(REGION_STORM, f"storm-{suffix}")
+        deployed = {}
+        if args.only is None:
+            log("seeding: the article's scenario, two keys, an assumed role, a storm of 200")
+            article = seed_user_scenario(REGION_ARTICLE, f"test-{suffix}", 1)
+            two_keys = seed_user_scenario(REGION_TWO_KEYS, f"two-keys-{suffix}", 2)
+            role = seed_role_scenario(REGION_ROLE, f"launcher-{suffix}")
+            storm = seed_storm(REGION_STORM, f"storm-{suffix}")
+        log(f"seeding: the deployed storm's instances ({', '.join(variants) or 'none'}; records later)")
+        if "quiet" in variants:
+            deployed["quiet"] = seed_storm_instances(REGION_DEPLOYED, f"deployed-{suffix}")
+        if "noisy" in variants:
+            deployed["noisy"] = seed_storm_instances(REGION_DEPLOYED_NOISY, f"deployed-noisy-{suffix}")
+        if "heavy" in variants:
+            deployed["heavy"] = seed_storm_instances(REGION_DEPLOYED_HEAVY, f"deployed-heavy-{suffix}")
         results["seeding_seconds"] = time.perf_counter() - t_start
 
-        log("API calls per diagnosis")
-        results["calls"] = [measure_calls(binary, "article: one volume, one key, IAM user", article),
-                            measure_calls(binary, "two volumes on two keys, IAM user", two_keys),
-                            measure_calls(binary, "assumed-role caller, one key", role)]
-        log("concurrency (every call delayed 300 ms)")
-        results["waves"] = measure_waves(binary, article, 0.3)
-        log(f"diagnose whole-process time x{args.diagnose_runs}")
-        results["diagnose"] = measure_diagnose_time(binary, article, args.diagnose_runs)
-        log(f"Lambda start-up x{args.startup_runs}")
-        results["startup"] = measure_startup(binary, args.startup_runs)
-        log(f"storm: scan x{args.storm_runs}" + (" and Cloud Custodian" if custodian else " (no custodian)"))
-        results["storm"] = measure_storm(binary, custodian, storm, args.storm_runs, work)
-        log(f"storm: one SQS batch of {STORM_SIZE} x{args.sqs_runs}, and of 1 x{args.sqs_runs}")
-        results["sqs_storm"] = measure_sqs(binary, storm, STORM_SIZE, args.sqs_runs)
-        results["sqs_one"] = measure_sqs(binary, storm, 1, args.sqs_runs)
-        batch_size, concurrency, timeout, rate = template_delivery()
-        functions = max(1, min(concurrency, -(-STORM_SIZE // batch_size)))
-        log(f"storm as template.yaml delivers it: SQS batches of {batch_size} over {functions} concurrent functions")
-        results["sqs_deployed"] = {**measure_deployed(binary, storm, batch_size, functions, rate),
-                                   "template": {"BatchSize": batch_size, "MaximumConcurrency": concurrency, "Timeout": timeout,
-                                                "CLOUDTRAIL_CALLS_PER_SECOND": rate}}
-        log("storm with background CloudTrail traffic: scan x1, SQS batch x1")
-        noisy = seed_storm(REGION_NOISY, f"noisy-{suffix}")
-        noise = seed_background(REGION_NOISY, noisy["keys"][0], NOISE_GRANTS, NOISE_STARTS)
-        results["storm_noisy"] = measure_noisy(binary, noisy, noise)
+        if args.only is None:
+            log("API calls per diagnosis")
+            results["calls"] = [measure_calls(binary, "article: one volume, one key, IAM user", article),
+                                measure_calls(binary, "two volumes on two keys, IAM user", two_keys),
+                                measure_calls(binary, "assumed-role caller, one key", role)]
+            log("concurrency (every call delayed 300 ms)")
+            results["waves"] = measure_waves(binary, article, 0.3)
+            log(f"diagnose whole-process time x{args.diagnose_runs}")
+            results["diagnose"] = measure_diagnose_time(binary, article, args.diagnose_runs)
+            log(f"Lambda start-up x{args.startup_runs}")
+            results["startup"] = measure_startup(binary, args.startup_runs)
+            log(f"storm: scan x{args.storm_runs}" + (" and Cloud Custodian" if custodian else " (no custodian)"))
+            results["storm"] = measure_storm(binary, custodian, storm, args.storm_runs, work)
+            log(f"storm: one SQS batch of {STORM_SIZE} x{args.sqs_runs}, and of 1 x{args.sqs_runs}")
+            results["sqs_storm"] = measure_sqs(binary, storm, STORM_SIZE, args.sqs_runs)
+            results["sqs_one"] = measure_sqs(binary, storm, 1, args.sqs_runs)
+        tpl = template_delivery()
+        functions = max(1, min(tpl["MaximumConcurrency"], -(-STORM_SIZE // tpl["BatchSize"])))
+        template = {k: tpl[k] for k in ("BatchSize", "MaximumBatchingWindowInSeconds", "MaximumConcurrency", "Timeout",
+                                        "DelaySeconds", "VisibilityTimeout", "maxReceiveCount", "CloudTrailWaitMinutes",
+                                        "CLOUDTRAIL_CALLS_PER_SECOND", "DEADLINE_MARGIN_SECONDS")}
+        for name, key, noise in (("quiet", "sqs_deployed", None),
+                                 ("noisy", "sqs_deployed_noisy", {"grants": grants, "starts": starts}),
+                                 ("heavy", "sqs_deployed_heavy", {"grants": HEAVY_GRANTS, "starts": HEAVY_STARTS})):
+            if name not in deployed:
+                continue
+            log(f"storm as template.yaml delivers it ({name}): SQS batches of up to {tpl['BatchSize']} within "
+                f"{tpl['MaximumBatchingWindowInSeconds']} s, {functions} concurrent functions, Timeout {tpl['Timeout']} s, "
+                f"queue delay {tpl['DelaySeconds']} s, until the queue is empty (at most {args.deployed_cap_minutes:g} min)")
+            results[key] = {**measure_deployed(binary, deployed[name], tpl, functions, args.deployed_cap_minutes * 60, noise),
+                            "template": template}
+            r = results[key]
+            v = r["visibility_to_finding"] or {}
+            log(f"  {r['batches']} invocations, {r['timed_out']} timed out, longest {secs(r['invocation_seconds_max'])}; "
+                f"findings {r['findings']} for {r['distinct_instances']} instances, repeated {r['duplicates']['finding_lines_repeated']} "
+                f"(SNS {r['duplicates']['sns_messages']}, repeated {r['duplicates']['sns_repeated']}); LookupEvents "
+                f"{r['lookup_events']['total']}, max {r['lookup_events']['max_per_second']}/s, {r['lookup_events']['per_minute_max']}/min, "
+                f"throttled {r['lookup_events']['throttled_client']}; visibility->finding median {secs(v.get('median'))}, "
+                f"worst {secs(v.get('max'))}; queue {'drained' if r['finished'] else 'NOT drained (cap)'} after {secs(r['wall'])}")
+        if args.only is None:
+            log("storm with background CloudTrail traffic: scan x1, SQS batch x1")
+            noisy = seed_storm(REGION_NOISY, f"noisy-{suffix}")
+            noise = seed_background(REGION_NOISY, noisy["keys"][0], NOISE_GRANTS, NOISE_STARTS)
+            results["storm_noisy"] = measure_noisy(binary, noisy, noise)
 
     results["loadavg_end"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - t_start

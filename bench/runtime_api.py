@@ -1,14 +1,20 @@
 """A Lambda Runtime API (2018-06-01) stub on 127.0.0.1 for the benchmarks.
 
 ``GET /2018-06-01/runtime/invocation/next`` hands out the queued events one by one, with the
-headers the runtime client needs; once the queue is empty it holds the request open until
-``close()``. ``POST .../invocation/<id>/response`` and ``.../error`` (and ``/init/error``)
+headers the runtime client needs; once the queue is empty it holds the request open until an
+event is submitted (``submit()``, for a benchmark that plays the event source) or ``close()``.
+Each invocation's ``Lambda-Runtime-Deadline-Ms`` is its delivery time plus ``timeout_seconds``,
+the function's ``Timeout`` (900 s, Lambda's largest, unless the caller says otherwise): the
+function plans its work against that deadline, so a benchmark of the deployed shape must give
+the template's. ``POST .../invocation/<id>/response`` and ``.../error`` (and ``/init/error``)
 record the outcome. Each connection is served in its own thread (the runtime's HTTP client may
 open a new connection for a response while an idle one stays open).
 
 Times are ``time.perf_counter()`` values, so the caller can relate them to when it started the
 process: ``first_next`` (the first ``invocation/next`` request: start-up is over),
-``delivered[i]`` and ``completed[i]`` per invocation.
+``delivered[i]`` and ``completed[i]`` per invocation; ``deadline_ms[i]`` is the deadline it was
+given (epoch milliseconds). The stub does not stop a function at its deadline: the caller
+decides what an answer after it means (Lambda would have failed the invocation).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -23,18 +30,24 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:kms-launch-doctor
 
 
 class RuntimeApi:
-    def __init__(self, events: list[Any]) -> None:
-        self.events = list(events)
+    def __init__(self, events: list[Any], timeout_seconds: float = 900.0) -> None:
+        self.timeout_seconds = timeout_seconds
         self.lock = threading.Lock()
-        self.next_index = 0
+        self.wakeup = threading.Condition(self.lock)
+        self.pending: deque[tuple[str, Any]] = deque()
+        self.submitted = 0
         self.first_next: float | None = None
         self.delivered: dict[str, float] = {}
+        self.deadline_ms: dict[str, int] = {}
         self.completed: dict[str, float] = {}
         self.outcomes: dict[str, tuple[str, Any]] = {}
+        self.answered: dict[str, threading.Event] = {}
         self.all_done = threading.Event()
         self.first_next_seen = threading.Event()
         self.closing = threading.Event()
-        if not self.events:
+        for event in events:
+            self.submit(event)
+        if not events:
             self.all_done.set()
         api = self
 
@@ -59,23 +72,21 @@ class RuntimeApi:
                     self._reply(404, b'{"error": "not found"}')
                     return
                 now = time.perf_counter()
-                with api.lock:
+                with api.wakeup:
                     if api.first_next is None:
                         api.first_next = now
                         api.first_next_seen.set()
-                    index = api.next_index
-                    if index < len(api.events):
-                        api.next_index += 1
-                if index >= len(api.events):
-                    # Nothing more to do: hold the function here until the benchmark stops it.
-                    api.closing.wait(600)
-                    self.close_connection = True
-                    return
-                request_id = f"bench-{index}"
-                payload = json.dumps(api.events[index]).encode()
-                deadline = int(time.time() * 1000) + 900_000
-                with api.lock:
+                    # Nothing to do yet: hold the function here until an event is submitted or
+                    # the benchmark stops it (as Lambda freezes an idle environment).
+                    api.wakeup.wait_for(lambda: api.pending or api.closing.is_set())
+                    if not api.pending:
+                        self.close_connection = True
+                        return
+                    request_id, event = api.pending.popleft()
+                    deadline = int(time.time() * 1000 + api.timeout_seconds * 1000)
                     api.delivered[request_id] = time.perf_counter()
+                    api.deadline_ms[request_id] = deadline
+                payload = json.dumps(event).encode()
                 self._reply(200, payload, {
                     "Lambda-Runtime-Aws-Request-Id": request_id,
                     "Lambda-Runtime-Deadline-Ms": str(deadline),
@@ -97,8 +108,11 @@ class RuntimeApi:
                 with api.lock:
                     api.completed[request_id] = now
                     api.outcomes[request_id] = (kind, body)
-                    if len(api.outcomes) >= len(api.events) or kind == "error" and request_id == "init":
+                    answered = sum(1 for r in api.outcomes if r in api.answered)
+                    if answered >= api.submitted or kind == "error" and request_id == "init":
                         api.all_done.set()
+                    if request_id in api.answered:
+                        api.answered[request_id].set()
                 self._reply(202)
 
         class Server(ThreadingHTTPServer):
@@ -112,8 +126,29 @@ class RuntimeApi:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def submit(self, event: Any) -> str:
+        """Queues one invocation; returns its request id (``bench-<n>``, in submission order)."""
+        with self.wakeup:
+            request_id = f"bench-{self.submitted}"
+            self.submitted += 1
+            self.answered[request_id] = threading.Event()
+            self.pending.append((request_id, event))
+            self.all_done.clear()
+            self.wakeup.notify_all()
+        return request_id
+
+    def wait(self, request_id: str, timeout: float) -> tuple[str, Any] | None:
+        """The invocation's outcome (``("response"|"error", body)``), or None if it has none
+        after `timeout` seconds."""
+        if not self.answered[request_id].wait(timeout):
+            return None
+        with self.lock:
+            return self.outcomes[request_id]
+
     def close(self) -> None:
-        self.closing.set()
+        with self.wakeup:
+            self.closing.set()
+            self.wakeup.notify_all()
         self.server.shutdown()
         self.server.server_close()
 
