@@ -1125,6 +1125,34 @@ impl Cloud for AwsCloud {
 }
 
 impl AwsCloud {
+    /// Security Hub GetFindings with `filters`, 100 a page, each page to `page` until it says
+    /// enough (false) or the pages end.
+    async fn findings_pages(
+        &self,
+        region: &str,
+        filters: aws_sdk_securityhub::types::AwsSecurityFindingFilters,
+        mut page: impl FnMut(&[aws_sdk_securityhub::types::AwsSecurityFinding]) -> bool,
+    ) -> Result<(), CallError> {
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .clients(region)
+                .securityhub
+                .get_findings()
+                .filters(filters.clone())
+                .max_results(100)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("securityhub:GetFindings", e))?;
+            let more = page(resp.findings());
+            match resp.next_token() {
+                Some(t) if !t.is_empty() && more => token = Some(t.to_owned()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// The cloud acting in `account` through `role` there (hub topology), credentials cached
     /// until five minutes before they expire; `None` for this cloud's own account.
     async fn member(&self, account: &str, role: &str) -> Result<Option<Self>, CallError> {
@@ -1408,32 +1436,20 @@ impl crate::cloud::Effects for AwsCloud {
             .product_arn(eq(product_arn))
             .build();
         let mut out = std::collections::BTreeMap::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = self
-                .clients(region)
-                .securityhub
-                .get_findings()
-                .filters(filters.clone())
-                .max_results(100)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| call_error("securityhub:GetFindings", e))?;
+        self.findings_pages(region, filters, |page| {
             // Match the Ids here too: a filter the service ignored must not borrow another
             // finding's dates.
-            for f in resp.findings() {
+            for f in page {
                 if let Some(id) = f.id().filter(|id| ids.iter().any(|want| want == id)) {
                     let created = f.created_at().unwrap_or_default().to_owned();
                     let updated = f.updated_at().map(str::to_owned).unwrap_or_else(|| created.clone());
                     out.insert(id.to_owned(), (created, updated));
                 }
             }
-            match resp.next_token() {
-                Some(t) if !t.is_empty() && out.len() < ids.len() => token = Some(t.to_owned()),
-                _ => return Ok(out),
-            }
-        }
+            out.len() < ids.len()
+        })
+        .await?;
+        Ok(out)
     }
 
     async fn open_findings(
@@ -1451,24 +1467,12 @@ impl crate::cloud::Effects for AwsCloud {
             .record_state(filter("ACTIVE", StringFilterComparison::Equals))
             .build();
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = self
-                .clients(region)
-                .securityhub
-                .get_findings()
-                .filters(filters.clone())
-                .max_results(100)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| call_error("securityhub:GetFindings", e))?;
-            out.extend(resp.findings().iter().map(from_sdk_finding));
-            match resp.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => return Ok(out),
-            }
-        }
+        self.findings_pages(region, filters, |page| {
+            out.extend(page.iter().map(from_sdk_finding));
+            true
+        })
+        .await?;
+        Ok(out)
     }
 
     async fn import_findings(

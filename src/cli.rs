@@ -585,6 +585,24 @@ async fn regions(cloud: &AwsCloud, all: bool, given: Vec<String>) -> Result<Vec<
     cloud.default_region().map(|r| vec![r]).ok_or(RegionsError::None)
 }
 
+/// [`regions`], or the exit code that ends the command: 1 when AWS could not list them, 2
+/// when no region was given and none is configured.
+async fn regions_or_exit(
+    err: &Stderr,
+    cloud: &AwsCloud,
+    all: bool,
+    given: Vec<String>,
+) -> Result<Vec<String>, ExitCode> {
+    match regions(cloud, all, given).await {
+        Ok(r) => Ok(r),
+        Err(RegionsError::Aws(e)) => {
+            err.error(&e.to_string());
+            Err(Exit::Failed.code())
+        }
+        Err(RegionsError::None) => Err(usage(err, "no region: pass --region or --all-regions, or set AWS_REGION")),
+    }
+}
+
 enum RegionsError {
     Aws(CallError),
     None,
@@ -741,15 +759,9 @@ pub async fn main() -> ExitCode {
                 }
                 report
             } else {
-                let regions = match regions(&cloud, all_regions, given).await {
+                let regions = match regions_or_exit(&err, &cloud, all_regions, given).await {
                     Ok(r) => r,
-                    Err(RegionsError::Aws(e)) => {
-                        err.error(&e.to_string());
-                        return Exit::Failed.code();
-                    }
-                    Err(RegionsError::None) => {
-                        return usage(&err, "no region: pass --region or --all-regions, or set AWS_REGION")
-                    }
+                    Err(code) => return code,
                 };
                 let progress = crate::scan::Progress::new(regions.len(), quiet);
                 let mut report = crate::scan::scan(&cloud, &regions, since, now, &opts, &progress).await;
@@ -812,15 +824,9 @@ pub async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let regions = match regions(&cloud, all_regions, given).await {
+            let regions = match regions_or_exit(&err, &cloud, all_regions, given).await {
                 Ok(r) => r,
-                Err(RegionsError::Aws(e)) => {
-                    err.error(&e.to_string());
-                    return Exit::Failed.code();
-                }
-                Err(RegionsError::None) => {
-                    return usage(&err, "no region: pass --region or --all-regions, or set AWS_REGION")
-                }
+                Err(code) => return code,
             };
             let scope = crate::preflight::Scope {
                 instances: crate::cloud::InstanceScope { ids: instance_ids, tag },
