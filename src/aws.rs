@@ -317,17 +317,22 @@ impl AwsCloud {
             .map_err(|e| call_error("sts:AssumeRole", e))?;
         let c = out.credentials().ok_or_else(|| other("sts:AssumeRole", "response has no credentials"))?;
         let expiry = std::time::SystemTime::try_from(*c.expiration()).ok();
-        let creds = aws_credential_types::Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_owned()),
-            expiry,
-            "kms-launch-doctor-assume-role",
-        );
+        // The call above proves the account can be entered; the cloud's own credentials come
+        // from a provider that assumes the role again whenever they near expiry (a session is
+        // at most an hour when it chains from a role), so a scan of many accounts, or a hub
+        // that keeps a member's cloud, never runs on expired credentials.
+        let provider =
+            aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name(session_name).configure(&self.config);
+        let provider = match external_id {
+            Some(id) => provider.external_id(id),
+            None => provider,
+        };
         let config = self
             .config
             .to_builder()
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(creds))
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                provider.build().await,
+            ))
             .build();
         let mut cloud = Self::counted(config, self.counter.clone(), self.trail_throttles.clone());
         cloud.trail_rate = self.trail_rate;
