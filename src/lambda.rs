@@ -152,14 +152,8 @@ async fn scheduled_preflight<A: Cloud + Effects + IamWrites>(
     let failures: Vec<CallError> = results.into_iter().flat_map(|(_, errors)| errors).collect();
     metrics.delivery_failures += failures.len() as u64;
     for c in &ran.report.checks {
-        let line = json!({
-            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "level": if c.verdict == crate::preflight::Verdict::WillFail { "WARN" } else { "INFO" },
-            "target": "kms_launch_doctor::preflight",
-            "message": "preflight check",
-            "check": c,
-        });
-        println!("{line}");
+        let level = if c.verdict == crate::preflight::Verdict::WillFail { "WARN" } else { "INFO" };
+        log_line(level, "kms_launch_doctor::preflight", "preflight check", json!({ "check": c }));
     }
     if let Some(first) = failures.first() {
         return Err(format!("preflight: {} sink(s) failed; first: {first}", failures.len()).into());
@@ -668,11 +662,7 @@ async fn resolve_running<A: Effects + Queue>(
 
 /// One JSON line per resolved finding.
 fn log_resolution(r: &crate::resolve::Resolution) {
-    let line = json!({
-        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "level": "INFO",
-        "target": "kms_launch_doctor::resolve",
-        "message": "finding resolved",
+    let fields = json!({
         "finding_id": r.finding_id,
         "instance_id": r.instance_id,
         "region": r.region,
@@ -680,7 +670,7 @@ fn log_resolution(r: &crate::resolve::Resolution) {
         "pending": r.unsent.pending(),
         "errors": r.failures.iter().map(|e| format!("{}: {}", e.call, e.message)).collect::<Vec<_>>(),
     });
-    println!("{line}");
+    log_line("INFO", "kms_launch_doctor::resolve", "finding resolved", fields);
 }
 
 /// Counts a settled finding for the metrics line.
@@ -846,11 +836,7 @@ async fn redeliver<A: Effects + Queue>(
     let before = outbox.pending().len();
     let (delivered, failures) = deliver::send(aws, &mut outbox, &crate::decide::rfc3339(now)).await;
     metrics.delivery_failures += failures.len() as u64;
-    let line = json!({
-        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "level": if failures.is_empty() { "INFO" } else { "WARN" },
-        "target": "kms_launch_doctor::delivery",
-        "message": "finding redelivered",
+    let fields = json!({
         "message_id": id,
         "finding_id": outbox.finding_id,
         "instance_id": outbox.instance_id,
@@ -859,7 +845,8 @@ async fn redeliver<A: Effects + Queue>(
         "pending": outbox.pending(),
         "errors": failures.iter().map(|e| format!("{}: {}", e.call, e.message)).collect::<Vec<_>>(),
     });
-    println!("{line}");
+    let level = if failures.is_empty() { "INFO" } else { "WARN" };
+    log_line(level, "kms_launch_doctor::delivery", "finding redelivered", fields);
     if outbox.is_empty() {
         true
     } else if outbox.pending().len() == before {
@@ -954,14 +941,21 @@ fn settled_without_caller(f: &Finding) -> bool {
 
 /// One JSON line per finding, with stable field names.
 pub fn log_finding(f: &Finding) {
-    let line = json!({
-        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "level": "INFO",
-        "target": "kms_launch_doctor::finding",
-        "message": "finding",
-        "finding": f,
-    });
-    println!("{line}");
+    log_line("INFO", "kms_launch_doctor::finding", "finding", json!({ "finding": f }));
+}
+
+/// One JSON log line on stdout (CloudWatch Logs): timestamp, level, target and message, then
+/// `fields` (an object) in their order.
+fn log_line(level: &str, target: &str, message: &str, fields: Value) {
+    let mut line = serde_json::Map::new();
+    line.insert("timestamp".into(), json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+    line.insert("level".into(), json!(level));
+    line.insert("target".into(), json!(target));
+    line.insert("message".into(), json!(message));
+    if let Value::Object(extra) = fields {
+        line.extend(extra);
+    }
+    println!("{}", Value::Object(line));
 }
 
 #[cfg(test)]

@@ -248,15 +248,7 @@ pub async fn resolve<E: Effects>(
                 .instrument(info_span!("securityhub.BatchImportFindings", region = %region, archive = request.len()))
                 .await;
             for (doc, place, resolved_at) in batch {
-                let rejected = match &imported {
-                    Ok(rejected) => rejected.iter().find(|(id, _)| *id == doc.id).map(|(_, why)| CallError {
-                        call: "securityhub:BatchImportFindings",
-                        kind: crate::cloud::FailureKind::Other,
-                        message: format!("finding rejected: {why}"),
-                    }),
-                    Err(e) => Some(e.clone()),
-                };
-                if let Some(e) = rejected {
+                if let Some(e) = crate::deliver::import_failure(&imported, &doc.id) {
                     outcome.failed.insert(place.instance_id.clone(), e);
                     continue;
                 }

@@ -266,15 +266,7 @@ async fn security_hub_all<E: Effects>(
                     .await;
                 for (i, doc) in batch {
                     let (Some(r), Some(o)) = (results.get_mut(*i), outboxes.get_mut(*i)) else { continue };
-                    let failed = match &imported {
-                        Ok(rejected) => rejected.iter().find(|(id, _)| *id == doc.id).map(|(_, why)| CallError {
-                            call: "securityhub:BatchImportFindings",
-                            kind: crate::cloud::FailureKind::Other,
-                            message: format!("finding rejected: {why}"),
-                        }),
-                        Err(e) => Some(e.clone()),
-                    };
-                    match failed {
+                    match import_failure(&imported, &doc.id) {
                         Some(e) => r.1.push(e),
                         None => {
                             r.0.security_hub = Some("ok".to_owned());
@@ -284,6 +276,19 @@ async fn security_hub_all<E: Effects>(
                 }
             }
         }
+    }
+}
+
+/// What went wrong for finding `id` in a BatchImportFindings answer: the whole call failed,
+/// or Security Hub rejected that finding (with why); `None` when it was imported.
+pub(crate) fn import_failure(imported: &Result<Vec<(String, String)>, CallError>, id: &str) -> Option<CallError> {
+    match imported {
+        Ok(rejected) => rejected.iter().find(|(r, _)| r == id).map(|(_, why)| CallError {
+            call: "securityhub:BatchImportFindings",
+            kind: crate::cloud::FailureKind::Other,
+            message: format!("finding rejected: {why}"),
+        }),
+        Err(e) => Some(e.clone()),
     }
 }
 

@@ -117,7 +117,7 @@ fn invoke_all(region: &str, events: Vec<Value>, env: &[(&str, &str)]) -> (Vec<ru
 }
 
 /// An SQS batch (events/sqs-batch.json as template) carrying `events`, without a real queue.
-fn batch_of(events: &[Value], region: &str) -> Value {
+pub(crate) fn batch_of(events: &[Value], region: &str) -> Value {
     let mut batch: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
     let template = batch["Records"][0].clone();

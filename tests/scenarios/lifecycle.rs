@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 
 use super::article;
-use super::lambda::{event_for, finding_lines, invoke, lines_with, sqs_batch};
+use super::lambda::{batch_of, event_for, finding_lines, invoke, lines_with, sqs_batch};
 use crate::common::*;
 
 async fn hub_finding(s: &Scenario, id: &str) -> Option<aws_sdk_securityhub::types::AwsSecurityFinding> {
@@ -97,21 +97,7 @@ async fn running_events_of_a_batch_cost_one_lookup_and_instances_without_finding
     for e in &mut events {
         e["time"] = json!(rfc3339(Utc::now() + Duration::seconds(1)));
     }
-    let mut batch: Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
-    let template = batch["Records"][0].clone();
-    batch["Records"] = json!(events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let mut r = template.clone();
-            r["messageId"] = json!(format!("run-{i}"));
-            r["body"] = json!(e.to_string());
-            r["awsRegion"] = json!(a.s.region);
-            r["attributes"]["SentTimestamp"] = json!(Utc::now().timestamp_millis().to_string());
-            r
-        })
-        .collect::<Vec<_>>());
+    let batch = batch_of(&events, &a.s.region);
     let (outcomes, stdout) = invoke(&a.s.region, vec![batch], &[("SECURITY_HUB", "on"), ("KLD_CALL_STATS", "1")]);
     assert_eq!(outcomes[0].body, json!({"batchItemFailures": []}), "{stdout}");
     let resolved = lines_with(&stdout, "finding resolved");

@@ -4,11 +4,11 @@
 //! event through that account's spoke role, and a storm across 20 accounts keeps within each
 //! account-region's CloudTrail budget.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde_json::{json, Value};
 
 use super::ec2_full_access;
-use super::lambda::{finding_lines, invoke};
+use super::lambda::{batch_of, finding_lines, invoke};
 use crate::common::*;
 
 /// A role in `account` that the default credentials' account (123456789012) may assume.
@@ -139,26 +139,6 @@ async fn scan_org_lists_the_organizations_active_accounts() {
     let out = run_tool(&args, &env);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("== Account {m1} ==")), "{text}");
-}
-
-/// An SQS batch (events/sqs-batch.json as template) carrying `events`.
-fn batch_of(events: &[Value], region: &str) -> Value {
-    let mut batch: Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("events/sqs-batch.json")).unwrap()).unwrap();
-    let template = batch["Records"][0].clone();
-    batch["Records"] = json!(events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let mut r = template.clone();
-            r["messageId"] = json!(format!("org-{i}"));
-            r["body"] = json!(e.to_string());
-            r["awsRegion"] = json!(region);
-            r["attributes"]["SentTimestamp"] = json!(Utc::now().timestamp_millis().to_string());
-            r
-        })
-        .collect::<Vec<_>>());
-    batch
 }
 
 fn member_event(instance: &str, account: &str, region: &str) -> Value {
