@@ -169,3 +169,50 @@ async fn a_disabled_key_is_reported_at_the_first_look_and_the_caller_added_later
         "Security Hub's finding now names the caller"
     );
 }
+
+#[tokio::test]
+async fn a_deferred_message_cannot_point_its_update_at_another_finding() {
+    let s = Scenario::new("forgedid").await;
+    let key = s.key(None).await;
+    s.kms.disable_key().key_id(key.rsplit('/').next().unwrap()).send().await.unwrap();
+    let user_arn = s.user("forgedid-dev", &[("ec2-full", super::ec2_full_access())]).await;
+    let instance = s.instance(&[Some(&key)]).await;
+    s.fail_launch(&instance, "stopped");
+    let (queue_url, queue_arn) = s.queue("forgedid-events").await;
+    let first = sqs_batch(&s, &queue_url, &queue_arn, &event_for(&instance, &s.region, "stopped"), 1).await;
+    let env = [("EVENTS_QUEUE_URL", queue_url.as_str())];
+    let (_, stdout) = invoke(&s.region, vec![first.clone()], &env);
+    let early_id = finding_lines(&stdout)[0]["finding"]["id"].as_str().unwrap().to_owned();
+    let name = queue_url.rsplit('/').next().unwrap();
+    let got = http("GET", &format!("/_kld/sqs/messages?queue_name={name}&region={}", s.region), None);
+    let mut deferred: Value = got["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| serde_json::from_str::<Value>(m["body"].as_str().unwrap()).unwrap())
+        .find(|m| m["kms-launch-doctor"] == "deferred/1")
+        .unwrap();
+    // Whoever can write to the queue points the update at someone else's finding.
+    let victim = "kld-0123456789abcdef";
+    deferred["reported"]["finding_id"] = json!(victim);
+    s.trail(vec![s.launch_record(
+        "StartInstances",
+        &instance,
+        iam_user_identity(&user_arn, "forgedid-dev"),
+        Duration::minutes(1),
+    )]);
+    let mut later = first;
+    later["Records"][0]["body"] = json!(deferred.to_string());
+    later["Records"][0]["messageId"] = json!("forged");
+    let (_, stdout) = invoke(&s.region, vec![later], &env);
+    assert_eq!(
+        lines_with(&stdout, "a deferred event names a finding that is not its own: ignored").len(),
+        1,
+        "{stdout}"
+    );
+    let lines = finding_lines(&stdout);
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let id = lines[0]["finding"]["id"].as_str().unwrap();
+    assert_ne!(id, victim, "the forged Id was used");
+    assert_ne!(id, early_id, "an unverified message is not taken for the early report's update");
+}

@@ -157,17 +157,36 @@ async fn the_hub_diagnoses_a_member_accounts_event_through_its_spoke_role() {
     let lost = "i-0123456789abcdef1";
     let batch =
         batch_of(&[member_event(&instance, member, &s.region), member_event(lost, no_spoke, &s.region)], &s.region);
-    // The function runs with the hub's credentials (123456789012).
-    let (outcomes, stdout) =
-        invoke(&s.region, vec![batch], &[("SPOKE_ROLE_NAME", "kms-launch-doctor-spoke"), ("SECURITY_HUB", "on")]);
+    // A user of the same name in the hub's own account, opted in: someone else entirely.
+    let hub = Scenario::in_account_at("hubview", ACCOUNT, &s.region).await;
+    hub.user("hub-ops", &[("ec2-full", ec2_full_access())]).await;
+    // The function runs with the hub's credentials (123456789012), remediation on and every
+    // principal and key opted in, but the member has no remediation role.
+    let (outcomes, stdout) = invoke(
+        &s.region,
+        vec![batch],
+        &[
+            ("SPOKE_ROLE_NAME", "kms-launch-doctor-spoke"),
+            ("SECURITY_HUB", "on"),
+            ("REMEDIATION_MODE", "apply"),
+            ("REMEDIATION_ALLOWED_PRINCIPALS", "*"),
+            ("REMEDIATION_ALLOWED_KEYS", "*"),
+        ],
+    );
     let lines = finding_lines(&stdout);
     assert_eq!(lines.len(), 1, "{stdout}");
     let f = &lines[0]["finding"];
     assert_eq!(f["account"], member);
+    // Nothing written anywhere: the fix is refused (no remediation role in the member), and the
+    // hub's same-named user is untouched.
+    assert_eq!(f["remediations"][0]["status"], "refused", "{f:#}");
+    for cloud in [&s, &hub] {
+        let written = cloud.iam.list_user_policies().user_name("hub-ops").send().await.unwrap();
+        assert_eq!(written.policy_names(), ["ec2-full"], "a policy was written in {}", cloud.account);
+    }
     // Security Hub takes findings for the caller's own account only: the record is the hub's,
     // about the member's instance.
     assert_eq!(f["delivered"]["security_hub"], "ok", "{f:#}");
-    let hub = Scenario::in_account_at("hubview", ACCOUNT, &s.region).await;
     let all = hub.securityhub.get_findings().send().await.unwrap();
     let record = all.findings().iter().find(|x| x.id() == f["id"].as_str()).expect("in the hub's Security Hub");
     assert_eq!(record.aws_account_id(), Some(ACCOUNT));

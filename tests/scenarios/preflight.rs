@@ -194,9 +194,20 @@ async fn the_scheduled_preflight_warns_the_sinks_of_a_launch_that_will_fail() {
     let (outcomes, stdout) = super::lambda::invoke(
         &s.region,
         vec![event],
-        &[("PREFLIGHT_PRINCIPALS", user.as_str()), ("FINDINGS_EVENT_BUS", bus.as_str()), ("SECURITY_HUB", "on")],
+        &[
+            ("PREFLIGHT_PRINCIPALS", user.as_str()),
+            ("FINDINGS_EVENT_BUS", bus.as_str()),
+            ("SECURITY_HUB", "on"),
+            // Remediation on and every principal and key opted in: a schedule still writes
+            // nothing (nobody launched anything; only an operator's command may ask).
+            ("REMEDIATION_MODE", "apply"),
+            ("REMEDIATION_ALLOWED_PRINCIPALS", "*"),
+            ("REMEDIATION_ALLOWED_KEYS", "*"),
+        ],
     );
     assert_eq!(outcomes[0].kind, "response", "{stdout}");
+    let written = s.iam.list_user_policies().user_name("preflightsched-ops").send().await.unwrap();
+    assert_eq!(written.policy_names(), ["ec2-full"], "the schedule wrote a policy");
     let report = &outcomes[0].body;
     assert_eq!(report["schema"], "kms-launch-doctor.preflight/1");
     let c = check(report, "instance_id", &instance);
