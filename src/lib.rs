@@ -1,44 +1,34 @@
 //! kms-launch-doctor: why did this EC2 instance fail to start, and what is the fix?
 //!
-//! The crate is a functional core with a thin shell:
-//! - gathering ([`gather`] through the [`cloud::Cloud`] trait, [`aws`] for the SDKs) collects
-//!   [`facts::Facts`];
-//! - deciding ([`decide`], with [`policy`] and [`cloudtrail`]) is pure: facts in, a
-//!   [`report::Finding`] out;
-//! - the entry points ([`cli`], [`lambda`], both through [`app`]) print or return the
-//!   [`report::Report`].
+//! The crate is a pipeline, one folder a stage, each importing only the stages before it:
+//!
+//! ```text
+//!  core/   facts, ARNs, CloudTrail records, key policies, decide, fixes, the report (pure)
+//!    ↑
+//!  ports   the narrow traits the use cases need, in core's types
+//!    ↑                         ↑
+//!  aws/    the SDK adapter     memory/  the in-memory adapter (tests)
+//!    ↑                         
+//!  app/    use cases: gather → decide → remediate → deliver; scan, preflight, resolve, org
+//!    ↑
+//!  cli/, lambda/   the two entry points
+//! ```
+//!
+//! Modules are crate-private; what tests, benches and the binary use is re-exported below.
 
 // No panics on data from outside, by construction: outside tests these are errors.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
-pub mod app;
-pub mod arn;
-pub mod aws;
-pub mod cli;
-pub mod cloud;
-pub mod cloudtrail;
-pub mod config;
-pub mod decide;
-pub mod deliver;
-pub mod event;
-pub mod facts;
-pub mod gather;
-pub mod lambda;
-pub mod org;
-pub mod permissions;
-pub mod policy;
-pub mod preflight;
-pub mod remediate;
-pub mod remedy;
-pub mod render;
-pub mod report;
-pub mod resolve;
-pub mod scan;
-pub mod stats;
-pub mod term;
+mod app;
+mod aws;
+mod cli;
+mod core;
+mod lambda;
+mod ports;
 
-#[cfg(test)]
-mod decide_tests;
+pub use crate::core::{arn, cloudtrail, decide, event, facts, fixes, message, policy, report};
+pub use cli::main as cli_main;
+pub use lambda::run as lambda_run;
 
 /// Sets up tracing once: JSON lines on stdout in Lambda, terse text on stderr for the CLI.
 pub fn init_tracing(lambda: bool) {

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(STACK).build()?;
         Ok::<_, std::io::Error>(runtime.block_on(async {
             if lambda {
-                match kms_launch_doctor::lambda::run().await {
+                match kms_launch_doctor::lambda_run().await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %e, "lambda runtime stopped");
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
                     }
                 }
             } else {
-                kms_launch_doctor::cli::main().await
+                kms_launch_doctor::cli_main().await
             }
         }))
     };

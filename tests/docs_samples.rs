@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use kms_launch_doctor::decide::decide;
-use kms_launch_doctor::deliver::message;
+use kms_launch_doctor::message;
 use serde_json::json;
 
 #[path = "fixtures/article.rs"]

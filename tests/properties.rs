@@ -149,7 +149,7 @@ proptest! {
     /// read by a POSIX shell, is exactly the intended words.
     #[test]
     fn quoted_words_survive_a_shell(word in "[^\\x00]{0,30}") {
-        let quoted = kms_launch_doctor::remedy::shell_quote(&word);
+        let quoted = kms_launch_doctor::fixes::shell_quote(&word);
         let out = std::process::Command::new("sh").arg("-c").arg(format!("printf '%s' {quoted}")).output().unwrap();
         prop_assert_eq!(String::from_utf8_lossy(&out.stdout), word);
     }
@@ -167,13 +167,9 @@ fn commands_for_hostile_names_run_nothing_else() {
     let backticks = format!("`touch {marker_name}`");
     for name in ["it's", substitution.as_str(), backticks.as_str(), "a;b", "two words", "x\ny", "$HOME"] {
         let arn = format!("arn:aws:iam::123456789012:user/{name}");
-        let r = kms_launch_doctor::remedy::put_identity_policy(
-            &arn,
-            PrincipalKind::User,
-            &key,
-            &["kms:CreateGrant".into()],
-        )
-        .unwrap();
+        let r =
+            kms_launch_doctor::fixes::put_identity_policy(&arn, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
+                .unwrap();
         let command = &r.commands[0];
         // Replace the program with one that echoes its arguments, one per line.
         let echoed = command.replacen("aws iam put-user-policy", "printf '%s\\n'", 1);

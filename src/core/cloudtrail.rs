@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::arn::{Arn, IamEntity};
+use crate::core::arn::{Arn, IamEntity};
 
 /// The API that launched the instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -401,7 +401,7 @@ pub fn caller_of(identity: &Value) -> Caller {
                 .or_else(|| {
                     account
                         .as_deref()
-                        .filter(|a| crate::arn::is_account_id(a))
+                        .filter(|a| crate::core::arn::is_account_id(a))
                         .map(|a| format!("arn:aws:iam::{a}:root"))
                 });
             (root, PrincipalKind::Root)

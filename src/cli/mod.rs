@@ -6,6 +6,8 @@
 //! skips in its `skipped`). A reader that goes away (`| head`) is a normal end: output stops
 //! and the exit code is 0, as in ripgrep.
 
+mod term;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,16 +15,16 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::app::deliver::Sinks;
+use crate::app::gather::{self, Options, Target};
+use crate::app::remediate::{Guardrails, Mode};
 use crate::app::{act, handle_events, Plan};
 use crate::aws::{check_profile, load, AwsCloud, Source};
-use crate::cloud::{CallError, Cloud};
-use crate::config::{parse_duration, Settings};
-use crate::deliver::Sinks;
-use crate::gather::{self, Options, Target};
-use crate::remediate::{Guardrails, Mode};
-use crate::render;
-use crate::report::{RemediationStatus, Report, Skipped};
-use crate::term::ColorChoice;
+use crate::cli::term::ColorChoice;
+use crate::core::render;
+use crate::core::report::{RemediationStatus, Report, Skipped};
+use crate::lambda::settings::{parse_duration, Settings};
+use crate::ports::{CallError, Cloud};
 
 /// The exit codes, as `--help` and README state them.
 macro_rules! exit_codes {
@@ -190,7 +192,7 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["accounts", "accounts_file"])]
         org: bool,
         /// These accounts (comma-separated or repeated), each entered through --role-name.
-        #[arg(long, value_delimiter = ',', value_parser = crate::org::account_id, value_name = "ID[,ID...]", conflicts_with = "accounts_file")]
+        #[arg(long, value_delimiter = ',', value_parser = crate::app::org::account_id, value_name = "ID[,ID...]", conflicts_with = "accounts_file")]
         accounts: Vec<String>,
         /// The accounts listed in a file, one id a line (# comments allowed).
         #[arg(long, value_name = "FILE")]
@@ -328,12 +330,12 @@ that is not JSON: the error names the file, line and column), 3 partial."
 }
 
 fn instance_id(s: &str) -> Result<String, String> {
-    if crate::event::is_instance_id(s) {
+    if crate::core::event::is_instance_id(s) {
         Ok(s.to_owned())
     } else {
         Err(format!(
             "{:?} is not an EC2 instance id: expected i- and 8 or 17 hex digits (i-0123456789abcdef0)",
-            crate::event::echo(s)
+            crate::core::event::echo(s)
         ))
     }
 }
@@ -341,15 +343,15 @@ fn instance_id(s: &str) -> Result<String, String> {
 fn tag(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{:?}: expected KEY=VALUE", crate::event::echo(s))),
+        _ => Err(format!("{:?}: expected KEY=VALUE", crate::core::event::echo(s))),
     }
 }
 
 fn region(s: &str) -> Result<String, String> {
-    if crate::event::is_region(s) {
+    if crate::core::event::is_region(s) {
         Ok(s.to_owned())
     } else {
-        Err(format!("{:?} is not a region name like eu-west-1", crate::event::echo(s)))
+        Err(format!("{:?} is not a region name like eu-west-1", crate::core::event::echo(s)))
     }
 }
 
@@ -358,7 +360,7 @@ fn endpoint_url(s: &str) -> Result<String, String> {
     let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
     match rest {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(s.to_owned()),
-        _ => Err(format!("{:?} is not an http:// or https:// URL", crate::event::echo(s))),
+        _ => Err(format!("{:?} is not an http:// or https:// URL", crate::core::event::echo(s))),
     }
 }
 
@@ -460,8 +462,8 @@ fn plan(actions: &ActionArgs, options: Options) -> Result<Plan, String> {
 
 /// With `KLD_CALL_STATS` set: one JSON line on stderr counting the AWS calls made.
 fn report_calls(cloud: &AwsCloud) {
-    if crate::stats::CallCounter::enabled() {
-        eprintln!("{}", crate::stats::line(&cloud.take_call_counts()));
+    if crate::aws::stats::CallCounter::enabled() {
+        eprintln!("{}", crate::aws::stats::line(&cloud.take_call_counts()));
     }
 }
 
@@ -548,7 +550,7 @@ fn warn_about(err: &Stderr, report: &Report) {
         err.warning(&format!(
             "could not read {call}{what} for {n} failed launch{}: {}",
             if *n == 1 { "" } else { "es" },
-            crate::term::clean(reason)
+            crate::core::text::clean(reason)
         ));
     }
     if seen.len() > MAX {
@@ -716,7 +718,7 @@ pub async fn main() -> ExitCode {
                 } else if let Some(path) = &accounts_file {
                     match std::fs::read_to_string(path)
                         .map_err(|e| e.to_string())
-                        .and_then(|t| crate::org::accounts_file(&t))
+                        .and_then(|t| crate::app::org::accounts_file(&t))
                     {
                         Ok(a) => a,
                         Err(e) => return usage(&err, &format!("{}: {e}", path.display())),
@@ -725,16 +727,16 @@ pub async fn main() -> ExitCode {
                     accounts
                 };
                 let region_choice = if all_regions {
-                    crate::org::Regions::All
+                    crate::app::org::Regions::All
                 } else if !given.is_empty() {
-                    crate::org::Regions::Given(given)
+                    crate::app::org::Regions::Given(given)
                 } else {
                     match cloud.default_region() {
-                        Some(r) => crate::org::Regions::Given(vec![r]),
+                        Some(r) => crate::app::org::Regions::Given(vec![r]),
                         None => return usage(&err, "no region: pass --region or --all-regions, or set AWS_REGION"),
                     }
                 };
-                let members = crate::org::members(
+                let members = crate::app::org::members(
                     &cloud,
                     &accounts,
                     &role_name,
@@ -745,16 +747,16 @@ pub async fn main() -> ExitCode {
                 .await;
                 let sizes: Vec<(String, usize)> =
                     members.iter().map(|m| (m.account.clone(), m.regions.as_ref().map_or(0, Vec::len))).collect();
-                let progress = crate::scan::OrgProgress::new(&sizes, quiet);
-                let mut report = crate::scan::scan_members(&members, since, now, &opts, &progress).await;
+                let progress = crate::app::scan::OrgProgress::new(&sizes, quiet);
+                let mut report = crate::app::scan::scan_members(&members, since, now, &opts, &progress).await;
                 // Each finding is remediated (when asked) with its own account's role: the
                 // role's permissions decide, and a denied write says so in the finding.
                 for f in &mut report.findings {
                     if let Some(Ok(member)) = members.iter().find(|m| m.account == f.account).map(|m| m.cloud.as_ref())
                     {
-                        crate::remediate::remediate(member, member, &guardrails, f).await;
+                        crate::app::remediate::remediate(member, member, &guardrails, f).await;
                         let why = format!("the role {role_name} in {} may not make this change", f.account);
-                        crate::remediate::refuse_denied(f, &why);
+                        crate::app::remediate::refuse_denied(f, &why);
                     }
                 }
                 report
@@ -763,8 +765,8 @@ pub async fn main() -> ExitCode {
                     Ok(r) => r,
                     Err(code) => return code,
                 };
-                let progress = crate::scan::Progress::new(regions.len(), quiet);
-                let mut report = crate::scan::scan(&cloud, &regions, since, now, &opts, &progress).await;
+                let progress = crate::app::scan::Progress::new(regions.len(), quiet);
+                let mut report = crate::app::scan::scan(&cloud, &regions, since, now, &opts, &progress).await;
                 let plan = Plan { options: opts.clone(), sinks: Sinks::default(), guardrails };
                 for f in &mut report.findings {
                     act(&cloud, &plan, f).await;
@@ -780,14 +782,14 @@ pub async fn main() -> ExitCode {
                 ScanFormat::Text => emit(&err, &render::scan_text(&report)),
                 ScanFormat::Script => emit(&err, &render::script(&report)),
                 ScanFormat::Table => {
-                    let style = crate::scan::TableStyle {
-                        width: crate::term::width(),
+                    let style = crate::app::scan::TableStyle {
+                        width: crate::cli::term::width(),
                         wide,
                         colour: global.color.stdout(),
                         now,
                         accounts: many,
                     };
-                    emit(&err, &crate::scan::table(&report, &style))
+                    emit(&err, &crate::app::scan::table(&report, &style))
                 }
             };
             if none_searched {
@@ -813,7 +815,7 @@ pub async fn main() -> ExitCode {
             if principals.is_empty() && !auto_scaling_groups {
                 return usage(&err, "nothing to check: pass --principal ARN, or --auto-scaling-groups");
             }
-            if let Some(e) = principals.iter().find_map(|p| crate::preflight::caller_for(p).err()) {
+            if let Some(e) = principals.iter().find_map(|p| crate::app::preflight::caller_for(p).err()) {
                 return usage(&err, &e);
             }
             let settings = match Settings::from_env() {
@@ -828,19 +830,20 @@ pub async fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(code) => return code,
             };
-            let scope = crate::preflight::Scope {
-                instances: crate::cloud::InstanceScope { ids: instance_ids, tag },
+            let scope = crate::app::preflight::Scope {
+                instances: crate::ports::InstanceScope { ids: instance_ids, tag },
                 principals,
                 auto_scaling_groups,
             };
             let guardrails = Guardrails { mode: remediate, ..settings.guardrails };
-            let report = crate::preflight::run(&cloud, &regions, &scope, &guardrails, &Options::default()).await.report;
+            let report =
+                crate::app::preflight::run(&cloud, &regions, &scope, &guardrails, &Options::default()).await.report;
             report_calls(&cloud);
             let none = report.checks.is_empty()
                 && report.skipped.iter().filter(|s| s.instance_id.is_none()).count() == regions.len();
             let outcome = if none {
                 Exit::Failed
-            } else if crate::preflight::is_partial(&report) {
+            } else if crate::app::preflight::is_partial(&report) {
                 Exit::Partial
             } else {
                 Exit::Complete
@@ -853,8 +856,8 @@ pub async fn main() -> ExitCode {
                         Exit::Failed
                     }
                 },
-                PreflightFormat::Table => emit(&err, &crate::preflight::table(&report)),
-                PreflightFormat::Text => emit(&err, &crate::preflight::text(&report)),
+                PreflightFormat::Table => emit(&err, &crate::app::preflight::table(&report)),
+                PreflightFormat::Text => emit(&err, &crate::app::preflight::text(&report)),
             };
             if format != PreflightFormat::Json {
                 for s in &report.skipped {
@@ -873,8 +876,8 @@ pub async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let needs = crate::permissions::Needs { all_regions, remediation: remediate };
-            match crate::permissions::check(&cloud, needs).await {
+            let needs = crate::app::permissions::Needs { all_regions, remediation: remediate };
+            match crate::app::permissions::check(&cloud, needs).await {
                 Ok(check) => {
                     let printed = emit(&err, &check.text);
                     let outcome = if check.missing_required.is_empty() { Exit::Complete } else { Exit::Failed };
@@ -915,7 +918,8 @@ pub async fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let default_region = region.or_else(|| cloud.default_region());
-            let outcome = handle_events(&cloud, crate::event::unpack(&value), default_region.as_deref(), &plan).await;
+            let outcome =
+                handle_events(&cloud, crate::core::event::unpack(&value), default_region.as_deref(), &plan).await;
             report_calls(&cloud);
             match outcome {
                 Ok((report, failures)) => finish(&err, &report, &failures, format, global.color),
@@ -1001,14 +1005,14 @@ fn finish(err: &Stderr, report: &Report, failures: &[CallError], format: Format,
         Format::Json => json(err, report),
         Format::Text => emit(err, &render::text(report)),
         Format::Table => {
-            let style = crate::scan::TableStyle {
-                width: crate::term::width(),
+            let style = crate::app::scan::TableStyle {
+                width: crate::cli::term::width(),
                 wide: false,
                 colour: color.stdout(),
                 now: Utc::now(),
                 accounts: false,
             };
-            emit(err, &crate::scan::table(report, &style))
+            emit(err, &crate::app::scan::table(report, &style))
         }
     };
     let not_found: Vec<&Skipped> = report.skipped.iter().filter(|s| is_not_found(s)).collect();

@@ -2,15 +2,14 @@
 //! EventBridge (automation). Each sink is independent: one failing does not stop the others,
 //! and the finding records which sinks it reached.
 
-pub mod message;
-
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info_span, Instrument};
 
-use crate::cloud::{CallError, Effects};
-use crate::report::Finding;
+use crate::core::message;
+use crate::core::report::Finding;
+use crate::ports::{CallError, Effects};
 
 /// Which sinks are on. From `FINDINGS_TOPIC_ARN`, `SECURITY_HUB=on`, `FINDINGS_EVENT_BUS`, or
 /// the CLI's `--notify-topic`, `--security-hub`, `--event-bus`.
@@ -35,7 +34,7 @@ pub struct Home {
 impl Home {
     /// The account's default Security Hub product in its region (where findings are imported).
     pub fn product_arn(&self) -> String {
-        let partition = crate::arn::partition_of_region(&self.region);
+        let partition = crate::core::arn::partition_of_region(&self.region);
         format!("arn:{partition}:securityhub:{}:{}:product/{}/default", self.region, self.account, self.account)
     }
 }
@@ -285,7 +284,7 @@ pub(crate) fn import_failure(imported: &Result<Vec<(String, String)>, CallError>
     match imported {
         Ok(rejected) => rejected.iter().find(|(r, _)| r == id).map(|(_, why)| CallError {
             call: "securityhub:BatchImportFindings",
-            kind: crate::cloud::FailureKind::Other,
+            kind: crate::ports::FailureKind::Other,
             message: format!("finding rejected: {why}"),
         }),
         Err(e) => Some(e.clone()),
@@ -312,7 +311,7 @@ async fn eventbridge_all<E: Effects>(
                 let outcome = match &sent {
                     Ok(each) => {
                         each.get(n).cloned().unwrap_or_else(|| Err("no entry result".to_owned())).map_err(|why| {
-                            CallError { call: "events:PutEvents", kind: crate::cloud::FailureKind::Other, message: why }
+                            CallError { call: "events:PutEvents", kind: crate::ports::FailureKind::Other, message: why }
                         })
                     }
                     Err(e) => Err(e.clone()),

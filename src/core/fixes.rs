@@ -12,9 +12,9 @@
 
 use serde_json::{json, Value};
 
-use crate::arn::{Arn, IamEntity, KeyArn};
-use crate::cloudtrail::PrincipalKind;
-use crate::report::{Remediation, RemediationAction, RemediationStatus};
+use crate::core::arn::{Arn, IamEntity, KeyArn};
+use crate::core::cloudtrail::PrincipalKind;
+use crate::core::report::{Remediation, RemediationAction, RemediationStatus};
 
 /// The inline policy name for a key: `kms-launch-doctor-<key id>`.
 pub fn policy_name(key: &KeyArn) -> String {

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::arn::{Arn, KeyArn};
-use crate::facts::{Decision, EndState};
-use crate::report::{
+use crate::core::arn::{Arn, KeyArn};
+use crate::core::facts::{Decision, EndState};
+use crate::core::report::{
     CauseCode, Evidence, Finding, KeyReport, Remediation, RemediationAction, RemediationStatus, Report,
 };
-use crate::term::clean;
+use crate::core::text::clean;
 
 /// `diagnose` and `replay` in `--format text`: each finding in full. Skipped instances and
 /// events are the caller's to print (on stderr).
@@ -203,7 +203,7 @@ pub fn status(r: &Remediation) -> String {
     }
 }
 
-fn restart_text(r: &crate::report::Restart) -> String {
+fn restart_text(r: &crate::core::report::Restart) -> String {
     if r.ok {
         format!("started ({})", clean(&r.detail))
     } else {
@@ -350,7 +350,7 @@ pub fn next_step(f: &Finding) -> Option<String> {
 
 /// `aws ec2 start-instances` for the finding's instance.
 pub fn start_command(f: &Finding) -> String {
-    use crate::remedy::shell_quote;
+    use crate::core::fixes::shell_quote;
     format!(
         "aws ec2 start-instances --instance-ids {} --region {}",
         shell_quote(&f.instance_id),
@@ -570,7 +570,7 @@ pub fn summary_line(report: &Report) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Launch, Restart};
+    use crate::core::report::{Launch, Restart};
 
     fn remediation(status: RemediationStatus, verified: Option<bool>, note: Option<&str>) -> Remediation {
         Remediation {
@@ -610,7 +610,7 @@ mod tests {
         let key = KeyArn::parse("arn:aws:kms:eu-west-1:123456789012:key/k").unwrap();
         let user = "arn:aws:iam::123456789012:user/test";
         Finding {
-            schema: crate::report::FINDING_SCHEMA,
+            schema: crate::core::report::FINDING_SCHEMA,
             id: "kld-test".into(),
             account: "123456789012".into(),
             region: "eu-west-1".into(),
@@ -618,17 +618,20 @@ mod tests {
             instance_name: Some("web\x1b[2J-1".into()),
             severity: code.severity(),
             instance_state: EndState::Stopped,
-            state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
+            state_reason: crate::core::facts::StateReason {
+                code: "Client.InternalError".into(),
+                message: String::new(),
+            },
             observed_at: "2026-11-28T10:00:00Z".into(),
             launch: Some(Launch {
-                api: crate::cloudtrail::LaunchApi::StartInstances,
+                api: crate::core::cloudtrail::LaunchApi::StartInstances,
                 event_id: "e".into(),
                 event_time: "2026-11-28T10:00:00Z".into(),
-                caller: crate::cloudtrail::Caller {
+                caller: crate::core::cloudtrail::Caller {
                     identity_type: "IAMUser".into(),
                     arn: Some(user.into()),
                     principal_arn: Some(user.into()),
-                    principal_kind: crate::cloudtrail::PrincipalKind::User,
+                    principal_kind: crate::core::cloudtrail::PrincipalKind::User,
                     account: Some("123456789012".into()),
                     invoked_by: None,
                 },
@@ -642,7 +645,7 @@ mod tests {
                 iam_delegation: Some(true),
                 aliases: vec!["alias/ebs".into()],
             }],
-            causes: vec![crate::report::Cause {
+            causes: vec![crate::core::report::Cause {
                 code,
                 key_arn: (code != CauseCode::NoKmsCauseFound).then(|| key.clone()),
                 summary: "s".into(),

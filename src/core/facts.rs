@@ -1,11 +1,11 @@
 //! The evidence gathered about one failed launch: what the AWS calls returned, and what they
-//! could not return. Everything here is plain data; [`crate::decide`] turns it into a finding.
+//! could not return. Everything here is plain data; [`crate::core::decide`] turns it into a finding.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::arn::KeyArn;
-use crate::cloudtrail::{Caller, LaunchApi, Record};
+use crate::core::arn::KeyArn;
+use crate::core::cloudtrail::{Caller, LaunchApi, Record};
 
 /// The two states in which a failed launch ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,10 +69,10 @@ pub struct Instance {
 impl Instance {
     /// The launch template EC2 tagged the instance with (`aws:ec2launchtemplate:id` and
     /// `aws:ec2launchtemplate:version`), if it was launched from one.
-    pub fn launch_template(&self) -> Option<crate::cloudtrail::LaunchTemplateRef> {
+    pub fn launch_template(&self) -> Option<crate::core::cloudtrail::LaunchTemplateRef> {
         let tag = |k: &str| self.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         let id = tag("aws:ec2launchtemplate:id")?;
-        Some(crate::cloudtrail::LaunchTemplateRef {
+        Some(crate::core::cloudtrail::LaunchTemplateRef {
             id: Some(id),
             name: None,
             version: tag("aws:ec2launchtemplate:version"),
@@ -224,7 +224,7 @@ pub struct Facts {
     /// Where each key of the launch came from (the attached volumes, or for an instance that
     /// no longer shows them, the launch request, its template, the AMI, the EBS default key
     /// or CloudTrail).
-    pub key_sources: Vec<(KeyArn, crate::report::KeySource)>,
+    pub key_sources: Vec<(KeyArn, crate::core::report::KeySource)>,
     pub missing: Vec<Missing>,
 }
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::arn::{Arn, IamEntity};
-use crate::cloudtrail::PrincipalKind;
-use crate::report::{CauseCode, Evidence, Finding};
+use crate::core::arn::{Arn, IamEntity};
+use crate::core::cloudtrail::PrincipalKind;
+use crate::core::report::{CauseCode, Evidence, Finding};
 
 pub const KNOWLEDGE_CENTER_URL: &str = "https://repost.aws/knowledge-center/kms-iam-ec2-permission";
 pub const EVENT_SOURCE: &str = "kms-launch-doctor";
@@ -77,8 +77,8 @@ fn headline(f: &Finding) -> String {
         CauseCode::Ec2InfrastructureDenied => format!("key {key} policy denies EC2's own identity"),
     };
     let verb = match f.instance_state {
-        crate::facts::EndState::Stopped => "failed to start",
-        crate::facts::EndState::Terminated => "failed to launch",
+        crate::core::facts::EndState::Stopped => "failed to start",
+        crate::core::facts::EndState::Terminated => "failed to launch",
     };
     format!("EC2 {} {verb}: {why}", f.instance_id)
 }
@@ -95,7 +95,7 @@ pub fn sns_subject(f: &Finding) -> String {
 
 /// SNS body: for a person reading e-mail or chat.
 pub fn sns_body(f: &Finding) -> String {
-    let mut text = crate::render::finding_text(f, true);
+    let mut text = crate::core::render::finding_text(f, true);
     text.push_str(&format!("\nKnowledge Center: {KNOWLEDGE_CENTER_URL}\n"));
     truncate_text(text, SNS_MAX_BYTES - 1024)
 }
@@ -189,7 +189,7 @@ pub fn fit(f: &Finding, max: usize) -> Finding {
     g.remediations.clear();
     for c in &mut g.causes {
         c.evidence = vec![Evidence::Note { text: "evidence truncated to fit the payload limit".to_owned() }];
-        c.summary = crate::event::echo(&c.summary);
+        c.summary = crate::core::event::echo(&c.summary);
     }
     g.causes.truncate(16);
     g
@@ -361,8 +361,8 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
         (
             "kms-launch-doctor/InstanceState".to_owned(),
             match f.instance_state {
-                crate::facts::EndState::Stopped => "stopped".to_owned(),
-                crate::facts::EndState::Terminated => "terminated".to_owned(),
+                crate::core::facts::EndState::Stopped => "stopped".to_owned(),
+                crate::core::facts::EndState::Terminated => "terminated".to_owned(),
             },
         ),
         ("kms-launch-doctor/StateReason".to_owned(), clip(&f.state_reason.message, 512)),

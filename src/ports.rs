@@ -6,8 +6,8 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::arn::KeyArn;
-use crate::facts::{Instance, KeyMetadata, Simulation};
+use crate::core::arn::KeyArn;
+use crate::core::facts::{Instance, KeyMetadata, Simulation};
 
 /// How a call failed, in the terms that decide what we do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub struct AutoScalingGroup {
     /// `AWSServiceRoleForAutoScaling`).
     pub service_linked_role_arn: Option<String>,
     /// The launch template (directly, or in a mixed instances policy).
-    pub launch_template: Option<crate::cloudtrail::LaunchTemplateRef>,
+    pub launch_template: Option<crate::core::cloudtrail::LaunchTemplateRef>,
     pub launch_configuration: Option<String>,
 }
 
@@ -172,7 +172,7 @@ pub trait Cloud: Sync {
     fn launch_template_volumes(
         &self,
         region: &str,
-        template: &crate::cloudtrail::LaunchTemplateRef,
+        template: &crate::core::cloudtrail::LaunchTemplateRef,
     ) -> impl Future<Output = Result<VolumeKeys, CallError>> + Send;
     /// DescribeImages, then DescribeSnapshots: the keys of the AMI's snapshots.
     fn image_volumes(&self, region: &str, image_id: &str)
@@ -253,18 +253,18 @@ pub trait Effects: Sync {
         region: &str,
         product_arn: &str,
         resource_ids: &[String],
-    ) -> impl Future<Output = Result<Vec<crate::deliver::message::Asff>, CallError>> + Send;
+    ) -> impl Future<Output = Result<Vec<crate::core::message::Asff>, CallError>> + Send;
     /// Security Hub BatchImportFindings (at most 100): the Ids it rejected, each with why.
     fn import_findings(
         &self,
         region: &str,
-        findings: &[crate::deliver::message::Asff],
+        findings: &[crate::core::message::Asff],
     ) -> impl Future<Output = Result<Vec<(String, String)>, CallError>> + Send;
     /// EventBridge PutEvents (at most 10 entries): per entry, its event id or why it failed.
     fn put_events(
         &self,
         region: &str,
-        entries: &[crate::deliver::BusEvent],
+        entries: &[crate::app::deliver::BusEvent],
     ) -> impl Future<Output = Result<Vec<Result<String, String>>, CallError>> + Send;
 }
 

@@ -3,6 +3,8 @@
 //! change. Every call has a timeout and bounded retries with backoff; CloudTrail's LookupEvents is
 //! held to its 2 requests per second per region.
 
+pub mod stats;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
@@ -17,11 +19,11 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::arn::KeyArn;
-use crate::cloud::{
+use crate::core::arn::KeyArn;
+use crate::core::facts::{Attachment, Decision, EndState, Instance, KeyMetadata, KeyState, Simulation, StateReason};
+use crate::ports::{
     CallError, Cloud, FailureKind, SimulationRequest, TrailEvent, TrailPage, TrailQuery, VolumeInfo, VolumeKeys,
 };
-use crate::facts::{Attachment, Decision, EndState, Instance, KeyMetadata, KeyState, Simulation, StateReason};
 
 /// Where the configuration comes from besides the environment: the CLI's `--region`,
 /// `--profile` and `--endpoint-url`. Each, when set, wins over `AWS_REGION`, `AWS_PROFILE` and
@@ -244,7 +246,7 @@ type Entered = (AwsCloud, Option<std::time::SystemTime>);
 #[derive(Clone)]
 pub struct AwsCloud {
     config: SdkConfig,
-    counter: crate::stats::CallCounter,
+    counter: crate::aws::stats::CallCounter,
     iam: aws_sdk_iam::Client,
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     buckets: Arc<tokio::sync::Mutex<HashMap<String, Bucket>>>,
@@ -261,19 +263,19 @@ pub struct AwsCloud {
 
 impl AwsCloud {
     pub fn new(config: SdkConfig) -> Self {
-        Self::counted(config, crate::stats::CallCounter::default(), Arc::default())
+        Self::counted(config, crate::aws::stats::CallCounter::default(), Arc::default())
     }
 
     fn counted(
         config: SdkConfig,
-        counter: crate::stats::CallCounter,
+        counter: crate::aws::stats::CallCounter,
         trail_throttles: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         let iam = aws_sdk_iam::Client::from_conf(
             aws_sdk_iam::config::Builder::from(&config)
                 .interceptor(counter.clone())
                 .interceptor(EndpointRecorder)
-                .retry_classifier(crate::stats::TooManyRequests)
+                .retry_classifier(crate::aws::stats::TooManyRequests)
                 .build(),
         );
         Self {
@@ -389,7 +391,7 @@ impl AwsCloud {
         self.own_account
             .get_or_try_init(|| async {
                 let arn = self.caller_arn().await?;
-                crate::arn::Arn::parse(&arn)
+                crate::core::arn::Arn::parse(&arn)
                     .map(|a| a.account().to_owned())
                     .map_err(|e| other("sts:GetCallerIdentity", e.to_string()))
             })
@@ -445,7 +447,7 @@ impl AwsCloud {
                             $sdk::config::Builder::from(&self.config)
                                 .interceptor(self.counter.clone())
                                 .interceptor(EndpointRecorder)
-                                .retry_classifier(crate::stats::TooManyRequests)
+                                .retry_classifier(crate::aws::stats::TooManyRequests)
                                 .region(r.clone())
                                 .build(),
                         )
@@ -626,7 +628,7 @@ fn instance_of(region: &str, owner: &str, i: &aws_sdk_ec2::types::Instance) -> O
     Some(Instance {
         id,
         account: owner.to_owned(),
-        partition: crate::arn::partition_of_region(region).to_owned(),
+        partition: crate::core::arn::partition_of_region(region).to_owned(),
         region: region.to_owned(),
         state: EndState::parse(&state_name),
         state_name,
@@ -832,8 +834,8 @@ impl Cloud for AwsCloud {
     ) -> Result<TrailPage, CallError> {
         use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
         let (key, value) = match &query.key {
-            crate::cloud::TrailKey::ResourceName(v) => (LookupAttributeKey::ResourceName, v),
-            crate::cloud::TrailKey::EventName(v) => (LookupAttributeKey::EventName, v),
+            crate::ports::TrailKey::ResourceName(v) => (LookupAttributeKey::ResourceName, v),
+            crate::ports::TrailKey::EventName(v) => (LookupAttributeKey::EventName, v),
         };
         let attribute = LookupAttribute::builder().attribute_key(key).attribute_value(value).build().map_err(|e| {
             CallError { call: "cloudtrail:LookupEvents", kind: FailureKind::Other, message: e.to_string() }
@@ -886,7 +888,7 @@ impl Cloud for AwsCloud {
         // kms:GrantIsForAWSResource exists only on grant operations: it goes with those alone,
         // so that a condition on it in some other statement is judged as AWS would (key absent).
         let (grants, others): (Vec<String>, Vec<String>) =
-            request.actions.iter().cloned().partition(|a| crate::policy::is_grant_action(a));
+            request.actions.iter().cloned().partition(|a| crate::core::policy::is_grant_action(a));
         let mut out = Vec::new();
         for (actions, grant) in [(grants, true), (others, false)] {
             if !actions.is_empty() {
@@ -897,7 +899,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn permissions_boundary(&self, principal_arn: &str) -> Result<Option<String>, CallError> {
-        use crate::arn::{Arn, IamEntity};
+        use crate::core::arn::{Arn, IamEntity};
         let entity =
             Arn::parse(principal_arn).map(|a| IamEntity::of(&a)).map_err(|e| other("iam:GetUser", e.to_string()))?;
         match entity {
@@ -938,7 +940,7 @@ impl Cloud for AwsCloud {
     async fn launch_template_volumes(
         &self,
         region: &str,
-        template: &crate::cloudtrail::LaunchTemplateRef,
+        template: &crate::core::cloudtrail::LaunchTemplateRef,
     ) -> Result<VolumeKeys, CallError> {
         const CALL: &str = "ec2:DescribeLaunchTemplateVersions";
         let resp = self
@@ -1027,7 +1029,7 @@ impl Cloud for AwsCloud {
     async fn scoped_instances(
         &self,
         region: &str,
-        scope: &crate::cloud::InstanceScope,
+        scope: &crate::ports::InstanceScope,
     ) -> Result<Vec<Instance>, CallError> {
         use aws_sdk_ec2::types::Filter;
         /// EC2 takes at most 200 values in one filter.
@@ -1066,7 +1068,7 @@ impl Cloud for AwsCloud {
         }
     }
 
-    async fn auto_scaling_groups(&self, region: &str) -> Result<Vec<crate::cloud::AutoScalingGroup>, CallError> {
+    async fn auto_scaling_groups(&self, region: &str) -> Result<Vec<crate::ports::AutoScalingGroup>, CallError> {
         let client = self.clients(region).autoscaling;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -1084,11 +1086,11 @@ impl Cloud for AwsCloud {
                         .and_then(|m| m.launch_template())
                         .and_then(|t| t.launch_template_specification())
                 });
-                out.push(crate::cloud::AutoScalingGroup {
+                out.push(crate::ports::AutoScalingGroup {
                     name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
                     arn: g.auto_scaling_group_arn().map(str::to_owned),
                     service_linked_role_arn: g.service_linked_role_arn().map(str::to_owned),
-                    launch_template: spec.map(|t| crate::cloudtrail::LaunchTemplateRef {
+                    launch_template: spec.map(|t| crate::core::cloudtrail::LaunchTemplateRef {
                         id: t.launch_template_id().map(str::to_owned),
                         name: t.launch_template_name().map(str::to_owned),
                         version: t.version().map(str::to_owned),
@@ -1176,7 +1178,7 @@ impl AwsCloud {
         }
         // The lock is not held across the STS call: one slow account must not hold up the
         // others (two lookups at once may both assume; the later entry wins).
-        let partition = crate::arn::partition_of_region(&self.default_region().unwrap_or_default());
+        let partition = crate::core::arn::partition_of_region(&self.default_region().unwrap_or_default());
         let role_arn = format!("arn:{partition}:iam::{account}:role/{role}");
         let (cloud, expiry) = self
             .assume(&role_arn, "kms-launch-doctor-hub", None)
@@ -1280,14 +1282,12 @@ fn other(call: &'static str, message: impl Into<String>) -> CallError {
 
 /// The region of an ARN (an SNS topic is published to in its own region).
 fn region_of(arn: &str) -> Option<String> {
-    crate::arn::Arn::parse(arn).ok().map(|a| a.region().to_owned()).filter(|r| !r.is_empty())
+    crate::core::arn::Arn::parse(arn).ok().map(|a| a.region().to_owned()).filter(|r| !r.is_empty())
 }
 
 /// The subset of a Security Hub finding this tool writes, read back (to archive it as it is).
-fn from_sdk_finding(f: &aws_sdk_securityhub::types::AwsSecurityFinding) -> crate::deliver::message::Asff {
-    use crate::deliver::message::{
-        Asff, AsffCompliance, AsffRecommendation, AsffRemediation, AsffResource, AsffSeverity,
-    };
+fn from_sdk_finding(f: &aws_sdk_securityhub::types::AwsSecurityFinding) -> crate::core::message::Asff {
+    use crate::core::message::{Asff, AsffCompliance, AsffRecommendation, AsffRemediation, AsffResource, AsffSeverity};
     let text = |s: Option<&str>| s.unwrap_or_default().to_owned();
     let recommendation = f.remediation().and_then(|r| r.recommendation());
     Asff {
@@ -1337,7 +1337,7 @@ fn from_sdk_finding(f: &aws_sdk_securityhub::types::AwsSecurityFinding) -> crate
     }
 }
 
-fn to_sdk_finding(a: &crate::deliver::message::Asff) -> aws_sdk_securityhub::types::AwsSecurityFinding {
+fn to_sdk_finding(a: &crate::core::message::Asff) -> aws_sdk_securityhub::types::AwsSecurityFinding {
     use aws_sdk_securityhub::types::{
         AwsKmsKeyDetails, AwsSecurityFinding, Partition, Recommendation, RecordState, Remediation, Resource,
         ResourceDetails, Severity, SeverityLabel,
@@ -1404,7 +1404,7 @@ fn to_sdk_finding(a: &crate::deliver::message::Asff) -> aws_sdk_securityhub::typ
         .build()
 }
 
-impl crate::cloud::Effects for AwsCloud {
+impl crate::ports::Effects for AwsCloud {
     async fn publish(
         &self,
         topic_arn: &str,
@@ -1462,13 +1462,13 @@ impl crate::cloud::Effects for AwsCloud {
         region: &str,
         product_arn: &str,
         resource_ids: &[String],
-    ) -> Result<Vec<crate::deliver::message::Asff>, CallError> {
+    ) -> Result<Vec<crate::core::message::Asff>, CallError> {
         use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
         let filter = |v: &str, c: StringFilterComparison| StringFilter::builder().value(v).comparison(c).build();
         let filters = AwsSecurityFindingFilters::builder()
             .set_resource_id(Some(resource_ids.iter().map(|id| filter(id, StringFilterComparison::Equals)).collect()))
             .product_arn(filter(product_arn, StringFilterComparison::Equals))
-            .generator_id(filter(crate::resolve::GENERATOR_PREFIX, StringFilterComparison::Prefix))
+            .generator_id(filter(crate::app::resolve::GENERATOR_PREFIX, StringFilterComparison::Prefix))
             .record_state(filter("ACTIVE", StringFilterComparison::Equals))
             .build();
         let mut out = Vec::new();
@@ -1483,7 +1483,7 @@ impl crate::cloud::Effects for AwsCloud {
     async fn import_findings(
         &self,
         region: &str,
-        findings: &[crate::deliver::message::Asff],
+        findings: &[crate::core::message::Asff],
     ) -> Result<Vec<(String, String)>, CallError> {
         let resp = self
             .clients(region)
@@ -1508,14 +1508,14 @@ impl crate::cloud::Effects for AwsCloud {
     async fn put_events(
         &self,
         region: &str,
-        entries: &[crate::deliver::BusEvent],
+        entries: &[crate::app::deliver::BusEvent],
     ) -> Result<Vec<Result<String, String>>, CallError> {
         use aws_sdk_eventbridge::types::PutEventsRequestEntry;
         let request: Vec<PutEventsRequestEntry> = entries
             .iter()
             .map(|e| {
                 PutEventsRequestEntry::builder()
-                    .source(crate::deliver::message::EVENT_SOURCE)
+                    .source(crate::core::message::EVENT_SOURCE)
                     .detail_type(&e.detail_type)
                     .detail(&e.detail)
                     .set_resources(Some(e.resources.clone()))
@@ -1548,14 +1548,14 @@ impl crate::cloud::Effects for AwsCloud {
     }
 }
 
-impl crate::cloud::IamWrites for AwsCloud {
+impl crate::ports::IamWrites for AwsCloud {
     async fn writes_in(&self, account: &str) -> Result<Option<Self>, CallError> {
         let Some(role) = self.spoke_role.as_deref() else { return Ok(None) };
         self.member(account, &format!("{role}-remediation")).await
     }
 
-    async fn principal_tags(&self, principal: &crate::cloud::Principal) -> Result<Vec<(String, String)>, CallError> {
-        use crate::cloud::Principal;
+    async fn principal_tags(&self, principal: &crate::ports::Principal) -> Result<Vec<(String, String)>, CallError> {
+        use crate::ports::Principal;
         all_pages(|marker| async move {
             let tags = |t: &[aws_sdk_iam::types::Tag]| -> Vec<(String, String)> {
                 t.iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect()
@@ -1603,8 +1603,8 @@ impl crate::cloud::IamWrites for AwsCloud {
         .await
     }
 
-    async fn inline_policy_names(&self, principal: &crate::cloud::Principal) -> Result<Vec<String>, CallError> {
-        use crate::cloud::Principal;
+    async fn inline_policy_names(&self, principal: &crate::ports::Principal) -> Result<Vec<String>, CallError> {
+        use crate::ports::Principal;
         all_pages(|marker| async move {
             match principal {
                 Principal::User(n) => {
@@ -1638,10 +1638,10 @@ impl crate::cloud::IamWrites for AwsCloud {
 
     async fn inline_policy(
         &self,
-        principal: &crate::cloud::Principal,
+        principal: &crate::ports::Principal,
         name: &str,
     ) -> Result<Option<String>, CallError> {
-        use crate::cloud::Principal;
+        use crate::ports::Principal;
         let doc = match principal {
             Principal::User(n) => match self.iam.get_user_policy().user_name(n).policy_name(name).send().await {
                 Ok(r) => Some(complete("iam:GetUserPolicy", r)?.policy_document().to_owned()),
@@ -1672,11 +1672,11 @@ impl crate::cloud::IamWrites for AwsCloud {
 
     async fn put_inline_policy(
         &self,
-        principal: &crate::cloud::Principal,
+        principal: &crate::ports::Principal,
         name: &str,
         document: &str,
     ) -> Result<(), CallError> {
-        use crate::cloud::Principal;
+        use crate::ports::Principal;
         match principal {
             Principal::User(n) => {
                 self.iam
@@ -1728,7 +1728,7 @@ impl crate::cloud::IamWrites for AwsCloud {
     }
 }
 
-impl crate::cloud::Queue for AwsCloud {
+impl crate::ports::Queue for AwsCloud {
     async fn defer(&self, queue_url: &str, receipt_handle: &str, seconds: i32) -> Result<(), CallError> {
         self.clients(&self.queue_region(queue_url))
             .sqs
@@ -1757,7 +1757,7 @@ impl crate::cloud::Queue for AwsCloud {
     }
 
     async fn queue_url(&self, queue_arn: &str) -> Result<String, CallError> {
-        let arn = crate::arn::Arn::parse(queue_arn).map_err(|e| other("sqs:GetQueueUrl", e.to_string()))?;
+        let arn = crate::core::arn::Arn::parse(queue_arn).map_err(|e| other("sqs:GetQueueUrl", e.to_string()))?;
         let resp = self
             .clients(arn.region())
             .sqs
@@ -1779,7 +1779,7 @@ impl AwsCloud {
             .split('/')
             .nth(2)
             .and_then(|host| host.split('.').nth(1))
-            .filter(|r| crate::event::is_region(r))
+            .filter(|r| crate::core::event::is_region(r))
             .map(str::to_owned)
             .or_else(|| self.default_region())
             .unwrap_or_default()
@@ -1793,10 +1793,12 @@ impl AwsCloud {
 
     /// A session ARN does not carry its role's path: ask IAM for the real ARN, when allowed.
     pub async fn resolve_role_path(&self, role_arn: &str) -> String {
-        let Some(name) = crate::arn::Arn::parse(role_arn).ok().and_then(|a| match crate::arn::IamEntity::of(&a) {
-            crate::arn::IamEntity::Role { name, path } if path == "/" => Some(name),
-            _ => None,
-        }) else {
+        let Some(name) =
+            crate::core::arn::Arn::parse(role_arn).ok().and_then(|a| match crate::core::arn::IamEntity::of(&a) {
+                crate::core::arn::IamEntity::Role { name, path } if path == "/" => Some(name),
+                _ => None,
+            })
+        else {
             return role_arn.to_owned();
         };
         match self.iam.get_role().role_name(name).send().await {

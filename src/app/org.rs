@@ -4,9 +4,9 @@
 
 use futures_util::stream::{self, StreamExt};
 
+use crate::app::scan::Member;
 use crate::aws::AwsCloud;
-use crate::cloud::Cloud;
-use crate::scan::Member;
+use crate::ports::Cloud;
 
 /// The account ids of an `--accounts-file`: one a line; blank lines and `#` comments ignored.
 pub fn accounts_file(text: &str) -> Result<Vec<String>, String> {
@@ -16,8 +16,8 @@ pub fn accounts_file(text: &str) -> Result<Vec<String>, String> {
         if id.is_empty() {
             continue;
         }
-        if !crate::arn::is_account_id(id) {
-            return Err(format!("line {}: {:?} is not a 12-digit account id", n + 1, crate::event::echo(id)));
+        if !crate::core::arn::is_account_id(id) {
+            return Err(format!("line {}: {:?} is not a 12-digit account id", n + 1, crate::core::event::echo(id)));
         }
         if !out.iter().any(|a| a == id) {
             out.push(id.to_owned());
@@ -29,10 +29,10 @@ pub fn accounts_file(text: &str) -> Result<Vec<String>, String> {
 /// An account id given on the command line.
 pub fn account_id(s: &str) -> Result<String, String> {
     let s = s.trim();
-    if crate::arn::is_account_id(s) {
+    if crate::core::arn::is_account_id(s) {
         Ok(s.to_owned())
     } else {
-        Err(format!("{:?} is not a 12-digit account id", crate::event::echo(s)))
+        Err(format!("{:?} is not a 12-digit account id", crate::core::event::echo(s)))
     }
 }
 
@@ -64,7 +64,7 @@ pub async fn members(
     regions: &Regions,
     concurrency: usize,
 ) -> Vec<Member<AwsCloud>> {
-    let partition = crate::arn::partition_of_region(&cloud.default_region().unwrap_or_default());
+    let partition = crate::core::arn::partition_of_region(&cloud.default_region().unwrap_or_default());
     let session = match cloud.caller_arn().await {
         Ok(arn) => session_name(&arn),
         Err(_) => "kms-launch-doctor-scan".to_owned(),

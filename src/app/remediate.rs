@@ -14,12 +14,12 @@
 
 use serde_json::Value;
 
-use crate::arn::{Arn, IamEntity, KeyArn};
-use crate::cloud::{Cloud, IamWrites, Principal, SimulationRequest};
-use crate::cloudtrail::PrincipalKind;
-use crate::facts::{Decision, EndState};
-use crate::policy::glob;
-use crate::report::{CauseCode, Finding, Remediation, RemediationAction, RemediationStatus, Restart};
+use crate::core::arn::{Arn, IamEntity, KeyArn};
+use crate::core::cloudtrail::PrincipalKind;
+use crate::core::facts::{Decision, EndState};
+use crate::core::policy::glob;
+use crate::core::report::{CauseCode, Finding, Remediation, RemediationAction, RemediationStatus, Restart};
+use crate::ports::{Cloud, IamWrites, Principal, SimulationRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Mode {
@@ -193,7 +193,7 @@ fn static_checks(f: &Finding, r: &Remediation) -> Result<(Principal, KeyArn), St
             if path.starts_with("/aws-service-role/") {
                 return Err("service-linked roles cannot be edited".to_owned());
             }
-            if crate::cloudtrail::role_kind(&path, &name) == PrincipalKind::SsoRole {
+            if crate::core::cloudtrail::role_kind(&path, &name) == PrincipalKind::SsoRole {
                 return Err("IAM Identity Center roles are managed by their permission set".to_owned());
             }
             Principal::Role(name)
@@ -280,7 +280,7 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
         r.status = RemediationStatus::Refused;
         r.note = Some(note);
     };
-    let fail = |r: &mut Remediation, e: crate::cloud::CallError| {
+    let fail = |r: &mut Remediation, e: crate::ports::CallError| {
         r.status = RemediationStatus::Failed;
         r.note = Some(e.to_string());
     };
@@ -419,13 +419,13 @@ async fn one<C: Cloud, W: IamWrites>(cloud: &C, writes: &W, g: &Guardrails, f: &
 /// Whether the cause's simulation evidence shows every action on the key allowed.
 fn already_allowed(f: &Finding, key: &KeyArn) -> bool {
     let k = key.to_string();
-    let sims: Vec<&crate::facts::Decision> = f
+    let sims: Vec<&crate::core::facts::Decision> = f
         .causes
         .iter()
         .filter(|c| c.key_arn.as_ref() == Some(key))
         .flat_map(|c| &c.evidence)
         .filter_map(|e| match e {
-            crate::report::Evidence::Simulation { resource, decision, .. } if *resource == k => Some(decision),
+            crate::core::report::Evidence::Simulation { resource, decision, .. } if *resource == k => Some(decision),
             _ => None,
         })
         .collect();
@@ -577,7 +577,7 @@ mod tests {
     #[test]
     fn policy_key_requires_one_key() {
         let k = "arn:aws:kms:eu-west-1:123456789012:key/abc";
-        let doc = crate::remedy::identity_policy(
+        let doc = crate::core::fixes::identity_policy(
             &KeyArn::parse(k).unwrap(),
             &["kms:CreateGrant".into(), "kms:Decrypt".into()],
         );
@@ -591,25 +591,31 @@ mod tests {
 #[cfg(test)]
 mod guardrail_tests {
     use super::*;
-    use crate::report::Remediation;
+    use crate::core::report::Remediation;
 
     const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a";
 
     /// A finding for `principal` whose cause is `code`, with the usual put-*-policy fix.
     fn case(principal: &str, kind: PrincipalKind, code: CauseCode, key: &str) -> (Finding, Remediation) {
         let key = KeyArn::parse(key).unwrap();
-        let fix = crate::remedy::put_identity_policy(principal, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
-            .or_else(|| {
-                crate::remedy::put_identity_policy(principal, PrincipalKind::Role, &key, &["kms:CreateGrant".into()])
-            })
-            .unwrap_or_else(|| {
-                let mut r = crate::remedy::enable_key(&key);
-                r.action = RemediationAction::PutUserPolicy;
-                r.target = principal.to_owned();
-                r.policy_name = Some(crate::remedy::policy_name(&key));
-                r.policy_document = Some(crate::remedy::identity_policy(&key, &["kms:CreateGrant".into()]));
-                r
-            });
+        let fix =
+            crate::core::fixes::put_identity_policy(principal, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
+                .or_else(|| {
+                    crate::core::fixes::put_identity_policy(
+                        principal,
+                        PrincipalKind::Role,
+                        &key,
+                        &["kms:CreateGrant".into()],
+                    )
+                })
+                .unwrap_or_else(|| {
+                    let mut r = crate::core::fixes::enable_key(&key);
+                    r.action = RemediationAction::PutUserPolicy;
+                    r.target = principal.to_owned();
+                    r.policy_name = Some(crate::core::fixes::policy_name(&key));
+                    r.policy_document = Some(crate::core::fixes::identity_policy(&key, &["kms:CreateGrant".into()]));
+                    r
+                });
         let mut f = super::guardrail_tests_support::finding(principal, &key);
         if let Some(l) = f.launch.as_mut() {
             l.caller.principal_kind = kind;
@@ -685,9 +691,9 @@ mod guardrail_tests {
         let key = KeyArn::parse(KEY).unwrap();
         let (f, _) = case("arn:aws:iam::123456789012:user/test", PrincipalKind::User, CauseCode::KeyDisabled, KEY);
         for r in [
-            crate::remedy::enable_key(&key),
-            crate::remedy::cancel_key_deletion(&key),
-            crate::remedy::review_deny(None, "123456789012", &key, true),
+            crate::core::fixes::enable_key(&key),
+            crate::core::fixes::cancel_key_deletion(&key),
+            crate::core::fixes::review_deny(None, "123456789012", &key, true),
         ] {
             assert!(static_checks(&f, &r).is_err());
         }
@@ -714,8 +720,8 @@ mod in_memory {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::cloud::{CallError, FailureKind, TrailPage, TrailQuery, VolumeInfo};
-    use crate::facts::{Instance, KeyMetadata, Simulation};
+    use crate::core::facts::{Instance, KeyMetadata, Simulation};
+    use crate::ports::{CallError, FailureKind, TrailPage, TrailQuery, VolumeInfo};
 
     const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a";
     const USER: &str = "arn:aws:iam::123456789012:user/test";
@@ -784,11 +790,11 @@ mod in_memory {
         async fn launch_template_volumes(
             &self,
             _: &str,
-            _: &crate::cloudtrail::LaunchTemplateRef,
-        ) -> Result<crate::cloud::VolumeKeys, CallError> {
+            _: &crate::core::cloudtrail::LaunchTemplateRef,
+        ) -> Result<crate::ports::VolumeKeys, CallError> {
             Err(unused("ec2:DescribeLaunchTemplateVersions"))
         }
-        async fn image_volumes(&self, _: &str, _: &str) -> Result<crate::cloud::VolumeKeys, CallError> {
+        async fn image_volumes(&self, _: &str, _: &str) -> Result<crate::ports::VolumeKeys, CallError> {
             Err(unused("ec2:DescribeImages"))
         }
         async fn ebs_default_key(&self, _: &str) -> Result<Option<String>, CallError> {
@@ -859,7 +865,7 @@ mod in_memory {
         let key = KeyArn::parse(KEY).unwrap();
         let mut f = super::guardrail_tests_support::finding(USER, &key);
         f.remediations =
-            vec![crate::remedy::put_identity_policy(USER, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
+            vec![crate::core::fixes::put_identity_policy(USER, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
                 .unwrap()];
         f
     }
@@ -880,7 +886,7 @@ mod in_memory {
         let r = run(&w, &apply()).await;
         assert_eq!((r.status, r.verified), (RemediationStatus::Applied, Some(true)), "{r:?}");
         let written =
-            w.policies.lock().unwrap().get(&crate::remedy::policy_name(&KeyArn::parse(KEY).unwrap())).cloned();
+            w.policies.lock().unwrap().get(&crate::core::fixes::policy_name(&KeyArn::parse(KEY).unwrap())).cloned();
         assert_eq!(written.map(|d| serde_json::from_str::<Value>(&d).unwrap()), r.policy_document);
     }
 
@@ -940,7 +946,7 @@ mod in_memory {
         // The diagnosis's evidence says allowed; the simulation made now says denied.
         let w = World { allowed_before: false, ..opted_in_world() };
         let mut f = finding();
-        f.causes[0].evidence.push(crate::report::Evidence::Simulation {
+        f.causes[0].evidence.push(crate::core::report::Evidence::Simulation {
             principal_arn: USER.into(),
             action: "kms:CreateGrant".into(),
             resource: KEY.into(),
@@ -992,7 +998,7 @@ mod guardrail_tests_support {
     /// A stopped instance's finding whose cause is a missing grant on `key`, launched by `user`.
     pub fn finding(user: &str, key: &KeyArn) -> Finding {
         Finding {
-            schema: crate::report::FINDING_SCHEMA,
+            schema: crate::core::report::FINDING_SCHEMA,
             id: "kld-test".into(),
             account: "123456789012".into(),
             region: "eu-west-1".into(),
@@ -1000,13 +1006,16 @@ mod guardrail_tests_support {
             instance_name: None,
             severity: "MEDIUM",
             instance_state: EndState::Stopped,
-            state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
+            state_reason: crate::core::facts::StateReason {
+                code: "Client.InternalError".into(),
+                message: String::new(),
+            },
             observed_at: "2026-11-28T10:00:00Z".into(),
-            launch: Some(crate::report::Launch {
-                api: crate::cloudtrail::LaunchApi::StartInstances,
+            launch: Some(crate::core::report::Launch {
+                api: crate::core::cloudtrail::LaunchApi::StartInstances,
                 event_id: "e".into(),
                 event_time: "2026-11-28T10:00:00Z".into(),
-                caller: crate::cloudtrail::Caller {
+                caller: crate::core::cloudtrail::Caller {
                     identity_type: "IAMUser".into(),
                     arn: Some(user.into()),
                     principal_arn: Some(user.into()),
@@ -1017,7 +1026,7 @@ mod guardrail_tests_support {
             }),
             volumes: vec![],
             keys: vec![],
-            causes: vec![crate::report::Cause {
+            causes: vec![crate::core::report::Cause {
                 code: CauseCode::CallerLacksCreateGrant,
                 key_arn: Some(key.clone()),
                 summary: String::new(),

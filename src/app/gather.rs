@@ -16,12 +16,12 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::stream::{self, StreamExt};
 use tracing::{info_span, Instrument};
 
-use crate::arn::KeyArn;
-use crate::cloud::{CallError, Cloud, SimulationRequest, TrailKey, TrailQuery, VolumeInfo, VolumeKeys};
-use crate::cloudtrail::{LaunchApi, PrincipalKind, Record};
-use crate::decide::{decide, needed_actions};
-use crate::facts::{EndState, Facts, Instance, KeyFacts, KeyState, Missing, StateReason, Volume};
-use crate::report::{Finding, KeySource, Report, Skipped};
+use crate::core::arn::KeyArn;
+use crate::core::cloudtrail::{LaunchApi, PrincipalKind, Record};
+use crate::core::decide::{decide, needed_actions};
+use crate::core::facts::{EndState, Facts, Instance, KeyFacts, KeyState, Missing, StateReason, Volume};
+use crate::core::report::{Finding, KeySource, Report, Skipped};
+use crate::ports::{CallError, Cloud, SimulationRequest, TrailKey, TrailQuery, VolumeInfo, VolumeKeys};
 
 /// An instance to diagnose, and when its state change was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,9 @@ impl Snapshot {
             .iter()
             .flat_map(|c| &c.evidence)
             .filter_map(|e| match e {
-                crate::report::Evidence::KeySource { key_arn, source } => Some((KeyArn::parse(key_arn).ok()?, *source)),
+                crate::core::report::Evidence::KeySource { key_arn, source } => {
+                    Some((KeyArn::parse(key_arn).ok()?, *source))
+                }
                 _ => None,
             })
             .collect();
@@ -71,7 +73,7 @@ impl Snapshot {
         let instance = Instance {
             id: f.instance_id.clone(),
             account: f.account.clone(),
-            partition: crate::arn::partition_of_region(&f.region).to_owned(),
+            partition: crate::core::arn::partition_of_region(&f.region).to_owned(),
             region: f.region.clone(),
             state: Some(f.instance_state),
             state_name: match f.instance_state {
@@ -83,7 +85,7 @@ impl Snapshot {
             attachments: f
                 .volumes
                 .iter()
-                .map(|v| crate::facts::Attachment { volume_id: v.volume_id.clone(), device: v.device.clone() })
+                .map(|v| crate::core::facts::Attachment { volume_id: v.volume_id.clone(), device: v.device.clone() })
                 .collect(),
             tags: Vec::new(),
             image_id: None,
@@ -306,7 +308,7 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
     let (keyring, trails): (Keyring, Vec<Trail>) =
         tokio::join!(keyring(cloud, &keys, &mut gaps, opts), trail_evidence(cloud, &candidates, &volumes, opts));
     let Keyring { facts: mut key_map, mut aliases } = keyring;
-    let windows: Vec<Option<crate::report::Window>> = trails.iter().map(|t| t.window.clone()).collect();
+    let windows: Vec<Option<crate::core::report::Window>> = trails.iter().map(|t| t.window.clone()).collect();
 
     let mut all_facts: Vec<Facts> = candidates
         .into_iter()
@@ -355,7 +357,7 @@ async fn investigate<C: Cloud>(cloud: &C, candidates: Vec<Candidate>, opts: &Opt
 /// finding by it, never by when it is sent.
 fn conclude(
     facts: &[Facts],
-    windows: Vec<Option<crate::report::Window>>,
+    windows: Vec<Option<crate::core::report::Window>>,
     aliases: &BTreeMap<KeyArn, Vec<String>>,
 ) -> Vec<Finding> {
     // Milliseconds: Security Hub ignores an update not dated after what it holds, and two
@@ -386,10 +388,10 @@ pub struct Supposed {
     pub instance: Instance,
     /// `Stopped`: a StartInstances; `Terminated`: a RunInstances (the KMS actions each needs).
     pub state: EndState,
-    pub caller: crate::cloudtrail::Caller,
+    pub caller: crate::core::cloudtrail::Caller,
     /// A RunInstances' launch template and AMI, and whether a volume it asks for gets the EBS
     /// default key: where a group's keys come from (as for a terminated instance's launch).
-    pub launch_template: Option<crate::cloudtrail::LaunchTemplateRef>,
+    pub launch_template: Option<crate::core::cloudtrail::LaunchTemplateRef>,
     pub image_id: Option<String>,
     pub default_key: bool,
     /// What could not be learned about the launch before it was supposed.
@@ -671,11 +673,14 @@ struct Trail {
     denials: Vec<Record>,
     missing: Vec<Missing>,
     /// The window searched for the launch call.
-    window: Option<crate::report::Window>,
+    window: Option<crate::core::report::Window>,
 }
 
-fn window_of(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<crate::report::Window> {
-    Some(crate::report::Window { start: crate::decide::rfc3339(start), end: crate::decide::rfc3339(end) })
+fn window_of(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<crate::core::report::Window> {
+    Some(crate::core::report::Window {
+        start: crate::core::decide::rfc3339(start),
+        end: crate::core::decide::rfc3339(end),
+    })
 }
 
 async fn trail_evidence<C: Cloud>(
@@ -943,7 +948,7 @@ async fn simulate_all<C: Cloud>(cloud: &C, facts: &mut [Facts], opts: &Options) 
             region,
         })
         .collect();
-    let results: Vec<(SimulationRequest, Result<Vec<crate::facts::Simulation>, CallError>)> =
+    let results: Vec<(SimulationRequest, Result<Vec<crate::core::facts::Simulation>, CallError>)> =
         stream::iter(requests.into_iter().map(|req| async move {
             let r = cloud
                 .simulate(&req)

@@ -3,11 +3,11 @@
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
-use crate::arn::KeyArn;
-use crate::cloudtrail::{caller_of, Record};
-use crate::decide::{decide, finding_id};
-use crate::facts::*;
-use crate::report::{CauseCode, Finding, RemediationAction};
+use crate::core::arn::KeyArn;
+use crate::core::cloudtrail::{caller_of, Record};
+use crate::core::decide::{decide, finding_id};
+use crate::core::facts::*;
+use crate::core::report::{CauseCode, Finding, RemediationAction};
 
 const ACCOUNT: &str = "123456789012";
 const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a";
@@ -75,7 +75,7 @@ fn facts() -> Facts {
         kms_denials: vec![],
         simulations: vec![sim(USER, "kms:CreateGrant", KEY, Decision::ImplicitDeny)],
         boundary_arn: None,
-        key_sources: vec![(key(KEY), crate::report::KeySource::Volume)],
+        key_sources: vec![(key(KEY), crate::core::report::KeySource::Volume)],
         missing: vec![],
     }
 }
@@ -258,7 +258,7 @@ fn service_linked_role_needs_a_key_policy_grant() {
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::ServiceLinkedRoleNeedsKeyAccess]);
     assert_eq!(actions(&out), vec![RemediationAction::AddKeyPolicyStatement, RemediationAction::AddKeyPolicyStatement]);
-    assert_eq!(out.launch.unwrap().caller.principal_kind, crate::cloudtrail::PrincipalKind::ServiceLinkedRole);
+    assert_eq!(out.launch.unwrap().caller.principal_kind, crate::core::cloudtrail::PrincipalKind::ServiceLinkedRole);
 }
 
 #[test]
@@ -345,7 +345,7 @@ fn a_denied_create_grant_is_evidence_but_never_names_the_caller() {
     assert_eq!(out.id, finding_id(ACCOUNT, "eu-west-1", "i-0abc", None));
     assert!(out.causes[0].summary.contains("never names the caller"), "{}", out.causes[0].summary);
     assert!(out.causes[0].evidence.iter().any(
-        |e| matches!(e, crate::report::Evidence::CloudtrailEvent { event_name, .. } if event_name == "CreateGrant")
+        |e| matches!(e, crate::core::report::Evidence::CloudtrailEvent { event_name, .. } if event_name == "CreateGrant")
     ));
 }
 
@@ -398,7 +398,7 @@ fn run_instances_failure_needs_data_key_actions_too() {
     let doc = out.remediations[0].policy_document.as_ref().unwrap();
     assert_eq!(doc["Statement"].as_array().unwrap().len(), 1);
     assert_eq!(doc["Statement"][0]["Action"], json!(["kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt"]));
-    assert_eq!(out.launch.unwrap().api, crate::cloudtrail::LaunchApi::RunInstances);
+    assert_eq!(out.launch.unwrap().api, crate::core::cloudtrail::LaunchApi::RunInstances);
 }
 
 #[test]
@@ -478,7 +478,7 @@ fn sns_subject_is_under_100_characters_for_a_long_role_path() {
     f.simulations = vec![sim(&role, "kms:CreateGrant", KEY, Decision::ImplicitDeny)];
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::CallerLacksCreateGrant]);
-    let subject = crate::deliver::message::sns_subject(&out);
+    let subject = crate::core::message::sns_subject(&out);
     assert_eq!(subject.len(), 99, "{subject}");
     assert!(subject.ends_with("...") && subject.is_ascii(), "{subject}");
 }
@@ -606,7 +606,7 @@ fn a_service_linked_role_and_a_foreign_key_get_both_steps() {
     let mut f = facts();
     f.volumes[0].kms_key_arn = Some(key(foreign));
     f.keys = vec![KeyFacts { arn: key(foreign), metadata: Some(enabled()), policy: None }];
-    f.key_sources = vec![(key(foreign), crate::report::KeySource::Volume)];
+    f.key_sources = vec![(key(foreign), crate::core::report::KeySource::Volume)];
     let slr =
         format!("arn:aws:iam::{ACCOUNT}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling");
     f.launch = Some(record(
@@ -645,7 +645,7 @@ fn a_terminated_instance_that_no_longer_shows_volumes_is_not_said_to_have_none()
 
     // The key its RunInstances request named: diagnosed, and the evidence says where it came from.
     f.keys = vec![KeyFacts { arn: key(KEY), metadata: Some(enabled()), policy: Some(DELEGATING.into()) }];
-    f.key_sources = vec![(key(KEY), crate::report::KeySource::RunInstancesRequest)];
+    f.key_sources = vec![(key(KEY), crate::core::report::KeySource::RunInstancesRequest)];
     f.simulations = vec![sim(USER, "kms:CreateGrant", KEY, Decision::ImplicitDeny)];
     let out = decide(&f);
     assert_eq!(codes(&out), vec![CauseCode::CallerLacksCreateGrant]);
@@ -665,9 +665,9 @@ fn sso_roles_are_recognised_by_their_reserved_path_too() {
         &json!({"type": "AssumedRole", "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/Renamed_Admin/alice"),
         "sessionContext": {"sessionIssuer": {"type": "Role", "arn": format!("arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/Renamed_Admin")}}}),
     );
-    assert_eq!(c.principal_kind, crate::cloudtrail::PrincipalKind::SsoRole);
+    assert_eq!(c.principal_kind, crate::core::cloudtrail::PrincipalKind::SsoRole);
     let c = caller_of(
         &json!({"type": "AssumedRole", "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/aws:ec2-infrastructure/i-0abc")}),
     );
-    assert_eq!((c.principal_kind, c.principal_arn), (crate::cloudtrail::PrincipalKind::Service, None));
+    assert_eq!((c.principal_kind, c.principal_arn), (crate::core::cloudtrail::PrincipalKind::Service, None));
 }

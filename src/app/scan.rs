@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use futures_util::stream::{self, StreamExt};
 
-use crate::cloud::Cloud;
-use crate::decide::rfc3339;
-use crate::gather::{scan_region, Options};
-use crate::report::{Finding, RemediationStatus, Report, ScanSummary, Skipped, Window};
-use crate::term::{clean, display_width, pad, truncate};
+use crate::app::gather::{scan_region, Options};
+use crate::core::decide::rfc3339;
+use crate::core::report::{Finding, RemediationStatus, Report, ScanSummary, Skipped, Window};
+use crate::core::text::{clean, display_width, pad, truncate};
+use crate::ports::Cloud;
 
 /// A progress line on stderr, only on a terminal and never with `--quiet`.
 pub struct Progress {
@@ -67,7 +67,7 @@ pub async fn scan<C: Cloud>(
     opts: &Options,
     progress: &Progress,
 ) -> Report {
-    let results: Vec<(String, Result<Vec<Finding>, crate::cloud::CallError>)> =
+    let results: Vec<(String, Result<Vec<Finding>, crate::ports::CallError>)> =
         stream::iter(regions.iter().map(|r| async move {
             let result = scan_region(cloud, r, since, now, opts).await;
             progress.region_done(result.as_ref().map(Vec::len).unwrap_or(0));
@@ -98,7 +98,7 @@ pub async fn scan<C: Cloud>(
     let mut by_cause = BTreeMap::new();
     let mut accounts = BTreeSet::new();
     for f in &report.findings {
-        *by_cause.entry(crate::deliver::message::primary(f).as_str().to_owned()).or_insert(0) += 1;
+        *by_cause.entry(crate::core::message::primary(f).as_str().to_owned()).or_insert(0) += 1;
         accounts.insert(f.account.clone());
     }
     report.summary = Some(ScanSummary {
@@ -192,7 +192,7 @@ pub async fn scan_members<C: Cloud>(
             }),
         }
     }
-    let results: Vec<(String, String, Result<Vec<Finding>, crate::cloud::CallError>)> =
+    let results: Vec<(String, String, Result<Vec<Finding>, crate::ports::CallError>)> =
         stream::iter(pairs.into_iter().map(|(account, cloud, region)| async move {
             let result = scan_region(cloud, &region, since, now, opts).await;
             progress.region_done(account, result.as_ref().map(Vec::len).unwrap_or(0));
@@ -223,7 +223,7 @@ pub async fn scan_members<C: Cloud>(
     }
     let mut by_cause = BTreeMap::new();
     for f in &report.findings {
-        *by_cause.entry(crate::deliver::message::primary(f).as_str().to_owned()).or_insert(0) += 1;
+        *by_cause.entry(crate::core::message::primary(f).as_str().to_owned()).or_insert(0) += 1;
     }
     report.summary = Some(ScanSummary {
         regions: searched.into_iter().collect(),
@@ -295,7 +295,7 @@ pub fn table(report: &Report, style: &TableStyle) -> String {
     if regions.len() > 1 || wide {
         col("REGION", 9, None, &|f| f.region.clone());
     }
-    col("STATE", 7, Some(2), &|f| crate::render::end_state(f.instance_state).to_owned());
+    col("STATE", 7, Some(2), &|f| crate::core::render::end_state(f.instance_state).to_owned());
     col("SINCE", 3, Some(0), &|f| match (&f.launch, wide) {
         (Some(l), true) => l.event_time.clone(),
         (Some(l), false) => age(&l.event_time, style.now),
@@ -390,8 +390,8 @@ pub fn table(report: &Report, style: &TableStyle) -> String {
     if fs.is_empty() {
         out.clear();
     }
-    if let Some(summary) = crate::render::summary_line(report) {
-        let lines = if wide { vec![summary] } else { crate::term::wrap(&summary, style.width, "  ") };
+    if let Some(summary) = crate::core::render::summary_line(report) {
+        let lines = if wide { vec![summary] } else { crate::core::text::wrap(&summary, style.width, "  ") };
         for l in lines {
             out.push_str(&l);
             out.push('\n');

@@ -19,10 +19,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tracing::{info_span, Instrument};
 
-use crate::cloud::{CallError, Effects};
-use crate::deliver::message::{self, Asff, AsffCompliance};
-use crate::deliver::{BusEvent, Outbox, Sinks, SnsMessage};
-use crate::event::Running;
+use crate::app::deliver::{BusEvent, Outbox, Sinks, SnsMessage};
+use crate::core::event::Running;
+use crate::core::message::{self, Asff, AsffCompliance};
+use crate::ports::{CallError, Effects};
 
 /// Every finding this tool writes has a `GeneratorId` under this prefix.
 pub const GENERATOR_PREFIX: &str = "kms-launch-doctor/";
@@ -56,12 +56,15 @@ pub struct Outcome {
 
 /// The instance's ARN, as Security Hub's `Resources[].Id` holds it.
 fn instance_arn(region: &str, account: &str, instance_id: &str) -> String {
-    format!("arn:{}:ec2:{region}:{account}:instance/{instance_id}", crate::arn::partition_of_region(region))
+    format!("arn:{}:ec2:{region}:{account}:instance/{instance_id}", crate::core::arn::partition_of_region(region))
 }
 
 /// The account's default product ARN in a region (where `BatchImportFindings` writes).
 fn product_arn(region: &str, account: &str) -> String {
-    format!("arn:{}:securityhub:{region}:{account}:product/{account}/default", crate::arn::partition_of_region(region))
+    format!(
+        "arn:{}:securityhub:{region}:{account}:product/{account}/default",
+        crate::core::arn::partition_of_region(region)
+    )
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -225,7 +228,7 @@ pub async fn resolve<E: Effects>(
                 else {
                     continue;
                 };
-                let resolved_at = crate::decide::rfc3339(*at);
+                let resolved_at = crate::core::decide::rfc3339(*at);
                 archives.push((
                     holder_region.clone(),
                     archived(&doc, &resolved_at, &now_text),
@@ -248,7 +251,7 @@ pub async fn resolve<E: Effects>(
                 .instrument(info_span!("securityhub.BatchImportFindings", region = %region, archive = request.len()))
                 .await;
             for (doc, place, resolved_at) in batch {
-                if let Some(e) = crate::deliver::import_failure(&imported, &doc.id) {
+                if let Some(e) = crate::app::deliver::import_failure(&imported, &doc.id) {
                     outcome.failed.insert(place.instance_id.clone(), e);
                     continue;
                 }
@@ -269,7 +272,7 @@ pub async fn resolve<E: Effects>(
         }
     }
     let mut outboxes: Vec<Outbox> = notices.iter().map(|(_, o)| o.clone()).collect();
-    let results = crate::deliver::send_all(effects, &mut outboxes, &now_text).await;
+    let results = crate::app::deliver::send_all(effects, &mut outboxes, &now_text).await;
     for (((mut resolution, _), (_, failures)), unsent) in notices.into_iter().zip(results).zip(outboxes) {
         resolution.unsent = unsent;
         resolution.failures = failures;

@@ -4,12 +4,12 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::cloud::{CallError, Cloud, Effects, IamWrites};
-use crate::deliver::{deliver, Outbox, Sinks};
-use crate::event;
-use crate::gather::{self, Options, Target};
-use crate::remediate::{remediate, Guardrails};
-use crate::report::{Finding, Report};
+use crate::app::deliver::{deliver, Outbox, Sinks};
+use crate::app::gather::{self, Options, Target};
+use crate::app::remediate::{remediate, Guardrails};
+use crate::core::event;
+use crate::core::report::{Finding, Report};
+use crate::ports::{CallError, Cloud, Effects, IamWrites};
 
 /// Everything that decides what a run does besides its input.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +28,7 @@ pub async fn act<A: Cloud + Effects + IamWrites>(
     finding: &mut Finding,
 ) -> (Vec<CallError>, Outbox) {
     remediate(aws, aws, &plan.guardrails, finding).await;
-    let now = crate::decide::rfc3339(Utc::now());
+    let now = crate::core::decide::rfc3339(Utc::now());
     deliver(aws, finding, &plan.sinks, &now).await
 }
 
@@ -39,7 +39,7 @@ pub async fn act<A: Cloud + Effects + IamWrites>(
 /// an error.
 pub async fn handle_events<A: Cloud + Effects + IamWrites>(
     aws: &A,
-    events: Vec<Result<Value, crate::report::Skipped>>,
+    events: Vec<Result<Value, crate::core::report::Skipped>>,
     default_region: Option<&str>,
     plan: &Plan,
 ) -> Result<(Report, Vec<CallError>), CallError> {
@@ -60,7 +60,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
             }
         };
         let Some(region) = trigger.region.clone().or_else(|| default_region.map(str::to_owned)) else {
-            report.skipped.push(crate::report::Skipped {
+            report.skipped.push(crate::core::report::Skipped {
                 instance_id: Some(trigger.instance_id),
                 region: None,
                 reason: "the event names no region and none is configured".to_owned(),
@@ -80,7 +80,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
         match gather::diagnose(aws, &region, &targets, &plan.options).await {
             Ok(r) => report.merge(r),
             Err(e) => {
-                report.skipped.push(crate::report::Skipped {
+                report.skipped.push(crate::core::report::Skipped {
                     instance_id: None,
                     region: Some(region.clone()),
                     reason: e.to_string(),
@@ -93,7 +93,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
     let mut failures = Vec::new();
     if !plan.sinks.security_hub {
         // Open findings are kept in Security Hub: without it, none is known to resolve.
-        report.skipped.extend(running.drain(..).map(|r| crate::report::Skipped {
+        report.skipped.extend(running.drain(..).map(|r| crate::core::report::Skipped {
             instance_id: Some(r.instance_id),
             region: None,
             reason: "state \"running\" resolves open findings, which are kept in Security Hub: it is off".to_owned(),
@@ -101,10 +101,10 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
         }));
     }
     if !running.is_empty() {
-        let outcome = crate::resolve::resolve(aws, &plan.sinks, &running, default_region, Utc::now()).await;
+        let outcome = crate::app::resolve::resolve(aws, &plan.sinks, &running, default_region, Utc::now()).await;
         for r in outcome.resolved {
             let mut delivered =
-                crate::deliver::Delivered { security_hub: Some("archived".to_owned()), ..Default::default() };
+                crate::app::deliver::Delivered { security_hub: Some("archived".to_owned()), ..Default::default() };
             // What the notices reached: a sink still in the outbox was not.
             if r.unsent.sns.is_none() && plan.sinks.topic_arn.is_some() {
                 delivered.sns = Some("sent".to_owned());
@@ -113,7 +113,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
                 delivered.eventbridge = Some("sent".to_owned());
             }
             failures.extend(r.failures);
-            report.resolved.push(crate::report::Resolved {
+            report.resolved.push(crate::core::report::Resolved {
                 finding_id: r.finding_id,
                 instance_id: r.instance_id,
                 region: r.region,

@@ -7,10 +7,10 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::arn::{Arn, IamEntity};
 use crate::aws::AwsCloud;
-use crate::cloud::{CallError, Cloud, SimulationRequest};
-use crate::facts::Decision;
+use crate::core::arn::{Arn, IamEntity};
+use crate::core::facts::Decision;
+use crate::ports::{CallError, Cloud, SimulationRequest};
 
 /// Every diagnosis (`diagnose`, `scan`, `replay`): confirm, trace volumes and keys, name the
 /// keys, find the caller, verify.
@@ -59,7 +59,7 @@ pub const WRITE_SET: &[&str] = &[
 pub struct Needs {
     /// `--all-regions` (ec2:DescribeRegions) is required, not just listed.
     pub all_regions: bool,
-    pub remediation: crate::remediate::Mode,
+    pub remediation: crate::app::remediate::Mode,
 }
 
 /// One group of calls: who needs them, and whether this check requires them.
@@ -89,7 +89,7 @@ pub fn simulation_principal(caller_arn: &str) -> Option<String> {
 }
 
 pub async fn check(cloud: &AwsCloud, needs: Needs) -> Result<Check, CallError> {
-    use crate::remediate::Mode;
+    use crate::app::remediate::Mode;
     let caller = cloud.caller_arn().await?;
     let Some(principal) = simulation_principal(&caller) else {
         return Ok(Check {
@@ -192,7 +192,7 @@ pub fn grant_policy(actions: &[String]) -> Value {
 
 /// `aws iam put-user-policy` / `put-role-policy` with the policy, for a user or role.
 fn attach_command(principal: &str, doc: &Value) -> Option<String> {
-    use crate::remedy::shell_quote;
+    use crate::core::fixes::shell_quote;
     let arn = Arn::parse(principal).ok()?;
     let (verb, flag, name) = match IamEntity::of(&arn) {
         IamEntity::User { name, .. } => ("put-user-policy", "--user-name", name),

@@ -9,12 +9,14 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::arn::KeyArn;
-use crate::cloudtrail::{Caller, DenySource, PrincipalKind, Record};
-use crate::facts::{Decision, EndState, Facts, KeyFacts, KeyState};
-use crate::policy::{KeyPolicy, Request, Tri, Verdict};
-use crate::remedy;
-use crate::report::{Cause, CauseCode, Evidence, Finding, KeyReport, KeySource, Launch, Remediation, FINDING_SCHEMA};
+use crate::core::arn::KeyArn;
+use crate::core::cloudtrail::{Caller, DenySource, PrincipalKind, Record};
+use crate::core::facts::{Decision, EndState, Facts, KeyFacts, KeyState};
+use crate::core::fixes;
+use crate::core::policy::{KeyPolicy, Request, Tri, Verdict};
+use crate::core::report::{
+    Cause, CauseCode, Evidence, Finding, KeyReport, KeySource, Launch, Remediation, FINDING_SCHEMA,
+};
 
 pub const CREATE_GRANT: &str = "kms:CreateGrant";
 
@@ -148,13 +150,13 @@ pub fn decide(f: &Facts) -> Finding {
         region: f.instance.region.clone(),
         instance_id: f.instance.id.clone(),
         instance_name: f.instance.tags.iter().find(|(k, _)| k == "Name").map(|(_, v)| v.clone()),
-        severity: crate::report::CauseCode::severity_of(&causes),
+        severity: crate::core::report::CauseCode::severity_of(&causes),
         instance_state: f.state,
         state_reason: f.state_reason.clone(),
         observed_at: rfc3339(f.observed_at),
         launch: f.launch.as_ref().and_then(|r| {
             Some(Launch {
-                api: crate::cloudtrail::LaunchApi::parse(&r.event_name)?,
+                api: crate::core::cloudtrail::LaunchApi::parse(&r.event_name)?,
                 event_id: r.event_id.clone(),
                 event_time: rfc3339(r.event_time),
                 caller: r.caller.clone(),
@@ -273,7 +275,7 @@ fn key_state_cause(ctx: &Ctx<'_>, view: &KeyView<'_>) -> Option<Diagnosis> {
         KeyState::Disabled => (
             CauseCode::KeyDisabled,
             format!("KMS key {label} is disabled, so EC2 cannot decrypt the data key of the volume it encrypts."),
-            vec![remedy::enable_key(key)],
+            vec![fixes::enable_key(key)],
         ),
         KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => (
             CauseCode::KeyPendingDeletion,
@@ -281,12 +283,12 @@ fn key_state_cause(ctx: &Ctx<'_>, view: &KeyView<'_>) -> Option<Diagnosis> {
                 "KMS key {label} is scheduled for deletion{}; it cannot be used until the deletion is cancelled and the key enabled.",
                 meta.deletion_date.map(|d| format!(" on {}", rfc3339(d))).unwrap_or_default()
             ),
-            vec![remedy::cancel_key_deletion(key)],
+            vec![fixes::cancel_key_deletion(key)],
         ),
         KeyState::PendingImport => (
             CauseCode::KeyPendingImport,
             format!("KMS key {label} has no key material (imported material expired or was deleted); the same material must be imported again."),
-            vec![remedy::import_key_material(key)],
+            vec![fixes::import_key_material(key)],
         ),
         other => (
             CauseCode::KeyUnavailable,
@@ -296,7 +298,7 @@ fn key_state_cause(ctx: &Ctx<'_>, view: &KeyView<'_>) -> Option<Diagnosis> {
                 if meta.custom_key_store_id.is_some() { " (its custom key store is probably disconnected)" } else { "" }
             ),
             if matches!(other, KeyState::Unavailable) {
-                vec![remedy::connect_custom_key_store(key, meta.custom_key_store_id.as_deref())]
+                vec![fixes::connect_custom_key_store(key, meta.custom_key_store_id.as_deref())]
             } else {
                 Vec::new()
             },
@@ -336,12 +338,12 @@ fn caller_unknown(ctx: &Ctx<'_>, key: &KeyArn, caller: Option<&Caller>, evidence
     cause(ctx, CauseCode::CallerUnknown, Some(key), summary, extra)
 }
 
-fn simulations_for<'a>(ctx: &'a Ctx<'_>, key: &KeyArn, principal: &str) -> Vec<&'a crate::facts::Simulation> {
+fn simulations_for<'a>(ctx: &'a Ctx<'_>, key: &KeyArn, principal: &str) -> Vec<&'a crate::core::facts::Simulation> {
     let k = key.to_string();
     ctx.f.simulations.iter().filter(|s| s.resource == k && s.principal_arn == principal).collect()
 }
 
-fn simulation_evidence(sims: &[&crate::facts::Simulation]) -> Vec<Evidence> {
+fn simulation_evidence(sims: &[&crate::core::facts::Simulation]) -> Vec<Evidence> {
     sims.iter()
         .map(|s| Evidence::Simulation {
             principal_arn: s.principal_arn.clone(),
@@ -422,7 +424,7 @@ fn explicit_deny(
     let mut extra = base.to_vec();
     extra.extend(simulation_evidence(&denied_sims));
     extra.extend(policy_denies.iter().map(|(a, v)| policy_evidence(view, a, v)));
-    let fix = remedy::review_deny(Some(principal), &ctx.f.instance.account, key, !policy_denies.is_empty());
+    let fix = fixes::review_deny(Some(principal), &ctx.f.instance.account, key, !policy_denies.is_empty());
     Some((cause(ctx, CauseCode::ExplicitDeny, Some(key), summary, extra), vec![fix]))
 }
 
@@ -440,7 +442,7 @@ fn ec2_infrastructure_role(ctx: &Ctx<'_>) -> String {
         "arn:{}:iam::{}:role/{}",
         ctx.f.instance.partition,
         ctx.f.instance.account,
-        crate::cloudtrail::EC2_INFRASTRUCTURE_ROLE
+        crate::core::cloudtrail::EC2_INFRASTRUCTURE_ROLE
     )
 }
 
@@ -467,12 +469,12 @@ fn ec2_infrastructure_denied(
     let (place, fixes) = if in_scp {
         (
             "a service control policy",
-            vec![remedy::review_scp(&ctx.f.instance.account, Some(&role), key, std::slice::from_ref(&action))],
+            vec![fixes::review_scp(&ctx.f.instance.account, Some(&role), key, std::slice::from_ref(&action))],
         )
     } else {
         let fixes = exempt_from_key_policy_denies(ctx, view, &role, &action);
         let fixes =
-            if fixes.is_empty() { vec![remedy::review_deny(None, &ctx.f.instance.account, key, true)] } else { fixes };
+            if fixes.is_empty() { vec![fixes::review_deny(None, &ctx.f.instance.account, key, true)] } else { fixes };
         ("the policy of the key", fixes)
     };
     let summary = format!(
@@ -535,7 +537,7 @@ fn exempt_from_key_policy_denies(ctx: &Ctx<'_>, view: &KeyView<'_>, principal: &
             values.push(serde_json::Value::String(principal.to_owned()));
             block.insert(k, serde_json::Value::Array(values));
         }
-        fixes.push(remedy::replace_key_policy_statement(&view.facts.arn, i, fixed));
+        fixes.push(fixes::replace_key_policy_statement(&view.facts.arn, i, fixed));
     }
     fixes
 }
@@ -553,7 +555,7 @@ fn guardrail_cause(
     let key = &view.facts.arn;
     let principal = caller.principal_arn.as_deref();
     let sims = principal.map(|p| simulations_for(ctx, key, p)).unwrap_or_default();
-    let blocked = |pred: &dyn Fn(&crate::facts::Simulation) -> bool| -> Vec<&crate::facts::Simulation> {
+    let blocked = |pred: &dyn Fn(&crate::core::facts::Simulation) -> bool| -> Vec<&crate::core::facts::Simulation> {
         sims.iter()
             .copied()
             .filter(|s| {
@@ -570,7 +572,7 @@ fn guardrail_cause(
             .filter(|r| r.denied_by().map(|(s, _)| s) == Some(source) && r.ec2_infrastructure_for.is_none())
             .collect()
     };
-    let actions_of = |sims: &[&crate::facts::Simulation], records: &[&Record]| -> Vec<String> {
+    let actions_of = |sims: &[&crate::core::facts::Simulation], records: &[&Record]| -> Vec<String> {
         let mut out: Vec<String> = sims.iter().map(|s| s.action.clone()).collect();
         out.extend(records.iter().map(|r| format!("kms:{}", r.event_name)));
         out.sort();
@@ -596,7 +598,7 @@ fn guardrail_cause(
         );
         let mut extra = base.to_vec();
         extra.extend(simulation_evidence(&scp_sims));
-        let fix = remedy::review_scp(account, principal, key, &actions);
+        let fix = fixes::review_scp(account, principal, key, &actions);
         return Some((cause(ctx, CauseCode::ScpBlocks, Some(key), summary, extra), vec![fix]));
     }
 
@@ -616,7 +618,7 @@ fn guardrail_cause(
     );
     let mut extra = base.to_vec();
     extra.extend(simulation_evidence(&boundary_sims));
-    let mut fixes = vec![remedy::update_permissions_boundary(boundary, principal, key, &actions)];
+    let mut fixes = vec![fixes::update_permissions_boundary(boundary, principal, key, &actions)];
     fixes.extend(identity_fix(ctx, caller, key, &actions));
     Some((cause(ctx, CauseCode::PermissionsBoundaryBlocks, Some(key), summary, extra), fixes))
 }
@@ -626,9 +628,9 @@ fn identity_fix(ctx: &Ctx<'_>, caller: &Caller, key: &KeyArn, actions: &[String]
     let principal = caller.principal_arn.as_deref()?;
     match caller.principal_kind {
         PrincipalKind::User | PrincipalKind::Role | PrincipalKind::Federated => {
-            remedy::put_identity_policy(principal, caller.principal_kind, key, actions)
+            fixes::put_identity_policy(principal, caller.principal_kind, key, actions)
         }
-        PrincipalKind::SsoRole => remedy::update_permission_set(principal, &ctx.f.instance.account, key, actions),
+        PrincipalKind::SsoRole => fixes::update_permission_set(principal, &ctx.f.instance.account, key, actions),
         _ => None,
     }
 }
@@ -655,8 +657,8 @@ fn cross_account(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<E
         // AWS's two steps for a service-linked role and another account's key: the key owner
         // allows the launching account, then the launching account grants its role.
         let root = format!("arn:{}:iam::{}:root", ctx.f.instance.partition, ctx.f.instance.account);
-        fixes.push(remedy::add_key_policy_statement(key, remedy::allow_account_statement(key, &root)));
-        fixes.push(remedy::create_grant(key, &role));
+        fixes.push(fixes::add_key_policy_statement(key, fixes::allow_account_statement(key, &root)));
+        fixes.push(fixes::create_grant(key, &role));
         let summary = format!(
             "KMS key {} belongs to account {}, and the instance was launched by the service-linked role {role}: the key owner must allow account {} to use the key, and that account must then create a grant for the role.",
             key_label(key),
@@ -672,8 +674,8 @@ fn cross_account(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<E
     if let Some(principal) = caller.principal_arn.as_deref() {
         let sims = simulations_for(ctx, key, principal);
         extra.extend(simulation_evidence(&sims));
-        for st in remedy::key_policy_statements(key, principal, &actions) {
-            fixes.push(remedy::add_key_policy_statement(key, st));
+        for st in fixes::key_policy_statements(key, principal, &actions) {
+            fixes.push(fixes::add_key_policy_statement(key, st));
         }
         // Both halves, always: the key owner's statement, and the caller's identity policy in
         // its own account (the actions the simulator denies, or all of them when it allows or
@@ -727,7 +729,7 @@ fn service_linked(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<
     extra.push(Evidence::Caller { principal_arn: principal.clone(), principal_kind: caller.principal_kind });
     let who = principal
         .as_deref()
-        .and_then(|p| crate::arn::Arn::parse(p).ok())
+        .and_then(|p| crate::core::arn::Arn::parse(p).ok())
         .map(|a| a.resource().rsplit('/').next().unwrap_or_default().to_owned())
         .unwrap_or_else(|| caller.short_name());
     let summary = format!(
@@ -736,8 +738,8 @@ fn service_linked(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<
     );
     let fixes = principal
         .iter()
-        .flat_map(|p| remedy::service_linked_role_statements(p))
-        .map(|st| remedy::add_key_policy_statement(key, st))
+        .flat_map(|p| fixes::service_linked_role_statements(p))
+        .map(|st| fixes::add_key_policy_statement(key, st))
         .collect();
     Some((cause(ctx, CauseCode::ServiceLinkedRoleNeedsKeyAccess, Some(key), summary, extra), fixes))
 }
@@ -756,9 +758,9 @@ fn root_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: &Caller, base: Vec<Evid
         "The policy of KMS key {} does not allow the account root to use it, so even the root user cannot have EC2 create a grant.",
         key_label(key)
     );
-    let fix = remedy::add_key_policy_statement(
+    let fix = fixes::add_key_policy_statement(
         key,
-        crate::policy::delegation_statement(key.arn().partition(), key.account()),
+        crate::core::policy::delegation_statement(key.arn().partition(), key.account()),
     );
     Some((cause(ctx, CauseCode::KeyPolicyDeniesCaller, Some(key), summary, extra), vec![fix]))
 }
@@ -817,9 +819,9 @@ fn permission_cause(
             blocked_by_key.join(", "),
             if iam_allows { "even though the caller's IAM policy allows it" } else { "whatever IAM policies say" }
         );
-        let fixes = remedy::key_policy_statements(key, principal, &blocked_by_key)
+        let fixes = fixes::key_policy_statements(key, principal, &blocked_by_key)
             .into_iter()
-            .map(|st| remedy::add_key_policy_statement(key, st))
+            .map(|st| fixes::add_key_policy_statement(key, st))
             .collect();
         return Some((cause(ctx, CauseCode::KeyPolicyDeniesCaller, Some(key), summary, extra), fixes));
     }
@@ -850,9 +852,9 @@ fn permission_cause(
                 "{who}'s IAM policy allows kms:CreateGrant on KMS key {}, yet KMS denied it: the key policy (which could not be read) must not grant {who} access.",
                 key_label(key)
             );
-            let fixes = remedy::key_policy_statements(key, principal, &ctx.actions)
+            let fixes = fixes::key_policy_statements(key, principal, &ctx.actions)
                 .into_iter()
-                .map(|st| remedy::add_key_policy_statement(key, st))
+                .map(|st| fixes::add_key_policy_statement(key, st))
                 .collect();
             return Some((cause(ctx, CauseCode::KeyPolicyDeniesCaller, Some(key), summary, extra), fixes));
         }
@@ -930,3 +932,6 @@ fn no_cause(ctx: &Ctx<'_>, caller: Option<&Caller>) -> Cause {
     };
     cause(ctx, CauseCode::NoKmsCauseFound, None, summary, Vec::new())
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,12 +13,12 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info_span, Instrument};
 
-use crate::arn::{Arn, IamEntity};
-use crate::cloud::{CallError, Cloud, InstanceScope};
-use crate::cloudtrail::Caller;
-use crate::facts::{EndState, Instance, Missing};
-use crate::gather::{self, Options, Supposed, SUPPOSED_EVENT_ID};
-use crate::report::{Cause, CauseCode, Evidence, Finding, KeyReport, Remediation, Skipped};
+use crate::app::gather::{self, Options, Supposed, SUPPOSED_EVENT_ID};
+use crate::core::arn::{Arn, IamEntity};
+use crate::core::cloudtrail::Caller;
+use crate::core::facts::{EndState, Instance, Missing};
+use crate::core::report::{Cause, CauseCode, Evidence, Finding, KeyReport, Remediation, Skipped};
+use crate::ports::{CallError, Cloud, InstanceScope};
 
 pub const PREFLIGHT_SCHEMA: &str = "kms-launch-doctor.preflight/1";
 
@@ -90,7 +90,7 @@ pub fn caller_for(principal_arn: &str) -> Result<Caller, String> {
         IamEntity::Root => json!({"type": "Root", "arn": arn.to_string(), "accountId": arn.account()}),
         _ => return Err(format!("{principal_arn:?} is not an IAM user, role or account root ARN")),
     };
-    Ok(crate::cloudtrail::caller_of(&identity))
+    Ok(crate::core::cloudtrail::caller_of(&identity))
 }
 
 /// The verdict a decided finding gives a supposed launch.
@@ -272,9 +272,9 @@ async fn group_launch<C: Cloud>(
     cloud: &C,
     region: &str,
     account: &str,
-    g: crate::cloud::AutoScalingGroup,
+    g: crate::ports::AutoScalingGroup,
 ) -> (Supposed, String, Option<Group>) {
-    let partition = crate::arn::partition_of_region(region);
+    let partition = crate::core::arn::partition_of_region(region);
     // DescribeAutoScalingGroups: ServiceLinkedRoleARN, by default AWSServiceRoleForAutoScaling.
     let role = g.service_linked_role_arn.clone().unwrap_or_else(|| {
         format!(
@@ -398,16 +398,16 @@ pub struct Ran {
 
 /// Preflight of every region (a few at once): the checks of each, remediated per the
 /// guardrails (never restarted: nothing failed), and what could not be checked.
-pub async fn run<C: Cloud + crate::cloud::IamWrites>(
+pub async fn run<C: Cloud + crate::ports::IamWrites>(
     cloud: &C,
     regions: &[String],
     scope: &Scope,
-    guardrails: &crate::remediate::Guardrails,
+    guardrails: &crate::app::remediate::Guardrails,
     opts: &Options,
 ) -> Ran {
     use futures_util::stream::{self, StreamExt};
     let now = Utc::now();
-    let guardrails = crate::remediate::Guardrails { restart: false, ..guardrails.clone() };
+    let guardrails = crate::app::remediate::Guardrails { restart: false, ..guardrails.clone() };
     let results: Vec<(String, Result<RegionChecks, CallError>)> =
         stream::iter(regions.iter().map(|r| async move { (r.clone(), region(cloud, r, scope, now, opts).await) }))
             .buffered(opts.concurrency.max(1))
@@ -422,7 +422,7 @@ pub async fn run<C: Cloud + crate::cloud::IamWrites>(
                 for mut s in suppositions {
                     let fails = verdict(&s.finding) == Verdict::WillFail;
                     if fails {
-                        crate::remediate::remediate(cloud, cloud, &guardrails, &mut s.finding).await;
+                        crate::app::remediate::remediate(cloud, cloud, &guardrails, &mut s.finding).await;
                     }
                     report.checks.push(check_of(
                         s.finding.clone(),
@@ -462,8 +462,8 @@ pub async fn run<C: Cloud + crate::cloud::IamWrites>(
 /// `Id` of its own (a preflight warning never overwrites, nor is archived with, the finding of
 /// a real failure), titled as a warning, typed as a configuration check, and for a group,
 /// about the group.
-pub fn outbox(s: &Supposition, sinks: &crate::deliver::Sinks, now: &str) -> crate::deliver::Outbox {
-    use crate::deliver::message;
+pub fn outbox(s: &Supposition, sinks: &crate::app::deliver::Sinks, now: &str) -> crate::app::deliver::Outbox {
+    use crate::core::message;
     let mut f = s.finding.clone();
     f.id = format!("{}-preflight", f.id);
     let target = match &s.group {
@@ -472,7 +472,7 @@ pub fn outbox(s: &Supposition, sinks: &crate::deliver::Sinks, now: &str) -> crat
     };
     let code = message::primary(&f);
     let headline = format!("Preflight: {target} will fail to launch ({}) as {}", code.as_str(), s.principal_arn);
-    let mut o = crate::deliver::Outbox::render(&f, sinks, now);
+    let mut o = crate::app::deliver::Outbox::render(&f, sinks, now);
     if let Some(sns) = &mut o.sns {
         sns.subject = message::ascii(&format!("Preflight: {target} will fail to launch ({})", code.as_str()), 99);
         sns.body =

@@ -4,9 +4,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::arn::KeyArn;
-use crate::cloudtrail::{Caller, LaunchApi};
-use crate::facts::{EndState, Missing, StateReason, Volume};
+use crate::core::arn::KeyArn;
+use crate::core::cloudtrail::{Caller, LaunchApi};
+use crate::core::facts::{EndState, Missing, StateReason, Volume};
 
 pub const REPORT_SCHEMA: &str = "kms-launch-doctor.report/1";
 pub const FINDING_SCHEMA: &str = "kms-launch-doctor.finding/1";
@@ -40,7 +40,7 @@ pub struct Resolved {
     /// RFC 3339: when the instance was seen running.
     pub resolved_at: String,
     /// Which sinks were told (Security Hub: the archive).
-    pub delivered: crate::deliver::Delivered,
+    pub delivered: crate::app::deliver::Delivered,
 }
 
 /// What a scan covered: the regions searched, the accounts the failures belong to, the window
@@ -105,7 +105,7 @@ pub struct Finding {
     /// (additive to finding/1): a `caller-unknown` says where nothing was found.
     pub cloudtrail_window: Option<Window>,
     /// Which sinks the finding reached (additive to finding/1).
-    pub delivered: crate::deliver::Delivered,
+    pub delivered: crate::app::deliver::Delivered,
     /// RFC 3339: when the finding was decided. Sinks date it by this, not by when it was sent,
     /// so a late or repeated delivery never passes for news (additive to finding/1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,7 +267,7 @@ pub enum Evidence {
         principal_arn: String,
         action: String,
         resource: String,
-        decision: crate::facts::Decision,
+        decision: crate::core::facts::Decision,
         matched_statements: Vec<String>,
         /// Whether the caller's permissions boundary allows it (absent: no boundary).
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -286,9 +286,9 @@ pub enum Evidence {
     KeyPolicy {
         key_arn: String,
         action: String,
-        delegates_to_iam: crate::policy::Tri,
-        allows_principal: crate::policy::Tri,
-        denies_principal: crate::policy::Tri,
+        delegates_to_iam: crate::core::policy::Tri,
+        allows_principal: crate::core::policy::Tri,
+        denies_principal: crate::core::policy::Tri,
         statements: Vec<String>,
     },
     KeyAccount {
@@ -297,7 +297,7 @@ pub enum Evidence {
     },
     Caller {
         principal_arn: Option<String>,
-        principal_kind: crate::cloudtrail::PrincipalKind,
+        principal_kind: crate::core::cloudtrail::PrincipalKind,
     },
     Note {
         text: String,

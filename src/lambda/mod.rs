@@ -13,7 +13,7 @@
 //! whoever wrote the event chose: an event claiming to be old must not skip the wait.
 //! An event whose time is in the future, or older than the queue keeps messages, cannot have
 //! come from the rule through the queue, and is skipped with a reason. A `running` event
-//! resolves the instance's open findings (see [`crate::resolve`]).
+//! resolves the instance's open findings (see [`crate::app::resolve`]).
 //!
 //! A sink can fail after others succeeded. Retrying the whole event would send the finding
 //! again to the sinks that have it (SNS and EventBridge cannot tell a repeat), so instead the
@@ -22,6 +22,8 @@
 //! the queue's `maxReceiveCount` it rests in the dead-letter queue with the payloads in it.
 //!
 //! Logs are JSON lines on stdout (CloudWatch Logs), one per finding, with stable field names.
+
+pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,14 +35,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{info_span, Instrument};
 
+use crate::app::deliver::{self, Outbox};
+use crate::app::gather::{self, Options, Target};
 use crate::app::{handle_events, Plan};
 use crate::aws::{load_config, AwsCloud};
-use crate::cloud::{CallError, Cloud, Effects, FailureKind, IamWrites, Queue};
-use crate::config::Settings;
-use crate::deliver::{self, Outbox};
-use crate::event::Trigger;
-use crate::gather::{self, Options, Target};
-use crate::report::Finding;
+use crate::core::event::Trigger;
+use crate::core::report::Finding;
+use crate::lambda::settings::Settings;
+use crate::ports::{CallError, Cloud, Effects, FailureKind, IamWrites, Queue};
 
 pub async fn run() -> Result<(), Error> {
     let settings = Settings::from_env().map_err(|e| format!("configuration: {e}"))?;
@@ -54,7 +56,7 @@ pub async fn run() -> Result<(), Error> {
         // Hub topology: every finding is delivered in the hub's account and region.
         let account = cloud.own_account().await.map_err(|e| format!("hub topology: the hub's account: {e}"))?;
         let home_region = region.clone().ok_or("hub topology: no region configured")?;
-        plan.sinks.home = Some(crate::deliver::Home { account, region: home_region });
+        plan.sinks.home = Some(crate::app::deliver::Home { account, region: home_region });
     }
     tracing::info!(cloudtrail_calls_per_second = settings.cloudtrail_rate, remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
@@ -74,8 +76,8 @@ pub async fn run() -> Result<(), Error> {
             for line in metric_lines(&metrics, cloud.take_trail_throttles(), Utc::now()) {
                 println!("{line}");
             }
-            if crate::stats::CallCounter::enabled() {
-                let calls: Value = serde_json::from_str(&crate::stats::line(&cloud.take_call_counts())).unwrap_or_default();
+            if crate::aws::stats::CallCounter::enabled() {
+                let calls: Value = serde_json::from_str(&crate::aws::stats::line(&cloud.take_call_counts())).unwrap_or_default();
                 println!("{}", json!({"level": "INFO", "target": "kms_launch_doctor::stats", "message": "api calls", "stats": calls}));
             }
             result
@@ -138,21 +140,21 @@ async fn scheduled_preflight<A: Cloud + Effects + IamWrites>(
     let Some(region) = region else {
         return Err("scheduled preflight: no region configured".into());
     };
-    let scope = crate::preflight::Scope {
-        instances: crate::cloud::InstanceScope::default(),
+    let scope = crate::app::preflight::Scope {
+        instances: crate::ports::InstanceScope::default(),
         principals: settings.preflight_principals.clone(),
         auto_scaling_groups: true,
     };
-    let off = crate::remediate::Guardrails { mode: crate::remediate::Mode::Off, ..plan.guardrails.clone() };
-    let ran = crate::preflight::run(aws, &[region.to_owned()], &scope, &off, &plan.options).await;
-    let now = crate::decide::rfc3339(Utc::now());
+    let off = crate::app::remediate::Guardrails { mode: crate::app::remediate::Mode::Off, ..plan.guardrails.clone() };
+    let ran = crate::app::preflight::run(aws, &[region.to_owned()], &scope, &off, &plan.options).await;
+    let now = crate::core::decide::rfc3339(Utc::now());
     let mut outboxes: Vec<Outbox> =
-        ran.will_fail.iter().map(|s| crate::preflight::outbox(s, &plan.sinks, &now)).collect();
+        ran.will_fail.iter().map(|s| crate::app::preflight::outbox(s, &plan.sinks, &now)).collect();
     let results = deliver::send_all(aws, &mut outboxes, &now).await;
     let failures: Vec<CallError> = results.into_iter().flat_map(|(_, errors)| errors).collect();
     metrics.delivery_failures += failures.len() as u64;
     for c in &ran.report.checks {
-        let level = if c.verdict == crate::preflight::Verdict::WillFail { "WARN" } else { "INFO" };
+        let level = if c.verdict == crate::app::preflight::Verdict::WillFail { "WARN" } else { "INFO" };
         log_line(level, "kms_launch_doctor::preflight", "preflight check", json!({ "check": c }));
     }
     if let Some(first) = failures.first() {
@@ -225,7 +227,7 @@ struct Reported {
 enum Work {
     Event(Trigger, Value),
     /// An instance reached `running`: its open findings resolve.
-    Running(crate::event::Running),
+    Running(crate::core::event::Running),
     Deferred(Trigger, Box<Deferred>),
     Redelivery(Box<Outbox>),
 }
@@ -254,7 +256,7 @@ fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
             Some(DEFERRED_FORMAT) => {
                 let d: Deferred =
                     serde_json::from_value(event).map_err(|e| format!("unreadable deferred event: {e}"))?;
-                match crate::event::parse(&d.event) {
+                match crate::core::event::parse(&d.event) {
                     Ok(t) => Ok(Some(Work::Deferred(t, Box::new(d)))),
                     Err(s) => Err(format!("deferred event not readable as an event: {}", s.reason)),
                 }
@@ -264,9 +266,9 @@ fn parse_message(id: &str, body: Option<&str>) -> Result<Option<Work>, String> {
             )),
         };
     }
-    match crate::event::classify(&event) {
-        Ok(crate::event::Change::Ended(t)) => Ok(Some(Work::Event(t, event))),
-        Ok(crate::event::Change::Running(r)) => Ok(Some(Work::Running(r))),
+    match crate::core::event::classify(&event) {
+        Ok(crate::core::event::Change::Ended(t)) => Ok(Some(Work::Event(t, event))),
+        Ok(crate::core::event::Change::Running(r)) => Ok(Some(Work::Running(r))),
         Err(s) => {
             tracing::info!(message_id = %id, reason = %s.reason, instance_id = ?s.instance_id, "event skipped");
             Ok(None)
@@ -324,7 +326,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     let mut response = SqsBatchResponse::default();
     let mut items: Vec<Item> = Vec::new();
     let mut redeliveries: Vec<(SqsMessage, String, Outbox)> = Vec::new();
-    let mut running: Vec<(SqsMessage, String, crate::event::Running)> = Vec::new();
+    let mut running: Vec<(SqsMessage, String, crate::core::event::Running)> = Vec::new();
     let retention = settings.queue_retention;
     for message in batch.records {
         let Some(id) = message.message_id.clone() else {
@@ -495,7 +497,8 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
             // The same failure, told again: an update of the finding already sent, which was
             // made before the caller was known. Only that Id is taken: a message of the queue
             // cannot point the update at another finding.
-            let early_id = crate::decide::finding_id(&finding.account, &finding.region, &finding.instance_id, None);
+            let early_id =
+                crate::core::decide::finding_id(&finding.account, &finding.region, &finding.instance_id, None);
             if r.finding_id == early_id {
                 finding.id = early_id;
             } else {
@@ -530,13 +533,13 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     // Remediate, a few findings at a time; then deliver them all together, with as few calls
     // as the sinks allow (Security Hub and EventBridge take findings in batches).
     let remediated: Vec<(Item, Finding)> = stream::iter(to_act.into_iter().map(|(item, mut f)| async move {
-        crate::remediate::remediate_in_account(aws, &plan.guardrails, &mut f).await;
+        crate::app::remediate::remediate_in_account(aws, &plan.guardrails, &mut f).await;
         (item, f)
     }))
     .buffer_unordered(SETTLE_CONCURRENCY)
     .collect()
     .await;
-    let sent_at = crate::decide::rfc3339(now);
+    let sent_at = crate::core::decide::rfc3339(now);
     let over = started_since(aws, &remediated).await;
     let mut outboxes: Vec<Outbox> = remediated
         .iter()
@@ -548,7 +551,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
                 // event has passed.
                 if let Some(a) = &mut o.security_hub {
                     a.record_state = "ARCHIVED".to_owned();
-                    a.compliance = Some(crate::deliver::message::AsffCompliance { status: "PASSED".to_owned() });
+                    a.compliance = Some(crate::core::message::AsffCompliance { status: "PASSED".to_owned() });
                 }
                 tracing::info!(finding_id = %f.id, instance_id = %f.instance_id, "the instance runs since this failure: its finding is sent resolved");
             }
@@ -568,7 +571,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
         if early_ids.contains(&item.id) {
             // Reported before its caller is known: look again for the launch record, carrying
             // the finding's Id so the caller comes as an update of it.
-            item.reported = Some(Reported { finding_id: f.id.clone(), digest: crate::deliver::message::digest(&f) });
+            item.reported = Some(Reported { finding_id: f.id.clone(), digest: crate::core::message::digest(&f) });
             let seconds = next_looks.get(&item.id).copied().unwrap_or(30);
             metrics.deferrals += 1;
             if !defer(aws, &item, &f, settings, seconds, now).await {
@@ -614,7 +617,7 @@ async fn started_since<A: Cloud>(aws: &A, settled: &[(Item, Finding)]) -> BTreeS
 #[allow(clippy::too_many_arguments)]
 async fn resolve_running<A: Effects + Queue>(
     aws: &A,
-    running: Vec<(SqsMessage, String, crate::event::Running)>,
+    running: Vec<(SqsMessage, String, crate::core::event::Running)>,
     region: Option<&str>,
     plan: &Plan,
     settings: &Settings,
@@ -630,8 +633,8 @@ async fn resolve_running<A: Effects + Queue>(
         response.batch_item_failures.extend(running.iter().map(|(_, id, _)| failure(id)));
         return;
     }
-    let events: Vec<crate::event::Running> = running.iter().map(|(_, _, r)| r.clone()).collect();
-    let outcome = crate::resolve::resolve(aws, &plan.sinks, &events, region, now).await;
+    let events: Vec<crate::core::event::Running> = running.iter().map(|(_, _, r)| r.clone()).collect();
+    let outcome = crate::app::resolve::resolve(aws, &plan.sinks, &events, region, now).await;
     let mut unsent: BTreeMap<String, Vec<Outbox>> = BTreeMap::new();
     for r in outcome.resolved {
         log_resolution(&r);
@@ -661,7 +664,7 @@ async fn resolve_running<A: Effects + Queue>(
 }
 
 /// One JSON line per resolved finding.
-fn log_resolution(r: &crate::resolve::Resolution) {
+fn log_resolution(r: &crate::app::resolve::Resolution) {
     let fields = json!({
         "finding_id": r.finding_id,
         "instance_id": r.instance_id,
@@ -834,7 +837,7 @@ async fn redeliver<A: Effects + Queue>(
     metrics: &mut Metrics,
 ) -> bool {
     let before = outbox.pending().len();
-    let (delivered, failures) = deliver::send(aws, &mut outbox, &crate::decide::rfc3339(now)).await;
+    let (delivered, failures) = deliver::send(aws, &mut outbox, &crate::core::decide::rfc3339(now)).await;
     metrics.delivery_failures += failures.len() as u64;
     let fields = json!({
         "message_id": id,
@@ -882,11 +885,15 @@ const FUTURE_SKEW: Duration = Duration::minutes(5);
 fn implausible_time(time: Option<DateTime<Utc>>, now: DateTime<Utc>, retention: Duration) -> Option<String> {
     let t = time?;
     if t > now + FUTURE_SKEW {
-        Some(format!("event time {} is in the future (now {})", crate::decide::rfc3339(t), crate::decide::rfc3339(now)))
+        Some(format!(
+            "event time {} is in the future (now {})",
+            crate::core::decide::rfc3339(t),
+            crate::core::decide::rfc3339(now)
+        ))
     } else if now - t > retention {
         Some(format!(
             "event time {} is older than the queue keeps messages ({} s): not a state change this queue received",
-            crate::decide::rfc3339(t),
+            crate::core::decide::rfc3339(t),
             retention.num_seconds()
         ))
     } else {
@@ -932,7 +939,7 @@ fn next_look(f: &Finding, settings: &Settings, now: DateTime<Utc>, first_receive
 /// caller could have got past. Such a finding is reported at the first look; the caller is
 /// added when its record appears, as an update of the same finding `Id`.
 fn settled_without_caller(f: &Finding) -> bool {
-    use crate::report::CauseCode as C;
+    use crate::core::report::CauseCode as C;
     !f.causes.is_empty()
         && f.causes
             .iter()
@@ -971,7 +978,7 @@ mod tests {
             security_hub: None,
             eventbridge: Some(deliver::BusEvent {
                 bus: "default".into(),
-                detail_type: crate::deliver::message::EVENT_DETAIL_TYPE.into(),
+                detail_type: crate::core::message::EVENT_DETAIL_TYPE.into(),
                 detail: r#"{"finding":{}}"#.into(),
                 resources: vec!["arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc".into()],
             }),
@@ -1001,7 +1008,7 @@ mod tests {
 
     #[test]
     fn events_and_strangers_are_told_apart_from_redeliveries() {
-        let event = include_str!("../events/stopped.json");
+        let event = include_str!("../../events/stopped.json");
         assert!(matches!(parse_message("m", Some(event)), Ok(Some(Work::Event(_, _)))));
         assert!(matches!(parse_message("m", Some(r#"{"detail-type":"Other"}"#)), Ok(None)));
         assert!(matches!(parse_message("m", Some("{not json")), Ok(None)));
@@ -1034,21 +1041,24 @@ mod look_tests {
     use super::*;
 
     fn finding(observed: &str, launch: bool, lookup_failed: bool) -> Finding {
-        let mut f = crate::decide::decide(&crate::facts::Facts {
-            instance: crate::facts::Instance {
+        let mut f = crate::core::decide::decide(&crate::core::facts::Facts {
+            instance: crate::core::facts::Instance {
                 id: "i-0abcd1234ef567890".into(),
                 account: "123456789012".into(),
                 partition: "aws".into(),
                 region: "eu-west-1".into(),
-                state: Some(crate::facts::EndState::Stopped),
+                state: Some(crate::core::facts::EndState::Stopped),
                 state_name: "stopped".into(),
                 state_reason: None,
                 attachments: vec![],
                 tags: vec![],
                 image_id: None,
             },
-            state: crate::facts::EndState::Stopped,
-            state_reason: crate::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
+            state: crate::core::facts::EndState::Stopped,
+            state_reason: crate::core::facts::StateReason {
+                code: "Client.InternalError".into(),
+                message: String::new(),
+            },
             observed_at: DateTime::parse_from_rfc3339(observed).unwrap().with_timezone(&Utc),
             volumes: vec![],
             keys: vec![],
@@ -1060,15 +1070,15 @@ mod look_tests {
             missing: vec![],
         });
         if launch {
-            f.launch = Some(crate::report::Launch {
-                api: crate::cloudtrail::LaunchApi::StartInstances,
+            f.launch = Some(crate::core::report::Launch {
+                api: crate::core::cloudtrail::LaunchApi::StartInstances,
                 event_id: "e".into(),
                 event_time: observed.into(),
-                caller: crate::cloudtrail::Caller::unknown(),
+                caller: crate::core::cloudtrail::Caller::unknown(),
             });
         }
         if lookup_failed {
-            f.missing_evidence.push(crate::facts::Missing {
+            f.missing_evidence.push(crate::core::facts::Missing {
                 call: "cloudtrail:LookupEvents".into(),
                 target: "i-0abcd1234ef567890".into(),
                 reason: "ThrottlingException: Rate exceeded".into(),
@@ -1115,18 +1125,20 @@ mod look_tests {
     fn only_a_key_state_settles_without_the_caller() {
         let mut f = finding("2026-11-30T12:00:00Z", false, false);
         assert!(!settled_without_caller(&f), "caller-unknown waits for CloudTrail");
-        let cause = |code| crate::report::Cause { code, key_arn: None, summary: String::new(), evidence: vec![] };
-        f.causes =
-            vec![cause(crate::report::CauseCode::KeyDisabled), cause(crate::report::CauseCode::KeyPendingImport)];
+        let cause = |code| crate::core::report::Cause { code, key_arn: None, summary: String::new(), evidence: vec![] };
+        f.causes = vec![
+            cause(crate::core::report::CauseCode::KeyDisabled),
+            cause(crate::core::report::CauseCode::KeyPendingImport),
+        ];
         assert!(settled_without_caller(&f));
-        f.causes.push(cause(crate::report::CauseCode::CallerLacksCreateGrant));
+        f.causes.push(cause(crate::core::report::CauseCode::CallerLacksCreateGrant));
         assert!(!settled_without_caller(&f), "a permission cause depends on who launched");
     }
 
     #[test]
     fn a_deferred_event_reads_back_with_its_snapshot() {
         let f = finding("2026-11-30T12:00:00Z", false, false);
-        let event: Value = serde_json::from_str(include_str!("../events/stopped.json")).unwrap();
+        let event: Value = serde_json::from_str(include_str!("../../events/stopped.json")).unwrap();
         let d = Deferred {
             format: DEFERRED_FORMAT.into(),
             event,

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::facts::EndState;
-use crate::report::Skipped;
+use crate::core::facts::EndState;
+use crate::core::report::Skipped;
 
 pub const SOURCE: &str = "aws.ec2";
 pub const DETAIL_TYPE: &str = "EC2 Instance State-change Notification";
@@ -146,7 +146,7 @@ pub fn classify(event: &Value) -> Result<Change, Skipped> {
         ));
     }
     let region = parsed.region.filter(|r| is_region(r));
-    let account = parsed.account.filter(|a| crate::arn::is_account_id(a));
+    let account = parsed.account.filter(|a| crate::core::arn::is_account_id(a));
     if detail.state == "running" {
         return Ok(Change::Running(Running { instance_id: detail.instance_id, region, account, time: parsed.time }));
     }

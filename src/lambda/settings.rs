@@ -4,9 +4,9 @@
 
 use chrono::Duration;
 
-use crate::deliver::Sinks;
-use crate::gather::Options;
-use crate::remediate::{patterns, Guardrails, Mode, DEFAULT_TAG_KEY};
+use crate::app::deliver::Sinks;
+use crate::app::gather::Options;
+use crate::app::remediate::{patterns, Guardrails, Mode, DEFAULT_TAG_KEY};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -156,7 +156,7 @@ fn role_name(name: &str) -> Result<Option<String>, String> {
 fn principals(name: &str) -> Result<Vec<String>, String> {
     let list = patterns(&var(name).unwrap_or_default());
     for p in &list {
-        crate::preflight::caller_for(p).map_err(|e| format!("{name}: {e}"))?;
+        crate::app::preflight::caller_for(p).map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(list)
 }
