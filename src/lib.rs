@@ -25,6 +25,7 @@ mod cli;
 mod core;
 mod lambda;
 mod ports;
+mod settings;
 
 pub use crate::core::{arn, cloudtrail, decide, event, facts, fixes, message, policy, report};
 pub use cli::main as cli_main;

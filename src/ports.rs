@@ -264,7 +264,7 @@ pub trait Effects: Sync {
     fn put_events(
         &self,
         region: &str,
-        entries: &[crate::app::deliver::BusEvent],
+        entries: &[crate::core::outbox::BusEvent],
     ) -> impl Future<Output = Result<Vec<Result<String, String>>, CallError>> + Send;
 }
 

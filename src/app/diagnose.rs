@@ -4,10 +4,11 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::app::deliver::{deliver, Outbox, Sinks};
+use crate::app::deliver::deliver;
 use crate::app::gather::{self, Options, Target};
 use crate::app::remediate::{remediate, Guardrails};
 use crate::core::event;
+use crate::core::outbox::{Outbox, Sinks};
 use crate::core::report::{Finding, Report};
 use crate::ports::{CallError, Cloud, Effects, IamWrites};
 
@@ -104,7 +105,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
         let outcome = crate::app::resolve::resolve(aws, &plan.sinks, &running, default_region, Utc::now()).await;
         for r in outcome.resolved {
             let mut delivered =
-                crate::app::deliver::Delivered { security_hub: Some("archived".to_owned()), ..Default::default() };
+                crate::core::report::Delivered { security_hub: Some("archived".to_owned()), ..Default::default() };
             // What the notices reached: a sink still in the outbox was not.
             if r.unsent.sns.is_none() && plan.sinks.topic_arn.is_some() {
                 delivered.sns = Some("sent".to_owned());

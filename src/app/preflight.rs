@@ -462,7 +462,7 @@ pub async fn run<C: Cloud + crate::ports::IamWrites>(
 /// `Id` of its own (a preflight warning never overwrites, nor is archived with, the finding of
 /// a real failure), titled as a warning, typed as a configuration check, and for a group,
 /// about the group.
-pub fn outbox(s: &Supposition, sinks: &crate::app::deliver::Sinks, now: &str) -> crate::app::deliver::Outbox {
+pub fn outbox(s: &Supposition, sinks: &crate::core::outbox::Sinks, now: &str) -> crate::core::outbox::Outbox {
     use crate::core::message;
     let mut f = s.finding.clone();
     f.id = format!("{}-preflight", f.id);
@@ -472,7 +472,7 @@ pub fn outbox(s: &Supposition, sinks: &crate::app::deliver::Sinks, now: &str) ->
     };
     let code = message::primary(&f);
     let headline = format!("Preflight: {target} will fail to launch ({}) as {}", code.as_str(), s.principal_arn);
-    let mut o = crate::app::deliver::Outbox::render(&f, sinks, now);
+    let mut o = crate::core::outbox::Outbox::render(&f, sinks, now);
     if let Some(sns) = &mut o.sns {
         sns.subject = message::ascii(&format!("Preflight: {target} will fail to launch ({})", code.as_str()), 99);
         sns.body =

@@ -19,13 +19,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tracing::{info_span, Instrument};
 
-use crate::app::deliver::{BusEvent, Outbox, Sinks, SnsMessage};
 use crate::core::event::Running;
-use crate::core::message::{self, Asff, AsffCompliance};
+use crate::core::message::{self, Asff, AsffCompliance, GENERATOR_PREFIX};
+use crate::core::outbox::{BusEvent, Outbox, Sinks, SnsMessage};
 use crate::ports::{CallError, Effects};
-
-/// Every finding this tool writes has a `GeneratorId` under this prefix.
-pub const GENERATOR_PREFIX: &str = "kms-launch-doctor/";
 
 /// GetFindings takes at most 20 values per filter attribute; BatchImportFindings 100 findings.
 const RESOURCE_IDS_PER_CALL: usize = 20;

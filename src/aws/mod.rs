@@ -1468,7 +1468,7 @@ impl crate::ports::Effects for AwsCloud {
         let filters = AwsSecurityFindingFilters::builder()
             .set_resource_id(Some(resource_ids.iter().map(|id| filter(id, StringFilterComparison::Equals)).collect()))
             .product_arn(filter(product_arn, StringFilterComparison::Equals))
-            .generator_id(filter(crate::app::resolve::GENERATOR_PREFIX, StringFilterComparison::Prefix))
+            .generator_id(filter(crate::core::message::GENERATOR_PREFIX, StringFilterComparison::Prefix))
             .record_state(filter("ACTIVE", StringFilterComparison::Equals))
             .build();
         let mut out = Vec::new();
@@ -1508,7 +1508,7 @@ impl crate::ports::Effects for AwsCloud {
     async fn put_events(
         &self,
         region: &str,
-        entries: &[crate::app::deliver::BusEvent],
+        entries: &[crate::core::outbox::BusEvent],
     ) -> Result<Vec<Result<String, String>>, CallError> {
         use aws_sdk_eventbridge::types::PutEventsRequestEntry;
         let request: Vec<PutEventsRequestEntry> = entries

@@ -15,16 +15,16 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::deliver::Sinks;
 use crate::app::gather::{self, Options, Target};
 use crate::app::remediate::{Guardrails, Mode};
 use crate::app::{act, handle_events, Plan};
 use crate::aws::{check_profile, load, AwsCloud, Source};
 use crate::cli::term::ColorChoice;
+use crate::core::outbox::Sinks;
 use crate::core::render;
 use crate::core::report::{RemediationStatus, Report, Skipped};
-use crate::lambda::settings::{parse_duration, Settings};
 use crate::ports::{CallError, Cloud};
+use crate::settings::{parse_duration, Settings};
 
 /// The exit codes, as `--help` and README state them.
 macro_rules! exit_codes {

@@ -224,7 +224,7 @@ pub struct Facts {
     /// Where each key of the launch came from (the attached volumes, or for an instance that
     /// no longer shows them, the launch request, its template, the AMI, the EBS default key
     /// or CloudTrail).
-    pub key_sources: Vec<(KeyArn, crate::core::report::KeySource)>,
+    pub key_sources: Vec<(KeyArn, KeySource)>,
     pub missing: Vec<Missing>,
 }
 
@@ -235,4 +235,18 @@ impl Facts {
     pub fn caller(&self) -> Option<&Caller> {
         self.launch.as_ref().map(|r| &r.caller)
     }
+}
+
+/// Where a key of the launch came from, most direct first: the attached volume, the
+/// RunInstances request, its launch template, the AMI's snapshots, the account's EBS default
+/// key, or KMS calls EC2 made for the launch (CloudTrail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    Volume,
+    RunInstancesRequest,
+    LaunchTemplate,
+    AmiSnapshot,
+    EbsDefault,
+    Cloudtrail,
 }

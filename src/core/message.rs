@@ -11,6 +11,8 @@ use crate::core::cloudtrail::PrincipalKind;
 use crate::core::report::{CauseCode, Evidence, Finding};
 
 pub const KNOWLEDGE_CENTER_URL: &str = "https://repost.aws/knowledge-center/kms-iam-ec2-permission";
+/// Every finding this tool writes has a `GeneratorId` under this prefix.
+pub const GENERATOR_PREFIX: &str = "kms-launch-doctor/";
 pub const EVENT_SOURCE: &str = "kms-launch-doctor";
 pub const EVENT_DETAIL_TYPE: &str = "EC2 Launch Failure Diagnosed";
 /// An instance with an open finding reached `running`: the finding is resolved.

@@ -10,6 +10,7 @@ pub mod event;
 pub mod facts;
 pub mod fixes;
 pub mod message;
+pub mod outbox;
 pub mod policy;
 pub mod render;
 pub mod report;

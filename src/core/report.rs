@@ -40,7 +40,7 @@ pub struct Resolved {
     /// RFC 3339: when the instance was seen running.
     pub resolved_at: String,
     /// Which sinks were told (Security Hub: the archive).
-    pub delivered: crate::app::deliver::Delivered,
+    pub delivered: Delivered,
 }
 
 /// What a scan covered: the regions searched, the accounts the failures belong to, the window
@@ -105,7 +105,7 @@ pub struct Finding {
     /// (additive to finding/1): a `caller-unknown` says where nothing was found.
     pub cloudtrail_window: Option<Window>,
     /// Which sinks the finding reached (additive to finding/1).
-    pub delivered: crate::app::deliver::Delivered,
+    pub delivered: Delivered,
     /// RFC 3339: when the finding was decided. Sinks date it by this, not by when it was sent,
     /// so a late or repeated delivery never passes for news (additive to finding/1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -309,19 +309,7 @@ pub enum Evidence {
     },
 }
 
-/// Where a key of the launch came from, most direct first: the attached volume, the
-/// RunInstances request, its launch template, the AMI's snapshots, the account's EBS default
-/// key, or KMS calls EC2 made for the launch (CloudTrail).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeySource {
-    Volume,
-    RunInstancesRequest,
-    LaunchTemplate,
-    AmiSnapshot,
-    EbsDefault,
-    Cloudtrail,
-}
+pub use crate::core::facts::KeySource;
 
 /// The fixes a person (or, later, the opt-in remediation) can apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -414,4 +402,16 @@ pub struct Remediation {
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+}
+
+/// Which sinks a finding reached: the SNS message id, `ok` for Security Hub, the EventBridge
+/// event id. A sink that was off or failed is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Delivered {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_hub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eventbridge: Option<String>,
 }

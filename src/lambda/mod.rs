@@ -23,8 +23,6 @@
 //!
 //! Logs are JSON lines on stdout (CloudWatch Logs), one per finding, with stable field names.
 
-pub mod settings;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -35,14 +33,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{info_span, Instrument};
 
-use crate::app::deliver::{self, Outbox};
+use crate::app::deliver;
 use crate::app::gather::{self, Options, Target};
 use crate::app::{handle_events, Plan};
 use crate::aws::{load_config, AwsCloud};
 use crate::core::event::Trigger;
+use crate::core::outbox::Outbox;
 use crate::core::report::Finding;
-use crate::lambda::settings::Settings;
 use crate::ports::{CallError, Cloud, Effects, FailureKind, IamWrites, Queue};
+use crate::settings::Settings;
 
 pub async fn run() -> Result<(), Error> {
     let settings = Settings::from_env().map_err(|e| format!("configuration: {e}"))?;
@@ -56,7 +55,7 @@ pub async fn run() -> Result<(), Error> {
         // Hub topology: every finding is delivered in the hub's account and region.
         let account = cloud.own_account().await.map_err(|e| format!("hub topology: the hub's account: {e}"))?;
         let home_region = region.clone().ok_or("hub topology: no region configured")?;
-        plan.sinks.home = Some(crate::app::deliver::Home { account, region: home_region });
+        plan.sinks.home = Some(crate::core::outbox::Home { account, region: home_region });
     }
     tracing::info!(cloudtrail_calls_per_second = settings.cloudtrail_rate, remediation = ?plan.guardrails.mode, sns = plan.sinks.topic_arn.is_some(), security_hub = plan.sinks.security_hub, eventbridge = plan.sinks.event_bus.is_some(), "configured");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
@@ -976,7 +975,7 @@ mod tests {
             region: "eu-west-1".into(),
             sns: None,
             security_hub: None,
-            eventbridge: Some(deliver::BusEvent {
+            eventbridge: Some(crate::core::outbox::BusEvent {
                 bus: "default".into(),
                 detail_type: crate::core::message::EVENT_DETAIL_TYPE.into(),
                 detail: r#"{"finding":{}}"#.into(),

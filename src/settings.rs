@@ -4,9 +4,9 @@
 
 use chrono::Duration;
 
-use crate::app::deliver::Sinks;
 use crate::app::gather::Options;
 use crate::app::remediate::{patterns, Guardrails, Mode, DEFAULT_TAG_KEY};
+use crate::core::outbox::Sinks;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
