@@ -5,8 +5,9 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::app::deliver::deliver;
-use crate::app::gather::{self, Options, Target};
+use crate::app::gather::{self, Evidence, Options, Target};
 use crate::app::remediate::{remediate, Guardrails};
+use crate::core::decide::decide;
 use crate::core::event;
 use crate::core::outbox::{Outbox, Sinks};
 use crate::core::report::{Finding, Report};
@@ -18,6 +19,52 @@ pub struct Plan {
     pub options: Options,
     pub sinks: Sinks,
     pub guardrails: Guardrails,
+}
+
+/// Diagnoses `targets` in one region: gathers their evidence, then decides. Only a failed
+/// DescribeInstances is an error.
+pub async fn diagnose<C: Cloud>(
+    cloud: &C,
+    region: &str,
+    targets: &[Target],
+    opts: &Options,
+) -> Result<Report, CallError> {
+    let mut evidence = gather::launches(cloud, region, targets, opts).await?;
+    let skipped = std::mem::take(&mut evidence.skipped);
+    Ok(Report { findings: conclude(evidence), skipped, ..Report::default() })
+}
+
+/// Every failed launch in a region (server-side filters), diagnosed together, CloudTrail
+/// searched over the `since` window before `now`.
+pub async fn scan_region<C: Cloud>(
+    cloud: &C,
+    region: &str,
+    since: chrono::Duration,
+    now: chrono::DateTime<Utc>,
+    opts: &Options,
+) -> Result<Vec<Finding>, CallError> {
+    Ok(conclude(gather::region(cloud, region, since, now, opts).await?))
+}
+
+/// Decides each launch's facts. The moment of decision dates the findings: sinks date a
+/// finding by it, never by when it is sent.
+pub fn conclude(evidence: Evidence) -> Vec<Finding> {
+    // Milliseconds: Security Hub ignores an update not dated after what it holds, and two
+    // decisions on one failure (the first look, then the caller) can fall in one second.
+    let decided = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let Evidence { launches, aliases, .. } = evidence;
+    launches
+        .into_iter()
+        .map(|(facts, window)| {
+            let mut finding = decide(&facts);
+            for k in &mut finding.keys {
+                k.aliases = aliases.get(&k.arn).cloned().unwrap_or_default();
+            }
+            finding.cloudtrail_window = window;
+            finding.decided_at = Some(decided.clone());
+            finding
+        })
+        .collect()
 }
 
 /// Remediates (per the guardrails) and delivers (per the sinks) one finding. Returns the
@@ -78,7 +125,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
     for (region, instances) in by_region {
         let targets: Vec<Target> =
             instances.into_iter().map(|(instance_id, observed_at)| Target::new(instance_id, observed_at)).collect();
-        match gather::diagnose(aws, &region, &targets, &plan.options).await {
+        match diagnose(aws, &region, &targets, &plan.options).await {
             Ok(r) => report.merge(r),
             Err(e) => {
                 report.skipped.push(crate::core::report::Skipped {

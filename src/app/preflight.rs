@@ -242,7 +242,9 @@ pub async fn region<C: Cloud>(
         });
     }
     let meta: Vec<(String, Option<Group>)> = launches.iter().map(|(_, p, g)| (p.clone(), g.clone())).collect();
-    let findings = gather::suppose(cloud, launches.into_iter().map(|(l, _, _)| l).collect(), now, opts).await;
+    let findings = crate::app::diagnose::conclude(
+        gather::suppose(cloud, launches.into_iter().map(|(l, _, _)| l).collect(), now, opts).await,
+    );
     Ok((
         findings
             .into_iter()

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use futures_util::stream::{self, StreamExt};
 
-use crate::app::gather::{scan_region, Options};
+use crate::app::diagnose::scan_region;
+use crate::app::gather::Options;
 use crate::core::decide::rfc3339;
 use crate::core::report::{Finding, RemediationStatus, Report, ScanSummary, Skipped, Window};
 use crate::core::text::{clean, display_width, pad, truncate};

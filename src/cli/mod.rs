@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::gather::{self, Options, Target};
+use crate::app::gather::{Options, Target};
 use crate::app::remediate::{Guardrails, Mode};
 use crate::app::{act, handle_events, Plan};
 use crate::aws::{check_profile, load, AwsCloud, Source};
@@ -648,7 +648,7 @@ pub async fn main() -> ExitCode {
             let mut report = if single {
                 let region = regions.first().cloned().unwrap_or_default();
                 let targets: Vec<Target> = instance_ids.iter().map(|id| Target::new(id.clone(), now)).collect();
-                match gather::diagnose(&cloud, &region, &targets, &plan.options).await {
+                match crate::app::diagnose::diagnose(&cloud, &region, &targets, &plan.options).await {
                     Ok(r) => r,
                     Err(e) => {
                         err.error(&e.to_string());
@@ -961,7 +961,7 @@ async fn diagnose_everywhere(
                     .map(|id| Target::new(id.clone(), now))
                     .collect();
                 located.extend(ids.iter().filter(|id| here.contains(id)));
-                match gather::diagnose(cloud, &region, &targets, opts).await {
+                match crate::app::diagnose::diagnose(cloud, &region, &targets, opts).await {
                     Ok(r) => report.merge(r),
                     Err(e) => {
                         report.skipped.push(Skipped {

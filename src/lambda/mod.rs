@@ -437,7 +437,7 @@ async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
                         return (place.clone(), None);
                     }
                 };
-                match gather::diagnose(member.as_ref().unwrap_or(aws), r, targets, options).await {
+                match crate::app::diagnose::diagnose(member.as_ref().unwrap_or(aws), r, targets, options).await {
                     Ok(report) => {
                         for s in &report.skipped {
                             tracing::info!(reason = %s.reason, instance_id = ?s.instance_id, "instance skipped");
