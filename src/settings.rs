@@ -84,21 +84,30 @@ fn rate(name: &str, default: f64) -> Result<f64, String> {
 }
 
 pub fn flag(name: &str) -> Result<bool, String> {
-    match var(name).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(v) if ["on", "true", "yes", "1"].contains(&v.as_str()) => Ok(true),
-        Some(v) if ["off", "false", "no", "0"].contains(&v.as_str()) => Ok(false),
-        Some(v) => Err(format!("{name}={v:?}: expected on or off")),
+    var(name).map_or(Ok(false), |v| switch(&v).map_err(|e| format!("{name}={e}")))
+}
+
+/// `on` or `off` (or true/false, yes/no, 1/0, any case; empty is off): one spelling for a flag
+/// (`--security-hub on`) and its environment variable (`SECURITY_HUB=on`) alike.
+pub fn switch(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" | "" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
     }
+}
+
+/// `off`, `dry-run` or `apply` (any case; `dryrun` too; empty is off): one spelling for
+/// `--remediate` and `REMEDIATION_MODE` alike.
+pub fn mode(s: &str) -> Result<Mode, String> {
+    Mode::parse(s).ok_or_else(|| format!("{:?}: expected off, dry-run or apply", s.trim()))
 }
 
 impl Settings {
     pub fn from_env() -> Result<Self, String> {
         let mode = match var("REMEDIATION_MODE") {
             None => Mode::Off,
-            Some(v) => {
-                Mode::parse(&v).ok_or_else(|| format!("REMEDIATION_MODE={v:?}: expected off, dry-run or apply"))?
-            }
+            Some(v) => mode(&v).map_err(|e| format!("REMEDIATION_MODE={e}"))?,
         };
         Ok(Self {
             lookback: minutes("CLOUDTRAIL_LOOKBACK_MINUTES", 60, 60 * 24 * 90)?,

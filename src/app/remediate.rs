@@ -21,7 +21,7 @@ use crate::core::policy::glob;
 use crate::core::report::{CauseCode, Finding, Remediation, RemediationAction, RemediationStatus, Restart};
 use crate::ports::{Cloud, IamWrites, Principal, SimulationRequest};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     #[default]
     Off,
