@@ -24,6 +24,8 @@ mod aws;
 mod cli;
 mod core;
 mod lambda;
+#[cfg(test)]
+mod memory;
 mod ports;
 mod settings;
 

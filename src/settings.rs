@@ -43,48 +43,62 @@ pub struct Settings {
     pub spoke_role_name: Option<String>,
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+/// Where the settings are read from: the process's environment, or a test's map.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
-fn minutes(name: &str, default: i64, max: i64) -> Result<Duration, String> {
-    match var(name) {
-        None => Ok(Duration::minutes(default)),
-        Some(v) => match v.parse::<i64>() {
-            Ok(m) if (1..=max).contains(&m) => Ok(Duration::minutes(m)),
-            _ => Err(format!("{name}={v:?}: expected whole minutes from 1 to {max}")),
-        },
+impl Env<'_> {
+    /// The variable's value, trimmed; unset and empty are the same.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
-}
 
-/// Whole seconds from 0 to `max` (SQS delays go up to 900).
-fn seconds(name: &str, default: i32, max: i32) -> Result<i32, String> {
-    seconds_in(name, default, 0, max)
-}
-
-fn seconds_in(name: &str, default: i32, min: i32, max: i32) -> Result<i32, String> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => match v.parse::<i32>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(format!("{name}={v:?}: expected whole seconds from {min} to {max}")),
-        },
+    /// A number from `min` to `max` (`what`: its unit, for the error), else `default`.
+    fn number<T>(&self, name: &str, default: T, min: T, max: T, what: &str) -> Result<T, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        match self.var(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<T>() {
+                Ok(n) if min <= n && n <= max => Ok(n),
+                _ => Err(format!("{name}={v:?}: expected {what} from {min} to {max}")),
+            },
+        }
     }
-}
 
-/// Calls per second, from 0.1 to CloudTrail's own 2.
-fn rate(name: &str, default: f64) -> Result<f64, String> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => match v.parse::<f64>() {
-            Ok(r) if (0.1..=2.0).contains(&r) => Ok(r),
-            _ => Err(format!("{name}={v:?}: expected calls per second from 0.1 to 2")),
-        },
+    fn minutes(&self, name: &str, default: i64, max: i64) -> Result<Duration, String> {
+        self.number(name, default, 1, max, "whole minutes").map(Duration::minutes)
     }
-}
 
-pub fn flag(name: &str) -> Result<bool, String> {
-    var(name).map_or(Ok(false), |v| switch(&v).map_err(|e| format!("{name}={e}")))
+    fn flag(&self, name: &str) -> Result<bool, String> {
+        self.var(name).map_or(Ok(false), |v| switch(&v).map_err(|e| format!("{name}={e}")))
+    }
+
+    /// An IAM role name: 1 to 64 of letters, digits and `+=,.@_-` (IAM's rule), and room for
+    /// the `-remediation` suffix.
+    fn role_name(&self, name: &str) -> Result<Option<String>, String> {
+        match self.var(name) {
+            None => Ok(None),
+            Some(v)
+                if (1..=52).contains(&v.len())
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)) =>
+            {
+                Ok(Some(v))
+            }
+            Some(v) => Err(format!("{name}={v:?}: expected an IAM role name (at most 52 of A-Z a-z 0-9 +=,.@_-)")),
+        }
+    }
+
+    /// Comma-separated principal ARNs, each one preflight can suppose a launch by.
+    fn principals(&self, name: &str) -> Result<Vec<String>, String> {
+        let list = patterns(&self.var(name).unwrap_or_default());
+        for p in &list {
+            crate::app::preflight::caller_for(p).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(list)
+    }
 }
 
 /// `on` or `off` (or true/false, yes/no, 1/0, any case; empty is off): one spelling for a flag
@@ -105,69 +119,63 @@ pub fn mode(s: &str) -> Result<Mode, String> {
 
 impl Settings {
     pub fn from_env() -> Result<Self, String> {
-        let mode = match var("REMEDIATION_MODE") {
+        Self::from_vars(&|name| std::env::var(name).ok())
+    }
+
+    /// The settings from `lookup` (a variable's value by name): the environment, or a test's.
+    pub fn from_vars(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let env = Env { lookup };
+        let mode = match env.var("REMEDIATION_MODE") {
             None => Mode::Off,
             Some(v) => mode(&v).map_err(|e| format!("REMEDIATION_MODE={e}"))?,
         };
         Ok(Self {
-            lookback: minutes("CLOUDTRAIL_LOOKBACK_MINUTES", 60, 60 * 24 * 90)?,
-            cloudtrail_wait: minutes("CLOUDTRAIL_WAIT_MINUTES", 20, 24 * 60)?,
+            lookback: env.minutes("CLOUDTRAIL_LOOKBACK_MINUTES", 60, 60 * 24 * 90)?,
+            cloudtrail_wait: env.minutes("CLOUDTRAIL_WAIT_MINUTES", 20, 24 * 60)?,
             sinks: Sinks {
-                topic_arn: var("FINDINGS_TOPIC_ARN"),
-                security_hub: flag("SECURITY_HUB")?,
-                event_bus: var("FINDINGS_EVENT_BUS"),
+                topic_arn: env.var("FINDINGS_TOPIC_ARN"),
+                security_hub: env.flag("SECURITY_HUB")?,
+                event_bus: env.var("FINDINGS_EVENT_BUS"),
                 home: None,
             },
             guardrails: Guardrails {
                 mode,
-                tag_key: var("REMEDIATION_TAG_KEY").unwrap_or_else(|| DEFAULT_TAG_KEY.to_owned()),
-                allowed_principals: var("REMEDIATION_ALLOWED_PRINCIPALS").map(|v| patterns(&v)).unwrap_or_default(),
-                allowed_keys: var("REMEDIATION_ALLOWED_KEYS").map(|v| patterns(&v)).unwrap_or_default(),
-                restart: flag("RESTART_AFTER_REMEDIATION")?,
+                tag_key: env.var("REMEDIATION_TAG_KEY").unwrap_or_else(|| DEFAULT_TAG_KEY.to_owned()),
+                allowed_principals: env.var("REMEDIATION_ALLOWED_PRINCIPALS").map(|v| patterns(&v)).unwrap_or_default(),
+                allowed_keys: env.var("REMEDIATION_ALLOWED_KEYS").map(|v| patterns(&v)).unwrap_or_default(),
+                restart: env.flag("RESTART_AFTER_REMEDIATION")?,
             },
-            events_queue_url: var("EVENTS_QUEUE_URL"),
-            redelivery_delay: seconds("KLD_REDELIVERY_DELAY_SECONDS", 60, 900)?,
-            deadline_margin: std::time::Duration::from_secs(
-                u64::try_from(seconds_in("DEADLINE_MARGIN_SECONDS", 10, 1, 300)?).unwrap_or(10),
-            ),
-            queue_retention: Duration::seconds(i64::from(seconds_in(
+            events_queue_url: env.var("EVENTS_QUEUE_URL"),
+            redelivery_delay: env.number("KLD_REDELIVERY_DELAY_SECONDS", 60, 0, 900, "whole seconds")?,
+            deadline_margin: std::time::Duration::from_secs(env.number(
+                "DEADLINE_MARGIN_SECONDS",
+                10,
+                1,
+                300,
+                "whole seconds",
+            )?),
+            queue_retention: Duration::seconds(env.number(
                 "EVENTS_QUEUE_RETENTION_SECONDS",
                 345_600,
                 60,
                 1_209_600,
-            )?)),
-            cloudtrail_rate: rate("CLOUDTRAIL_CALLS_PER_SECOND", crate::aws::TRAIL_RATE)?,
-            preflight_principals: principals("PREFLIGHT_PRINCIPALS")?,
-            spoke_role_name: role_name("SPOKE_ROLE_NAME")?,
+                "whole seconds",
+            )?),
+            cloudtrail_rate: env.number(
+                "CLOUDTRAIL_CALLS_PER_SECOND",
+                crate::aws::TRAIL_RATE,
+                0.1,
+                2.0,
+                "calls per second",
+            )?,
+            preflight_principals: env.principals("PREFLIGHT_PRINCIPALS")?,
+            spoke_role_name: env.role_name("SPOKE_ROLE_NAME")?,
         })
     }
 
     pub fn options(&self) -> Options {
         Options { lookback: self.lookback, ..Options::default() }
     }
-}
-
-/// An IAM role name: 1 to 64 of letters, digits and `+=,.@_-` (IAM's rule), and room for the
-/// `-remediation` suffix.
-fn role_name(name: &str) -> Result<Option<String>, String> {
-    match var(name) {
-        None => Ok(None),
-        Some(v)
-            if (1..=52).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)) =>
-        {
-            Ok(Some(v))
-        }
-        Some(v) => Err(format!("{name}={v:?}: expected an IAM role name (at most 52 of A-Z a-z 0-9 +=,.@_-)")),
-    }
-}
-
-/// Comma-separated principal ARNs, each one preflight can suppose a launch by.
-fn principals(name: &str) -> Result<Vec<String>, String> {
-    let list = patterns(&var(name).unwrap_or_default());
-    for p in &list {
-        crate::app::preflight::caller_for(p).map_err(|e| format!("{name}: {e}"))?;
-    }
-    Ok(list)
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (CloudTrail keeps 90 days).

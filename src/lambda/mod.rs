@@ -24,6 +24,8 @@
 //! Logs are JSON lines on stdout (CloudWatch Logs), one per finding, with stable field names.
 
 mod batch;
+#[cfg(test)]
+mod batch_tests;
 mod log;
 #[cfg(test)]
 mod look_tests;

@@ -14,6 +14,8 @@ mod gaps;
 mod keys;
 mod principals;
 mod suppose;
+#[cfg(test)]
+mod tests;
 mod trail;
 mod volumes;
 
