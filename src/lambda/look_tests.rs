@@ -1,4 +1,3 @@
-#![cfg(test)]
 //! The look schedule.
 
 use super::*;

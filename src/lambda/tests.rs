@@ -1,4 +1,3 @@
-#![cfg(test)]
 //! In-process tests of the batch's pure parts.
 
 use super::*;

@@ -60,6 +60,9 @@ pub struct World {
     /// (principal ARN, action) pairs IAM's simulator allows (on any resource), besides what an
     /// inline policy this tool wrote allows.
     pub allowed: BTreeSet<(String, String)>,
+    /// (principal ARN, action) pairs a Deny outside the principal's inline policies refuses
+    /// (an SCP, a boundary): it wins over any Allow.
+    pub denied: BTreeSet<(String, String)>,
     pub boundaries: BTreeMap<String, String>,
     /// Tags and inline policies by principal name.
     pub principal_tags: BTreeMap<String, Vec<(String, String)>>,

@@ -133,13 +133,19 @@ impl Cloud for Memory {
         let mut out = Vec::new();
         for action in &request.actions {
             for resource in &request.resources {
-                let allowed = world.allowed.contains(&(request.principal_arn.clone(), action.clone()))
-                    || policy_allows(&world, &request.principal_arn, action, resource);
+                let pair = (request.principal_arn.clone(), action.clone());
+                let denied = world.denied.contains(&pair);
+                let allowed =
+                    world.allowed.contains(&pair) || policy_allows(&world, &request.principal_arn, action, resource);
                 out.push(Simulation {
                     principal_arn: request.principal_arn.clone(),
                     action: action.clone(),
                     resource: resource.clone(),
-                    decision: if allowed { Decision::Allowed } else { Decision::ImplicitDeny },
+                    decision: match (denied, allowed) {
+                        (true, _) => Decision::ExplicitDeny,
+                        (false, true) => Decision::Allowed,
+                        (false, false) => Decision::ImplicitDeny,
+                    },
                     matched_statements: Vec::new(),
                     allowed_by_boundary: None,
                     allowed_by_organizations: None,
