@@ -275,14 +275,6 @@ pub enum Principal {
     Role(String),
 }
 
-impl Principal {
-    pub fn name(&self) -> &str {
-        match self {
-            Self::User(n) | Self::Role(n) => n,
-        }
-    }
-}
-
 /// IAM and EC2 writes for opt-in remediation. Only inline policies, only by name.
 pub trait IamWrites: Sync {
     fn principal_tags(

@@ -108,12 +108,10 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
             }
         };
         let Some(region) = trigger.region.clone().or_else(|| default_region.map(str::to_owned)) else {
-            report.skipped.push(crate::core::report::Skipped {
-                instance_id: Some(trigger.instance_id),
-                region: None,
-                reason: "the event names no region and none is configured".to_owned(),
-                account: None,
-            });
+            report.skipped.push(crate::core::report::Skipped::instance(
+                trigger.instance_id,
+                "the event names no region and none is configured".to_owned(),
+            ));
             continue;
         };
         let time = trigger.time.unwrap_or_else(Utc::now);
@@ -128,12 +126,7 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
         match diagnose(aws, &region, &targets, &plan.options).await {
             Ok(r) => report.merge(r),
             Err(e) => {
-                report.skipped.push(crate::core::report::Skipped {
-                    instance_id: None,
-                    region: Some(region.clone()),
-                    reason: e.to_string(),
-                    account: None,
-                });
+                report.skipped.push(crate::core::report::Skipped::region(region.clone(), e.to_string()));
                 errors.push(e);
             }
         }
@@ -141,11 +134,11 @@ pub async fn handle_events<A: Cloud + Effects + IamWrites>(
     let mut failures = Vec::new();
     if !plan.sinks.security_hub {
         // Open findings are kept in Security Hub: without it, none is known to resolve.
-        report.skipped.extend(running.drain(..).map(|r| crate::core::report::Skipped {
-            instance_id: Some(r.instance_id),
-            region: None,
-            reason: "state \"running\" resolves open findings, which are kept in Security Hub: it is off".to_owned(),
-            account: None,
+        report.skipped.extend(running.drain(..).map(|r| {
+            crate::core::report::Skipped::instance(
+                r.instance_id,
+                "state \"running\" resolves open findings, which are kept in Security Hub: it is off",
+            )
         }));
     }
     if !running.is_empty() {

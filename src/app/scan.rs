@@ -88,12 +88,7 @@ pub async fn scan<C: Cloud>(
                 searched.push(region);
                 report.findings.extend(findings);
             }
-            Err(e) => report.skipped.push(Skipped {
-                instance_id: None,
-                region: Some(region),
-                reason: e.to_string(),
-                account: None,
-            }),
+            Err(e) => report.skipped.push(Skipped::region(region, e.to_string())),
         }
     }
     let mut by_cause = BTreeMap::new();
@@ -185,12 +180,7 @@ pub async fn scan_members<C: Cloud>(
     for m in members {
         match (&m.cloud, &m.regions) {
             (Ok(cloud), Ok(regions)) => pairs.extend(regions.iter().map(|r| (m.account.as_str(), cloud, r.clone()))),
-            (Err(why), _) | (_, Err(why)) => report.skipped.push(Skipped {
-                instance_id: None,
-                region: None,
-                reason: why.clone(),
-                account: Some(m.account.clone()),
-            }),
+            (Err(why), _) | (_, Err(why)) => report.skipped.push(Skipped::account(m.account.clone(), why.clone())),
         }
     }
     let results: Vec<(String, String, Result<Vec<Finding>, crate::ports::CallError>)> =
@@ -214,12 +204,7 @@ pub async fn scan_members<C: Cloud>(
                 searched.insert(region);
                 report.findings.extend(findings);
             }
-            Err(e) => report.skipped.push(Skipped {
-                instance_id: None,
-                region: Some(region),
-                reason: e.to_string(),
-                account: Some(account),
-            }),
+            Err(e) => report.skipped.push(Skipped::region(region, e.to_string()).in_account(account)),
         }
     }
     let mut by_cause = BTreeMap::new();

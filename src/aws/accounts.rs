@@ -79,31 +79,25 @@ impl AwsCloud {
                 .interceptor(EndpointRecorder)
                 .build(),
         );
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = org
-                .list_accounts()
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| call_error("organizations:ListAccounts", e))?;
-            for a in resp.accounts() {
-                // `State` replaces the deprecated `Status`; either says ACTIVE.
-                let active = match (a.state(), a.status()) {
-                    (Some(s), _) => s.as_str() == "ACTIVE",
-                    (None, Some(s)) => s.as_str() == "ACTIVE",
-                    (None, None) => false,
-                };
-                if let (true, Some(id)) = (active, a.id()) {
-                    out.push(id.to_owned());
-                }
+        all_pages(|token| {
+            let request = org.list_accounts().set_next_token(token);
+            async move {
+                let resp = request.send().await.map_err(|e| call_error("organizations:ListAccounts", e))?;
+                let active = resp
+                    .accounts()
+                    .iter()
+                    // `State` replaces the deprecated `Status`; either says ACTIVE.
+                    .filter(|a| match (a.state(), a.status()) {
+                        (Some(s), _) => s.as_str() == "ACTIVE",
+                        (None, Some(s)) => s.as_str() == "ACTIVE",
+                        (None, None) => false,
+                    })
+                    .filter_map(|a| a.id().map(str::to_owned))
+                    .collect();
+                Ok((active, resp.next_token().map(str::to_owned)))
             }
-            match resp.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => return Ok(out),
-            }
-        }
+        })
+        .await
     }
 
     /// The account of the credentials in use (GetCallerIdentity once, then remembered).

@@ -8,39 +8,36 @@ pub(super) async fn auto_scaling_groups(
     region: &str,
 ) -> Result<Vec<crate::ports::AutoScalingGroup>, CallError> {
     let client = aws.clients(region).autoscaling;
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let resp = client
-            .describe_auto_scaling_groups()
-            .max_records(100)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| call_error("autoscaling:DescribeAutoScalingGroups", e))?;
-        for g in resp.auto_scaling_groups() {
-            let spec = g.launch_template().or_else(|| {
-                g.mixed_instances_policy()
-                    .and_then(|m| m.launch_template())
-                    .and_then(|t| t.launch_template_specification())
-            });
-            out.push(crate::ports::AutoScalingGroup {
-                name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
-                arn: g.auto_scaling_group_arn().map(str::to_owned),
-                service_linked_role_arn: g.service_linked_role_arn().map(str::to_owned),
-                launch_template: spec.map(|t| crate::core::cloudtrail::LaunchTemplateRef {
-                    id: t.launch_template_id().map(str::to_owned),
-                    name: t.launch_template_name().map(str::to_owned),
-                    version: t.version().map(str::to_owned),
-                }),
-                launch_configuration: g.launch_configuration_name().map(str::to_owned),
-            });
+    all_pages(|token| {
+        let request = client.describe_auto_scaling_groups().max_records(100).set_next_token(token);
+        async move {
+            let resp = request.send().await.map_err(|e| call_error("autoscaling:DescribeAutoScalingGroups", e))?;
+            let groups = resp
+                .auto_scaling_groups()
+                .iter()
+                .map(|g| {
+                    let spec = g.launch_template().or_else(|| {
+                        g.mixed_instances_policy()
+                            .and_then(|m| m.launch_template())
+                            .and_then(|t| t.launch_template_specification())
+                    });
+                    crate::ports::AutoScalingGroup {
+                        name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
+                        arn: g.auto_scaling_group_arn().map(str::to_owned),
+                        service_linked_role_arn: g.service_linked_role_arn().map(str::to_owned),
+                        launch_template: spec.map(|t| crate::core::cloudtrail::LaunchTemplateRef {
+                            id: t.launch_template_id().map(str::to_owned),
+                            name: t.launch_template_name().map(str::to_owned),
+                            version: t.version().map(str::to_owned),
+                        }),
+                        launch_configuration: g.launch_configuration_name().map(str::to_owned),
+                    }
+                })
+                .collect();
+            Ok((groups, resp.next_token().map(str::to_owned)))
         }
-        match resp.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-            _ => return Ok(out),
-        }
-    }
+    })
+    .await
 }
 
 pub(super) async fn launch_configuration_volumes(

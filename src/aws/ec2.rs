@@ -50,35 +50,44 @@ pub(super) async fn describe_instances(
 
 pub(super) async fn describe_failed_instances(aws: &AwsCloud, region: &str) -> Result<Vec<Instance>, CallError> {
     use aws_sdk_ec2::types::Filter;
-    let ec2 = aws.clients(region).ec2;
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let resp = ec2
-            .describe_instances()
-            .filters(Filter::builder().name("instance-state-name").values("stopped").values("terminated").build())
-            // AWS has reported Code Server.InternalError with a Client.InternalError message.
-            .filters(
-                Filter::builder()
-                    .name("state-reason-code")
-                    .values("Client.InternalError")
-                    .values("Server.InternalError")
-                    .build(),
-            )
-            .max_results(1000)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| call_error("ec2:DescribeInstances", e))?;
-        for r in resp.reservations() {
-            let owner = r.owner_id().unwrap_or_default();
-            out.extend(r.instances().iter().filter_map(|i| instance_of(region, owner, i)));
+    let request = aws
+        .clients(region)
+        .ec2
+        .describe_instances()
+        .filters(Filter::builder().name("instance-state-name").values("stopped").values("terminated").build())
+        // AWS has reported Code Server.InternalError with a Client.InternalError message.
+        .filters(
+            Filter::builder()
+                .name("state-reason-code")
+                .values("Client.InternalError")
+                .values("Server.InternalError")
+                .build(),
+        )
+        .max_results(1000);
+    instances_of(region, request).await
+}
+
+/// Every page of one DescribeInstances request (its ids or filters set), as domain instances.
+async fn instances_of(
+    region: &str,
+    request: aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder,
+) -> Result<Vec<Instance>, CallError> {
+    all_pages(|token| {
+        let request = request.clone().set_next_token(token);
+        async move {
+            let resp = request.send().await.map_err(|e| call_error("ec2:DescribeInstances", e))?;
+            let instances = resp
+                .reservations()
+                .iter()
+                .flat_map(|r| {
+                    let owner = r.owner_id().unwrap_or_default();
+                    r.instances().iter().filter_map(move |i| instance_of(region, owner, i))
+                })
+                .collect();
+            Ok((instances, resp.next_token().map(str::to_owned)))
         }
-        match resp.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-            _ => return Ok(out),
-        }
-    }
+    })
+    .await
 }
 
 pub(super) async fn describe_regions(aws: &AwsCloud) -> Result<Vec<String>, CallError> {
@@ -204,35 +213,27 @@ pub(super) async fn scoped_instances(
     /// EC2 takes at most 200 values in one filter.
     const FILTER_VALUES: usize = 200;
     let ec2 = aws.clients(region).ec2;
+    // A filter, not InstanceIds: one id that does not exist (or is in another region) would
+    // fail the whole call with InvalidInstanceID.NotFound.
+    let chunks: Vec<Option<&[String]>> =
+        if scope.ids.is_empty() { vec![None] } else { scope.ids.chunks(FILTER_VALUES).map(Some).collect() };
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    let mut chunk = 0usize;
-    loop {
-        let mut req = ec2.describe_instances().set_next_token(token.take());
-        if scope.ids.is_empty() {
-            req =
-                req.filters(Filter::builder().name("instance-state-name").values("stopped").build()).max_results(1000);
-        } else {
-            // A filter, not InstanceIds: one id that does not exist (or is in another
-            // region) would fail the whole call with InvalidInstanceID.NotFound.
-            let ids: Vec<String> = scope.ids.iter().skip(chunk * FILTER_VALUES).take(FILTER_VALUES).cloned().collect();
-            req = req.filters(Filter::builder().name("instance-id").set_values(Some(ids)).build());
-        }
+    for chunk in chunks {
+        let mut request = match chunk {
+            None => ec2
+                .describe_instances()
+                .filters(Filter::builder().name("instance-state-name").values("stopped").build())
+                .max_results(1000),
+            Some(ids) => ec2
+                .describe_instances()
+                .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build()),
+        };
         if let Some((k, v)) = &scope.tag {
-            req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+            request = request.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
         }
-        let resp = req.send().await.map_err(|e| call_error("ec2:DescribeInstances", e))?;
-        for r in resp.reservations() {
-            let owner = r.owner_id().unwrap_or_default();
-            out.extend(r.instances().iter().filter_map(|i| instance_of(region, owner, i)));
-        }
-        match resp.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-            // The next 200 ids.
-            _ if (chunk + 1) * FILTER_VALUES < scope.ids.len() => chunk += 1,
-            _ => return Ok(out),
-        }
+        out.extend(instances_of(region, request).await?);
     }
+    Ok(out)
 }
 
 pub(super) async fn start_instance(aws: &AwsCloud, region: &str, instance_id: &str) -> Result<String, CallError> {
@@ -264,26 +265,8 @@ impl AwsCloud {
         region: &str,
         ids: &[String],
     ) -> Result<Vec<Instance>, CallError> {
-        let ec2 = self.clients(region).ec2;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = ec2
-                .describe_instances()
-                .set_instance_ids(Some(ids.to_vec()))
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| call_error("ec2:DescribeInstances", e))?;
-            for r in resp.reservations() {
-                let owner = r.owner_id().unwrap_or_default();
-                out.extend(r.instances().iter().filter_map(|i| instance_of(region, owner, i)));
-            }
-            match resp.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => break,
-            }
-        }
+        let request = self.clients(region).ec2.describe_instances().set_instance_ids(Some(ids.to_vec()));
+        let out = instances_of(region, request).await?;
         // EC2 answers an unknown id with InvalidInstanceID.NotFound, never by leaving it out: an
         // id missing from a successful answer means the answer was cut short or unreadable.
         if let Some(absent) = ids.iter().find(|id| !out.iter().any(|i| i.id == **id)) {

@@ -80,36 +80,23 @@ async fn everywhere(
                 match crate::app::diagnose::diagnose(cloud, &region, &targets, opts).await {
                     Ok(r) => report.merge(r),
                     Err(e) => {
-                        report.skipped.push(Skipped {
-                            instance_id: None,
-                            region: Some(region),
-                            reason: e.to_string(),
-                            account: None,
-                        });
+                        report.skipped.push(Skipped::region(region, e.to_string()));
                         errors.push(e);
                     }
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                report.skipped.push(Skipped {
-                    instance_id: None,
-                    region: Some(region),
-                    reason: e.to_string(),
-                    account: None,
-                });
+                report.skipped.push(Skipped::region(region, e.to_string()));
                 errors.push(e);
             }
         }
     }
     let searched = regions.len() - errors.len();
     for id in ids.iter().filter(|id| !located.contains(id)) {
-        report.skipped.push(Skipped {
-            instance_id: Some(id.clone()),
-            region: None,
-            reason: format!("not found in any of the {searched} regions searched"),
-            account: None,
-        });
+        report
+            .skipped
+            .push(Skipped::instance(id.clone(), format!("not found in any of the {searched} regions searched")));
     }
     (report, errors)
 }

@@ -219,7 +219,27 @@ pub enum IamEntity {
     Other,
 }
 
+/// How the AWS CLI names an IAM user or role: the noun in its commands (`put-user-policy`),
+/// the flag that names it (`--user-name`), the field its answers nest under (`User`), and the
+/// name itself. One place for the user/role dispatch of every command this tool writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CliNoun<'a> {
+    pub noun: &'static str,
+    pub flag: &'static str,
+    pub field: &'static str,
+    pub name: &'a str,
+}
+
 impl IamEntity {
+    /// The CLI's words for a user or a role; `None` for anything else.
+    pub fn cli(&self) -> Option<CliNoun<'_>> {
+        match self {
+            Self::User { name, .. } => Some(CliNoun { noun: "user", flag: "--user-name", field: "User", name }),
+            Self::Role { name, .. } => Some(CliNoun { noun: "role", flag: "--role-name", field: "Role", name }),
+            _ => None,
+        }
+    }
+
     pub fn of(arn: &Arn) -> Self {
         let resource = arn.resource();
         match arn.service() {

@@ -106,12 +106,10 @@ pub enum Change {
 pub fn parse(event: &Value) -> Result<Trigger, Skipped> {
     match classify(event)? {
         Change::Ended(t) => Ok(t),
-        Change::Running(r) => Err(Skipped {
-            instance_id: Some(r.instance_id),
-            region: None,
-            reason: "state \"running\" is not one a failed launch ends in (stopped, terminated)".to_owned(),
-            account: None,
-        }),
+        Change::Running(r) => Err(Skipped::instance(
+            r.instance_id,
+            "state \"running\" is not one a failed launch ends in (stopped, terminated)".to_owned(),
+        )),
     }
 }
 

@@ -3,12 +3,10 @@
 use super::*;
 use crate::app::deliver;
 use crate::app::gather::{self, Options, Target};
-use crate::app::Plan;
 use crate::core::event::Trigger;
 use crate::core::outbox::Outbox;
 use crate::core::report::Finding;
 use crate::ports::{Cloud, Effects, FailureKind, IamWrites, Queue};
-use crate::settings::Settings;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
@@ -39,17 +37,13 @@ pub(super) fn past(stop_at: Option<std::time::Instant>) -> bool {
     stop_at.is_some_and(|t| std::time::Instant::now() >= t)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
     aws: &A,
     batch: SqsEvent,
-    region: Option<&str>,
-    plan: &Plan,
-    settings: &Settings,
-    now: DateTime<Utc>,
-    stop_at: Option<std::time::Instant>,
+    inv: Invocation<'_>,
     metrics: &mut Metrics,
 ) -> SqsBatchResponse {
+    let Invocation { region, plan, settings, now, stop_at } = inv;
     // Parse every message; those we do not handle are done (retrying would not help).
     let mut response = SqsBatchResponse::default();
     let mut items: Vec<Item> = Vec::new();
@@ -307,6 +301,6 @@ pub(super) async fn handle_batch<A: Cloud + Effects + IamWrites + Queue>(
             }
         }
     }
-    resolve_running(aws, running, region, plan, settings, now, stop_at, metrics, &mut response).await;
+    resolve_running(aws, running, inv, metrics, &mut response).await;
     response
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
-use super::{handle, Metrics};
+use super::{handle, Invocation, Metrics};
 use crate::app::Plan;
 use crate::memory::{Memory, ACCOUNT, REGION};
 use crate::settings::Settings;
@@ -79,7 +79,14 @@ async fn run_at(aws: &Memory, payload: Value, stop_at: Option<std::time::Instant
     let plan =
         Plan { options: settings.options(), sinks: settings.sinks.clone(), guardrails: settings.guardrails.clone() };
     let mut metrics = Metrics::default();
-    let response = handle(aws, payload, Some(REGION), &plan, &settings, now(), stop_at, &mut metrics).await.unwrap();
+    let response = handle(
+        aws,
+        payload,
+        Invocation { region: Some(REGION), plan: &plan, settings: &settings, now: now(), stop_at },
+        &mut metrics,
+    )
+    .await
+    .unwrap();
     let failed = response["batchItemFailures"]
         .as_array()
         .map(|a| a.iter().filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned)).collect())

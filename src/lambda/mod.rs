@@ -83,7 +83,7 @@ pub async fn run() -> Result<(), Error> {
                 .and_then(|d| d.checked_sub(settings.deadline_margin));
             let stop_at = stop_at.or_else(|| (left_ms <= 0).then(std::time::Instant::now));
             let mut metrics = Metrics::default();
-            let result = handle(&cloud, event.payload, region.as_deref(), &plan, &settings, now, stop_at, &mut metrics).await;
+            let result = handle(&cloud, event.payload, Invocation { region: region.as_deref(), plan: &plan, settings: &settings, now, stop_at }, &mut metrics).await;
             for line in metric_lines(&metrics, cloud.take_trail_throttles(), Utc::now()) {
                 println!("{line}");
             }
@@ -97,25 +97,34 @@ pub async fn run() -> Result<(), Error> {
     .await
 }
 
-/// One invocation: an SQS batch, or a direct EventBridge event. `stop_at`: when to stop
-/// starting work (the deadline less the safety margin).
-#[allow(clippy::too_many_arguments)]
+/// What one invocation works with besides its payload: where it runs, what it does, and until
+/// when.
+#[derive(Clone, Copy)]
+pub struct Invocation<'a> {
+    /// The function's own region: for events that name none.
+    pub region: Option<&'a str>,
+    pub plan: &'a Plan,
+    pub settings: &'a Settings,
+    /// The invocation's clock, read once.
+    pub now: DateTime<Utc>,
+    /// When to stop starting work: the deadline less the safety margin.
+    pub stop_at: Option<std::time::Instant>,
+}
+
+/// One invocation: an SQS batch, or a direct EventBridge event.
 pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
     aws: &A,
     payload: Value,
-    region: Option<&str>,
-    plan: &Plan,
-    settings: &Settings,
-    now: DateTime<Utc>,
-    stop_at: Option<std::time::Instant>,
+    inv: Invocation<'_>,
     metrics: &mut Metrics,
 ) -> Result<Value, Error> {
+    let Invocation { region, plan, settings, .. } = inv;
     if is_schedule(&payload) {
         return scheduled_preflight(aws, region, plan, settings, metrics).await;
     }
     if is_sqs_batch(&payload) {
         let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| format!("malformed SQS batch: {e}"))?;
-        let response = handle_batch(aws, batch, region, plan, settings, now, stop_at, metrics).await;
+        let response = handle_batch(aws, batch, inv, metrics).await;
         return Ok(serde_json::to_value(response)?);
     }
     let (report, failures) = handle_events(aws, vec![Ok(payload)], region, plan).await?;

@@ -1,13 +1,11 @@
 //! `running` events: the instance's open findings are archived (see crate::app::resolve), and a finding decided on old facts is sent born resolved.
 
 use super::*;
-use crate::app::Plan;
 use crate::core::outbox::Outbox;
 use crate::core::report::Finding;
 use crate::ports::{Cloud, Effects, Queue};
-use crate::settings::Settings;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
-use chrono::{DateTime, Utc};
+
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info_span, Instrument};
@@ -43,18 +41,14 @@ pub(super) async fn started_since<A: Cloud>(aws: &A, settled: &[(Item, Finding)]
 /// Resolves the open findings of the batch's `running` instances, all at once. A message whose
 /// lookup or archive failed comes back (batch item failure); one whose notices did not all go
 /// out has the rest queued as a redelivery.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn resolve_running<A: Effects + Queue>(
     aws: &A,
     running: Vec<(SqsMessage, String, crate::core::event::Running)>,
-    region: Option<&str>,
-    plan: &Plan,
-    settings: &Settings,
-    now: DateTime<Utc>,
-    stop_at: Option<std::time::Instant>,
+    inv: Invocation<'_>,
     metrics: &mut Metrics,
     response: &mut SqsBatchResponse,
 ) {
+    let Invocation { region, plan, settings, now, stop_at } = inv;
     if running.is_empty() {
         return;
     }

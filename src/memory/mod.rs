@@ -17,7 +17,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
-use crate::core::arn::KeyArn;
 use crate::core::facts::{Attachment, EndState, Instance, KeyMetadata, KeyState, StateReason};
 use crate::core::message::Asff;
 use crate::core::outbox::BusEvent;
@@ -118,11 +117,6 @@ impl Memory {
     /// Makes `call` fail with `kind` from now on.
     pub fn fail(&self, call: &str, kind: FailureKind) {
         self.world().faults.insert(call.to_owned(), (kind, usize::MAX));
-    }
-
-    /// Makes `call` fail with `kind` the next `times` times, then succeed.
-    pub fn fail_times(&self, call: &str, kind: FailureKind, times: usize) {
-        self.world().faults.insert(call.to_owned(), (kind, times));
     }
 
     /// Logs the call and answers with its fault, if one is set; else the world to answer from.
@@ -240,9 +234,4 @@ impl Memory {
             json: json.to_string(),
         });
     }
-}
-
-/// The key ARN, for tests: valid by construction.
-pub fn key_arn(arn: &str) -> KeyArn {
-    KeyArn::parse(arn).unwrap()
 }

@@ -13,6 +13,12 @@ use crate::ports::{
 
 use super::{Memory, World};
 
+fn name_of(principal: &Principal) -> &str {
+    match principal {
+        Principal::User(n) | Principal::Role(n) => n,
+    }
+}
+
 /// LookupEvents' page size (its `MaxResults` limit).
 const TRAIL_PAGE: usize = 50;
 
@@ -259,7 +265,7 @@ impl IamWrites for Memory {
             Principal::User(_) => "iam:ListUserTags",
             Principal::Role(_) => "iam:ListRoleTags",
         };
-        Ok(self.call(call)?.principal_tags.get(principal.name()).cloned().unwrap_or_default())
+        Ok(self.call(call)?.principal_tags.get(name_of(principal)).cloned().unwrap_or_default())
     }
 
     async fn key_tags(&self, key: &KeyArn) -> Result<Vec<(String, String)>, CallError> {
@@ -277,17 +283,17 @@ impl IamWrites for Memory {
 
     async fn inline_policy_names(&self, principal: &Principal) -> Result<Vec<String>, CallError> {
         let world = self.call("iam:ListInlinePolicies")?;
-        Ok(world.policies.get(principal.name()).map(|p| p.keys().cloned().collect()).unwrap_or_default())
+        Ok(world.policies.get(name_of(principal)).map(|p| p.keys().cloned().collect()).unwrap_or_default())
     }
 
     async fn inline_policy(&self, principal: &Principal, name: &str) -> Result<Option<String>, CallError> {
         let world = self.call("iam:GetInlinePolicy")?;
-        Ok(world.policies.get(principal.name()).and_then(|p| p.get(name)).cloned())
+        Ok(world.policies.get(name_of(principal)).and_then(|p| p.get(name)).cloned())
     }
 
     async fn put_inline_policy(&self, principal: &Principal, name: &str, document: &str) -> Result<(), CallError> {
         let mut world = self.call("iam:PutInlinePolicy")?;
-        world.policies.entry(principal.name().to_owned()).or_default().insert(name.to_owned(), document.to_owned());
+        world.policies.entry(name_of(principal).to_owned()).or_default().insert(name.to_owned(), document.to_owned());
         Ok(())
     }
 

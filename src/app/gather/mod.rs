@@ -188,12 +188,7 @@ pub async fn launches<C: Cloud>(
 
     for target in targets {
         let Some(instance) = instances.iter().find(|i| i.id == target.instance_id) else {
-            skipped.push(Skipped {
-                instance_id: Some(target.instance_id.clone()),
-                region: None,
-                reason: format!("not found in {region}"),
-                account: None,
-            });
+            skipped.push(Skipped::instance(target.instance_id.clone(), format!("not found in {region}")));
             continue;
         };
         match confirm(instance) {
@@ -204,9 +199,7 @@ pub async fn launches<C: Cloud>(
                 observed_at: target.observed_at,
                 known: None,
             }),
-            Err(reason) => {
-                skipped.push(Skipped { instance_id: Some(instance.id.clone()), region: None, reason, account: None })
-            }
+            Err(reason) => skipped.push(Skipped::instance(instance.id.clone(), reason)),
         }
     }
     let mut evidence = investigate(cloud, candidates, opts).await;

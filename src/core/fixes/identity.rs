@@ -3,7 +3,7 @@
 use super::*;
 use crate::core::arn::{Arn, IamEntity, KeyArn};
 use crate::core::cloudtrail::PrincipalKind;
-use crate::core::report::{Remediation, RemediationAction, RemediationStatus};
+use crate::core::report::{Remediation, RemediationAction};
 
 /// Put an inline identity policy on the principal (user or role).
 pub fn put_identity_policy(
@@ -16,48 +16,14 @@ pub fn put_identity_policy(
     let document = identity_policy(key, actions);
     let name = policy_name(key);
     let doc = compact(&document);
-    let (action, command) = match (IamEntity::of(&arn), kind) {
-        (IamEntity::User { name: user, .. }, _) => (
-            RemediationAction::PutUserPolicy,
-            cmd(&[
-                "aws",
-                "iam",
-                "put-user-policy",
-                "--user-name",
-                &user,
-                "--policy-name",
-                &name,
-                "--policy-document",
-                &doc,
-            ]),
-        ),
-        (IamEntity::Role { name: role, .. }, PrincipalKind::Role) => (
-            RemediationAction::PutRolePolicy,
-            cmd(&[
-                "aws",
-                "iam",
-                "put-role-policy",
-                "--role-name",
-                &role,
-                "--policy-name",
-                &name,
-                "--policy-document",
-                &doc,
-            ]),
-        ),
-        _ => return None,
-    };
-    Some(Remediation {
-        action,
-        target: principal_arn.to_owned(),
-        policy_name: Some(name),
-        policy_document: Some(document),
-        commands: vec![command],
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    })
+    let entity = IamEntity::of(&arn);
+    // A role is written only when the record says it acted as the role (not a user's ARN
+    // that happens to look like one).
+    let who = entity.cli().filter(|w| w.noun == "user" || kind == PrincipalKind::Role)?;
+    let action = if who.noun == "user" { RemediationAction::PutUserPolicy } else { RemediationAction::PutRolePolicy };
+    let verb = format!("put-{}-policy", who.noun);
+    let command = cmd(&["aws", "iam", &verb, who.flag, who.name, "--policy-name", &name, "--policy-document", &doc]);
+    Some(Remediation::proposed(action, principal_arn.to_owned(), vec![command]).writing(Some(name), document))
 }
 
 /// A jq program over the JSON string GetInlinePolicyForPermissionSet returns (`""` or null
@@ -89,17 +55,10 @@ pub fn update_permission_set(role_arn: &str, account: &str, key: &KeyArn, action
             shell_quote(account)
         ),
     ];
-    Some(Remediation {
-        action: RemediationAction::UpdatePermissionSet,
-        target: role_arn.to_owned(),
-        policy_name: Some(set.to_owned()),
-        policy_document: Some(document),
-        commands,
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    })
+    Some(
+        Remediation::proposed(RemediationAction::UpdatePermissionSet, role_arn.to_owned(), commands)
+            .writing(Some(set.to_owned()), document),
+    )
 }
 
 /// `AWSReservedSSO_<permission set name>_<16 hex>` → the permission set name.
@@ -128,36 +87,14 @@ pub fn update_permissions_boundary(
     match boundary_arn {
         Some(b) => commands.push(format!("BOUNDARY_ARN={}", shell_quote(b))),
         None => {
-            let lookup = Arn::parse(principal_arn).ok().map(|a| IamEntity::of(&a)).and_then(|e| match e {
-                IamEntity::User { name, .. } => Some(format!(
+            let entity = Arn::parse(principal_arn).ok().map(|a| IamEntity::of(&a));
+            let lookup = entity.as_ref().and_then(IamEntity::cli).map(|who| {
+                let verb = format!("get-{}", who.noun);
+                let query = format!("{}.PermissionsBoundary.PermissionsBoundaryArn", who.field);
+                format!(
                     "BOUNDARY_ARN=$({})",
-                    cmd(&[
-                        "aws",
-                        "iam",
-                        "get-user",
-                        "--user-name",
-                        &name,
-                        "--query",
-                        "User.PermissionsBoundary.PermissionsBoundaryArn",
-                        "--output",
-                        "text"
-                    ])
-                )),
-                IamEntity::Role { name, .. } => Some(format!(
-                    "BOUNDARY_ARN=$({})",
-                    cmd(&[
-                        "aws",
-                        "iam",
-                        "get-role",
-                        "--role-name",
-                        &name,
-                        "--query",
-                        "Role.PermissionsBoundary.PermissionsBoundaryArn",
-                        "--output",
-                        "text"
-                    ])
-                )),
-                _ => None,
+                    cmd(&["aws", "iam", &verb, who.flag, who.name, "--query", &query, "--output", "text"])
+                )
             });
             commands.extend(lookup);
         }
@@ -174,17 +111,12 @@ pub fn update_permissions_boundary(
         "# a managed policy keeps at most 5 versions: if this fails with LimitExceeded, delete the oldest non-default version first".to_owned(),
         "[ -s boundary.merged.json ] && aws iam create-policy-version --policy-arn \"$BOUNDARY_ARN\" --policy-document file://boundary.merged.json --set-as-default".to_owned(),
     ]);
-    Remediation {
-        action: RemediationAction::UpdatePermissionsBoundary,
-        target: boundary_arn.unwrap_or(principal_arn).to_owned(),
-        policy_name: None,
-        policy_document: Some(document),
+    Remediation::proposed(
+        RemediationAction::UpdatePermissionsBoundary,
+        boundary_arn.unwrap_or(principal_arn).to_owned(),
         commands,
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    }
+    )
+    .writing(None, document)
 }
 
 /// A service control policy blocks the action: where to look, for the organization's
@@ -198,12 +130,10 @@ pub fn review_scp(account: &str, principal_arn: Option<&str>, key: &KeyArn, acti
             cmd(&["aws", "organizations", "list-policies-for-target", "--target-id", target, "--filter", "SERVICE_CONTROL_POLICY", "--query", "Policies[].Id", "--output", "text"])
         )
     };
-    Remediation {
-        action: RemediationAction::ReviewScp,
-        target: key.to_string(),
-        policy_name: None,
-        policy_document: None,
-        commands: vec![
+    Remediation::proposed(
+        RemediationAction::ReviewScp,
+        key.to_string(),
+        vec![
             format!(
                 "# find the SCP statement that denies, or fails to allow, {} on {key} for {who} in account {account}",
                 actions.join(", ")
@@ -225,9 +155,5 @@ pub fn review_scp(account: &str, principal_arn: Option<&str>, key: &KeyArn, acti
                 list("$parent").replace("'$parent'", "\"$parent\"")
             ),
         ],
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    }
+    )
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::core::arn::{Arn, IamEntity, KeyArn};
-use crate::core::report::{Remediation, RemediationAction, RemediationStatus};
+use crate::core::report::{Remediation, RemediationAction};
 use serde_json::{json, Value};
 
 /// Prints a key's policy (GetKeyPolicy takes only the name `default`).
@@ -46,17 +46,8 @@ pub(super) fn key_policy_edit(key: &KeyArn, statement: Value, jq: &str) -> Remed
             "file://key-policy.json",
         ]),
     ];
-    Remediation {
-        action: RemediationAction::AddKeyPolicyStatement,
-        target: k,
-        policy_name: Some("default".to_owned()),
-        policy_document: Some(statement),
-        commands,
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    }
+    Remediation::proposed(RemediationAction::AddKeyPolicyStatement, k, commands)
+        .writing(Some("default".to_owned()), statement)
 }
 
 /// Add one statement to the key policy (for whoever administers the key).
@@ -65,17 +56,7 @@ pub fn add_key_policy_statement(key: &KeyArn, statement: Value) -> Remediation {
 }
 
 pub(super) fn key_command(action: RemediationAction, key: &KeyArn, commands: Vec<String>) -> Remediation {
-    Remediation {
-        action,
-        target: key.to_string(),
-        policy_name: None,
-        policy_document: None,
-        commands,
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    }
+    Remediation::proposed(action, key.to_string(), commands)
 }
 
 pub fn enable_key(key: &KeyArn) -> Remediation {
@@ -189,17 +170,7 @@ pub fn create_grant(key: &KeyArn, grantee: &str) -> Remediation {
         "--operations",
     ];
     words.extend(SERVICE_LINKED_GRANT_OPERATIONS);
-    Remediation {
-        action: RemediationAction::CreateGrant,
-        target: grantee.to_owned(),
-        policy_name: None,
-        policy_document: None,
-        commands: vec![cmd(&words)],
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    }
+    Remediation::proposed(RemediationAction::CreateGrant, grantee.to_owned(), vec![cmd(&words)])
 }
 
 /// The key owner's statement letting another account use the key for EC2 volumes and give its
@@ -227,37 +198,16 @@ pub fn replace_key_policy_statement(key: &KeyArn, index: usize, statement: Value
 /// An explicit Deny cannot be outvoted by an Allow: show where to look for it.
 pub fn review_deny(principal_arn: Option<&str>, account: &str, key: &KeyArn, in_key_policy: bool) -> Remediation {
     let mut commands = Vec::new();
-    if let Some(entity) = principal_arn.and_then(|a| Arn::parse(a).ok()).map(|a| IamEntity::of(&a)) {
-        match entity {
-            IamEntity::User { name, .. } => {
-                commands.push(cmd(&["aws", "iam", "list-user-policies", "--user-name", &name]));
-                commands.push(cmd(&["aws", "iam", "list-attached-user-policies", "--user-name", &name]));
-                commands.push(cmd(&["aws", "iam", "list-groups-for-user", "--user-name", &name]));
-                commands.push(cmd(&[
-                    "aws",
-                    "iam",
-                    "get-user",
-                    "--user-name",
-                    &name,
-                    "--query",
-                    "User.PermissionsBoundary",
-                ]));
-            }
-            IamEntity::Role { name, .. } => {
-                commands.push(cmd(&["aws", "iam", "list-role-policies", "--role-name", &name]));
-                commands.push(cmd(&["aws", "iam", "list-attached-role-policies", "--role-name", &name]));
-                commands.push(cmd(&[
-                    "aws",
-                    "iam",
-                    "get-role",
-                    "--role-name",
-                    &name,
-                    "--query",
-                    "Role.PermissionsBoundary",
-                ]));
-            }
-            _ => {}
+    let entity = principal_arn.and_then(|a| Arn::parse(a).ok()).map(|a| IamEntity::of(&a));
+    if let Some(who) = entity.as_ref().and_then(IamEntity::cli) {
+        let (noun, flag, name) = (who.noun, who.flag, who.name);
+        commands.push(cmd(&["aws", "iam", &format!("list-{noun}-policies"), flag, name]));
+        commands.push(cmd(&["aws", "iam", &format!("list-attached-{noun}-policies"), flag, name]));
+        if noun == "user" {
+            commands.push(cmd(&["aws", "iam", "list-groups-for-user", flag, name]));
         }
+        let query = format!("{}.PermissionsBoundary", who.field);
+        commands.push(cmd(&["aws", "iam", &format!("get-{noun}"), flag, name, "--query", &query]));
     }
     if in_key_policy || commands.is_empty() {
         commands.push(get_key_policy_command(key));
@@ -271,15 +221,9 @@ pub fn review_deny(principal_arn: Option<&str>, account: &str, key: &KeyArn, in_
         "--filter",
         "SERVICE_CONTROL_POLICY",
     ]));
-    Remediation {
-        action: RemediationAction::ReviewDenyStatement,
-        target: principal_arn.map(str::to_owned).unwrap_or_else(|| key.to_string()),
-        policy_name: None,
-        policy_document: None,
+    Remediation::proposed(
+        RemediationAction::ReviewDenyStatement,
+        principal_arn.map(str::to_owned).unwrap_or_else(|| key.to_string()),
         commands,
-        status: RemediationStatus::Proposed,
-        verified: None,
-        note: None,
-        restart: None,
-    }
+    )
 }

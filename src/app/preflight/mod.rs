@@ -8,17 +8,22 @@
 //! (group, its service-linked role), each with a verdict, and the causes and fixes a finding
 //! would carry.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::json;
-use tracing::{info_span, Instrument};
+mod groups;
+mod render;
+
+pub use groups::*;
+pub use render::*;
 
 use crate::app::gather::{self, Options, Supposed, SUPPOSED_EVENT_ID};
 use crate::core::arn::{Arn, IamEntity};
 use crate::core::cloudtrail::Caller;
-use crate::core::facts::{EndState, Instance, Missing};
+use crate::core::facts::{EndState, Missing};
 use crate::core::report::{Cause, CauseCode, Evidence, Finding, KeyReport, Remediation, Skipped};
 use crate::ports::{CallError, Cloud, InstanceScope};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info_span, Instrument};
 
 pub const PREFLIGHT_SCHEMA: &str = "kms-launch-doctor.preflight/1";
 
@@ -146,13 +151,6 @@ pub struct Supposition {
     pub group: Option<Group>,
 }
 
-/// An Auto Scaling group a check is about.
-#[derive(Debug, Clone)]
-pub struct Group {
-    pub name: String,
-    pub arn: Option<String>,
-}
-
 /// What to check in a region.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
@@ -181,7 +179,7 @@ pub async fn region<C: Cloud>(
         .filter_map(|p| match caller_for(p) {
             Ok(c) => Some((p.clone(), c)),
             Err(reason) => {
-                skipped.push(Skipped { instance_id: None, region: Some(region.to_owned()), reason, account: None });
+                skipped.push(Skipped::region(region, reason));
                 None
             }
         })
@@ -198,12 +196,13 @@ pub async fn region<C: Cloud>(
                 listed = true;
                 for i in instances {
                     if i.state == Some(EndState::Terminated) || i.state_name == "shutting-down" {
-                        skipped.push(Skipped {
-                            instance_id: Some(i.id.clone()),
-                            region: Some(region.to_owned()),
-                            reason: format!("instance is {}: it cannot be started", i.state_name),
-                            account: None,
-                        });
+                        skipped.push(
+                            Skipped::instance(
+                                i.id.clone(),
+                                format!("instance is {}: it cannot be started", i.state_name),
+                            )
+                            .in_region(region.to_owned()),
+                        );
                         continue;
                     }
                     for (arn, caller) in &callers {
@@ -234,12 +233,7 @@ pub async fn region<C: Cloud>(
         return Err(e);
     }
     if let Some(e) = first_error {
-        skipped.push(Skipped {
-            instance_id: None,
-            region: Some(region.to_owned()),
-            reason: e.to_string(),
-            account: None,
-        });
+        skipped.push(Skipped::region(region.to_owned(), e.to_string()));
     }
     let meta: Vec<(String, Option<Group>)> = launches.iter().map(|(_, p, g)| (p.clone(), g.clone())).collect();
     let findings = crate::app::diagnose::conclude(
@@ -255,140 +249,9 @@ pub async fn region<C: Cloud>(
     ))
 }
 
-fn supposed(instance: Instance, state: EndState, caller: Caller) -> Supposed {
-    Supposed { instance, state, caller, launch_template: None, image_id: None, default_key: false, missing: Vec::new() }
-}
-
-/// The account the region's resources belong to: an instance's owner, else the credentials'
-/// (STS GetCallerIdentity).
-async fn account_of<C: Cloud>(cloud: &C, launches: &[(Supposed, String, Option<Group>)]) -> String {
-    if let Some((l, _, _)) = launches.first() {
-        return l.instance.account.clone();
-    }
-    cloud.account_id().await.unwrap_or_default()
-}
-
-/// A group's launch: a RunInstances by its service-linked role, from its launch template or
-/// configuration. The stand-in instance has the group's name and no volumes.
-async fn group_launch<C: Cloud>(
-    cloud: &C,
-    region: &str,
-    account: &str,
-    g: crate::ports::AutoScalingGroup,
-) -> (Supposed, String, Option<Group>) {
-    let partition = crate::core::arn::partition_of_region(region);
-    // DescribeAutoScalingGroups: ServiceLinkedRoleARN, by default AWSServiceRoleForAutoScaling.
-    let role = g.service_linked_role_arn.clone().unwrap_or_else(|| {
-        format!(
-            "arn:{partition}:iam::{account}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
-        )
-    });
-    let caller = caller_for(&role).unwrap_or_else(|_| Caller::unknown());
-    let instance = Instance {
-        id: g.name.clone(),
-        account: account.to_owned(),
-        partition: partition.to_owned(),
-        region: region.to_owned(),
-        state: Some(EndState::Terminated),
-        state_name: "pending".to_owned(),
-        state_reason: None,
-        attachments: Vec::new(),
-        tags: Vec::new(),
-        image_id: None,
-    };
-    let mut launch = supposed(instance, EndState::Terminated, caller);
-    launch.launch_template = g.launch_template.clone();
-    if let (None, Some(lc)) = (&g.launch_template, &g.launch_configuration) {
-        match cloud
-            .launch_configuration_volumes(region, lc)
-            .instrument(info_span!("autoscaling.DescribeLaunchConfigurations", name = %lc))
-            .await
-        {
-            Ok(v) => {
-                launch.image_id = v.image_id;
-                launch.default_key = v.default_key || v.unencrypted;
-            }
-            Err(e) => launch.missing.push(Missing { call: e.call.to_owned(), target: lc.clone(), reason: e.message }),
-        }
-    }
-    (launch, role, Some(Group { name: g.name, arn: g.arn }))
-}
-
 /// Exit status: `0` complete, `3` partial (anything skipped or unknown).
 pub fn is_partial(report: &PreflightReport) -> bool {
     !report.skipped.is_empty() || report.checks.iter().any(|c| c.verdict == Verdict::Unknown)
-}
-
-/// A table a person reads: one line a check.
-pub fn table(report: &PreflightReport) -> String {
-    let mut rows = vec![["VERDICT", "REGION", "TARGET", "PRINCIPAL", "CAUSE", "KEYS"].map(str::to_owned).to_vec()];
-    for c in &report.checks {
-        rows.push(vec![
-            c.verdict.as_str().to_owned(),
-            c.region.clone(),
-            c.instance_id
-                .clone()
-                .or_else(|| c.auto_scaling_group.as_ref().map(|g| format!("asg/{g}")))
-                .unwrap_or_default(),
-            c.principal_arn.clone(),
-            c.causes.first().map(|x| x.code.as_str().to_owned()).unwrap_or_else(|| "-".to_owned()),
-            c.keys.iter().map(|k| k.arn.key_id().to_owned()).collect::<Vec<_>>().join(","),
-        ]);
-    }
-    let widths: Vec<usize> =
-        (0..6).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    let fail = report.checks.iter().filter(|c| c.verdict == Verdict::WillFail).count();
-    out.push_str(&format!(
-        "\n{} checks: {fail} will fail, {} ok, {} unknown; {} skipped\n",
-        report.checks.len(),
-        report.checks.iter().filter(|c| c.verdict == Verdict::Ok).count(),
-        report.checks.iter().filter(|c| c.verdict == Verdict::Unknown).count(),
-        report.skipped.len()
-    ));
-    out
-}
-
-/// Text for a person: each launch that will fail, why, and the fix.
-pub fn text(report: &PreflightReport) -> String {
-    let mut out = String::new();
-    for c in &report.checks {
-        let target =
-            c.instance_id.clone().or_else(|| c.auto_scaling_group.as_ref().map(|g| format!("Auto Scaling group {g}")));
-        out.push_str(&format!(
-            "{} ({}) launched by {}: {}\n",
-            target.unwrap_or_default(),
-            c.region,
-            c.principal_arn,
-            c.verdict.as_str()
-        ));
-        for cause in &c.causes {
-            out.push_str(&format!("  {}: {}\n", cause.code.as_str(), cause.summary));
-        }
-        for r in &c.remediations {
-            out.push_str(&format!("  fix ({} on {}):\n", r.action.as_str(), r.target));
-            for cmd in &r.commands {
-                out.push_str(&format!("    {cmd}\n"));
-            }
-        }
-        for m in &c.missing_evidence {
-            out.push_str(&format!("  missing: {} on {}: {}\n", m.call, m.target, m.reason));
-        }
-    }
-    for s in &report.skipped {
-        out.push_str(&format!(
-            "skipped {}{}: {}\n",
-            s.instance_id.as_deref().unwrap_or(""),
-            s.region.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
-            s.reason
-        ));
-    }
-    out
 }
 
 /// A preflight run: the report, and the launches that will fail as findings (for the sinks).
@@ -436,12 +299,7 @@ pub async fn run<C: Cloud + crate::ports::IamWrites>(
                     }
                 }
             }
-            Err(e) => report.skipped.push(Skipped {
-                instance_id: None,
-                region: Some(r),
-                reason: e.to_string(),
-                account: None,
-            }),
+            Err(e) => report.skipped.push(Skipped::region(r, e.to_string())),
         }
     }
     // Ids asked for by name and found in no region.
@@ -449,12 +307,7 @@ pub async fn run<C: Cloud + crate::ports::IamWrites>(
         let checked = report.checks.iter().any(|c| c.instance_id.as_deref() == Some(id.as_str()));
         let skipped = report.skipped.iter().any(|s| s.instance_id.as_deref() == Some(id.as_str()));
         if !checked && !skipped && !scope.principals.is_empty() {
-            report.skipped.push(Skipped {
-                instance_id: Some(id.clone()),
-                region: None,
-                reason: format!("not found in {}", regions.join(", ")),
-                account: None,
-            });
+            report.skipped.push(Skipped::instance(id.clone(), format!("not found in {}", regions.join(", "))));
         }
     }
     Ran { report, will_fail }
