@@ -30,7 +30,7 @@ fn case(principal: &str, kind: PrincipalKind, code: CauseCode, key: &str) -> (Fi
                 r.policy_document = Some(crate::core::fixes::identity_policy(&key, &["kms:CreateGrant".into()]));
                 r
             });
-    let mut f = super::guardrail_tests_support::finding(principal, &key);
+    let mut f = crate::core::report::fixture::finding(principal, &key);
     if let Some(l) = f.launch.as_mut() {
         l.caller.principal_kind = kind;
     }

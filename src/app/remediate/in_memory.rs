@@ -66,7 +66,7 @@ fn opted_in_world() -> World {
 
 fn finding() -> Finding {
     let key = KeyArn::parse(KEY).unwrap();
-    let mut f = super::guardrail_tests_support::finding(USER, &key);
+    let mut f = crate::core::report::fixture::finding(USER, &key);
     f.remediations =
         vec![crate::core::fixes::put_identity_policy(USER, PrincipalKind::User, &key, &["kms:CreateGrant".into()])
             .unwrap()];

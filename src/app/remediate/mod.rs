@@ -16,8 +16,6 @@ mod checks;
 #[cfg(test)]
 mod guardrail_tests;
 #[cfg(test)]
-mod guardrail_tests_support;
-#[cfg(test)]
 mod in_memory;
 #[cfg(test)]
 mod tests;

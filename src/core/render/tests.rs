@@ -5,7 +5,7 @@ use crate::core::facts::Decision;
 use crate::core::report::CauseCode;
 use crate::core::report::Evidence;
 use crate::core::report::RemediationAction;
-use crate::core::report::{Launch, Restart};
+use crate::core::report::Restart;
 
 fn remediation(status: RemediationStatus, verified: Option<bool>, note: Option<&str>) -> Remediation {
     Remediation {
@@ -44,63 +44,37 @@ fn each_status_says_what_happened() {
 fn finding(code: CauseCode, sims: &[Decision], remediations: Vec<Remediation>) -> Finding {
     let key = KeyArn::parse("arn:aws:kms:eu-west-1:123456789012:key/k").unwrap();
     let user = "arn:aws:iam::123456789012:user/test";
-    Finding {
-        schema: crate::core::report::FINDING_SCHEMA,
-        id: "kld-test".into(),
+    let mut f = crate::core::report::fixture::finding(user, &key);
+    f.instance_id = "i-0abcdef01".into();
+    f.instance_name = Some("web\x1b[2J-1".into());
+    f.severity = code.severity();
+    f.keys = vec![KeyReport {
+        arn: key.clone(),
         account: "123456789012".into(),
-        region: "eu-west-1".into(),
-        instance_id: "i-0abcdef01".into(),
-        instance_name: Some("web\x1b[2J-1".into()),
-        severity: code.severity(),
-        instance_state: EndState::Stopped,
-        state_reason: crate::core::facts::StateReason { code: "Client.InternalError".into(), message: String::new() },
-        observed_at: "2026-11-28T10:00:00Z".into(),
-        launch: Some(Launch {
-            api: crate::core::cloudtrail::LaunchApi::StartInstances,
-            event_id: "e".into(),
-            event_time: "2026-11-28T10:00:00Z".into(),
-            caller: crate::core::cloudtrail::Caller {
-                identity_type: "IAMUser".into(),
-                arn: Some(user.into()),
-                principal_arn: Some(user.into()),
-                principal_kind: crate::core::cloudtrail::PrincipalKind::User,
-                account: Some("123456789012".into()),
-                invoked_by: None,
-            },
-        }),
-        volumes: vec![],
-        keys: vec![KeyReport {
-            arn: key.clone(),
-            account: "123456789012".into(),
-            manager: Some("CUSTOMER".into()),
-            state: Some("Enabled".into()),
-            iam_delegation: Some(true),
-            aliases: vec!["alias/ebs".into()],
-        }],
-        causes: vec![crate::core::report::Cause {
-            code,
-            key_arn: (code != CauseCode::NoKmsCauseFound).then(|| key.clone()),
-            summary: "s".into(),
-            evidence: sims
-                .iter()
-                .map(|d| Evidence::Simulation {
-                    principal_arn: user.into(),
-                    action: "kms:CreateGrant".into(),
-                    resource: key.to_string(),
-                    decision: *d,
-                    matched_statements: vec![],
-                    allowed_by_boundary: None,
-                    allowed_by_organizations: None,
-                })
-                .collect(),
-        }],
-        remediations,
-        missing_evidence: vec![],
-        cloudtrail_window: None,
-        delivered: Default::default(),
-        decided_at: None,
-        digest: String::new(),
-    }
+        manager: Some("CUSTOMER".into()),
+        state: Some("Enabled".into()),
+        iam_delegation: Some(true),
+        aliases: vec!["alias/ebs".into()],
+    }];
+    f.causes = vec![crate::core::report::Cause {
+        code,
+        key_arn: (code != CauseCode::NoKmsCauseFound).then(|| key.clone()),
+        summary: "s".into(),
+        evidence: sims
+            .iter()
+            .map(|d| Evidence::Simulation {
+                principal_arn: user.into(),
+                action: "kms:CreateGrant".into(),
+                resource: key.to_string(),
+                decision: *d,
+                matched_statements: vec![],
+                allowed_by_boundary: None,
+                allowed_by_organizations: None,
+            })
+            .collect(),
+    }];
+    f.remediations = remediations;
+    f
 }
 
 fn fix(status: RemediationStatus, verified: Option<bool>) -> Remediation {

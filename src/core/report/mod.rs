@@ -2,6 +2,8 @@
 //! and later sinks forward. Fields are only ever added; see README "Report contract".
 
 mod causes;
+#[cfg(test)]
+pub mod fixture;
 mod remediation;
 
 pub use causes::*;

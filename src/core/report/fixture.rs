@@ -1,10 +1,10 @@
-//! A finding to remediate, for the tests.
+//! A finding, for the tests of whatever reads one (rendering, remediation, delivery).
 
-use super::*;
 use crate::core::arn::KeyArn;
 use crate::core::cloudtrail::PrincipalKind;
 use crate::core::facts::EndState;
 use crate::core::report::CauseCode;
+use crate::core::report::Finding;
 
 /// A stopped instance's finding whose cause is a missing grant on `key`, launched by `user`.
 pub fn finding(user: &str, key: &KeyArn) -> Finding {
