@@ -1,10 +1,10 @@
 """`make bench`, organization scale (issue 17): an organization `scan` across many accounts and
 regions, and the hub function's storm across member accounts as template.yaml delivers it.
 
-Runs under ``tests/emulator.py run --`` like bench/run.py (whose helpers it imports) and writes
+Runs under ``tests/emulator run --`` like bench/run.py (whose helpers it imports) and writes
 one JSON file of raw figures that bench/render.py turns into BENCHMARKS.md's "Organization scale":
 
-    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/organization.py \
+    .venv/bin/python tests/emulator run -- .venv/bin/python bench/organization.py \
         --bin target/release/kms-launch-doctor --out bench/results/org.json
 
 1. Organization scan: --accounts member accounts (50) x --regions (3), each with the role

@@ -3,18 +3,18 @@ whole-process time of `diagnose`, Lambda start-up, a storm of 200 failures (`sca
 batch, and as template.yaml delivers it until its queue is empty), and Cloud Custodian side by
 side over the same 200 instances.
 
-Runs under ``tests/emulator.py run --`` (which sets AWS_ENDPOINT_URL, KLD_EMULATOR_URL and fake
+Runs under ``tests/emulator run --`` (which sets AWS_ENDPOINT_URL, KLD_EMULATOR_URL and fake
 credentials; nothing here talks to real AWS) and writes one JSON file of raw figures, which
 bench/render.py turns into BENCHMARKS.md:
 
-    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/run.py \
+    .venv/bin/python tests/emulator run -- .venv/bin/python bench/run.py \
         --bin target/release/kms-launch-doctor --custodian .venv-bench/bin/custodian \
         --out bench/results/run.json
 
 Only the deployed storm (issue 15: the template's Timeout, batching and concurrency, run until
 the queue is empty; a few minutes), to iterate on it without overwriting run.json:
 
-    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/run.py \
+    .venv/bin/python tests/emulator run -- .venv/bin/python bench/run.py \
         --bin target/debug/kms-launch-doctor --out /tmp/run.json --only deployed [--deployed quiet,noisy,heavy]
 
 Seeding follows tests/demo.py (boto3 against moto, plus the emulator's /_kld/ control routes)

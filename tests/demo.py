@@ -4,7 +4,7 @@ An IAM user `test` with full EC2 permissions starts an instance whose root volum
 encrypted with a customer managed KMS key; the user may not kms:CreateGrant on that key, so
 EC2 cannot get its grant, the instance goes pending and falls back to stopped with
 `Client.InternalError: Client error on launch`, and CloudTrail records the denied
-CreateGrant. Runs under `tests/emulator.py run`, which sets AWS_ENDPOINT_URL.
+CreateGrant. Runs under `tests/emulator run`, which sets AWS_ENDPOINT_URL.
 """
 
 from __future__ import annotations
