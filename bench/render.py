@@ -371,7 +371,7 @@ def deployed_section(vs: list[dict], sq: dict, le: Any) -> list[str]:
         f"`maxReceiveCount` {tpl.get('maxReceiveCount')} to a dead-letter queue), as EventBridge puts",
         f"them there. The benchmark then plays the SQS event source: {dp['functions']} pollers (`MaximumConcurrency` {tpl.get('MaximumConcurrency')}), each",
         f"gathering up to `BatchSize` {tpl.get('BatchSize')} for up to `MaximumBatchingWindowInSeconds` {tpl.get('MaximumBatchingWindowInSeconds')} s after its first message and invoking",
-        "its own function process (`bench/runtime_api.py`, whose deadline is delivery + the template's "
+        "its own function process (`tests/emulator/runtime_api.py`, whose deadline is delivery + the template's "
         f"`Timeout` {tpl.get('Timeout')} s), then deleting",
         "what the function did not return as a batch item failure. Returned messages come back after their visibility",
         "timeout, the function's own deferred events and redeliveries after their delay; `ApproximateReceiveCount` and",
@@ -419,7 +419,7 @@ def time_section(run: dict) -> list[str]:
             "  most of each run is the client's own pacing: its second LookupEvents call waits about 0.67 s",
             "  for CloudTrail's token (1.5 calls per second per region, under the service's 2).",
             f"  Command: `{d['command']}` (one warm-up run first, not counted).",
-            f"- Lambda start-up, {su['what']} (a local Runtime API stub, `bench/runtime_api.py`,",
+            f"- Lambda start-up, {su['what']} (a local Runtime API stub, `tests/emulator/runtime_api.py`,",
             f"  no event queued): **{spread(su['seconds'])}**. Environment: AWS_LAMBDA_RUNTIME_API, AWS_LAMBDA_FUNCTION_NAME,",
             "  AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256, AWS_LAMBDA_FUNCTION_VERSION, AWS_REGION, and the emulator's endpoint and",
             "  fake credentials. This is the process's own init, not Lambda's sandbox start-up."]
@@ -803,7 +803,7 @@ def reproduce() -> list[str]:
             "    make bench-profiles   # the release-profile trade-off: four more cold release builds (~1.5 h)",
             "    python3 bench/render.py   # re-render from bench/results/ without measuring", "",
             "`bench/run.py` (emulator runs; its docstring has the exact invocation), `bench/steps.py` (builds,",
-            "criterion, sizes), `bench/profiles.py`, `bench/runtime_api.py` (the Lambda Runtime API stub),",
+            "criterion, sizes), `bench/profiles.py`, `tests/emulator/runtime_api.py` (the Lambda Runtime API stub),",
             "`benches/core.rs` (criterion). `make bench` is not part of `.ci/run`."]
 
 

@@ -48,7 +48,8 @@ from typing import Any
 import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_api import RuntimeApi  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from emulator.runtime_api import RuntimeApi  # noqa: E402
 from schedule import pace, template_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

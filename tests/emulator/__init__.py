@@ -14,9 +14,11 @@ Modules, one per section of what the emulator adds: ``common`` (shared helpers),
 (call recording and fault injection), ``ec2`` (launch failures, EBS encryption, AMIs, Auto
 Scaling), ``cloudtrail``, ``iam`` (policy evaluation for SimulatePrincipalPolicy, user
 boundaries), ``organizations``, ``sts``, ``securityhub``, ``kms``, ``messaging`` (SNS, SQS),
-``server`` (the patches installed, the middleware, the command line). The self-test is
-``tests/emulator/tests`` (``python -m unittest discover -s tests/emulator -t tests``).
-Importing the package imports no moto; its modules do.
+``server`` (the patches installed, the middleware, the command line). ``runtime_api`` is the
+Lambda Runtime API stub the Rust tests and the benchmarks run the binary against; ``seed``
+prepares scenarios in a running emulator for ``tests/demo.py`` and ``bench/``. The self-test
+is ``tests/emulator/tests`` (``python -m unittest discover -s tests/emulator -t tests``).
+Importing the package imports no moto: ``runtime_api`` and ``seed`` run without it.
 
 Usage
 -----
@@ -33,6 +35,12 @@ Usage
     ``AWS_ACCESS_KEY_ID`` = ``AWS_SECRET_ACCESS_KEY`` = ``kld-emulator``,
     ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` = the one already set, else ``us-east-1``,
     ``AWS_EC2_METADATA_DISABLED=true``; ``AWS_PROFILE`` and ``AWS_SESSION_TOKEN`` are removed.
+
+``python tests/emulator runtime-api [--timeout-seconds 900]``
+    A Lambda Runtime API stub (``runtime_api``; no moto): reads one line from stdin, a JSON
+    list of events, prints ``KLD_RUNTIME_API=127.0.0.1:<port>`` (the value for
+    ``AWS_LAMBDA_RUNTIME_API``), then one JSON line per answer the function posts,
+    ``{"request_id", "kind": "response"|"error", "body"}``; exits when stdin closes.
 
 Which account a request acts in
 -------------------------------

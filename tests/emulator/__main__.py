@@ -1,4 +1,5 @@
-"""``python tests/emulator serve|run``: the emulator's command line (see the package docstring)."""
+"""``python tests/emulator serve|run|runtime-api``: the emulator's command line (see the package
+docstring)."""
 
 import os
 import sys
@@ -10,6 +11,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and os.path.abspath(sys.path[0] or os.curdir) == HERE:
     sys.path[0] = os.path.dirname(HERE)
 
-from emulator.server import main  # noqa: E402
+if sys.argv[1:2] == ["runtime-api"]:
+    from emulator.runtime_api import main  # the stub alone: no moto to import
+else:
+    from emulator.server import main
 
 sys.exit(main())
