@@ -9,7 +9,7 @@ CARGO ?= cargo
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < tests/requirements.txt | cut -d' ' -f1)
-EMULATOR := $(PY) tests/emulator.py run --
+EMULATOR := $(PY) tests/emulator run --
 
 .PHONY: run test unit venv clean install
 
@@ -28,7 +28,7 @@ run: $(STAMP)
 
 ## The whole suite: the emulator's self-test, unit tests, emulator integration tests.
 test: $(STAMP)
-	$(EMULATOR) bash -c '$(PY) -m unittest tests/test_emulator.py 2>&1 | tail -n 3 && $(CARGO) test --locked'
+	$(EMULATOR) bash -c '$(PY) -m unittest discover -s tests/emulator -t tests 2>&1 | tail -n 3 && $(CARGO) test --locked'
 
 ## Install the CLI into ~/.cargo/bin (a release build), then say how to add shell completions.
 install:

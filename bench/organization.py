@@ -1,10 +1,10 @@
 """`make bench`, organization scale (issue 17): an organization `scan` across many accounts and
 regions, and the hub function's storm across member accounts as template.yaml delivers it.
 
-Runs under ``tests/emulator.py run --`` like bench/run.py (whose helpers it imports) and writes
+Runs under ``tests/emulator run --`` like bench/run.py (whose helpers it imports) and writes
 one JSON file of raw figures that bench/render.py turns into BENCHMARKS.md's "Organization scale":
 
-    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/organization.py \
+    .venv/bin/python tests/emulator run -- .venv/bin/python bench/organization.py \
         --bin target/release/kms-launch-doctor --out bench/results/org.json
 
 1. Organization scan: --accounts member accounts (50) x --regions (3), each with the role
@@ -58,10 +58,12 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402
-    ACCOUNT, AMI, EC2_FULL, EVENT_SOURCE_ACTIONS, FAILURE, Environment, all_stats_lines, call_counts, denied_grant,
-    emf_total, epoch, eventbridge_event, http, json_lines, launch_record, log, log_lines, queue_bodies, recorded_calls,
-    replay_throttle, reset_calls, rss_method, run_event_source, run_process, secs, settle_throttle, stats_line, summary,
-    template_delivery, tool_env, user_identity,
+    EVENT_SOURCE_ACTIONS, Environment, call_counts, deployed_queues, emf_total, eventbridge_event,
+    json_lines, log, queue_bodies, replay_throttle, rss_method, run_event_source, run_process, secs,
+    settle_throttle, stats_line, storm_findings, summary, template_delivery, tool_env,
+)
+from emulator.seed import (  # noqa: E402  (run put tests/ on sys.path)
+    ACCOUNT, client, failure_records, http, post_records, recorded_calls, reset_calls, seed_launches,
 )
 from schedule import pace  # noqa: E402
 
@@ -205,20 +207,6 @@ def read_chunked(f: Any) -> bytes:
 
 # --- Seeding in member accounts ---------------------------------------------------------------
 
-_clients: dict[tuple[str, str, str], Any] = {}
-
-
-def client(service: str, region: str, account: str) -> Any:
-    """A boto3 client acting in `account` (moto's x-moto-account-id header), cached."""
-    k = (service, region, account)
-    if k not in _clients:
-        c = boto3.client(service, region_name=region)
-        c.meta.events.register("before-sign.*.*",
-                               lambda request, **_: request.headers.__setitem__("x-moto-account-id", account))
-        _clients[k] = c
-    return _clients[k]
-
-
 def trust(*accounts: str) -> dict:
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]}, "Action": "sts:AssumeRole"}]}
@@ -231,55 +219,7 @@ def make_role(account: str, name: str, trusted: tuple[str, ...] = ()) -> None:
     http("POST", "/_kld/iam/role", body)
 
 
-def in_account(record: dict, account: str) -> dict:
-    """A CloudTrail record of bench/run.py's shapes, moved into `account`."""
-    record["recipientAccountId"] = account
-    record["userIdentity"]["accountId"] = account
-    for r in record.get("resources") or []:
-        r["accountId"] = account
-    return record
-
-
-def seed_launches(account: str, region: str, user: str, count: int) -> dict:
-    """In `account` and `region`: an IAM user with EC2 full access and no kms:CreateGrant, a key,
-    `count` instances with an encrypted volume on that key, each put in the failed-launch state.
-    Records are made by `records_for` (posted when the run wants them visible)."""
-    iam, kms, ec2 = (client(s, region, account) for s in ("iam", "kms", "ec2"))
-    arn = iam.create_user(UserName=user)["User"]["Arn"]
-    iam.put_user_policy(UserName=user, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
-    key = kms.create_key(Description=f"EBS key of {user}")["KeyMetadata"]["Arn"]
-    run = ec2.run_instances(ImageId=AMI, MinCount=count, MaxCount=count, InstanceType="t3.micro",
-                            BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
-                                                  "Ebs": {"VolumeSize": 8, "Encrypted": True, "KmsKeyId": key}}])
-    ids = [i["InstanceId"] for i in run["Instances"]]
-    for instance in ids:
-        http("POST", "/_kld/ec2/launch-failure", {"region": region, "account_id": account, "instance_id": instance,
-                                                  "state": "stopped", **FAILURE})
-    return {"account": account, "region": region, "user": user, "user_arn": arn, "key": key, "instance_ids": ids}
-
-
-def records_for(launches: dict, ago: Any, now: datetime) -> list[dict]:
-    """Per instance a StartInstances by the user at now - ago(n) and EC2's denied CreateGrant 2 s later."""
-    account, region, arn, key = launches["account"], launches["region"], launches["user_arn"], launches["key"]
-    identity = in_account({"userIdentity": user_identity(arn, launches["user"])}, account)["userIdentity"]
-    events = []
-    for n, instance in enumerate(launches["instance_ids"]):
-        at = now - ago(n)
-        events.append(in_account(launch_record(region, instance, identity, at), account))
-        events.append(in_account(denied_grant(region, key, identity, arn, at + timedelta(seconds=2)), account))
-    return events
-
-
-def post_records(launches: dict, events: list[dict]) -> None:
-    http("POST", "/_kld/cloudtrail/events", {"region": launches["region"], "account_id": launches["account"],
-                                             "events": events})
-
-
 # --- Reading what the proxy saw ---------------------------------------------------------------
-
-def counts(calls: list[dict]) -> dict[str, int]:
-    return dict(sorted(Counter(f"{c['service']}:{c['action']}" for c in calls).items()))
-
 
 def per_place(calls: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """The calls of each account-region (regional services only: IAM, STS and Organizations are global)."""
@@ -367,8 +307,8 @@ def measure_scan(binary: str, proxy: Proxy, label: str, how: list[str], env_extr
     places = per_place(seen)
     failed_places = {(s["account"], s["region"]) for s in seeded}
     empty = [cs for pl, cs in places.items() if pl not in failed_places]
-    shapes = Counter(json.dumps(counts(cs)) for cs in empty)
-    busy = {f"{a}/{r}": counts(places.get((a, r), [])) for a, r in sorted(failed_places)}
+    shapes = Counter(json.dumps(call_counts(cs)) for cs in empty)
+    busy = {f"{a}/{r}": call_counts(places.get((a, r), [])) for a, r in sorted(failed_places)}
     iam_by_account = Counter(c["account"] for c in seen if c["service"] == "iam")
     summ = report.get("summary") or {}
     skipped = report.get("skipped", [])
@@ -384,8 +324,8 @@ def measure_scan(binary: str, proxy: Proxy, label: str, how: list[str], env_extr
         "summary_accounts": len(summ.get("accounts", [])), "summary_regions": summ.get("regions", []),
         "interceptor": tool.get("api_calls", {}), "total": tool.get("total"),
         "emulator_total": len(emulated), "emulator": call_counts(emulated),
-        "proxy_total": len(seen), "proxy": counts(seen),
-        "entry_calls": counts([c for c in seen if c["service"] in ("sts", "organizations")]),
+        "proxy_total": len(seen), "proxy": call_counts(seen),
+        "entry_calls": call_counts([c for c in seen if c["service"] in ("sts", "organizations")]),
         "assume_role_denied": sum(1 for c in seen if c["action"] == "AssumeRole" and c["status"] != 200),
         "account_regions_seen": len(places),
         "calls_per_account_region": summary([len(cs) for cs in places.values()]) if places else None,
@@ -412,10 +352,10 @@ def seed_org(n_accounts: int, regions: list[str], n_failures: int, suffix: str) 
     now = datetime.now(UTC)
     for i in range(n_failures):
         account, region = members[(i * 7) % n_accounts], regions[i % len(regions)]
-        launches = seed_launches(account, region, f"org-ops-{i}-{suffix}", 1)
-        post_records(launches, records_for(launches, lambda n: timedelta(minutes=4), now))
+        launches = seed_launches(region, f"org-ops-{i}-{suffix}", 1, account)
+        post_records(region, failure_records(launches, now, lambda n: timedelta(minutes=4)), account)
         seeded.append({"account": account, "region": region, "instance_id": launches["instance_ids"][0],
-                       "user_arn": launches["user_arn"], "key": launches["key"]})
+                       "user_arn": launches["principal"], "key": launches["keys"][0]})
     return {"members": members, "closed": closed, "regions": regions, "seeded": seeded}
 
 
@@ -445,7 +385,7 @@ def seed_hub(n_accounts: int, per_account: int, region: str, suffix: str, prefix
         half = per_account // 2
         for k, count in enumerate((half, per_account - half)):
             if count:
-                launches.append(seed_launches(account, region, f"hub-ops-{n}-{k}-{suffix}", count))
+                launches.append(seed_launches(region, f"hub-ops-{n}-{k}-{suffix}", count, account))
     return launches
 
 
@@ -463,21 +403,8 @@ def measure_hub(binary: str, launches: list[dict], tpl: dict, functions: int, ca
     in between; LookupEvents only per region, from the emulator's log, and the function's own
     throttle count)."""
     region = launches[0]["region"]
-    sqs, sns = boto3.client("sqs", region_name=region), boto3.client("sns", region_name=region)
-    tag = uuid.uuid4().hex[:6]
-
-    def arn_of(url: str) -> str:
-        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-    dlq_url = sqs.create_queue(QueueName=f"kld-hub-dlq-{tag}")["QueueUrl"]
-    attrs = {"VisibilityTimeout": str(tpl["VisibilityTimeout"]), "DelaySeconds": str(tpl["DelaySeconds"])}
-    if tpl["maxReceiveCount"]:
-        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn_of(dlq_url), "maxReceiveCount": tpl["maxReceiveCount"]})
-    url = sqs.create_queue(QueueName=f"kld-hub-events-{tag}", Attributes=attrs)["QueueUrl"]
-    arn = arn_of(url)
-    topic = sns.create_topic(Name=f"kld-hub-findings-{tag}")["TopicArn"]
-    inbox = sqs.create_queue(QueueName=f"kld-hub-inbox-{tag}")["QueueUrl"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn_of(inbox))
+    sqs = boto3.client("sqs", region_name=region)
+    dlq_url, url, arn, topic, inbox = deployed_queues(region, "kld-hub", tpl)
     env_extra = {**tpl["environment"], "CLOUDTRAIL_WAIT_MINUTES": str(tpl["CloudTrailWaitMinutes"]),
                  "EVENTS_QUEUE_URL": url, "FINDINGS_TOPIC_ARN": topic, "SPOKE_ROLE_NAME": SPOKE_ROLE}
     # One proxy per function process, so that each call says which process sent it.
@@ -493,7 +420,7 @@ def measure_hub(binary: str, launches: list[dict], tpl: dict, functions: int, ca
     # The launch calls were made 1 to 3 minutes ago; every member's records become visible now.
     now = datetime.now(UTC)
     for ln in launches:
-        post_records(ln, records_for(ln, lambda n: timedelta(seconds=60 + (n * 37) % 120), now))
+        post_records(ln["region"], failure_records(ln, now, lambda n: timedelta(seconds=60 + (n * 37) % 120)), ln["account"])
     t_visible = time.time()
     # The members' state changes reach the hub's queue interleaved, as a storm in many accounts at once.
     owner = {i: ln for ln in launches for i in ln["instance_ids"]}
@@ -511,27 +438,18 @@ def measure_hub(binary: str, launches: list[dict], tpl: dict, functions: int, ca
     for p in proxies:
         p.close()
     calls = recorded_calls()
-    stdout = "\n".join(s for e in envs for s in e.stdout)
     invocations = run["invocations"]
-    interceptor: Counter = Counter()
-    for st in all_stats_lines(stdout):
-        interceptor.update(st.get("api_calls", {}))
-    lines = log_lines(stdout, "finding")
-    findings = [v["finding"] for v in lines]
-    first_at: dict[str, float] = {}
-    for v in lines:
-        i = v["finding"]["instance_id"]
-        first_at[i] = min(first_at.get(i, float("inf")), epoch(v["timestamp"]))
+    stdout, interceptor, findings, first_at = storm_findings(envs)
     right, wrong = set(), []
     for f in findings:
         ln = owner.get(f["instance_id"])
         got = (f.get("account"), ((f.get("launch") or {}).get("caller") or {}).get("principal_arn"),
                (f.get("keys") or [{}])[0].get("arn"))
-        if ln and got == (ln["account"], ln["user_arn"], ln["key"]):
+        if ln and got == (ln["account"], ln["principal"], ln["keys"][0]):
             right.add(f["instance_id"])
         elif len(wrong) < 5:
             wrong.append({"instance_id": f["instance_id"], "got": got,
-                          "want": (ln["account"], ln["user_arn"], ln["key"]) if ln else None})
+                          "want": (ln["account"], ln["principal"], ln["keys"][0]) if ln else None})
     by_id = Counter((f["id"], f.get("digest")) for f in findings)
     sns_attrs = [json.loads(b).get("MessageAttributes", {}) for b in queue_bodies(inbox, region)]
     sns_by_id = Counter((a.get("finding_id", {}).get("Value"), a.get("digest", {}).get("Value")) for a in sns_attrs)
@@ -575,7 +493,7 @@ def measure_hub(binary: str, launches: list[dict], tpl: dict, functions: int, ca
         # In hub topology each process asks for its own account once at start-up, before the storm's
         # calls are recorded; the interceptor counts it in its first invocation's figures.
         "interceptor_startup": {"sts:GetCallerIdentity": sum(e.processes for e in envs)},
-        "emulator": call_counts(own), "emulator_total": len(own), "proxy_total": len(seen), "proxy": counts(seen),
+        "emulator": call_counts(own), "emulator_total": len(own), "proxy_total": len(seen), "proxy": call_counts(seen),
         "proxied": proxied,
         # Every member account's LookupEvents in the region together (the emulator's log has no
         # account): a total, not a pace against any one account-region's budget.

@@ -2,7 +2,7 @@
 each variant is a full release build of every crate (15-25 minutes each, cold, on 2 cores).
 
     python3 bench/profiles.py build [VARIANT...]      # cold builds, timed (default: all variants)
-    tests/emulator.py run -- .venv/bin/python bench/profiles.py measure
+    tests/emulator run -- .venv/bin/python bench/profiles.py measure
 
 Each variant is a custom Cargo profile defined on the command line (`--config`), inheriting the
 release profile in Cargo.toml and changing one or more settings, built in a target directory of
@@ -82,7 +82,7 @@ def build(names: list[str]) -> None:
 
 
 def measure() -> None:
-    import run  # needs boto3 and the emulator: under tests/emulator.py run
+    import run  # needs boto3 and the emulator: under tests/emulator run
 
     data = load()
     candidates = {"release": steps.HOST_BIN, **{n: TARGET / n / steps.BIN for n in VARIANTS}}

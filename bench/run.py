@@ -3,22 +3,22 @@ whole-process time of `diagnose`, Lambda start-up, a storm of 200 failures (`sca
 batch, and as template.yaml delivers it until its queue is empty), and Cloud Custodian side by
 side over the same 200 instances.
 
-Runs under ``tests/emulator.py run --`` (which sets AWS_ENDPOINT_URL, KLD_EMULATOR_URL and fake
+Runs under ``tests/emulator run --`` (which sets AWS_ENDPOINT_URL, KLD_EMULATOR_URL and fake
 credentials; nothing here talks to real AWS) and writes one JSON file of raw figures, which
 bench/render.py turns into BENCHMARKS.md:
 
-    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/run.py \
+    .venv/bin/python tests/emulator run -- .venv/bin/python bench/run.py \
         --bin target/release/kms-launch-doctor --custodian .venv-bench/bin/custodian \
         --out bench/results/run.json
 
 Only the deployed storm (issue 15: the template's Timeout, batching and concurrency, run until
 the queue is empty; a few minutes), to iterate on it without overwriting run.json:
 
-    .venv/bin/python tests/emulator.py run -- .venv/bin/python bench/run.py \
+    .venv/bin/python tests/emulator run -- .venv/bin/python bench/run.py \
         --bin target/debug/kms-launch-doctor --out /tmp/run.json --only deployed [--deployed quiet,noisy,heavy]
 
-Seeding follows tests/demo.py (boto3 against moto, plus the emulator's /_kld/ control routes)
-and, for the storm, tests/scenarios/lambda.rs. Call counts come from the tool's own SDK
+Seeding is tests/emulator/seed.py's (boto3 against moto, plus the emulator's /_kld/ control
+routes; tests/demo.py seeds the same scenario) and, for the storm, follows tests/scenarios/lambda.rs. Call counts come from the tool's own SDK
 interceptor (KLD_CALL_STATS=1) and are cross-checked against what the emulator recorded.
 """
 
@@ -39,7 +39,6 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,13 +47,15 @@ from typing import Any
 import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_api import RuntimeApi  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from emulator.runtime_api import RuntimeApi  # noqa: E402
+from emulator.seed import (  # noqa: E402
+    ACCOUNT, denied_grant, failure_records, http, launch_record, post_records, recorded_calls, reset_calls,
+    seed_launches, seed_role_scenario, seed_user_scenario, stamp, user_identity,
+)
 from schedule import pace, template_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ACCOUNT = "123456789012"
-AMI = "ami-12c6146b"
-FAILURE = {"code": "Client.InternalError", "message": "Client.InternalError: Client error on launch"}
 
 # One region per scenario, so that call counts and CloudTrail windows never mix.
 REGION_ARTICLE = "eu-west-1"
@@ -83,167 +84,26 @@ def secs(s: float | None) -> str:
     return "—" if s is None else f"{s:.1f} s"
 
 
-# --- The emulator's control routes ----------------------------------------------------------
-
-def http(method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(os.environ["KLD_EMULATOR_URL"] + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.load(resp)
-
-
-def recorded_calls() -> list[dict]:
-    return http("GET", "/_kld/calls")["calls"]
-
-
-def reset_calls() -> None:
-    http("POST", "/_kld/calls/reset", {})
-
+# --- The emulator's call log (the control routes and the seeding are tests/emulator/seed.py) -------
 
 def call_counts(calls: list[dict]) -> dict[str, int]:
     return dict(sorted(Counter(f"{c['service']}:{c['action']}" for c in calls).items()))
 
 
-def stamp(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # --- Seeding ----------------------------------------------------------------------------------
-
-def clients(region: str) -> tuple[Any, Any, Any]:
-    return (boto3.client("iam", region_name=region), boto3.client("kms", region_name=region),
-            boto3.client("ec2", region_name=region))
-
-
-EC2_FULL = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]})
-
-
-def user_identity(arn: str, name: str) -> dict:
-    return {"type": "IAMUser", "principalId": "AIDACKCEVSQ6C2EXAMPLE", "arn": arn, "accountId": ACCOUNT,
-            "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "userName": name}
-
-
-def role_identity(role_arn: str, role_name: str, session: str) -> dict:
-    return {"type": "AssumedRole", "principalId": f"AROAEXAMPLE:{session}",
-            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{session}", "accountId": ACCOUNT,
-            "accessKeyId": "ASIAEXAMPLE",
-            "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAEXAMPLE", "arn": role_arn,
-                                                 "accountId": ACCOUNT, "userName": role_name},
-                               "attributes": {"creationDate": stamp(datetime.now(UTC) - timedelta(minutes=30)),
-                                              "mfaAuthenticated": "false"}}}
-
-
-def launch_record(region: str, instance: str, identity: dict, at: datetime) -> dict:
-    return {"eventVersion": "1.09", "userIdentity": identity, "eventTime": stamp(at),
-            "eventSource": "ec2.amazonaws.com", "eventName": "StartInstances", "awsRegion": region,
-            "sourceIPAddress": "203.0.113.10", "userAgent": "aws-cli/2.15.0",
-            "requestParameters": {"instancesSet": {"items": [{"instanceId": instance}]}},
-            "responseElements": {"instancesSet": {"items": [{"instanceId": instance,
-                                                             "currentState": {"code": 0, "name": "pending"},
-                                                             "previousState": {"code": 80, "name": "stopped"}}]}},
-            "requestID": str(uuid.uuid4()), "eventID": str(uuid.uuid4()), "readOnly": False,
-            "eventType": "AwsApiCall", "managementEvent": True, "recipientAccountId": ACCOUNT,
-            "eventCategory": "Management"}
-
-
-def denied_grant(region: str, key_arn: str, identity: dict, caller_arn: str, at: datetime) -> dict:
-    return {"eventVersion": "1.09", "userIdentity": identity, "eventTime": stamp(at),
-            "eventSource": "kms.amazonaws.com", "eventName": "CreateGrant", "awsRegion": region,
-            "sourceIPAddress": "ec2.amazonaws.com", "userAgent": "ec2.amazonaws.com", "errorCode": "AccessDenied",
-            "errorMessage": f"User: {caller_arn} is not authorized to perform: kms:CreateGrant on resource: {key_arn} "
-                            "because no identity-based policy allows the kms:CreateGrant action",
-            "requestParameters": {"keyId": key_arn, "granteePrincipal": "ec2.amazonaws.com", "constraints": {}},
-            "responseElements": None, "requestID": str(uuid.uuid4()), "eventID": str(uuid.uuid4()),
-            "readOnly": False, "resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": key_arn}],
-            "eventType": "AwsApiCall", "managementEvent": True, "recipientAccountId": ACCOUNT}
-
-
-def fail_launch(region: str, instance: str) -> None:
-    http("POST", "/_kld/ec2/launch-failure", {"region": region, "instance_id": instance, "state": "stopped", **FAILURE})
-
-
-def run_instance(ec2: Any, keys: list[str]) -> str:
-    mappings = [{"DeviceName": f"/dev/xvd{chr(ord('a') + i)}", "Ebs": {"VolumeSize": 8, "Encrypted": True, "KmsKeyId": k}}
-                for i, k in enumerate(keys)]
-    return ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
-                             BlockDeviceMappings=mappings)["Instances"][0]["InstanceId"]
-
-
-def seed_user_scenario(region: str, user: str, n_keys: int) -> dict:
-    """The article's scenario (n_keys=1): IAM user with EC2 full access starts an instance whose
-    volumes are encrypted with customer managed keys it may not kms:CreateGrant on."""
-    iam, kms, ec2 = clients(region)
-    arn = iam.create_user(UserName=user)["User"]["Arn"]
-    iam.put_user_policy(UserName=user, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
-    keys = [kms.create_key(Description=f"EBS volume key {i}")["KeyMetadata"]["Arn"] for i in range(n_keys)]
-    instance = run_instance(ec2, keys)
-    fail_launch(region, instance)
-    started = datetime.now(UTC) - timedelta(minutes=4)
-    identity = user_identity(arn, user)
-    events = [launch_record(region, instance, identity, started)]
-    events += [denied_grant(region, k, identity, arn, started + timedelta(seconds=2)) for k in keys]
-    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": events})
-    return {"region": region, "instance_id": instance, "principal": arn, "keys": keys}
-
-
-def seed_role_scenario(region: str, role: str) -> dict:
-    """An assumed-role caller: the fix belongs on the role, not on the session."""
-    iam, kms, ec2 = clients(region)
-    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                                                                "Action": "sts:AssumeRole"}]})
-    arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
-    iam.put_role_policy(RoleName=role, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
-    key = kms.create_key(Description="EBS volume key")["KeyMetadata"]["Arn"]
-    instance = run_instance(ec2, [key])
-    fail_launch(region, instance)
-    started = datetime.now(UTC) - timedelta(minutes=4)
-    identity = role_identity(arn, role, "deploy-session")
-    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": [
-        launch_record(region, instance, identity, started),
-        denied_grant(region, key, identity, identity["arn"], started + timedelta(seconds=2)),
-    ]})
-    return {"region": region, "instance_id": instance, "principal": arn, "keys": [key]}
-
 
 def seed_storm_instances(region: str, user: str) -> dict:
     """200 failed launches in one region on one key, by one user: the instances, in the failed
-    state, and the caller; no CloudTrail records yet (storm_records, posted when the run wants
+    state, and the caller; no CloudTrail records yet (failure_records, posted when the run wants
     them visible)."""
-    iam, kms, ec2 = clients(region)
-    arn = iam.create_user(UserName=user)["User"]["Arn"]
-    iam.put_user_policy(UserName=user, PolicyName="AmazonEC2FullAccess", PolicyDocument=EC2_FULL)
-    key = kms.create_key(Description="storm key")["KeyMetadata"]["Arn"]
-    ids: list[str] = []
-    for _ in range(STORM_SIZE // 100):
-        run = ec2.run_instances(ImageId=AMI, MinCount=100, MaxCount=100, InstanceType="t3.micro",
-                                BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
-                                                      "Ebs": {"VolumeSize": 8, "Encrypted": True, "KmsKeyId": key}}])
-        ids += [i["InstanceId"] for i in run["Instances"]]
-    for instance in ids:
-        fail_launch(region, instance)
-    return {"region": region, "instance_ids": ids, "principal": arn, "keys": [key], "user": user}
-
-
-def storm_records(storm: dict, now: datetime, ago: Callable[[int], timedelta]) -> list[dict]:
-    """The storm's CloudTrail records: per instance a StartInstances at now - ago(n) and the
-    denied CreateGrant EC2 makes 2 s later."""
-    region, arn, key = storm["region"], storm["principal"], storm["keys"][0]
-    identity = user_identity(arn, storm["user"])
-    events = []
-    for n, instance in enumerate(storm["instance_ids"]):
-        at = now - ago(n)
-        events.append(launch_record(region, instance, identity, at))
-        events.append(denied_grant(region, key, identity, arn, at + timedelta(seconds=2)))
-    return events
+    return seed_launches(region, user, STORM_SIZE, key_description="storm key")
 
 
 def seed_storm(region: str, user: str) -> dict:
     """200 failed launches in one region on one key, launched by one user within ~40 minutes
     (as tests/scenarios/lambda.rs a_storm_of_200_failures_is_diagnosed_within_cloudtrail_limits)."""
     storm = seed_storm_instances(region, user)
-    events = storm_records(storm, datetime.now(UTC), lambda n: timedelta(minutes=1 + n % 40))
-    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": events})
+    post_records(region, failure_records(storm, datetime.now(UTC), lambda n: timedelta(minutes=1 + n % 40)))
     return storm
 
 
@@ -265,7 +125,7 @@ def seed_background(region: str, key_arn: str, grants: int, starts: int) -> dict
         if e.get("errorCode") is None:
             e.pop("errorCode", None)
             e.pop("errorMessage", None)
-    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": events})
+    post_records(region, events)
     return {"grants": grants, "starts": starts}
 
 
@@ -925,6 +785,42 @@ def epoch(stamp_text: str) -> float:
     return datetime.fromisoformat(stamp_text.replace("Z", "+00:00")).timestamp()
 
 
+def storm_findings(envs: list[Environment]) -> tuple[str, Counter, list[dict], dict[str, float]]:
+    """What a storm's functions wrote: their stdout, the interceptor's call counts summed, the
+    findings logged, and when each instance's first finding was logged (epoch seconds)."""
+    stdout = "\n".join(s for e in envs for s in e.stdout)
+    interceptor: Counter = Counter()
+    for st in all_stats_lines(stdout):
+        interceptor.update(st.get("api_calls", {}))
+    lines = log_lines(stdout, "finding")
+    first_at: dict[str, float] = {}
+    for v in lines:
+        i = v["finding"]["instance_id"]
+        first_at[i] = min(first_at.get(i, float("inf")), epoch(v["timestamp"]))
+    return stdout, interceptor, [v["finding"] for v in lines], first_at
+
+
+def deployed_queues(region: str, prefix: str, tpl: dict) -> tuple[str, str, str, str, str]:
+    """What template.yaml deploys around the function, named `<prefix>-...-<random>`: the events
+    queue with the template's attributes and its dead-letter queue, and the findings topic with a
+    queue subscribed (the inbox, to count what SNS got). Returns (dlq_url, url, arn, topic, inbox)."""
+    sqs, sns = boto3.client("sqs", region_name=region), boto3.client("sns", region_name=region)
+    tag = uuid.uuid4().hex[:6]
+
+    def arn_of(url: str) -> str:
+        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    dlq_url = sqs.create_queue(QueueName=f"{prefix}-dlq-{tag}")["QueueUrl"]
+    attrs = {"VisibilityTimeout": str(tpl["VisibilityTimeout"]), "DelaySeconds": str(tpl["DelaySeconds"])}
+    if tpl["maxReceiveCount"]:
+        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn_of(dlq_url), "maxReceiveCount": tpl["maxReceiveCount"]})
+    url = sqs.create_queue(QueueName=f"{prefix}-events-{tag}", Attributes=attrs)["QueueUrl"]
+    topic = sns.create_topic(Name=f"{prefix}-findings-{tag}")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"{prefix}-inbox-{tag}")["QueueUrl"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn_of(inbox))
+    return dlq_url, url, arn_of(url), topic, inbox
+
+
 def measure_deployed(binary: str, storm: dict, tpl: dict, functions: int, cap_seconds: float,
                      background: dict | None = None) -> dict:
     """Issue 15: the storm as template.yaml delivers it, at the deployed pace, with the
@@ -936,21 +832,8 @@ def measure_deployed(binary: str, storm: dict, tpl: dict, functions: int, cap_se
     environment paces its own CloudTrail calls; the emulator's 2/s bucket is per account and
     region, shared, as in AWS. A topic subscribed by a queue counts what SNS got per finding."""
     region = storm["region"]
-    sqs, sns = boto3.client("sqs", region_name=region), boto3.client("sns", region_name=region)
-    tag = uuid.uuid4().hex[:6]
-
-    def arn_of(url: str) -> str:
-        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-    dlq_url = sqs.create_queue(QueueName=f"kld-bench-dlq-{tag}")["QueueUrl"]
-    attrs = {"VisibilityTimeout": str(tpl["VisibilityTimeout"]), "DelaySeconds": str(tpl["DelaySeconds"])}
-    if tpl["maxReceiveCount"]:
-        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn_of(dlq_url), "maxReceiveCount": tpl["maxReceiveCount"]})
-    url = sqs.create_queue(QueueName=f"kld-bench-events-{tag}", Attributes=attrs)["QueueUrl"]
-    arn = arn_of(url)
-    topic = sns.create_topic(Name=f"kld-bench-findings-{tag}")["TopicArn"]
-    inbox = sqs.create_queue(QueueName=f"kld-bench-inbox-{tag}")["QueueUrl"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn_of(inbox))
+    sqs = boto3.client("sqs", region_name=region)
+    dlq_url, url, arn, topic, inbox = deployed_queues(region, "kld-bench", tpl)
     noise = seed_background(region, storm["keys"][0], background["grants"], background["starts"]) if background else None
     env_extra = {**tpl["environment"], "CLOUDTRAIL_WAIT_MINUTES": str(tpl["CloudTrailWaitMinutes"]),
                  "EVENTS_QUEUE_URL": url, "FINDINGS_TOPIC_ARN": topic}
@@ -958,8 +841,7 @@ def measure_deployed(binary: str, storm: dict, tpl: dict, functions: int, cap_se
     settle_throttle()
     reset_calls()
     # The launch calls were made 1 to 3 minutes ago; their records become visible now.
-    records = storm_records(storm, datetime.now(UTC), lambda n: timedelta(seconds=60 + n % 120))
-    http("POST", "/_kld/cloudtrail/events", {"region": region, "events": records})
+    post_records(region, failure_records(storm, datetime.now(UTC), lambda n: timedelta(seconds=60 + n % 120)))
     t_visible = time.time()
     ids = storm["instance_ids"]
     for i in range(0, len(ids), 10):
@@ -970,17 +852,8 @@ def measure_deployed(binary: str, storm: dict, tpl: dict, functions: int, cap_se
     for e in envs:
         e.close()
     calls = recorded_calls()
-    stdout = "\n".join(s for e in envs for s in e.stdout)
     invocations = run["invocations"]
-    interceptor: Counter = Counter()
-    for st in all_stats_lines(stdout):
-        interceptor.update(st.get("api_calls", {}))
-    lines = log_lines(stdout, "finding")
-    findings = [v["finding"] for v in lines]
-    first_at: dict[str, float] = {}
-    for v in lines:
-        i = v["finding"]["instance_id"]
-        first_at[i] = min(first_at.get(i, float("inf")), epoch(v["timestamp"]))
+    stdout, interceptor, findings, first_at = storm_findings(envs)
     by_id = Counter((f["id"], f.get("digest")) for f in findings)
     sns_attrs = [json.loads(b).get("MessageAttributes", {}) for b in queue_bodies(inbox, region)]
     sns_by_id = Counter((a.get("finding_id", {}).get("Value"), a.get("digest", {}).get("Value")) for a in sns_attrs)

@@ -70,7 +70,7 @@ pub fn emulator_url() -> &'static str {
         // Never waited on: it lives as long as this test binary and exits with it (--parent-pid).
         #[allow(clippy::zombie_processes)]
         let mut child = Command::new(python)
-            .arg(root().join("tests/emulator.py"))
+            .arg(root().join("tests/emulator"))
             .args(["serve", "--port", "0", "--parent-pid", &std::process::id().to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,14 +1,17 @@
-//! A minimal Lambda Runtime API (2018-06-01) on 127.0.0.1, enough to run the real binary in
-//! Lambda mode: it hands out the queued events one by one, records what the function posts
-//! back, and holds the next `invocation/next` open once the queue is empty.
+//! The Lambda Runtime API (2018-06-01) stub the real binary runs against in Lambda mode: the
+//! benchmarks' stub, `tests/emulator/runtime_api.py`, spawned as `python tests/emulator
+//! runtime-api`. It hands out the queued events one by one (request ids `req-<n>`), reports what
+//! the function posts back, and holds the next `invocation/next` open once the queue is empty.
+//! The stub lives as long as this handle: it exits when its stdin, held here, closes.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
 use std::thread;
 
 use serde_json::Value;
+
+use super::root;
 
 /// What the function posted for one invocation.
 #[derive(Debug)]
@@ -22,6 +25,8 @@ pub struct Outcome {
 pub struct RuntimeApi {
     pub address: String,
     pub outcomes: Receiver<Outcome>,
+    stub: Child,
+    stdin: Option<ChildStdin>,
 }
 
 impl RuntimeApi {
@@ -32,76 +37,45 @@ impl RuntimeApi {
     /// Each invocation's deadline (`Lambda-Runtime-Deadline-Ms`) is `budget_ms` after it is
     /// handed out, as Lambda sets it from the function's timeout.
     pub fn start_with_budget(events: Vec<Value>, budget_ms: i64) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
+        // The stub needs no package beyond the standard library; the emulator's venv when there is one.
+        let venv = root().join(".venv/bin/python");
+        let python = if venv.exists() { venv } else { "python3".into() };
+        let mut stub = Command::new(python)
+            .arg(root().join("tests/emulator"))
+            .args(["runtime-api", "--timeout-seconds", &(budget_ms as f64 / 1000.0).to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the Runtime API stub");
+        let mut stdin = stub.stdin.take().expect("stub stdin");
+        writeln!(stdin, "{}", Value::Array(events)).expect("send the events to the stub");
+        let mut lines = BufReader::new(stub.stdout.take().expect("stub stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let address = first.strip_prefix("KLD_RUNTIME_API=").expect("the stub printed its address").to_owned();
         let (tx, rx) = channel();
-        let queue = Arc::new(Mutex::new(events.into_iter().enumerate()));
-        // One thread per connection: the runtime's HTTP client may open a new connection for a
-        // response while an idle one stays open.
+        // One JSON line per answer, in the order the function posted them.
         thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                let (queue, tx) = (Arc::clone(&queue), tx.clone());
-                thread::spawn(move || serve(stream, &queue, &tx, budget_ms));
+            for line in lines.map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                let outcome = Outcome {
+                    request_id: v["request_id"].as_str().unwrap_or_default().to_owned(),
+                    kind: v["kind"].as_str().unwrap_or_default().to_owned(),
+                    body: v["body"].clone(),
+                };
+                if tx.send(outcome).is_err() {
+                    break;
+                }
             }
         });
-        Self { address, outcomes: rx }
+        Self { address, outcomes: rx, stub, stdin: Some(stdin) }
     }
 }
 
-type Queue = Arc<Mutex<std::iter::Enumerate<std::vec::IntoIter<Value>>>>;
-
-fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let mut length = 0usize;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((method, path, body))
-}
-
-/// Serves requests on one connection; once the queue is empty, a `next` is held open.
-fn serve(mut stream: TcpStream, queue: &Queue, tx: &Sender<Outcome>, budget_ms: i64) {
-    while let Some((method, path, body)) = read_request(&mut stream) {
-        if method == "GET" && path.ends_with("/invocation/next") {
-            let next = queue.lock().map(|mut q| q.next()).ok().flatten();
-            let Some((n, event)) = next else {
-                // Hold the function here until the test kills it.
-                thread::sleep(std::time::Duration::from_secs(600));
-                return;
-            };
-            let payload = event.to_string();
-            let deadline = chrono::Utc::now().timestamp_millis() + budget_ms;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-{n}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:kms-launch-doctor\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n{payload}",
-                payload.len()
-            );
-        } else if method == "POST" {
-            let segments: Vec<&str> = path.split('/').collect();
-            let kind = segments.last().copied().unwrap_or_default().to_owned();
-            let request_id = segments.get(segments.len().saturating_sub(2)).copied().unwrap_or_default().to_owned();
-            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let _ = tx.send(Outcome { request_id, kind, body });
-            let _ = write!(stream, "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{{}}");
-        } else {
-            let _ = write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-        }
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        drop(self.stdin.take()); // the stub's signal to stop
+        let _ = self.stub.kill();
+        let _ = self.stub.wait();
     }
 }

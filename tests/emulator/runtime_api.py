@@ -1,4 +1,6 @@
-"""A Lambda Runtime API (2018-06-01) stub on 127.0.0.1 for the benchmarks.
+"""A Lambda Runtime API (2018-06-01) stub on 127.0.0.1: the one the benchmarks use in-process and
+the Rust tests spawn (``python tests/emulator runtime-api``, below) to run the real binary in
+Lambda mode. It needs no moto.
 
 ``GET /2018-06-01/runtime/invocation/next`` hands out the queued events one by one, with the
 headers the runtime client needs; once the queue is empty it holds the request open until an
@@ -6,8 +8,9 @@ event is submitted (``submit()``, for a benchmark that plays the event source) o
 Each invocation's ``Lambda-Runtime-Deadline-Ms`` is its delivery time plus ``timeout_seconds``,
 the function's ``Timeout`` (900 s, Lambda's largest, unless the caller says otherwise): the
 function plans its work against that deadline, so a benchmark of the deployed shape must give
-the template's. ``POST .../invocation/<id>/response`` and ``.../error`` (and ``/init/error``)
-record the outcome. Each connection is served in its own thread (the runtime's HTTP client may
+the template's. Request ids are ``req-<n>``, in submission order. ``POST
+.../invocation/<id>/response`` and ``.../error`` (and ``/init/error``) record the outcome and, if
+the caller gave ``on_answer``, pass it on as it arrives. Each connection is served in its own thread (the runtime's HTTP client may
 open a new connection for a response while an idle one stays open).
 
 Times are ``time.perf_counter()`` values, so the caller can relate them to when it started the
@@ -15,23 +18,35 @@ process: ``first_next`` (the first ``invocation/next`` request: start-up is over
 ``delivered[i]`` and ``completed[i]`` per invocation; ``deadline_ms[i]`` is the deadline it was
 given (epoch milliseconds). The stub does not stop a function at its deadline: the caller
 decides what an answer after it means (Lambda would have failed the invocation).
+
+``python tests/emulator runtime-api [--timeout-seconds 900]`` (``main``) serves the events of one
+line of stdin (a JSON list), prints ``KLD_RUNTIME_API=127.0.0.1:<port>`` (the value for
+``AWS_LAMBDA_RUNTIME_API``), then one JSON line per answer, ``{"request_id", "kind", "body"}``
+(``kind`` "response" or "error"), in the order they arrive, and stops when stdin closes: the
+process that started it holds stdin open for as long as it wants the stub, so the stub never
+outlives it.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:kms-launch-doctor"
 
 
 class RuntimeApi:
-    def __init__(self, events: list[Any], timeout_seconds: float = 900.0) -> None:
+    def __init__(self, events: list[Any], timeout_seconds: float = 900.0,
+                 on_answer: Callable[[str, str, Any], None] | None = None) -> None:
         self.timeout_seconds = timeout_seconds
+        self.on_answer = on_answer
         self.lock = threading.Lock()
         self.wakeup = threading.Condition(self.lock)
         self.pending: deque[tuple[str, Any]] = deque()
@@ -108,6 +123,8 @@ class RuntimeApi:
                 with api.lock:
                     api.completed[request_id] = now
                     api.outcomes[request_id] = (kind, body)
+                    if api.on_answer is not None:
+                        api.on_answer(request_id, kind, body)
                     answered = sum(1 for r in api.outcomes if r in api.answered)
                     if answered >= api.submitted or kind == "error" and request_id == "init":
                         api.all_done.set()
@@ -127,9 +144,9 @@ class RuntimeApi:
         self.thread.start()
 
     def submit(self, event: Any) -> str:
-        """Queues one invocation; returns its request id (``bench-<n>``, in submission order)."""
+        """Queues one invocation; returns its request id (``req-<n>``, in submission order)."""
         with self.wakeup:
-            request_id = f"bench-{self.submitted}"
+            request_id = f"req-{self.submitted}"
             self.submitted += 1
             self.answered[request_id] = threading.Event()
             self.pending.append((request_id, event))
@@ -157,3 +174,23 @@ class RuntimeApi:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``runtime-api``: the stub for another process (the Rust tests), over stdin and stdout."""
+    parser = argparse.ArgumentParser(prog="emulator runtime-api", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--timeout-seconds", type=float, default=900.0,
+                        help="each invocation's deadline after its delivery (the function's Timeout)")
+    args = parser.parse_args(sys.argv[2:] if argv is None else argv)
+    events = json.loads(sys.stdin.readline() or "[]")
+    if not isinstance(events, list):
+        parser.error("stdin's first line must be a JSON list of events")
+
+    def report(request_id: str, kind: str, body: Any) -> None:
+        print(json.dumps({"request_id": request_id, "kind": kind, "body": body}), flush=True)
+
+    with RuntimeApi(events, args.timeout_seconds, on_answer=report) as api:
+        print(f"KLD_RUNTIME_API={api.address}", flush=True)
+        while sys.stdin.readline():  # until the caller closes stdin (or exits)
+            pass
+    return 0
