@@ -281,7 +281,7 @@ pub fn table(report: &Report, style: &TableStyle) -> String {
     if regions.len() > 1 || wide {
         col("REGION", 9, None, &|f| f.region.clone());
     }
-    col("STATE", 7, Some(2), &|f| crate::core::render::end_state(f.instance_state).to_owned());
+    col("STATE", 7, Some(2), &|f| f.instance_state.as_str().to_owned());
     col("SINCE", 3, Some(0), &|f| match (&f.launch, wide) {
         (Some(l), true) => l.event_time.clone(),
         (Some(l), false) => age(&l.event_time, style.now),

@@ -23,6 +23,14 @@ impl EndState {
             _ => None,
         }
     }
+
+    /// The state's name, as EC2 spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stopped => "stopped",
+            Self::Terminated => "terminated",
+        }
+    }
     /// The API whose failure ends in this state: a failed start falls back to `stopped`, a
     /// failed run to `terminated`.
     pub fn launch_api(self) -> LaunchApi {

@@ -70,5 +70,21 @@ pub(super) fn log_line(level: &str, target: &str, message: &str, fields: Value) 
     if let Value::Object(extra) = fields {
         line.extend(extra);
     }
-    println!("{}", Value::Object(line));
+    write(&Value::Object(line).to_string());
+}
+
+/// The function's one writer of stdout: every line CloudWatch Logs gets goes through here.
+pub(super) fn write(line: &str) {
+    println!("{line}");
+}
+
+/// The invocation's metrics (EMF) and, with `KLD_CALL_STATS`, its AWS call counts.
+pub(super) fn invocation_end(metrics: &Metrics, throttles: u64, calls: Option<&BTreeMap<String, u64>>) {
+    for line in metric_lines(metrics, throttles, Utc::now()) {
+        write(&line.to_string());
+    }
+    if let Some(calls) = calls {
+        let stats: Value = serde_json::from_str(&crate::aws::stats::line(calls)).unwrap_or_default();
+        log_line("INFO", "kms_launch_doctor::stats", "api calls", json!({ "stats": stats }));
+    }
 }

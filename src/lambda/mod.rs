@@ -26,6 +26,7 @@
 mod batch;
 #[cfg(test)]
 mod batch_tests;
+mod error;
 mod log;
 #[cfg(test)]
 mod look_tests;
@@ -52,11 +53,13 @@ use crate::settings::Settings;
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::{json, Value};
+
+pub use error::HandlerError;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub async fn run() -> Result<(), Error> {
-    let settings = Settings::from_env().map_err(|e| format!("configuration: {e}"))?;
+    let settings = Settings::from_env().map_err(HandlerError::Configuration)?;
     let cloud = AwsCloud::new(load_config(None).await)
         .with_trail_rate(settings.cloudtrail_rate)
         .with_spoke_role(settings.spoke_role_name.clone());
@@ -65,7 +68,10 @@ pub async fn run() -> Result<(), Error> {
         Plan { options: settings.options(), sinks: settings.sinks.clone(), guardrails: settings.guardrails.clone() };
     if settings.spoke_role_name.is_some() {
         // Hub topology: every finding is delivered in the hub's account and region.
-        let account = cloud.own_account().await.map_err(|e| format!("hub topology: the hub's account: {e}"))?;
+        let account = cloud
+            .own_account()
+            .await
+            .map_err(|e| HandlerError::Configuration(format!("hub topology: the hub's account: {e}")))?;
         let home_region = region.clone().ok_or("hub topology: no region configured")?;
         plan.sinks.home = Some(crate::core::outbox::Home { account, region: home_region });
     }
@@ -76,21 +82,23 @@ pub async fn run() -> Result<(), Error> {
             // Stop starting work a margin before the invocation's deadline: the rest goes back
             // to the queue as batch item failures instead of being cut off by the timeout.
             let now = Utc::now();
-            let left_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX).saturating_sub(now.timestamp_millis());
+            let left_ms =
+                i64::try_from(event.context.deadline).unwrap_or(i64::MAX).saturating_sub(now.timestamp_millis());
             let stop_at = u64::try_from(left_ms)
                 .ok()
                 .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms))
                 .and_then(|d| d.checked_sub(settings.deadline_margin));
             let stop_at = stop_at.or_else(|| (left_ms <= 0).then(std::time::Instant::now));
             let mut metrics = Metrics::default();
-            let result = handle(&cloud, event.payload, Invocation { region: region.as_deref(), plan: &plan, settings: &settings, now, stop_at }, &mut metrics).await;
-            for line in metric_lines(&metrics, cloud.take_trail_throttles(), Utc::now()) {
-                println!("{line}");
-            }
-            if crate::aws::stats::CallCounter::enabled() {
-                let calls: Value = serde_json::from_str(&crate::aws::stats::line(&cloud.take_call_counts())).unwrap_or_default();
-                println!("{}", json!({"level": "INFO", "target": "kms_launch_doctor::stats", "message": "api calls", "stats": calls}));
-            }
+            let result = handle(
+                &cloud,
+                event.payload,
+                Invocation { region: region.as_deref(), plan: &plan, settings: &settings, now, stop_at },
+                &mut metrics,
+            )
+            .await;
+            let calls = crate::aws::stats::CallCounter::enabled().then(|| cloud.take_call_counts());
+            invocation_end(&metrics, cloud.take_trail_throttles(), calls.as_ref());
             result
         }
     }))
@@ -117,13 +125,14 @@ pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
     payload: Value,
     inv: Invocation<'_>,
     metrics: &mut Metrics,
-) -> Result<Value, Error> {
+) -> Result<Value, HandlerError> {
     let Invocation { region, plan, settings, .. } = inv;
     if is_schedule(&payload) {
         return scheduled_preflight(aws, region, plan, settings, metrics).await;
     }
     if is_sqs_batch(&payload) {
-        let batch: SqsEvent = serde_json::from_value(payload).map_err(|e| format!("malformed SQS batch: {e}"))?;
+        let batch: SqsEvent =
+            serde_json::from_value(payload).map_err(|e| HandlerError::MalformedBatch(e.to_string()))?;
         let response = handle_batch(aws, batch, inv, metrics).await;
         return Ok(serde_json::to_value(response)?);
     }
@@ -131,11 +140,8 @@ pub async fn handle<A: Cloud + Effects + IamWrites + Queue>(
     for f in &report.findings {
         log_finding(f);
     }
-    if let Some(first) = failures.first() {
-        // Fail the invocation so EventBridge retries; Security Hub upserts by Id, so a retry
-        // does not add a second finding there.
-        return Err(format!("{} sink(s) failed; first: {first}", failures.len()).into());
-    }
+    // Fails the invocation so that EventBridge retries.
+    HandlerError::sinks("", failures)?;
     Ok(serde_json::to_value(report)?)
 }
 

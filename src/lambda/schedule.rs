@@ -7,7 +7,6 @@ use crate::core::outbox::Outbox;
 use crate::ports::{CallError, Cloud, Effects, IamWrites};
 use crate::settings::Settings;
 use chrono::Utc;
-use lambda_runtime::Error;
 use serde_json::{json, Value};
 
 /// An EventBridge scheduled rule's event (the template's `PreflightSchedule`).
@@ -27,9 +26,9 @@ pub(super) async fn scheduled_preflight<A: Cloud + Effects + IamWrites>(
     plan: &Plan,
     settings: &Settings,
     metrics: &mut Metrics,
-) -> Result<Value, Error> {
+) -> Result<Value, HandlerError> {
     let Some(region) = region else {
-        return Err("scheduled preflight: no region configured".into());
+        return Err(HandlerError::Configuration("scheduled preflight: no region configured".to_owned()));
     };
     let scope = crate::app::preflight::Scope {
         instances: crate::ports::InstanceScope::default(),
@@ -48,8 +47,6 @@ pub(super) async fn scheduled_preflight<A: Cloud + Effects + IamWrites>(
         let level = if c.verdict == crate::app::preflight::Verdict::WillFail { "WARN" } else { "INFO" };
         log_line(level, "kms_launch_doctor::preflight", "preflight check", json!({ "check": c }));
     }
-    if let Some(first) = failures.first() {
-        return Err(format!("preflight: {} sink(s) failed; first: {first}", failures.len()).into());
-    }
+    HandlerError::sinks("preflight: ", failures)?;
     Ok(serde_json::to_value(ran.report)?)
 }

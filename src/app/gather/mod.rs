@@ -88,11 +88,7 @@ impl Snapshot {
             partition: crate::core::arn::partition_of_region(&f.region).to_owned(),
             region: f.region.clone(),
             state: Some(f.instance_state),
-            state_name: match f.instance_state {
-                EndState::Stopped => "stopped",
-                EndState::Terminated => "terminated",
-            }
-            .to_owned(),
+            state_name: f.instance_state.as_str().to_owned(),
             state_reason: Some(f.state_reason.clone()),
             attachments: f
                 .volumes

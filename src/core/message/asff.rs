@@ -9,13 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub(super) fn partition(f: &Finding) -> &'static str {
-    if f.region.starts_with("cn-") {
-        "aws-cn"
-    } else if f.region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
+    crate::core::arn::partition_of_region(&f.region)
 }
 
 pub fn product_arn(f: &Finding) -> String {
@@ -159,13 +153,7 @@ pub fn asff(f: &Finding, created_at: Option<&str>, now: &str) -> Asff {
         ("ProviderName".to_owned(), "kms-launch-doctor".to_owned()),
         ("ProviderVersion".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
         ("kms-launch-doctor/CauseCodes".to_owned(), codes),
-        (
-            "kms-launch-doctor/InstanceState".to_owned(),
-            match f.instance_state {
-                crate::core::facts::EndState::Stopped => "stopped".to_owned(),
-                crate::core::facts::EndState::Terminated => "terminated".to_owned(),
-            },
-        ),
+        ("kms-launch-doctor/InstanceState".to_owned(), f.instance_state.as_str().to_owned()),
         ("kms-launch-doctor/StateReason".to_owned(), clip(&f.state_reason.message, 512)),
     ]);
     let mut a = Asff {

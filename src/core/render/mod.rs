@@ -15,7 +15,6 @@ pub use next_steps::*;
 pub use scan::*;
 
 use crate::core::arn::{Arn, KeyArn};
-use crate::core::facts::EndState;
 use crate::core::report::{Finding, KeyReport, Remediation, RemediationStatus, Report};
 use crate::core::text::clean;
 use std::fmt::Write;
@@ -77,7 +76,7 @@ pub fn finding_text(f: &Finding, with_policies: bool) -> String {
 
 /// The header lines: the instance, the state reason, the caller, volumes and keys.
 fn head(out: &mut String, f: &Finding) {
-    let state = end_state(f.instance_state);
+    let state = f.instance_state.as_str();
     let _ = writeln!(out, "{} in {} ({}) failed to launch and is {state}.", instance_label(f), f.region, f.account);
     let _ = writeln!(out, "  State reason: {} ({})", clean(&f.state_reason.code), clean(&f.state_reason.message));
     match &f.launch {
@@ -126,13 +125,6 @@ fn missing(out: &mut String, f: &Finding) {
         for m in &f.missing_evidence {
             let _ = writeln!(out, "  - {} on {}: {}", m.call, m.target, clean(&m.reason));
         }
-    }
-}
-
-pub fn end_state(s: EndState) -> &'static str {
-    match s {
-        EndState::Stopped => "stopped",
-        EndState::Terminated => "terminated",
     }
 }
 
