@@ -10,9 +10,11 @@ mod args;
 mod diagnose;
 mod output;
 mod preflight;
+mod progress;
 mod replay;
 mod scan;
 mod setup;
+mod table;
 pub(crate) mod term;
 
 use std::process::ExitCode;

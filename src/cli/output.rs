@@ -220,14 +220,14 @@ pub(super) fn finish(
         Format::Json => json(err, report),
         Format::Text => emit(err, &render::text(report)),
         Format::Table => {
-            let style = crate::app::scan::TableStyle {
+            let style = crate::cli::table::TableStyle {
                 width: crate::cli::term::width(),
                 wide: false,
                 colour: color.stdout(),
                 now: Utc::now(),
                 accounts: false,
             };
-            emit(err, &crate::app::scan::table(report, &style))
+            emit(err, &crate::cli::table::table(report, &style))
         }
     };
     let not_found: Vec<&Skipped> = report.skipped.iter().filter(|s| is_not_found(s)).collect();

@@ -49,7 +49,7 @@ pub(super) async fn run(err: &Stderr, global: &Global, args: PreflightArgs) -> R
                 Exit::Failed
             }
         },
-        PreflightFormat::Table => emit(err, &crate::app::preflight::table(&report)),
+        PreflightFormat::Table => emit(err, &crate::cli::table::preflight(&report)),
         PreflightFormat::Text => emit(err, &crate::app::preflight::text(&report)),
     };
     if format != PreflightFormat::Json {

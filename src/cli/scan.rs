@@ -5,12 +5,13 @@ use chrono::Utc;
 use crate::app::gather::Options;
 use crate::app::org::Regions;
 use crate::app::remediate::Guardrails;
-use crate::app::scan::{OrgProgress, Progress, TableStyle};
 use crate::app::{act, Plan};
 use crate::aws::AwsCloud;
 use crate::cli::args::{Global, ScanArgs, ScanFormat};
 use crate::cli::output::{emit, json, report_outcome, warn_about, CliError, Exit, Stderr};
+use crate::cli::progress::Progress;
 use crate::cli::setup::{cloud, no_region, regions, report_calls, settings};
+use crate::cli::table::TableStyle;
 use crate::core::outbox::Sinks;
 use crate::core::render;
 use crate::core::report::Report;
@@ -26,8 +27,9 @@ pub(super) async fn run(err: &Stderr, global: &Global, args: ScanArgs) -> Result
         across_accounts(&cloud, &args, &opts, &guardrails, now).await?
     } else {
         let regions = regions(&cloud, args.all_regions, args.regions.clone()).await?;
-        let progress = Progress::new(regions.len(), args.quiet);
+        let progress = Progress::regions(regions.len(), args.quiet);
         let mut report = crate::app::scan::scan(&cloud, &regions, args.since, now, &opts, &progress).await;
+        progress.finish();
         let plan = Plan { options: opts.clone(), sinks: Sinks::default(), guardrails };
         for f in &mut report.findings {
             act(&cloud, &plan, f).await;
@@ -50,7 +52,7 @@ pub(super) async fn run(err: &Stderr, global: &Global, args: ScanArgs) -> Result
                 now,
                 accounts: many,
             };
-            emit(err, &crate::app::scan::table(&report, &style))
+            emit(err, &crate::cli::table::table(&report, &style))
         }
     };
     if none_searched {
@@ -105,8 +107,9 @@ async fn across_accounts(
     .await;
     let sizes: Vec<(String, usize)> =
         members.iter().map(|m| (m.account.clone(), m.regions.as_ref().map_or(0, Vec::len))).collect();
-    let progress = OrgProgress::new(&sizes, args.quiet);
+    let progress = Progress::accounts(&sizes, args.quiet);
     let mut report = crate::app::scan::scan_members(&members, args.since, now, opts, &progress).await;
+    progress.finish();
     // The role's permissions decide, and a denied write says so in the finding.
     for f in &mut report.findings {
         if let Some(Ok(member)) = members.iter().find(|m| m.account == f.account).map(|m| m.cloud.as_ref()) {

@@ -53,34 +53,6 @@ pub fn display_width(s: &str) -> usize {
     s.chars().map(char_width).sum()
 }
 
-/// `s` cut to at most `max` columns, ending with `…` when something was cut.
-pub fn truncate(s: &str, max: usize) -> String {
-    if display_width(s) <= max {
-        return s.to_owned();
-    }
-    if max == 0 {
-        return String::new();
-    }
-    let mut out = String::new();
-    let mut used = 0;
-    for c in s.chars() {
-        let w = char_width(c);
-        if used + w + 1 > max {
-            break;
-        }
-        out.push(c);
-        used += w;
-    }
-    out.push('…');
-    out
-}
-
-/// `s` padded with spaces to `width` columns.
-pub fn pad(s: &str, width: usize) -> String {
-    let w = display_width(s);
-    format!("{s}{}", " ".repeat(width.saturating_sub(w)))
-}
-
 /// Words of `text` on lines of at most `width` columns (a word longer than a line stands
 /// alone); continuation lines start with `indent`.
 pub fn wrap(text: &str, width: usize, indent: &str) -> Vec<String> {
@@ -112,16 +84,6 @@ mod tests {
     fn escapes_and_newlines_never_reach_the_terminal() {
         assert_eq!(clean("web\x1b[31m-1\n\t"), "web?[31m-1??");
         assert_eq!(clean("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
-    }
-
-    #[test]
-    fn truncation_counts_columns_and_marks_the_cut() {
-        assert_eq!(truncate("caller-lacks-create-grant", 10), "caller-la…");
-        assert_eq!(display_width(&truncate("caller-lacks-create-grant", 10)), 10);
-        assert_eq!(truncate("short", 10), "short");
-        assert_eq!(truncate("日本語のタグ", 5), "日本…");
-        assert!(display_width(&truncate("日本語のタグ", 5)) <= 5);
-        assert_eq!(truncate("abc", 0), "");
     }
 
     #[test]

@@ -113,14 +113,12 @@ pub fn service_linked_role_statements(principal: &str) -> Vec<Value> {
     ]
 }
 
-/// Quotes a word for POSIX shells so that pasting it can never run anything else.
+/// Quotes a word for POSIX shells so that pasting it can never run anything else. shlex knows
+/// the shells' corner cases (bash's `^` after a quote, non-ASCII blanks); a shell word cannot
+/// hold a NUL at all, so one from AWS is dropped first, and quoting then cannot fail.
 pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
-    if safe {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    let word = word.replace('\0', "");
+    shlex::try_quote(&word).map_or_else(|_| "''".to_owned(), std::borrow::Cow::into_owned)
 }
 
 fn cmd(words: &[&str]) -> String {
