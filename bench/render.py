@@ -524,7 +524,7 @@ def schedule_section(sched: dict) -> list[str]:
              f"`MaximumBatchingWindowInSeconds` {tpl['MaximumBatchingWindowInSeconds']}, `MaximumConcurrency` {tpl['MaximumConcurrency']}, "
              f"the queue's `DelaySeconds` {tpl['DelaySeconds']}, `CloudTrailWaitMinutes` {tpl['CloudTrailWaitMinutes']} "
              f"(the default), `CLOUDTRAIL_CALLS_PER_SECOND` {tpl['CLOUDTRAIL_CALLS_PER_SECOND']};",
-             f"from src/lambda.rs `LOOK_INTERVAL` = {pm['look_interval_seconds']} s"
+             f"from src/lambda/looks.rs `LOOK_INTERVAL` = {pm['look_interval_seconds']} s"
              + ("." if pm["look_interval_from_code"] else " (**not found in the code: assumed**)."),
              "",
              f"- The storm: N failures whose launch calls fall within {pm['storm_spread_seconds']:.0f} s; each state change reaches the queue "

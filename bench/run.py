@@ -565,7 +565,7 @@ def all_stats_lines(stdout: str) -> list[dict]:
 # events, redeliveries), so these are left out of the emulator's count of the function's calls.
 EVENT_SOURCE_ACTIONS = {"ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"}
 POLL_SECONDS = 0.5  # an idle poller's pause between polls (and checks whether the queue is empty)
-DEFERRED_TAG = "kms-launch-doctor"  # src/lambda.rs REDELIVERY_TAG: its own messages on the queue
+DEFERRED_TAG = "kms-launch-doctor"  # src/lambda/messages.rs REDELIVERY_TAG: its own messages on the queue
 
 
 def template_delivery() -> dict:

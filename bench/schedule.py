@@ -7,7 +7,7 @@ record, then a doubling backoff) and the new one (a look every LOOK_INTERVAL).
 
 Why a model and not the emulator: the interesting delays are minutes long and the storms large;
 a model runs every size in a second, with the same seed every time. Its parameters are read from
-the code (template.yaml and src/lambda.rs), so it follows the code when the code changes:
+the code (template.yaml and src/lambda/looks.rs), so it follows the code when the code changes:
 
     python3 bench/schedule.py [--out bench/results/schedule.json]
 
@@ -46,7 +46,7 @@ INVOCATION_BASE_SECONDS = 1.0  # an invocation's other calls (EC2, KMS, IAM, SQS
 LOOKUP_BUDGET_PER_MINUTE = 120  # CloudTrail: 2 LookupEvents per second per account and region
 BACKGROUND = {"grants": 1000, "starts": 300}  # bench/run.py's busier account (NOISE_GRANTS, NOISE_STARTS)
 
-# The old schedule, as src/lambda.rs had it until issue 18 (hard-coded: it is gone from the code).
+# The old schedule, as src/lambda/looks.rs had it until issue 18 (hard-coded: it is gone from the code).
 # Every receipt is a look (the batch is diagnosed before next_look decides); an event whose launch
 # record is missing is deferred until min(event time, first receipt) + CLOUDTRAIL_DELIVERY
 # (clamped to 30..900 s), and after that by backoff(looks) = min(60 * 2^(looks - 1), 900,
@@ -134,9 +134,9 @@ def template_settings(text: str | None = None) -> dict[str, Any]:
 
 
 def look_interval(src: str | None = None) -> tuple[int, bool]:
-    """The new schedule's `LOOK_INTERVAL: Duration = Duration::seconds(N)` in src/lambda.rs, and
+    """The new schedule's `LOOK_INTERVAL: Duration = Duration::seconds(N)` in src/lambda/looks.rs, and
     whether it was found (if not, 30 s, the interval issue 18 asks for)."""
-    src = src if src is not None else (ROOT / "src" / "lambda.rs").read_text()
+    src = src if src is not None else (ROOT / "src" / "lambda" / "looks.rs").read_text()
     m = re.search(r"const\s+LOOK_INTERVAL\s*:\s*Duration\s*=\s*Duration::seconds\(\s*(\d+)\s*\)", src)
     return (int(m.group(1)), True) if m else (30, False)
 
@@ -189,7 +189,7 @@ class Poller:
 
 
 def old_next_look(p: Params, now: float, observed: float, first_received: float, looks: int) -> float | None:
-    """src/lambda.rs's next_look before issue 18 (launch record missing, no lookup failure)."""
+    """src/lambda/looks.rs's next_look before issue 18 (launch record missing, no lookup failure)."""
     deadline = first_received + p.wait_budget
     if now >= deadline:
         return None
@@ -202,7 +202,7 @@ def old_next_look(p: Params, now: float, observed: float, first_received: float,
 
 
 def new_next_look(p: Params, now: float, first_received: float) -> float | None:
-    """src/lambda.rs's next_look after issue 18: every LOOK_INTERVAL until the budget's end,
+    """src/lambda/looks.rs's next_look after issue 18: every LOOK_INTERVAL until the budget's end,
     the last look landing on it."""
     end = first_received + p.wait_budget
     if now >= end:
@@ -369,7 +369,7 @@ def main() -> int:
     args = ap.parse_args()
     tpl = template_settings()
     interval, found = look_interval()
-    rate = tpl["CLOUDTRAIL_CALLS_PER_SECOND"] or 1.5  # the binary's default (src/aws.rs TRAIL_RATE)
+    rate = tpl["CLOUDTRAIL_CALLS_PER_SECOND"] or 1.5  # the binary's default (src/aws/pace.rs TRAIL_RATE)
     concurrency = tpl["MaximumConcurrency"]
     base = Params(batch_size=tpl["BatchSize"], window=float(tpl["MaximumBatchingWindowInSeconds"]),
                   concurrency=concurrency, queue_delay=float(tpl["DelaySeconds"]),
@@ -377,7 +377,7 @@ def main() -> int:
                   timeout=float(tpl["Timeout"]), margin=float(tpl["DEADLINE_MARGIN_SECONDS"]))
     notes = []
     if not found:
-        notes.append("LOOK_INTERVAL not found in src/lambda.rs: the new schedule assumes 30 s")
+        notes.append("LOOK_INTERVAL not found in src/lambda/looks.rs: the new schedule assumes 30 s")
     if tpl["defaulted"]:
         notes.append("not in template.yaml, AWS's or the code's default used: " + ", ".join(tpl["defaulted"]))
     if concurrency * rate > 2:

@@ -167,7 +167,7 @@ SINK_PREFIXES = ("sns:", "securityhub:", "events:")
 FINDINGS_TOPIC = "FindingsTopic"
 OPERATIONS_TOPIC = "OperationsTopic"
 
-# What the function does that the template's numbers must fit (src/config.rs, src/lambda.rs):
+# What the function does that the template's numbers must fit (src/settings.rs, src/lambda/):
 # one AWS call attempt takes at most KLD_ATTEMPT_TIMEOUT_SECONDS (default 10, not set by the
 # template); a deferred event goes back as a new message delayed at most 900 s (SQS's largest
 # DelaySeconds), for at most twice CloudTrailWaitMinutes while lookups fail.

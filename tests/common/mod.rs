@@ -1,4 +1,4 @@
-//! Test harness: the emulator (moto + tests/emulator.py), scenario seeding through the Rust
+//! Test harness: the emulator (moto + tests/emulator/), scenario seeding through the Rust
 //! SDKs and the emulator's control routes, and running the real binary.
 //!
 //! Under `make test` the emulator is already running (`KLD_EMULATOR_URL`); a bare `cargo test`

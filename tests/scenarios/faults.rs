@@ -1052,7 +1052,7 @@ fn document(diagnosis: &[Row], sinks: &[Row], remediation: &[Row], unreachable: 
     writeln!(
         out,
         "What `kms-launch-doctor` does when an AWS call fails. For every call the tool makes, the real binary \
-was run against the emulator (`tests/emulator.py`) with one fault injected on that call \
+was run against the emulator (`tests/emulator/`) with one fault injected on that call \
 (`POST /_kld/faults`, scoped to the scenario by a substring of the request body):\n\n\
 - **denied**: an access-denied error, on every attempt;\n\
 - **throttled**: a throttling error, on 2 attempts (then the call goes through), or on every attempt;\n\
