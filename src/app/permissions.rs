@@ -186,7 +186,7 @@ fn attach_command(principal: &str, doc: &Value) -> Option<String> {
     let (verb, flag, name) = (format!("put-{}-policy", who.noun), who.flag, who.name);
     Some(format!(
         "aws iam {verb} {flag} {} --policy-name kms-launch-doctor-permissions --policy-document {}",
-        shell_quote(&name),
+        shell_quote(name),
         shell_quote(&doc.to_string())
     ))
 }

@@ -190,20 +190,6 @@ fn cause_colour(code: &str) -> Color {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_are_short() {
-        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(age("2026-11-28T11:30:00Z", now), "30m");
-        assert_eq!(age("2026-11-28T07:00:00Z", now), "5h");
-        assert_eq!(age("2026-11-25T12:00:00Z", now), "3d");
-        assert_eq!(age("nonsense", now), "-");
-    }
-}
-
 /// A table a person reads: one line a check.
 pub(super) fn preflight(report: &PreflightReport) -> String {
     let mut rows = vec![["VERDICT", "REGION", "TARGET", "PRINCIPAL", "CAUSE", "KEYS"].map(str::to_owned).to_vec()];
@@ -243,4 +229,18 @@ pub(super) fn preflight(report: &PreflightReport) -> String {
         report.skipped.len()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_short() {
+        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(age("2026-11-28T11:30:00Z", now), "30m");
+        assert_eq!(age("2026-11-28T07:00:00Z", now), "5h");
+        assert_eq!(age("2026-11-25T12:00:00Z", now), "3d");
+        assert_eq!(age("nonsense", now), "-");
+    }
 }

@@ -1,7 +1,7 @@
 //! The queue's messages: an EventBridge event, a deferred look (`deferred/1`), an unfinished delivery (`redelivery/1`); SQS's attributes; and which event times are plausible.
 
 use super::*;
-use crate::app::gather::{self};
+use crate::app::gather;
 use crate::core::event::Trigger;
 use crate::core::outbox::Outbox;
 use chrono::{DateTime, Duration, Utc};

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::app::deliver;
-use crate::app::gather::{self};
+use crate::app::gather;
 use crate::core::outbox::Outbox;
 use crate::core::report::Finding;
 use crate::ports::{CallError, Effects, FailureKind, Queue};

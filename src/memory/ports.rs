@@ -122,7 +122,7 @@ impl Cloud for Memory {
             })
             .collect();
         // Newest first, as LookupEvents returns them.
-        hits.sort_by(|a, b| b.time.cmp(&a.time));
+        hits.sort_by_key(|r| std::cmp::Reverse(r.time));
         let from: usize = next_token.and_then(|t| t.parse().ok()).unwrap_or(0);
         let events = hits
             .iter()

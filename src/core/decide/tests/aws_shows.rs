@@ -3,7 +3,6 @@
 
 use super::*;
 
-
 fn guarded(f: &mut Facts, sim_decision: Decision, boundary: Option<bool>, organizations: Option<bool>) {
     let mut s = sim(USER, "kms:CreateGrant", KEY, sim_decision);
     s.allowed_by_boundary = boundary;
