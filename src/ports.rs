@@ -189,6 +189,16 @@ pub trait Cloud: Sync {
         let _ = (region, scope);
         async { Err(unsupported("ec2:DescribeInstances")) }
     }
+    /// GetCallerIdentity: the ARN of the credentials in use (no permission needed).
+    fn caller_arn(&self) -> impl Future<Output = Result<String, CallError>> + Send {
+        async { Err(unsupported("sts:GetCallerIdentity")) }
+    }
+    /// GetRole: a role's ARN with its path (`role/team/Ops`) for one that left the path out (an
+    /// assumed role's ARN does); the ARN as given when it cannot be read.
+    fn role_with_path(&self, role_arn: &str) -> impl Future<Output = String> + Send {
+        let arn = role_arn.to_owned();
+        async move { arn }
+    }
     /// GetCallerIdentity: the account of the credentials in use (no permission needed).
     fn account_id(&self) -> impl Future<Output = Result<String, CallError>> + Send {
         async { Err(unsupported("sts:GetCallerIdentity")) }

@@ -1,12 +1,6 @@
-//! `scan` across an organization: the accounts (organizations:ListAccounts, `--accounts`, or a
-//! file), each entered with sts:AssumeRole into the same role, as Cloud Custodian's c7n-org
-//! does. An account that cannot be entered is skipped with the reason; the others go on.
-
-use futures_util::stream::{self, StreamExt};
-
-use crate::app::scan::Member;
-use crate::aws::AwsCloud;
-use crate::ports::Cloud;
+//! `scan` across an organization: which accounts (`--accounts`, or a file), where in each, and
+//! the session name that says who scanned. Entering each account (sts:AssumeRole into the same
+//! role, as Cloud Custodian's c7n-org does) is the CLI's (`cli::scan`).
 
 /// The account ids of an `--accounts-file`: one a line; blank lines and `#` comments ignored.
 pub fn accounts_file(text: &str) -> Result<Vec<String>, String> {
@@ -52,48 +46,6 @@ pub enum Regions {
     Given(Vec<String>),
     /// Each account's own enabled regions (ec2:DescribeRegions through its role).
     All,
-}
-
-/// Enters every account (a few at once): its cloud through `role_name`, and the regions to
-/// scan there.
-pub async fn members(
-    cloud: &AwsCloud,
-    accounts: &[String],
-    role_name: &str,
-    external_id: Option<&str>,
-    regions: &Regions,
-    concurrency: usize,
-) -> Vec<Member<AwsCloud>> {
-    let partition = crate::core::arn::partition_of_region(&cloud.default_region().unwrap_or_default());
-    let session = match cloud.caller_arn().await {
-        Ok(arn) => session_name(&arn),
-        Err(_) => "kms-launch-doctor-scan".to_owned(),
-    };
-    let session = session.as_str();
-    let own = cloud.own_account().await.ok();
-    let own = own.as_deref();
-    stream::iter(accounts.iter().map(|account| async move {
-        let role_arn = format!("arn:{partition}:iam::{account}:role/{role_name}");
-        // The caller's own account with its own credentials (the management account, where a
-        // StackSet puts no role).
-        let entered = if own == Some(account.as_str()) {
-            Ok(cloud.clone())
-        } else {
-            cloud.assume(&role_arn, session, external_id).await.map(|(c, _)| c)
-        };
-        let member_cloud = entered.map_err(|e| format!("could not assume {role_arn}: {e}"));
-        let regions = match (&member_cloud, regions) {
-            (Err(e), _) => Err(e.clone()),
-            (Ok(_), Regions::Given(list)) => Ok(list.clone()),
-            (Ok(c), Regions::All) => {
-                c.describe_regions().await.map_err(|e| format!("could not list the regions of {account}: {e}"))
-            }
-        };
-        Member { account: account.clone(), cloud: member_cloud, regions }
-    }))
-    .buffered(concurrency.max(1))
-    .collect()
-    .await
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::aws::AwsCloud;
 use crate::core::arn::{Arn, IamEntity};
 use crate::core::facts::Decision;
 use crate::ports::{CallError, Cloud, SimulationRequest};
@@ -74,7 +73,7 @@ pub fn simulation_principal(caller_arn: &str) -> Option<String> {
     }
 }
 
-pub async fn check(cloud: &AwsCloud, needs: Needs) -> Result<Check, CallError> {
+pub async fn check<C: Cloud>(cloud: &C, needs: Needs, region: &str) -> Result<Check, CallError> {
     use crate::app::remediate::Mode;
     let caller = cloud.caller_arn().await?;
     let Some(principal) = simulation_principal(&caller) else {
@@ -83,7 +82,7 @@ pub async fn check(cloud: &AwsCloud, needs: Needs) -> Result<Check, CallError> {
             missing_required: Vec::new(),
         });
     };
-    let principal = cloud.resolve_role_path(&principal).await;
+    let principal = cloud.role_with_path(&principal).await;
     let groups = [
         Group { title: "Every diagnosis (diagnose, scan, replay)", calls: READ_SET, required: true },
         Group { title: "--all-regions (diagnose, scan)", calls: ALL_REGIONS_SET, required: needs.all_regions },
@@ -99,7 +98,7 @@ pub async fn check(cloud: &AwsCloud, needs: Needs) -> Result<Check, CallError> {
         },
     ];
     let actions: Vec<String> = groups.iter().flat_map(|g| g.calls.iter().map(|a| (*a).to_owned())).collect();
-    let region = cloud.default_region().unwrap_or_else(|| "us-east-1".to_owned());
+    let region = region.to_owned();
     let sims = cloud
         .simulate(&SimulationRequest {
             principal_arn: principal.clone(),

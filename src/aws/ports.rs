@@ -9,6 +9,14 @@ use crate::core::facts::{Instance, KeyMetadata, Simulation};
 use crate::ports::{CallError, SimulationRequest, TrailPage, TrailQuery, VolumeInfo, VolumeKeys};
 
 impl crate::ports::Cloud for AwsCloud {
+    fn caller_arn(&self) -> impl Future<Output = Result<String, CallError>> + Send {
+        Box::pin(AwsCloud::caller_arn(self))
+    }
+
+    fn role_with_path(&self, role_arn: &str) -> impl Future<Output = String> + Send {
+        Box::pin(self.resolve_role_path(role_arn))
+    }
+
     fn describe_instances(
         &self,
         region: &str,

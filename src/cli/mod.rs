@@ -64,7 +64,8 @@ async fn check_permissions(err: &Stderr, global: &args::Global, args: CheckPermi
     let CheckPermissionsArgs { remediate, all_regions, region } = args;
     let cloud = setup::cloud(global, region.as_deref()).await?;
     let needs = crate::app::permissions::Needs { all_regions, remediation: remediate };
-    let check = crate::app::permissions::check(&cloud, needs).await?;
+    let region = cloud.default_region().unwrap_or_else(|| "us-east-1".to_owned());
+    let check = crate::app::permissions::check(&cloud, needs, &region).await?;
     let printed = emit(err, &check.text);
     let outcome = if check.missing_required.is_empty() { Exit::Complete } else { Exit::Failed };
     Ok(outcome.max(printed))

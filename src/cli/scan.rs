@@ -5,6 +5,7 @@ use chrono::Utc;
 use crate::app::gather::Options;
 use crate::app::org::Regions;
 use crate::app::remediate::Guardrails;
+use crate::app::scan::Member;
 use crate::app::{act, Plan};
 use crate::aws::AwsCloud;
 use crate::cli::args::{Global, ScanArgs, ScanFormat};
@@ -15,6 +16,8 @@ use crate::cli::table::TableStyle;
 use crate::core::outbox::Sinks;
 use crate::core::render;
 use crate::core::report::Report;
+use crate::ports::Cloud;
+use futures_util::stream::{self, StreamExt};
 
 pub(super) async fn run(err: &Stderr, global: &Global, args: ScanArgs) -> Result<Exit, CliError> {
     let settings = settings()?;
@@ -96,15 +99,8 @@ async fn across_accounts(
     } else {
         Regions::Given(vec![cloud.default_region().ok_or_else(no_region)?])
     };
-    let members = crate::app::org::members(
-        cloud,
-        &accounts,
-        &args.role_name,
-        args.external_id.as_deref(),
-        &region_choice,
-        opts.concurrency,
-    )
-    .await;
+    let members =
+        members(cloud, &accounts, &args.role_name, args.external_id.as_deref(), &region_choice, opts.concurrency).await;
     let sizes: Vec<(String, usize)> =
         members.iter().map(|m| (m.account.clone(), m.regions.as_ref().map_or(0, Vec::len))).collect();
     let progress = Progress::accounts(&sizes, args.quiet);
@@ -119,4 +115,46 @@ async fn across_accounts(
         }
     }
     Ok(report)
+}
+
+/// Enters every account (a few at once): its cloud through `role_name`, and the regions to
+/// scan there.
+async fn members(
+    cloud: &AwsCloud,
+    accounts: &[String],
+    role_name: &str,
+    external_id: Option<&str>,
+    regions: &Regions,
+    concurrency: usize,
+) -> Vec<Member<AwsCloud>> {
+    let partition = crate::core::arn::partition_of_region(&cloud.default_region().unwrap_or_default());
+    let session = match cloud.caller_arn().await {
+        Ok(arn) => crate::app::org::session_name(&arn),
+        Err(_) => "kms-launch-doctor-scan".to_owned(),
+    };
+    let session = session.as_str();
+    let own = cloud.own_account().await.ok();
+    let own = own.as_deref();
+    stream::iter(accounts.iter().map(|account| async move {
+        let role_arn = format!("arn:{partition}:iam::{account}:role/{role_name}");
+        // The caller's own account with its own credentials (the management account, where a
+        // StackSet puts no role).
+        let entered = if own == Some(account.as_str()) {
+            Ok(cloud.clone())
+        } else {
+            cloud.assume(&role_arn, session, external_id).await.map(|(c, _)| c)
+        };
+        let member_cloud = entered.map_err(|e| format!("could not assume {role_arn}: {e}"));
+        let regions = match (&member_cloud, regions) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), Regions::Given(list)) => Ok(list.clone()),
+            (Ok(c), Regions::All) => {
+                c.describe_regions().await.map_err(|e| format!("could not list the regions of {account}: {e}"))
+            }
+        };
+        Member { account: account.clone(), cloud: member_cloud, regions }
+    }))
+    .buffered(concurrency.max(1))
+    .collect()
+    .await
 }
