@@ -1,6 +1,8 @@
 //! Settings from the environment (Lambda, and defaults for the CLI). A value that is set but
 //! invalid is an error naming the variable, never silently replaced by a default: a typo in
 //! `REMEDIATION_MODE` must not turn remediation on or off behind the operator's back.
+//!
+//! May import: `core`, `ports`, `app` and `aws` (for its defaults); read by both entry points.
 
 use chrono::Duration;
 

@@ -2,6 +2,9 @@
 //! standard aws-config chain, so `AWS_ENDPOINT_URL` points the tool at an emulator with no code
 //! change. Every call has a timeout and bounded retries with backoff; CloudTrail's LookupEvents is
 //! held to its 2 requests per second per region.
+//!
+//! May import: [`crate::core`] and [`crate::ports`] (it implements the ports); nothing imports
+//! it but the entry points (`cli`, `lambda`) and `settings`.
 
 mod accounts;
 mod autoscaling;

@@ -5,6 +5,9 @@
 //! 2 usage, 3 partial. Reports go to stdout; warnings, skips and errors to stderr (JSON keeps
 //! skips in its `skipped`). A reader that goes away (`| head`) is a normal end: output stops
 //! and the exit code is 0, as in ripgrep.
+//!
+//! May import: everything but `lambda` and the in-memory adapter; the layering is checked by
+//! `tests/architecture.rs`.
 
 mod args;
 mod diagnose;

@@ -22,6 +22,9 @@
 //! the queue's `maxReceiveCount` it rests in the dead-letter queue with the payloads in it.
 //!
 //! Logs are JSON lines on stdout (CloudWatch Logs), one per finding, with stable field names.
+//!
+//! May import: everything but `cli` and the in-memory adapter; the layering is checked by
+//! `tests/architecture.rs`.
 
 mod batch;
 #[cfg(test)]

@@ -73,13 +73,20 @@ pub(super) fn policy_evidence(view: &KeyView<'_>, action: &str, v: &Verdict) -> 
     }
 }
 
-pub(super) fn explicit_deny(
-    ctx: &Ctx<'_>,
-    view: &KeyView<'_>,
-    caller: &Caller,
-    denials: &[&Record],
-    base: &[Evidence],
-) -> Option<Diagnosis> {
+/// One key of one launch with a known caller: what every caller-side check reads.
+#[derive(Clone, Copy)]
+pub(super) struct Attempt<'a> {
+    pub(super) ctx: &'a Ctx<'a>,
+    pub(super) view: &'a KeyView<'a>,
+    pub(super) caller: &'a Caller,
+    /// The launch's denied KMS calls on this key.
+    pub(super) denials: &'a [&'a Record],
+    /// The evidence every cause of this key starts from.
+    pub(super) base: &'a [Evidence],
+}
+
+pub(super) fn explicit_deny(attempt: Attempt<'_>) -> Option<Diagnosis> {
+    let Attempt { ctx, view, caller, denials, base } = attempt;
     let key = &view.facts.arn;
     let principal = caller.principal_arn.as_deref()?;
     let sims = simulations_for(ctx, key, principal);
@@ -136,13 +143,8 @@ pub(super) fn explicit_deny(
 /// An SCP, or the caller's permissions boundary, blocks what the launch needs: the simulator's
 /// `OrganizationsDecisionDetail` / `PermissionsBoundaryDecisionDetail`, or CloudTrail's
 /// "explicit deny in a service control policy / permissions boundary".
-pub(super) fn guardrail_cause(
-    ctx: &Ctx<'_>,
-    view: &KeyView<'_>,
-    caller: &Caller,
-    denials: &[&Record],
-    base: &[Evidence],
-) -> Option<Diagnosis> {
+pub(super) fn guardrail_cause(attempt: Attempt<'_>) -> Option<Diagnosis> {
+    let Attempt { ctx, view, caller, denials, base } = attempt;
     let key = &view.facts.arn;
     let principal = caller.principal_arn.as_deref();
     let sims = principal.map(|p| simulations_for(ctx, key, p)).unwrap_or_default();

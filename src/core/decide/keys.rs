@@ -44,10 +44,8 @@ pub(super) fn key_cause(ctx: &Ctx<'_>, view: &KeyView<'_>, caller: Option<&Calle
         return Some((caller_unknown(ctx, key, caller, launch_evidence), Vec::new()));
     };
     // Guardrails above IAM policies first: no identity or key policy change can get past them.
-    if let Some(d) = guardrail_cause(ctx, view, caller, &denials, &launch_evidence) {
-        return Some(d);
-    }
-    if let Some(d) = explicit_deny(ctx, view, caller, &denials, &launch_evidence) {
+    let attempt = Attempt { ctx, view, caller, denials: &denials, base: &launch_evidence };
+    if let Some(d) = guardrail_cause(attempt).or_else(|| explicit_deny(attempt)) {
         return Some(d);
     }
     if key.account() != ctx.f.instance.account {

@@ -5,24 +5,17 @@ use crate::core::arn::{Arn, IamEntity, KeyArn};
 use crate::core::report::{Remediation, RemediationAction};
 use serde_json::{json, Value};
 
-/// Prints a key's policy (GetKeyPolicy takes only the name `default`).
-pub(super) fn get_key_policy_command(key: &KeyArn) -> String {
+/// `aws kms <verb>` on a key's policy (KMS knows only the name `default`), then `rest`.
+fn key_policy_call(verb: &str, key: &KeyArn, rest: &[&str]) -> String {
     let k = key.to_string();
-    cmd(&[
-        "aws",
-        "kms",
-        "get-key-policy",
-        "--region",
-        key.region(),
-        "--key-id",
-        &k,
-        "--policy-name",
-        "default",
-        "--query",
-        "Policy",
-        "--output",
-        "text",
-    ])
+    let mut words = vec!["aws", "kms", verb, "--region", key.region(), "--key-id", &k, "--policy-name", "default"];
+    words.extend_from_slice(rest);
+    cmd(&words)
+}
+
+/// Prints a key's policy.
+pub(super) fn get_key_policy_command(key: &KeyArn) -> String {
+    key_policy_call("get-key-policy", key, &["--query", "Policy", "--output", "text"])
 }
 
 /// A key-policy edit for whoever administers the key: read the policy, change it with `jq`
@@ -32,19 +25,7 @@ pub(super) fn key_policy_edit(key: &KeyArn, statement: Value, jq: &str) -> Remed
     let stmt = compact(&statement);
     let commands = vec![
         format!("{} | jq --argjson s {} {jq} > key-policy.json", get_key_policy_command(key), shell_quote(&stmt)),
-        cmd(&[
-            "aws",
-            "kms",
-            "put-key-policy",
-            "--region",
-            key.region(),
-            "--key-id",
-            &k,
-            "--policy-name",
-            "default",
-            "--policy",
-            "file://key-policy.json",
-        ]),
+        key_policy_call("put-key-policy", key, &["--policy", "file://key-policy.json"]),
     ];
     Remediation::proposed(RemediationAction::AddKeyPolicyStatement, k, commands)
         .writing(Some("default".to_owned()), statement)

@@ -117,15 +117,7 @@ pub fn script(report: &Report) -> String {
         out.push_str("\n# Nothing to run: no fix command was proposed.\n");
     }
     for (i, fc) in fixes.iter().enumerate() {
-        let causes: Vec<&str> = fc.instances.iter().flat_map(|f| f.causes.iter().map(|c| c.code.as_str())).fold(
-            Vec::new(),
-            |mut acc, c| {
-                if !acc.contains(&c) {
-                    acc.push(c);
-                }
-                acc
-            },
-        );
+        let causes = dedup(fc.instances.iter().flat_map(|f| f.causes.iter().map(|c| c.code.as_str())).collect());
         let _ = writeln!(
             out,
             "\n# [{}] {} on {} ({})",
