@@ -1,5 +1,5 @@
-//! The narrow view of AWS the diagnosis needs, as a trait: one implementation talks to the AWS
-//! SDKs ([`crate::aws::AwsCloud`]); tests can supply their own. Each method is one API call
+//! The narrow view of AWS the use cases need, as traits: one implementation talks to the AWS
+//! SDKs (`aws/`), one holds plain data for in-process tests (`memory/`). Each method is one API call
 //! (one page, for LookupEvents) and returns domain types, never SDK types.
 //!
 //! May import: [`crate::core`] only: the ports speak the core's types, never an SDK's.
