@@ -39,6 +39,8 @@ fn modules() -> BTreeMap<String, String> {
             let text = std::fs::read_to_string(&path).unwrap();
             // An inline test module ends the file's code.
             let text = text.split("#[cfg(test)]\nmod tests {").next().unwrap_or_default();
+            // Comments out. (A `//` inside a string cuts the rest of its line too; imports here sit on
+            // lines of their own.)
             let code: String =
                 text.lines().map(|l| l.split("//").next().unwrap_or_default()).collect::<Vec<_>>().join("\n");
             out.insert(parts.join("::"), code);
@@ -67,9 +69,7 @@ fn imports(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<Stri
     let mut graph = BTreeMap::new();
     for (name, code) in modules {
         let mut deps = BTreeSet::new();
-        for (i, _) in code.match_indices("crate::") {
-            let path: String =
-                code[i + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+        for path in paths(code) {
             let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
             let target = (1..=parts.len()).rev().map(|n| parts[..n].join("::")).find(|p| modules.contains_key(p));
             if let Some(t) = target {
@@ -82,6 +82,49 @@ fn imports(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<Stri
         graph.insert(name.clone(), deps);
     }
     graph
+}
+
+/// Every path after `crate::`, a grouped import (`crate::{a::b, c}`) expanded one level.
+fn paths(code: &str) -> Vec<String> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + 7..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 1;
+            let end = group
+                .char_indices()
+                .find(|(_, c)| {
+                    depth += match c {
+                        '{' => 1,
+                        '}' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(group.len(), |(n, _)| n);
+            let mut level = 0;
+            let mut item = String::new();
+            for c in group[..end].chars().chain(std::iter::once(',')) {
+                match c {
+                    '{' => level += 1,
+                    '}' => level -= 1,
+                    ',' if level == 0 => out.push(std::mem::take(&mut item).trim().to_owned()),
+                    c if level == 0 && ident(c) => item.push(c),
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(rest.chars().take_while(|c| ident(*c)).collect());
+        }
+    }
+    out
+}
+
+#[test]
+fn grouped_imports_are_read_too() {
+    let got = paths("use crate::{cli, memory::{Memory, World}};\nlet x = crate::core::arn::KeyArn::parse(s);");
+    assert_eq!(got, ["cli", "memory::", "core::arn::KeyArn::parse"]);
 }
 
 fn stage(module: &str) -> &str {

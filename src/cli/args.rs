@@ -107,7 +107,7 @@ pub struct ActionArgs {
     #[arg(long = "event-bus", env = "FINDINGS_EVENT_BUS", value_name = "BUS")]
     pub event_bus: Option<String>,
     /// Opt-in remediation: off, dry-run (report what apply would write), apply (see README: both the principal and the key must opt in).
-    #[arg(long, env = "REMEDIATION_MODE", value_parser = crate::settings::mode, default_value = "off", value_name = "off|dry-run|apply")]
+    #[arg(long, env = "REMEDIATION_MODE", value_parser = mode(), ignore_case = true, default_value = "off")]
     pub remediate: Mode,
 }
 
@@ -182,7 +182,7 @@ pub struct ScanArgs {
     #[arg(long)]
     pub wide: bool,
     /// Opt-in remediation: off, dry-run (report what apply would write), apply.
-    #[arg(long, env = "REMEDIATION_MODE", value_parser = crate::settings::mode, default_value = "off", value_name = "off|dry-run|apply")]
+    #[arg(long, env = "REMEDIATION_MODE", value_parser = mode(), ignore_case = true, default_value = "off")]
     pub remediate: Mode,
     /// Regions and calls in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
@@ -233,7 +233,7 @@ pub struct PreflightArgs {
     #[arg(long, visible_alias = "output", value_enum, default_value_t = PreflightFormat::Table)]
     pub format: PreflightFormat,
     /// Opt-in remediation of what will fail: off, dry-run, apply (the same opt-in rules).
-    #[arg(long, env = "REMEDIATION_MODE", value_parser = crate::settings::mode, default_value = "off", value_name = "off|dry-run|apply")]
+    #[arg(long, env = "REMEDIATION_MODE", value_parser = mode(), ignore_case = true, default_value = "off")]
     pub remediate: Mode,
 }
 
@@ -241,7 +241,7 @@ pub struct PreflightArgs {
 #[derive(Debug, clap::Args)]
 pub struct CheckPermissionsArgs {
     /// Also require the calls of --remediate dry-run (reads) or apply (reads and writes).
-    #[arg(long, value_parser = crate::settings::mode, default_value = "off", value_name = "off|dry-run|apply")]
+    #[arg(long, value_parser = mode(), ignore_case = true, default_value = "off")]
     pub remediate: Mode,
     /// Also require ec2:DescribeRegions, which --all-regions needs.
     #[arg(long)]
@@ -356,4 +356,16 @@ pub(super) fn endpoint_url(s: &str) -> Result<String, String> {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(s.to_owned()),
         _ => Err(format!("{:?} is not an http:// or https:// URL", crate::core::event::echo(s))),
     }
+}
+
+/// `--remediate`: the values `--help` and the shell completions offer, any case, `dryrun` too;
+/// read by the same parser as `REMEDIATION_MODE` ([`Mode::parse`]), so both accept the same.
+fn mode() -> impl clap::builder::TypedValueParser<Value = Mode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("off"),
+        PossibleValue::new("dry-run").alias("dryrun"),
+        PossibleValue::new("apply"),
+    ])
+    .map(|s| Mode::parse(&s).unwrap_or_default())
 }

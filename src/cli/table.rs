@@ -154,6 +154,11 @@ pub(super) fn table(report: &Report, style: &TableStyle) -> String {
             t.add_row(row);
         }
         let last = cols.len().saturating_sub(1);
+        // Each column's floor: its minimum (an instance id whole), unless even the minimums of
+        // the columns left cannot fit, when any column may be cut, down to 2: the table still
+        // fits the width, as `--help` promises.
+        let floors: Vec<usize> = cols.iter().map(|c| natural(c).min(c.min)).collect();
+        let squeezed = floors.iter().sum::<usize>() + GAP * last > style.width;
         for (i, (column, c)) in t.column_iter_mut().zip(&cols).enumerate() {
             // Two spaces between columns, none before the first or after the last.
             let gap = if i == last { 0 } else { GAP };
@@ -161,7 +166,8 @@ pub(super) fn table(report: &Report, style: &TableStyle) -> String {
             if !wide {
                 // A column is never cut below its minimum (an instance id never at all); the
                 // boundary counts the padding.
-                let floor = u16::try_from(natural(c).min(c.min) + gap).unwrap_or(u16::MAX);
+                let floor = if squeezed { natural(c).min(2) } else { natural(c).min(c.min) };
+                let floor = u16::try_from(floor + gap).unwrap_or(u16::MAX);
                 column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(floor)));
             }
         }
@@ -242,5 +248,28 @@ mod tests {
         assert_eq!(age("2026-11-28T07:00:00Z", now), "5h");
         assert_eq!(age("2026-11-25T12:00:00Z", now), "3d");
         assert_eq!(age("nonsense", now), "-");
+    }
+
+    #[test]
+    fn a_table_of_several_accounts_and_regions_still_fits_the_width() {
+        let key = crate::core::arn::KeyArn::parse(
+            "arn:aws:kms:eu-west-1:123456789012:key/8e3426b8-87b4-434c-ae74-8e63dadf354a",
+        )
+        .unwrap();
+        let mut a = crate::core::report::fixture::finding("arn:aws:iam::123456789012:user/a-rather-long-name", &key);
+        a.instance_id = "i-0fedcba9876543210".into();
+        let mut b = a.clone();
+        b.instance_id = "i-0123456789abcdef0".into();
+        b.region = "ap-southeast-2".into();
+        let report = Report { findings: vec![a, b], ..Report::default() };
+        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
+        let style = TableStyle { width: 80, wide: false, colour: false, now, accounts: true };
+        let narrow = table(&report, &style);
+        assert!(narrow.lines().all(|l| display_width(l) <= 80), "{narrow}");
+        assert!(narrow.starts_with("ACCOUNT"), "{narrow}");
+        // With room, instance ids are whole.
+        let roomy = table(&report, &TableStyle { width: 120, ..style });
+        assert!(roomy.contains("i-0123456789abcdef0") && roomy.contains("i-0fedcba9876543210"), "{roomy}");
+        assert!(roomy.lines().all(|l| display_width(l) <= 120), "{roomy}");
     }
 }

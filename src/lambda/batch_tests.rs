@@ -175,7 +175,7 @@ async fn a_sink_that_fails_gets_the_finding_later_and_the_others_are_not_sent_it
 }
 
 #[tokio::test]
-async fn a_redelivery_that_fails_again_is_retried_whole_until_the_dead_letter_queue() {
+async fn a_redelivery_that_fails_again_comes_back_whole_for_sqs_to_retry() {
     let aws = Memory::new();
     aws.fail("sns:Publish", crate::ports::FailureKind::Unreachable);
     let outbox = crate::core::outbox::Outbox {

@@ -7,7 +7,7 @@ use crate::ports::CallError;
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// An environment variable is set but invalid; nothing is diagnosed until it is fixed.
-    #[error("configuration: {0}")]
+    #[error("{0}")]
     Configuration(String),
     /// The payload says it is an SQS batch but is not one Lambda would send.
     #[error("malformed SQS batch: {0}")]

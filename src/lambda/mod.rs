@@ -62,7 +62,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub async fn run() -> Result<(), Error> {
-    let settings = Settings::from_env().map_err(HandlerError::Configuration)?;
+    let settings = Settings::from_env().map_err(|e| HandlerError::Configuration(format!("configuration: {e}")))?;
     let cloud = AwsCloud::new(load_config(None).await)
         .with_trail_rate(settings.cloudtrail_rate)
         .with_spoke_role(settings.spoke_role_name.clone());

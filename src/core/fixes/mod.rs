@@ -114,10 +114,12 @@ pub fn service_linked_role_statements(principal: &str) -> Vec<Value> {
 }
 
 /// Quotes a word for POSIX shells so that pasting it can never run anything else. shlex knows
-/// the shells' corner cases (bash's `^` after a quote, non-ASCII blanks); a shell word cannot
-/// hold a NUL at all, so one from AWS is dropped first, and quoting then cannot fail.
+/// the shells' corner cases (bash's `^` after a quote, non-ASCII blanks). A shell word cannot
+/// hold a NUL at all: one from AWS is written as the two characters `\0`, which no IAM or KMS
+/// name may contain, so the command fails rather than act on some other resource; quoting then
+/// cannot fail.
 pub fn shell_quote(word: &str) -> String {
-    let word = word.replace('\0', "");
+    let word = word.replace('\0', "\\0");
     shlex::try_quote(&word).map_or_else(|_| "''".to_owned(), std::borrow::Cow::into_owned)
 }
 

@@ -48,7 +48,8 @@ fn put_user_policy_command_is_exact() {
 fn quoting_neutralises_shell_syntax() {
     assert_eq!(shell_quote("plain-name_1"), "plain-name_1");
     assert_eq!(shell_quote("it's"), r#""it's""#);
-    assert_eq!(shell_quote("a\0b c"), "'ab c'", "a NUL cannot reach a shell");
+    // The shell reads the word `a\0b c`: a NUL cannot reach it, nor is it dropped.
+    assert_eq!(shell_quote("a\0b c"), r#""a\\0b c""#);
     assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
     assert_eq!(shell_quote("a;b c"), "'a;b c'");
     assert_eq!(shell_quote(""), "''");
