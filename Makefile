@@ -35,7 +35,7 @@ install:
 	$(CARGO) install --locked --path .
 	@echo "Shell completions: kms-launch-doctor completions bash|zsh|fish (see README, Install)"
 
-## Fast loop: the pure core only, no emulator.
+## Fast loop: the pure core and the use cases in-process (the in-memory adapter): no emulator, no Python.
 unit:
 	$(CARGO) test --locked --lib
 
