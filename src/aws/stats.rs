@@ -54,7 +54,12 @@ impl Intercept for CallCounter {
 
 /// The JSON line the benchmarks read: `{"api_calls": {...}, "total": N}`.
 pub fn line(counts: &BTreeMap<String, u64>) -> String {
-    serde_json::json!({"api_calls": counts, "total": counts.values().sum::<u64>()}).to_string()
+    summary(counts).to_string()
+}
+
+/// The calls by name and their total, as a JSON value (the Lambda nests it in its log line).
+pub fn summary(counts: &BTreeMap<String, u64>) -> serde_json::Value {
+    serde_json::json!({"api_calls": counts, "total": counts.values().sum::<u64>()})
 }
 
 /// Retries a bare HTTP 429 as throttling. The SDK retries 500/502/503/504 and throttling error

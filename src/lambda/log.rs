@@ -84,7 +84,11 @@ pub(super) fn invocation_end(metrics: &Metrics, throttles: u64, calls: Option<&B
         write(&line.to_string());
     }
     if let Some(calls) = calls {
-        let stats: Value = serde_json::from_str(&crate::aws::stats::line(calls)).unwrap_or_default();
-        log_line("INFO", "kms_launch_doctor::stats", "api calls", json!({ "stats": stats }));
+        log_line(
+            "INFO",
+            "kms_launch_doctor::stats",
+            "api calls",
+            json!({ "stats": crate::aws::stats::summary(calls) }),
+        );
     }
 }

@@ -77,9 +77,8 @@ pub struct World {
     pub lookups: Vec<crate::ports::TrailKey>,
     /// Every call made, in order, as `service:Action`.
     pub calls: Vec<String>,
-    /// Calls that fail: `service:Action` → the kind of failure and how many more times
-    /// (`usize::MAX`: always).
-    pub faults: BTreeMap<String, (FailureKind, usize)>,
+    /// Calls that fail, every time: `service:Action` → the kind of failure.
+    pub faults: BTreeMap<String, FailureKind>,
 }
 
 /// The ports over a [`World`].
@@ -116,19 +115,15 @@ impl Memory {
 
     /// Makes `call` fail with `kind` from now on.
     pub fn fail(&self, call: &str, kind: FailureKind) {
-        self.world().faults.insert(call.to_owned(), (kind, usize::MAX));
+        self.world().faults.insert(call.to_owned(), kind);
     }
 
     /// Logs the call and answers with its fault, if one is set; else the world to answer from.
     fn call(&self, name: &'static str) -> Result<MutexGuard<'_, World>, CallError> {
         let mut world = self.world();
         world.calls.push(name.to_owned());
-        if let Some((kind, left)) = world.faults.get_mut(name) {
-            if *left > 0 {
-                let kind = *kind;
-                *left = left.saturating_sub(1);
-                return Err(CallError { call: name, kind, message: format!("{kind:?} (injected)") });
-            }
+        if let Some(&kind) = world.faults.get(name) {
+            return Err(CallError { call: name, kind, message: format!("{kind:?} (injected)") });
         }
         Ok(world)
     }
